@@ -1,0 +1,442 @@
+"""A private Postgres for development, demos and tests (``river dev``).
+
+:func:`start` starts, or reuses, a Postgres cluster kept in a project-local directory
+(``.river/pg`` under the current directory, or ``$RIVER_DEV_DIR``), listening on 127.0.0.1 on a
+free port with ``trust`` authentication, and returns its URL. :func:`database_url` is what the
+demo, the test suite and the benchmarks call: a real ``DATABASE_URL`` always wins over the
+embedded server.
+
+Binaries are looked up in this order: ``$RIVER_PG_BINDIR``; ``initdb``/``pg_ctl`` on ``PATH``;
+``pg_config --bindir``; ``/usr/lib/postgresql/<newest>/bin``; the ``pgserver`` wheel (the
+``embedded`` extra). Postgres refuses to run as root, so when this process is root the server
+runs as an unprivileged user (``$RIVER_DEV_USER``, else ``postgres`` when it exists, else
+``nobody``) who owns the data directory.
+
+The server is a daemon: it outlives the process that started it, so that a second test run or
+demo starts in milliseconds. Stop it with :func:`stop` or ``river dev stop``.
+
+The cluster keeps Postgres' defaults (fsync on), except ``max_connections = 300`` (test suites
+and benchmarks open many pools) and ``listen_addresses``/``port``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import importlib.util
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from river._errors import RiverError
+
+__all__ = [
+    "DevPostgresError",
+    "DevServer",
+    "database_url",
+    "find_bindir",
+    "start",
+    "status",
+    "stop",
+]
+
+#: Database created in the embedded cluster on first start, used by the demo and ``river dev url``.
+DEV_DATABASE = "river"
+_SUPERUSER = "postgres"
+_STATE_FILE = "dev.json"
+_SERVER_SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    "unix_socket_directories": "''",
+    "max_connections": "300",
+}
+
+
+class DevPostgresError(RiverError):
+    """The embedded Postgres could not be found, initialised, started or stopped."""
+
+
+@dataclass(frozen=True)
+class DevServer:
+    """A running embedded Postgres."""
+
+    #: Connection URL of the ``river`` database on this server.
+    url: str
+    #: Data directory of the cluster.
+    data_dir: Path
+    #: Directory holding ``initdb``, ``pg_ctl`` and ``postgres``.
+    bindir: Path
+    #: TCP port on 127.0.0.1.
+    port: int
+
+    def url_for(self, database: str) -> str:
+        """The URL of another database on this server."""
+        return f"postgresql://{_SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+
+def _root_dir(directory: str | os.PathLike[str] | None) -> Path:
+    if directory is not None:
+        return Path(directory).resolve()
+    env = os.environ.get("RIVER_DEV_DIR")
+    return Path(env).resolve() if env else (Path.cwd() / ".river").resolve()
+
+
+def _has_postgres(bindir: Path) -> bool:
+    return all(os.access(bindir / name, os.X_OK) for name in ("initdb", "pg_ctl", "postgres"))
+
+
+def find_bindir() -> Path:
+    """Return the directory of the Postgres server binaries to use.
+
+    Raises :class:`DevPostgresError` naming every place searched when none has ``initdb``,
+    ``pg_ctl`` and ``postgres``.
+    """
+    candidates: list[tuple[str, Path]] = []
+    env = os.environ.get("RIVER_PG_BINDIR")
+    if env:
+        candidates.append(("$RIVER_PG_BINDIR", Path(env)))
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(("PATH", Path(on_path).resolve().parent))
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+            if out:
+                candidates.append(("pg_config --bindir", Path(out)))
+    for found in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True):
+        candidates.append(("/usr/lib/postgresql", Path(found)))
+    spec = importlib.util.find_spec("pgserver")
+    if spec is not None and spec.origin:
+        # Located without importing pgserver (its import has side effects and warnings).
+        candidates.append(("pgserver wheel", Path(spec.origin).parent / "pginstall" / "bin"))
+    for _, path in candidates:
+        if _has_postgres(path):
+            return path
+    searched = ", ".join(f"{where} ({path})" for where, path in candidates) or "nothing found"
+    raise DevPostgresError(
+        "no Postgres server binaries found (searched: "
+        f"{searched}; also /usr/lib/postgresql/*/bin). Install PostgreSQL, or the wheel with "
+        "`pip install 'river-queue[embedded]'`, or set DATABASE_URL to an existing server."
+    )
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    version = Path(path).parent.name
+    return tuple(int(p) for p in version.split(".") if p.isdigit()) or (0,)
+
+
+@dataclass(frozen=True)
+class _RunAs:
+    uid: int
+    gid: int
+    name: str
+
+
+def _run_as() -> _RunAs | None:
+    """The unprivileged user to run Postgres as, or None when this process is not root."""
+    if os.geteuid() != 0:
+        return None
+    names = [os.environ.get("RIVER_DEV_USER", ""), "postgres", "nobody"]
+    for name in names:
+        if not name:
+            continue
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        if entry.pw_uid != 0:
+            return _RunAs(entry.pw_uid, entry.pw_gid, name)
+    raise DevPostgresError(
+        "running as root, and no unprivileged user (postgres, nobody) exists to run Postgres as; "
+        "set RIVER_DEV_USER to one"
+    )
+
+
+def _traversable(path: Path, user: _RunAs) -> bool:
+    """Whether ``user`` can reach ``path`` (execute permission on every ancestor)."""
+    for ancestor in [path, *path.parents]:
+        if not ancestor.exists():
+            continue
+        st = ancestor.stat()
+        if st.st_uid == user.uid:
+            bit = 0o100
+        elif st.st_gid == user.gid:
+            bit = 0o010
+        else:
+            bit = 0o001
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def _run(
+    args: list[str], user: _RunAs | None, cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    kwargs: dict[str, object] = {}
+    if user is not None:
+        kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C"}
+    if user is not None:
+        env["HOME"] = str(cwd)
+        env["USER"] = env["LOGNAME"] = user.name
+    return subprocess.run(  # type: ignore[call-overload, no-any-return]
+        args,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kwargs,
+    )
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "dev.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _read_state(root: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((root / _STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _server_from_state(state: dict[str, object]) -> DevServer:
+    port = int(str(state["port"]))
+    return DevServer(
+        url=f"postgresql://{_SUPERUSER}@127.0.0.1:{port}/{DEV_DATABASE}",
+        data_dir=Path(str(state["data_dir"])),
+        bindir=Path(str(state["bindir"])),
+        port=port,
+    )
+
+
+def _accepts_connections(port: int, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _is_running(server: DevServer, user: _RunAs | None) -> bool:
+    if not (server.data_dir / "postmaster.pid").exists():
+        return False
+    result = _run(
+        [str(server.bindir / "pg_ctl"), "status", "-D", str(server.data_dir)],
+        user,
+        server.data_dir,
+    )
+    return result.returncode == 0 and _accepts_connections(server.port)
+
+
+def status(directory: str | os.PathLike[str] | None = None) -> DevServer | None:
+    """Return the embedded server when it is running, else None. Starts nothing."""
+    root = _root_dir(directory)
+    state = _read_state(root)
+    if state is None:
+        return None
+    server = _server_from_state(state)
+    return server if _is_running(server, _run_as()) else None
+
+
+def _data_dir_for(root: Path, user: _RunAs | None) -> Path:
+    preferred = root / "pg"
+    if user is None or _traversable(root, user):
+        return preferred
+    # The project sits below a directory the server's user cannot enter (e.g. /root): keep the
+    # cluster in a per-project directory under the system temp dir instead.
+    import hashlib
+
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"river-dev-{digest}" / "pg"
+
+
+def _initdb(bindir: Path, data_dir: Path, user: _RunAs | None) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        for path in [data_dir, data_dir.parent]:
+            if path.name.startswith("river-dev-") or path == data_dir:
+                os.chown(path, user.uid, user.gid)
+    data_dir.chmod(0o700)
+    result = _run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data_dir),
+            "-U",
+            _SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
+        user,
+        data_dir,
+    )
+    if result.returncode != 0:
+        raise DevPostgresError(
+            f"initdb failed in {data_dir} (exit {result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()[-2000:]}"
+        )
+
+
+def _configure(data_dir: Path, port: int) -> None:
+    settings = {**_SERVER_SETTINGS, "port": str(port)}
+    conf = data_dir / "postgresql.auto.conf"
+    lines = [
+        line
+        for line in conf.read_text().splitlines()
+        if line.split("=")[0].strip() not in settings
+    ]
+    lines += [f"{key} = {value}" for key, value in settings.items()]
+    conf.write_text("\n".join(lines) + "\n")
+
+
+def _pg_ctl_start(server: DevServer, user: _RunAs | None) -> subprocess.CompletedProcess[str]:
+    return _run(
+        [
+            str(server.bindir / "pg_ctl"),
+            "start",
+            "-D",
+            str(server.data_dir),
+            "-l",
+            str(server.data_dir / "server.log"),
+            "-w",
+            "-t",
+            "60",
+        ],
+        user,
+        server.data_dir,
+        timeout=90,
+    )
+
+
+def _ensure_database(server: DevServer) -> None:
+    import psycopg
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with psycopg.connect(server.url_for("postgres"), autocommit=True) as conn:
+                exists = conn.execute(
+                    "SELECT 1 FROM pg_database WHERE datname = %s", (DEV_DATABASE,)
+                ).fetchone()
+                if not exists:
+                    conn.execute(f'CREATE DATABASE "{DEV_DATABASE}"')
+                return
+        except psycopg.OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise DevPostgresError(f"embedded Postgres does not accept connections: {exc}")
+            time.sleep(0.1)
+
+
+def start(directory: str | os.PathLike[str] | None = None) -> DevServer:
+    """Start the embedded Postgres, or reuse it when it already runs; return it.
+
+    Safe to call from several processes at once (a file lock serialises them). The first call
+    initialises the cluster, which takes a few seconds; later calls take milliseconds.
+    """
+    root = _root_dir(directory)
+    user = _run_as()
+    with _locked(root):
+        state = _read_state(root)
+        if state is not None:
+            server = _server_from_state(state)
+            if _is_running(server, user):
+                return server
+            if not _has_postgres(server.bindir):
+                server = DevServer(server.url, server.data_dir, find_bindir(), server.port)
+        else:
+            data_dir = _data_dir_for(root, user)
+            server = DevServer("", data_dir, find_bindir(), 0)
+        if not (server.data_dir / "PG_VERSION").exists():
+            _initdb(server.bindir, server.data_dir, user)
+        last_error = ""
+        for _ in range(3):
+            port = _free_port()
+            server = DevServer(
+                f"postgresql://{_SUPERUSER}@127.0.0.1:{port}/{DEV_DATABASE}",
+                server.data_dir,
+                server.bindir,
+                port,
+            )
+            _configure(server.data_dir, port)
+            # A stale pid file from a crash would make pg_ctl refuse to start.
+            pid_file = server.data_dir / "postmaster.pid"
+            if pid_file.exists() and not _is_running(server, user):
+                with contextlib.suppress(OSError):
+                    pid_file.unlink()
+            result = _pg_ctl_start(server, user)
+            if result.returncode == 0:
+                break
+            last_error = (result.stderr or result.stdout).strip()
+            log = server.data_dir / "server.log"
+            with contextlib.suppress(OSError):
+                last_error += "\n" + log.read_text()[-2000:]
+        else:
+            raise DevPostgresError(f"could not start Postgres in {server.data_dir}: {last_error}")
+        state = {
+            "data_dir": str(server.data_dir),
+            "bindir": str(server.bindir),
+            "port": server.port,
+            "user": user.name if user else None,
+        }
+        (root / _STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
+        _ensure_database(server)
+        return server
+
+
+def stop(directory: str | os.PathLike[str] | None = None) -> bool:
+    """Stop the embedded Postgres (fast shutdown). Return whether a server was running."""
+    root = _root_dir(directory)
+    user = _run_as()
+    with _locked(root):
+        state = _read_state(root)
+        if state is None:
+            return False
+        server = _server_from_state(state)
+        if not _is_running(server, user):
+            return False
+        result = _run(
+            [str(server.bindir / "pg_ctl"), "stop", "-D", str(server.data_dir), "-m", "fast"],
+            user,
+            server.data_dir,
+        )
+        if result.returncode != 0:
+            raise DevPostgresError(f"pg_ctl stop failed: {(result.stderr or result.stdout)}")
+        return True
+
+
+def database_url(directory: str | os.PathLike[str] | None = None) -> str:
+    """``$DATABASE_URL`` when set, else the URL of the embedded server (started if needed)."""
+    env = os.environ.get("DATABASE_URL")
+    if env:
+        return env
+    return start(directory).url

@@ -1,0 +1,134 @@
+"""Test harness: a real Postgres for every test (no fakes).
+
+The server is ``$DATABASE_URL`` when set, else the embedded one from :mod:`river.dev`. Each test
+that asks for a database gets its own, created for it and dropped after it:
+
+- ``empty_db_url``: a new empty database (no River schema), for migration tests;
+- ``db_url``: a new database already migrated to the latest version (cloned from a template
+  migrated once per session), for everything else.
+
+Async tests run on asyncio through anyio's pytest plugin (``@pytest.mark.anyio``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import conninfo, sql
+
+from river import dev
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = REPO_ROOT.parent / "shared"
+CONFORMANCE = SHARED / "river-conformance"
+TEMPLATE_DB = "river_test_template_v7"
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    # psycopg's async API is asyncio-only, so the whole library runs on asyncio.
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    """URL of a database on the test server (used to create and drop per-test databases)."""
+    return dev.database_url()
+
+
+def _url_with_db(url: str, dbname: str) -> str:
+    params = conninfo.conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return conninfo.make_conninfo("", **params)
+
+
+def _uri_with_db(url: str, dbname: str) -> str:
+    """Same as _url_with_db but as a postgresql:// URI (what the CLI and tools expect)."""
+    params = conninfo.conninfo_to_dict(url)
+    user = params.get("user", "")
+    password = params.get("password")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = params.get("host", "localhost")
+    port = params.get("port")
+    hostport = f"{host}:{port}" if port else str(host)
+    return f"postgresql://{auth}{hostport}/{dbname}"
+
+
+def _create_database(server_url: str, name: str, template: str = "template0") -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
+        )
+
+
+def _drop_database(server_url: str, name: str) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+@pytest.fixture
+def empty_db_url(server_url: str) -> Iterator[str]:
+    """A fresh, empty database for this test only (dropped afterwards)."""
+    name = f"rq_test_{uuid.uuid4().hex[:12]}"
+    _create_database(server_url, name)
+    try:
+        yield _uri_with_db(server_url, name)
+    finally:
+        _drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def _template_db(server_url: str) -> Iterator[str]:
+    from river.migrate import Migrator
+
+    name = f"{TEMPLATE_DB}_{os.getpid()}"
+    _drop_database(server_url, name)
+    _create_database(server_url, name)
+    with psycopg.connect(_url_with_db(server_url, name), autocommit=True) as conn:
+        Migrator(conn).migrate_up()
+    try:
+        yield name
+    finally:
+        _drop_database(server_url, name)
+
+
+@pytest.fixture
+def db_url(server_url: str, _template_db: str) -> Iterator[str]:
+    """A fresh database migrated to the latest version, for this test only."""
+    name = f"rq_test_{uuid.uuid4().hex[:12]}"
+    _create_database(server_url, name, template=_template_db)
+    try:
+        yield _uri_with_db(server_url, name)
+    finally:
+        _drop_database(server_url, name)
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to ``db_url``."""
+    with psycopg.connect(db_url, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a thread of its own running (pools, workers, notifiers)."""
+    before = set(threading.enumerate())
+    yield
+    deadline_threads = [
+        t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon
+    ]
+    for t in deadline_threads:
+        t.join(timeout=5)
+    leaked = [t.name for t in deadline_threads if t.is_alive()]
+    assert not leaked, f"threads left running after the test: {leaked}"
