@@ -1,0 +1,78 @@
+"""river-queue: durable Postgres-backed jobs that speak River (Go)'s database protocol.
+
+Start with :class:`AsyncClient` (work jobs, insert, admin) or :class:`Client` (sync insert and
+admin), :class:`JobArgs` and :class:`Worker`. The documentation lives in ``docs/``.
+"""
+
+from river._admin import JobListParams, JobListResult
+from river._args import JobArgs, Worker, Workers
+from river._client import AsyncClient, InsertManyItem, QueueManager
+from river._complete import job_complete_tx
+from river._config import Config, QueueConfig
+from river._driver import QueueRow
+from river._errors import (
+    DuplicateUniqueKeyInBatchError,
+    InvalidConfigError,
+    JobCancel,
+    JobNotFoundError,
+    JobNotRunningError,
+    JobRunningError,
+    JobSnooze,
+    MigrationError,
+    QueueAlreadyAddedError,
+    QueueNotFoundError,
+    RiverError,
+    UnknownJobKindError,
+    ValidationError,
+)
+from river._executor import cancel_requested, current_job
+from river._sync_client import Client
+from river._types import (
+    AttemptError,
+    InsertOpts,
+    InsertResult,
+    Job,
+    JobRow,
+    JobState,
+    UniqueOpts,
+)
+from river._version import __version__
+
+__all__ = [
+    "AsyncClient",
+    "AttemptError",
+    "Client",
+    "Config",
+    "DuplicateUniqueKeyInBatchError",
+    "InsertManyItem",
+    "InsertOpts",
+    "InsertResult",
+    "InvalidConfigError",
+    "Job",
+    "JobArgs",
+    "JobCancel",
+    "JobListParams",
+    "JobListResult",
+    "JobNotFoundError",
+    "JobNotRunningError",
+    "JobRow",
+    "JobRunningError",
+    "JobSnooze",
+    "JobState",
+    "MigrationError",
+    "QueueAlreadyAddedError",
+    "QueueConfig",
+    "QueueManager",
+    "QueueNotFoundError",
+    "QueueRow",
+    "RiverError",
+    "UniqueOpts",
+    "UnknownJobKindError",
+    "ValidationError",
+    "Worker",
+    "Workers",
+    "__version__",
+    "cancel_requested",
+    "current_job",
+    "job_complete_tx",
+]

@@ -1,0 +1,375 @@
+"""Admin operations on jobs and queues (PROTOCOL.md 10 and 13), written once as operations
+(river/_sansio.py) for both clients."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from river._driver import JOB_COLUMNS, Queries, QueueRow, job_from_row, queue_from_row
+from river._errors import (
+    JobNotFoundError,
+    JobNotRunningError,
+    JobRunningError,
+    QueueNotFoundError,
+    ValidationError,
+)
+from river._gojson import encode_value
+from river._insert import validate_queue_name
+from river._sansio import Op, Query
+from river._types import JobRow, JobState, parse_time
+
+__all__ = [
+    "JobListParams",
+    "JobListResult",
+    "decode_cursor",
+    "encode_cursor",
+]
+
+OrderBy = Literal["id", "time", "scheduled_at", "finalized_at", "created_at", "attempted_at"]
+_FINALIZED = frozenset({JobState.CANCELLED, JobState.COMPLETED, JobState.DISCARDED})
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+@dataclass(frozen=True, slots=True)
+class JobListParams:
+    """Filters, order and page of :meth:`AsyncClient.job_list` (all filters are AND-ed).
+
+    - ``ids``, ``kinds``, ``queues``, ``states``, ``priorities``: match any of the values.
+    - ``tags_all``: the job has every one of these tags; ``tags_any``: at least one.
+    - ``metadata``: a JSON object the job's metadata contains (jsonb ``@>``).
+    - ``order_by``: ``"id"`` (default), ``"time"`` (scheduled_at for available, pending,
+      retryable and scheduled; attempted_at for running; finalized_at for finalized states,
+      chosen by the first state filter), ``"scheduled_at"``, ``"created_at"``,
+      ``"attempted_at"`` or ``"finalized_at"`` (only when every state filtered on is finalized).
+    - ``descending``: order direction (default ascending). Ties are broken by id.
+    - ``limit``: 1 to 10,000 (default 100).
+    - ``after``: a cursor from a previous :class:`JobListResult` to get the next page.
+    """
+
+    ids: Sequence[int] | None = None
+    kinds: Sequence[str] | None = None
+    queues: Sequence[str] | None = None
+    states: Sequence[JobState | str] | None = None
+    priorities: Sequence[int] | None = None
+    tags_all: Sequence[str] | None = None
+    tags_any: Sequence[str] | None = None
+    metadata: Mapping[str, Any] | None = None
+    order_by: OrderBy = "id"
+    descending: bool = False
+    limit: int = 100
+    after: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobListResult:
+    """A page of jobs and the cursor of its last row (None when the page is empty)."""
+
+    jobs: list[JobRow]
+    cursor: str | None
+
+
+def _sort_column(params: JobListParams, states: list[JobState]) -> str:
+    order = params.order_by
+    if order == "id":
+        return "id"
+    if order == "time":
+        first = states[0] if states else JobState.AVAILABLE
+        if first is JobState.RUNNING:
+            return "attempted_at"
+        if first in _FINALIZED:
+            return "finalized_at"
+        return "scheduled_at"
+    if order == "finalized_at" and (not states or any(s not in _FINALIZED for s in states)):
+        raise ValidationError(
+            "order_by", "finalized_at is only allowed when every state filtered on is finalized"
+        )
+    if order not in ("scheduled_at", "finalized_at", "created_at", "attempted_at"):
+        raise ValidationError("order_by", f"unknown order {order!r}")
+    return order
+
+
+def encode_cursor(row: JobRow, sort_field: str) -> str:
+    """River (Go)'s cursor text: URL-safe base64 (padded) of a small JSON object."""
+    value = None if sort_field == "id" else getattr(row, sort_field)
+    time_text = _rfc3339_nano(value) if isinstance(value, datetime) else _ZERO_TIME
+    payload = {
+        "id": row.id,
+        "kind": row.kind,
+        "queue": row.queue,
+        "sort_field": sort_field,
+        "time": time_text,
+    }
+    text = json.dumps(payload, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+def _rfc3339_nano(value: datetime) -> str:
+    value = value.astimezone(UTC)
+    base = value.strftime("%Y-%m-%dT%H:%M:%S")
+    frac = f"{value.microsecond:06d}000".rstrip("0")
+    return f"{base}.{frac}Z" if frac else f"{base}Z"
+
+
+def decode_cursor(text: str) -> dict[str, Any]:
+    """Decode a cursor (accepts the URL-safe and the standard base64 alphabets)."""
+    try:
+        raw = text.strip()
+        padded = raw + "=" * (-len(raw) % 4)
+        alt = padded.replace("-", "+").replace("_", "/")
+        data = json.loads(base64.b64decode(alt, validate=True))
+        if not isinstance(data, dict) or not isinstance(data.get("id"), int):
+            raise ValueError("not a cursor object")
+        return data
+    except (ValueError, binascii.Error) as exc:
+        raise ValidationError("after", f"is not a valid job list cursor ({exc})") from None
+
+
+def job_list_op(q: Queries, params: JobListParams) -> Op[JobListResult]:
+    """List jobs (see :class:`JobListParams`)."""
+    if isinstance(params.limit, bool) or not 1 <= params.limit <= 10_000:
+        raise ValidationError("limit", "must be between 1 and 10000")
+    states: list[JobState] = []
+    for s in params.states or ():
+        try:
+            states.append(JobState(s))
+        except ValueError:
+            raise ValidationError("states", f"{s!r} is not a job state") from None
+    sort = _sort_column(params, states)
+    where: list[str] = []
+    args: dict[str, Any] = {}
+    if params.ids:
+        where.append("id = ANY(%(ids)s::bigint[])")
+        args["ids"] = list(params.ids)
+    if params.kinds:
+        where.append("kind = ANY(%(kinds)s::text[])")
+        args["kinds"] = list(params.kinds)
+    if params.queues:
+        where.append("queue = ANY(%(queues)s::text[])")
+        args["queues"] = list(params.queues)
+    if states:
+        where.append("state::text = ANY(%(states)s::text[])")
+        args["states"] = [s.value for s in states]
+    if params.priorities:
+        where.append("priority = ANY(%(priorities)s::smallint[])")
+        args["priorities"] = list(params.priorities)
+    if params.tags_all:
+        where.append("tags @> %(tags_all)s::varchar(255)[]")
+        args["tags_all"] = list(params.tags_all)
+    if params.tags_any:
+        where.append("tags && %(tags_any)s::varchar(255)[]")
+        args["tags_any"] = list(params.tags_any)
+    if params.metadata is not None:
+        if not isinstance(params.metadata, Mapping):
+            raise ValidationError("metadata", "must be a JSON object")
+        where.append("metadata @> %(metadata)s::jsonb")
+        args["metadata"] = encode_value(dict(params.metadata))
+    op = "<" if params.descending else ">"
+    direction = "DESC" if params.descending else "ASC"
+    if params.after:
+        cursor = decode_cursor(params.after)
+        args["cursor_id"] = cursor["id"]
+        if sort == "id":
+            where.append(f"id {op} %(cursor_id)s")
+        else:
+            args["cursor_time"] = parse_time(str(cursor.get("time", _ZERO_TIME)))
+            where.append(
+                f"(coalesce({sort}, '-infinity'), id) {op} (%(cursor_time)s::timestamptz, "
+                "%(cursor_id)s)"
+            )
+    order = (
+        f"id {direction}"
+        if sort == "id"
+        else f"coalesce({sort}, '-infinity') {direction}, id {direction}"
+    )
+    text = (
+        f"SELECT {JOB_COLUMNS} FROM /* schema */river_job"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + f" ORDER BY {order} LIMIT %(limit)s"
+    )
+    args["limit"] = params.limit
+    rows = yield Query(q.sql(text), args)
+    jobs = [job_from_row(r) for r in rows]
+    return JobListResult(jobs, encode_cursor(jobs[-1], sort) if jobs else None)
+
+
+def job_get_op(q: Queries, job_id: int) -> Op[JobRow]:
+    """Get a job by id; JobNotFoundError when absent."""
+    row = yield Query(q.job_get, {"id": job_id}, fetch="one")
+    if row is None:
+        raise JobNotFoundError(job_id)
+    return job_from_row(row)
+
+
+def job_cancel_op(q: Queries, job_id: int, now: datetime) -> Op[JobRow]:
+    """Cancel a job (PROTOCOL.md 13.2): non-running, non-finalized jobs are cancelled now; a
+    running job is marked and its client cancels the attempt; finalized jobs are unchanged."""
+    row = yield Query(
+        q.job_cancel, {"id": job_id, "now": _rfc3339_nano(now), "schema": q.schema}, fetch="one"
+    )
+    if row is None:
+        raise JobNotFoundError(job_id)
+    return job_from_row(row)
+
+
+def job_retry_op(q: Queries, job_id: int) -> Op[JobRow]:
+    """Make a non-running job available now (PROTOCOL.md 13.2)."""
+    row = yield Query(q.job_retry, {"id": job_id}, fetch="one")
+    if row is None:
+        raise JobNotFoundError(job_id)
+    return job_from_row(row)
+
+
+def job_delete_op(q: Queries, job_id: int) -> Op[JobRow]:
+    """Delete a job that is not running; returns the deleted row."""
+    row = yield Query(q.job_delete, {"id": job_id}, fetch="one")
+    if row is None or row[0] is None:
+        raise JobNotFoundError(job_id)
+    if row[1] is None:
+        raise JobRunningError(job_id, "deleted")
+    return job_from_row(row[1:])
+
+
+def job_delete_many_op(
+    q: Queries,
+    *,
+    ids: Sequence[int] | None = None,
+    kinds: Sequence[str] | None = None,
+    queues: Sequence[str] | None = None,
+    states: Sequence[JobState | str] | None = None,
+    priorities: Sequence[int] | None = None,
+    all: bool = False,
+    limit: int = 100,
+) -> Op[list[JobRow]]:
+    """Delete up to ``limit`` non-running jobs matching the filters (or ``all=True``)."""
+    if not (ids or kinds or queues or states or priorities or all):
+        raise ValidationError(
+            "filters", "job_delete_many needs at least one filter, or all=True to delete all"
+        )
+    if isinstance(limit, bool) or not 1 <= limit <= 10_000:
+        raise ValidationError("limit", "must be between 1 and 10000")
+    where = ["state <> 'running'"]
+    args: dict[str, Any] = {"limit": limit}
+    if ids:
+        where.append("id = ANY(%(ids)s::bigint[])")
+        args["ids"] = list(ids)
+    if kinds:
+        where.append("kind = ANY(%(kinds)s::text[])")
+        args["kinds"] = list(kinds)
+    if queues:
+        where.append("queue = ANY(%(queues)s::text[])")
+        args["queues"] = list(queues)
+    if states:
+        try:
+            args["states"] = [JobState(s).value for s in states]
+        except ValueError as exc:
+            raise ValidationError("states", str(exc)) from None
+        where.append("state::text = ANY(%(states)s::text[])")
+    if priorities:
+        where.append("priority = ANY(%(priorities)s::smallint[])")
+        args["priorities"] = list(priorities)
+    text = (
+        "WITH doomed AS (SELECT id FROM /* schema */river_job WHERE "
+        + " AND ".join(where)
+        + " ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+        "DELETE FROM /* schema */river_job AS j USING doomed WHERE j.id = doomed.id "
+        "RETURNING "
+        + ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
+    )
+    rows = yield Query(q.sql(text), args)
+    return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
+
+
+def job_update_op(q: Queries, job_id: int, *, output: Any) -> Op[JobRow]:
+    """Record ``output`` in the job's metadata (allowed while it runs)."""
+    try:
+        encoded = encode_value({"output": output})
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("output", f"must be JSON-encodable: {exc}") from None
+    if len(encoded) > 32 * 1024 * 1024:
+        raise ValidationError("output", "encoded size must be at most 32 MB")
+    row = yield Query(q.job_update_metadata, {"id": job_id, "metadata": encoded}, fetch="one")
+    if row is None:
+        raise JobNotFoundError(job_id)
+    return job_from_row(row)
+
+
+def job_complete_fenced_op(
+    q: Queries, job: JobRow, finalized_at: datetime | None, metadata: Mapping[str, Any] | None
+) -> Op[JobRow]:
+    """Complete a running job at the attempt seen, in the caller's transaction."""
+    row = yield Query(
+        q.job_complete_fenced,
+        {
+            "id": job.id,
+            "attempt": job.attempt,
+            "finalized_at": finalized_at,
+            "metadata": encode_value(dict(metadata)) if metadata else None,
+        },
+        fetch="one",
+    )
+    if row is None:
+        raise JobNotRunningError(job.id, job.attempt)
+    return job_from_row(row)
+
+
+def queue_get_op(q: Queries, name: str) -> Op[QueueRow]:
+    """Get a queue row; QueueNotFoundError when absent."""
+    row = yield Query(q.queue_get, {"name": name}, fetch="one")
+    if row is None:
+        raise QueueNotFoundError(name)
+    return queue_from_row(row)
+
+
+def queue_list_op(q: Queries, limit: int = 100) -> Op[list[QueueRow]]:
+    """List queues ordered by name (limit 1 to 10,000)."""
+    if isinstance(limit, bool) or not 1 <= limit <= 10_000:
+        raise ValidationError("limit", "must be between 1 and 10000")
+    rows = yield Query(q.queue_list, {"limit": limit})
+    return [queue_from_row(r) for r in rows]
+
+
+def _control_payload(action: str, name: str) -> str:
+    return json.dumps({"action": action, "queue": name}, separators=(",", ":"))
+
+
+def queue_pause_op(q: Queries, name: str, *, pause: bool = True) -> Op[None]:
+    """Pause (or resume) a queue, or every queue with ``"*"``; persisted and broadcast."""
+    if name != "*":
+        validate_queue_name(name)
+    action = "pause" if pause else "resume"
+    rows = yield Query(
+        q.queue_pause if pause else q.queue_resume,
+        {"name": name, "schema": q.schema, "payload": _control_payload(action, name)},
+    )
+    if not rows and name != "*":
+        raise QueueNotFoundError(name)
+
+
+def queue_update_op(q: Queries, name: str, metadata: Mapping[str, Any]) -> Op[QueueRow]:
+    """Replace a queue's metadata and broadcast ``metadata_changed``."""
+    if not isinstance(metadata, Mapping):
+        raise ValidationError("metadata", "must be a JSON object")
+    encoded = encode_value(dict(metadata))
+    payload = (
+        '{"action":"metadata_changed","metadata":'
+        + encoded
+        + ',"queue":'
+        + json.dumps(name)
+        + "}"
+    )
+    row = yield Query(
+        q.queue_update_metadata,
+        {"name": name, "metadata": encoded, "schema": q.schema, "payload": payload},
+        fetch="one",
+    )
+    if row is None:
+        raise QueueNotFoundError(name)
+    return queue_from_row(row)
+
+

@@ -1,0 +1,662 @@
+"""``AsyncClient``: inserts, admin, and (with queues and workers) the job runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import anyio
+import psycopg
+from anyio.abc import TaskGroup, TaskStatus
+from psycopg_pool import AsyncConnectionPool
+
+from river import _admin
+from river._admin import JobListParams, JobListResult
+from river._args import JobArgs, Workers
+from river._completer import Completer
+from river._config import Config, QueueConfig, default_client_id
+from river._driver import (
+    InsertBatch,
+    Queries,
+    QueueRow,
+    copy_op,
+    fetch_op,
+    insert_many_op,
+    queries_for,
+)
+from river._errors import QueueAlreadyAddedError, QueueNotFoundError, RiverError
+from river._executor import CancelReason, Executor
+from river._insert import InsertDefaults, NotifyLimiter, build_batch, validate_queue_name
+from river._notifier import Notifier
+from river._producer import Producer
+from river._sansio import Op, run_async
+from river._types import InsertOpts, InsertResult, JobRow, JobState
+
+__all__ = ["AsyncClient", "InsertManyItem", "QueueManager"]
+
+logger = logging.getLogger("river.client")
+
+#: An item of ``insert_many``: args alone, or (args, InsertOpts).
+InsertManyItem = JobArgs | tuple[JobArgs, InsertOpts | None]
+
+_KEEPALIVE_INTERVAL = 600.0
+
+
+def _normalise_items(items: Sequence[InsertManyItem]) -> list[tuple[JobArgs, InsertOpts | None]]:
+    out: list[tuple[JobArgs, InsertOpts | None]] = []
+    for item in items:
+        if isinstance(item, tuple):
+            if len(item) != 2:
+                raise RiverError("insert_many items must be args or (args, opts) pairs")
+            out.append((item[0], item[1]))
+        else:
+            out.append((item, None))
+    return out
+
+
+class _Runtime:
+    """What producers need from their client (kept small on purpose)."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        queries: Queries,
+        executor: Executor,
+        completer: Completer,
+        client_id: str,
+    ) -> None:
+        self.pool = pool
+        self.queries = queries
+        self.executor = executor
+        self.completer = completer
+        self.client_id = client_id
+
+    async def fetch(self, queue: str, limit: int) -> list[JobRow]:
+        async with self.pool.connection() as conn:
+            return await run_async(conn, fetch_op(self.queries, queue, limit, self.client_id))
+
+
+class AsyncClient:
+    """The asyncio client: insert jobs, administer jobs and queues, and work jobs.
+
+    ``database`` is a ``postgresql://`` URL (the client then owns a connection pool, opened on
+    first use and closed by :meth:`close` / ``async with``), or a
+    ``psycopg_pool.AsyncConnectionPool`` the caller owns. Pool connections should be in
+    autocommit mode for best performance (the client's own pool is).
+
+    With ``config.queues`` and ``config.workers`` the client works jobs between :meth:`start`
+    and :meth:`stop`; ``async with client:`` does both. Without queues it is insert/admin-only.
+
+    Every insert and admin method has a ``*_tx`` twin taking a ``psycopg.AsyncConnection`` to
+    run inside the caller's transaction; notifications are then sent only if it commits.
+    """
+
+    def __init__(
+        self,
+        database: str | AsyncConnectionPool[Any],
+        config: Config | None = None,
+        *,
+        pool_max_size: int = 10,
+    ) -> None:
+        self.config = config or Config()
+        self.id = self.config.id or default_client_id()
+        if isinstance(database, str):
+            if not database.startswith(("postgres://", "postgresql://")) and "=" not in database:
+                raise RiverError(
+                    "database must be a postgresql:// URL, a libpq conninfo string, or an "
+                    "AsyncConnectionPool"
+                )
+            self._conninfo = database
+            self._pool = AsyncConnectionPool(
+                database,
+                min_size=1,
+                max_size=pool_max_size,
+                open=False,
+                kwargs={"autocommit": True},
+                name=f"river-{self.id}",
+            )
+            self._owns_pool = True
+        elif isinstance(database, AsyncConnectionPool):
+            # A pool with a dynamic conninfo (a callable) gives no URL for the LISTEN
+            # connection; such clients must run with poll_only=True.
+            self._conninfo = database.conninfo if isinstance(database.conninfo, str) else ""
+            self._pool = database
+            self._owns_pool = False
+        else:
+            raise RiverError(f"database must be a URL or an AsyncConnectionPool, not {database!r}")
+        self._pool_opened = False
+        self._pool_lock = anyio.Lock()
+        self._queries = queries_for(self.config.schema)
+        workers = self.config.workers
+        self._workers = workers if workers is not None else Workers()
+        self._insert_defaults = InsertDefaults(
+            max_attempts=self.config.max_attempts,
+            known_kinds=(
+                frozenset(self._workers.kinds())
+                if workers is not None and not self.config.skip_unknown_job_check
+                else None
+            ),
+        )
+        self._limiter = NotifyLimiter(
+            self.config.resolve(QueueConfig()).fetch_cooldown
+        )
+        # Lock-guarded map of producers (see QueueManager); start/stop take the same lock.
+        self._lock = anyio.Lock()
+        self._queue_configs: dict[str, QueueConfig] = dict(self.config.queues)
+        self._producers: dict[str, Producer] = {}
+        self._state: Literal["stopped", "starting", "running", "stopping"] = "stopped"
+        self._root: asyncio.Task[None] | None = None
+        self._tg: TaskGroup | None = None
+        self._runtime: _Runtime | None = None
+        self._notifier: Notifier | None = None
+        self._services_scope: anyio.CancelScope | None = None
+        self._services_tg: TaskGroup | None = None
+        self._poll_now = anyio.Event()
+        self._next_poll: dict[str, float] = {}
+        self.queues = QueueManager(self)
+
+    # --- connections ---------------------------------------------------------------------
+
+    async def _open_pool(self) -> None:
+        if self._owns_pool and not self._pool_opened:
+            async with self._pool_lock:
+                if not self._pool_opened:
+                    await self._pool.open(wait=True, timeout=30)
+                    self._pool_opened = True
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        await self._open_pool()
+        async with self._pool.connection() as conn:
+            yield conn
+
+    async def _run(self, op: Op[Any]) -> Any:
+        async with self._conn() as conn:
+            return await run_async(conn, op)
+
+    async def _run_tx(self, op: Op[Any]) -> Any:
+        async with self._conn() as conn, conn.transaction():
+            return await run_async(conn, op)
+
+    async def close(self) -> None:
+        """Stop the client if running, then close the pool it owns."""
+        await self.stop()
+        if self._owns_pool and self._pool_opened:
+            await self._pool.close()
+            self._pool_opened = False
+
+    async def __aenter__(self) -> AsyncClient:
+        await self._open_pool()
+        if self._queue_configs:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- insert ----------------------------------------------------------------------------
+
+    def _batch(self, items: Sequence[InsertManyItem], *, many: bool) -> InsertBatch:
+        return build_batch(
+            _normalise_items(items),
+            self._insert_defaults,
+            self._limiter,
+            field_prefix="jobs" if many else "",
+        )
+
+    async def insert(self, args: JobArgs, opts: InsertOpts | None = None) -> InsertResult:
+        """Insert one job (in its own transaction, with its notification). A duplicate of a
+        unique job returns the existing row with ``unique_skipped_as_duplicate=True``."""
+        batch = self._batch([(args, opts)], many=False)
+        results: list[InsertResult] = await self._run(insert_many_op(self._queries, batch))
+        return results[0]
+
+    async def insert_tx(
+        self, conn: psycopg.AsyncConnection[Any], args: JobArgs, opts: InsertOpts | None = None
+    ) -> InsertResult:
+        """Insert one job in the caller's transaction (notification sent only on commit)."""
+        batch = self._batch([(args, opts)], many=False)
+        results = await run_async(conn, insert_many_op(self._queries, batch))
+        return results[0]
+
+    async def insert_many(self, items: Sequence[InsertManyItem]) -> list[InsertResult]:
+        """Insert many jobs in one statement; results in input order. Items are args or
+        ``(args, InsertOpts)`` pairs. Two jobs with the same unique key in one batch raise
+        DuplicateUniqueKeyInBatchError before anything is sent."""
+        if not items:
+            return []
+        batch = self._batch(items, many=True)
+        results: list[InsertResult] = await self._run(insert_many_op(self._queries, batch))
+        return results
+
+    async def insert_many_tx(
+        self, conn: psycopg.AsyncConnection[Any], items: Sequence[InsertManyItem]
+    ) -> list[InsertResult]:
+        """:meth:`insert_many` in the caller's transaction."""
+        if not items:
+            return []
+        batch = self._batch(items, many=True)
+        return await run_async(conn, insert_many_op(self._queries, batch))
+
+    async def insert_many_fast(self, items: Sequence[InsertManyItem]) -> int:
+        """Insert many jobs with COPY (the fastest path) and return how many were inserted.
+
+        No rows come back, and there is no conflict handling: a live duplicate of a unique
+        job aborts the whole batch with a database error (nothing is inserted)."""
+        if not items:
+            return 0
+        batch = self._batch(items, many=True)
+        count: int = await self._run_tx(copy_op(self._queries, batch, datetime.now(UTC)))
+        return count
+
+    async def insert_many_fast_tx(
+        self, conn: psycopg.AsyncConnection[Any], items: Sequence[InsertManyItem]
+    ) -> int:
+        """:meth:`insert_many_fast` in the caller's transaction."""
+        if not items:
+            return 0
+        batch = self._batch(items, many=True)
+        return await run_async(conn, copy_op(self._queries, batch, datetime.now(UTC)))
+
+    # --- admin -----------------------------------------------------------------------------
+
+    async def job_get(self, job_id: int) -> JobRow:
+        """The job with this id (JobNotFoundError when there is none)."""
+        row: JobRow = await self._run(_admin.job_get_op(self._queries, job_id))
+        return row
+
+    async def job_get_tx(self, conn: psycopg.AsyncConnection[Any], job_id: int) -> JobRow:
+        """:meth:`job_get` on the caller's connection."""
+        return await run_async(conn, _admin.job_get_op(self._queries, job_id))
+
+    async def job_list(self, params: JobListParams | None = None) -> JobListResult:
+        """A page of jobs (see :class:`river.JobListParams`)."""
+        result: JobListResult = await self._run(
+            _admin.job_list_op(self._queries, params or JobListParams())
+        )
+        return result
+
+    async def job_list_tx(
+        self, conn: psycopg.AsyncConnection[Any], params: JobListParams | None = None
+    ) -> JobListResult:
+        """:meth:`job_list` on the caller's connection."""
+        return await run_async(conn, _admin.job_list_op(self._queries, params or JobListParams()))
+
+    async def job_cancel(self, job_id: int) -> JobRow:
+        """Cancel a job. Not running: cancelled now. Running: marked, and the client working it
+        cancels the attempt (it ends ``cancelled``). Finalized: returned unchanged."""
+        row: JobRow = await self._run(_admin.job_cancel_op(self._queries, job_id, _now()))
+        return row
+
+    async def job_cancel_tx(self, conn: psycopg.AsyncConnection[Any], job_id: int) -> JobRow:
+        """:meth:`job_cancel` in the caller's transaction."""
+        return await run_async(conn, _admin.job_cancel_op(self._queries, job_id, _now()))
+
+    async def job_retry(self, job_id: int) -> JobRow:
+        """Make a job available now (not when it is running or already due); a job that used
+        all its attempts gets one more."""
+        row: JobRow = await self._run(_admin.job_retry_op(self._queries, job_id))
+        return row
+
+    async def job_retry_tx(self, conn: psycopg.AsyncConnection[Any], job_id: int) -> JobRow:
+        """:meth:`job_retry` in the caller's transaction."""
+        return await run_async(conn, _admin.job_retry_op(self._queries, job_id))
+
+    async def job_delete(self, job_id: int) -> JobRow:
+        """Delete a job and return it; refuses a running job (JobRunningError)."""
+        row: JobRow = await self._run(_admin.job_delete_op(self._queries, job_id))
+        return row
+
+    async def job_delete_tx(self, conn: psycopg.AsyncConnection[Any], job_id: int) -> JobRow:
+        """:meth:`job_delete` in the caller's transaction."""
+        return await run_async(conn, _admin.job_delete_op(self._queries, job_id))
+
+    async def job_delete_many(self, **filters: Any) -> list[JobRow]:
+        """Delete up to ``limit`` (default 100) non-running jobs matching ``ids``, ``kinds``,
+        ``queues``, ``states``, ``priorities`` (at least one, or ``all=True``)."""
+        rows: list[JobRow] = await self._run(_admin.job_delete_many_op(self._queries, **filters))
+        return rows
+
+    async def job_update(self, job_id: int, *, output: Any) -> JobRow:
+        """Set the job's recorded output (metadata ``output``; at most 32 MB encoded)."""
+        row: JobRow = await self._run(_admin.job_update_op(self._queries, job_id, output=output))
+        return row
+
+    async def queue_get(self, name: str) -> QueueRow:
+        """The river_queue row of a queue (QueueNotFoundError when absent)."""
+        row: QueueRow = await self._run(_admin.queue_get_op(self._queries, name))
+        return row
+
+    async def queue_list(self, limit: int = 100) -> list[QueueRow]:
+        """Queues known to the database, ordered by name."""
+        rows: list[QueueRow] = await self._run(_admin.queue_list_op(self._queries, limit))
+        return rows
+
+    async def queue_pause(self, name: str) -> None:
+        """Pause a queue (``"*"``: all) for every client on the database, Go ones included."""
+        await self._run(_admin.queue_pause_op(self._queries, name, pause=True))
+
+    async def queue_pause_tx(self, conn: psycopg.AsyncConnection[Any], name: str) -> None:
+        """:meth:`queue_pause` in the caller's transaction."""
+        await run_async(conn, _admin.queue_pause_op(self._queries, name, pause=True))
+
+    async def queue_resume(self, name: str) -> None:
+        """Resume a paused queue (``"*"``: all)."""
+        await self._run(_admin.queue_pause_op(self._queries, name, pause=False))
+
+    async def queue_resume_tx(self, conn: psycopg.AsyncConnection[Any], name: str) -> None:
+        """:meth:`queue_resume` in the caller's transaction."""
+        await run_async(conn, _admin.queue_pause_op(self._queries, name, pause=False))
+
+    async def queue_update(self, name: str, *, metadata: Mapping[str, Any]) -> QueueRow:
+        """Replace a queue's metadata (broadcast as ``metadata_changed``)."""
+        row: QueueRow = await self._run(_admin.queue_update_op(self._queries, name, metadata))
+        return row
+
+    # --- runtime ---------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the client is started (working jobs)."""
+        return self._state == "running"
+
+    async def start(self) -> None:
+        """Start working jobs. Returns once every producer runs. Idempotent; safe to call
+        concurrently with other start/stop calls and queue changes (they serialise)."""
+        async with self._lock:
+            if self._state == "running":
+                return
+            if self.config.workers is None:
+                raise RiverError("a client needs Config(workers=...) to work jobs")
+            await self._open_pool()
+            self._state = "starting"
+            started = anyio.Event()
+            failure: list[BaseException] = []
+            # The root task owns the client's task group, so start() and stop() may be called
+            # from different tasks (e.g. web framework start-up and shutdown hooks).
+            self._root = asyncio.get_running_loop().create_task(
+                self._root_main(started, failure), name=f"river client {self.id}"
+            )
+            await started.wait()
+            if failure:
+                self._state = "stopped"
+                await self._root
+                raise failure[0]
+            self._state = "running"
+            logger.info("river client %s started with %d queues", self.id, len(self._producers))
+
+    async def _root_main(self, started: anyio.Event, failure: list[BaseException]) -> None:
+        config = self.config
+        completer = Completer(
+            self._pool,
+            self._queries,
+            batch_size=config.completer_batch_size,
+            flush_interval=config.completer_flush_interval,
+            max_backlog=config.completer_max_backlog,
+        )
+        executor = Executor(
+            self._workers,
+            job_timeout=config.job_timeout_seconds,
+            retry_policy=config.retry_policy,
+            thread_limiter=anyio.CapacityLimiter(config.sync_worker_threads),
+        )
+        self._runtime = _Runtime(self._pool, self._queries, executor, completer, self.id)
+        completer.on_backlog_cleared = self._wake_all
+        try:
+            # Two levels: producers and the completer live in the outer group; the services
+            # (notifier, poller, keep-alive) in an inner one that stop() cancels once every
+            # producer is done, after which the completer drains and the outer group ends.
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(completer.run)
+                async with anyio.create_task_group() as services:
+                    self._services_tg = services
+                    self._services_scope = services.cancel_scope
+                    try:
+                        await self._start_services(services)
+                        paused = await self._upsert_queues(list(self._queue_configs))
+                        for name, qc in self._queue_configs.items():
+                            await self._start_producer(name, qc, name in paused)
+                    except BaseException as exc:
+                        failure.append(exc)
+                        services.cancel_scope.cancel()
+                        for producer in self._producers.values():
+                            producer.stop_fetching()
+                    started.set()
+                    if not failure:
+                        await anyio.sleep_forever()
+                completer.stop()
+        finally:
+            self._tg = None
+            self._services_tg = None
+            self._services_scope = None
+            started.set()
+
+    async def _start_services(self, tg: TaskGroup) -> None:
+        if not self.config.poll_only:
+            if not self._conninfo:
+                raise RiverError(
+                    "the pool's conninfo is a callable, so the client cannot open its LISTEN "
+                    "connection: use a pool with a conninfo string, or Config(poll_only=True)"
+                )
+            self._notifier = Notifier(
+                self._conninfo,
+                self.config.schema,
+                self._dispatch,
+                on_reconnect=self._wake_all,
+                connect_kwargs={"connect_timeout": 10},
+            )
+            await tg.start(self._notifier.run)
+        await tg.start(self._poll_loop)
+        tg.start_soon(self._keepalive_loop)
+
+    async def _upsert_queues(self, names: list[str]) -> set[str]:
+        if not names:
+            return set()
+        async with self._conn() as conn:
+            cur = await conn.execute(self._queries.queue_upsert_many, {"names": names})
+            rows = await cur.fetchall()
+        return {r[0] for r in rows if r[3] is not None}
+
+    async def _start_producer(self, name: str, qc: QueueConfig, paused: bool) -> Producer:
+        assert self._tg is not None and self._runtime is not None
+        producer = Producer(self._runtime, name, self.config.resolve(qc, name), paused)
+        self._producers[name] = producer
+        self._next_poll[name] = time.monotonic()
+        await self._tg.start(producer.run)
+        producer.wake()
+        return producer
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Soft stop: fetch nothing more and let running jobs finish; after ``timeout``
+        seconds (None: wait forever) cancel the rest, which go back to ``available`` with
+        their attempt restored. Every finished job's state is written before it returns.
+        Idempotent and safe to call concurrently."""
+        async with self._lock:
+            await self._stop_locked(timeout, hard=False)
+
+    async def stop_and_cancel(self) -> None:
+        """Hard stop: cancel running jobs now (they return to ``available``, attempt restored),
+        write every outcome, then stop."""
+        async with self._lock:
+            await self._stop_locked(0, hard=True)
+
+    async def _stop_locked(self, timeout: float | None, hard: bool) -> None:
+        if self._state != "running" or self._root is None:
+            return
+        self._state = "stopping"
+        producers = list(self._producers.values())
+        for p in producers:
+            p.stop_fetching()
+        if hard:
+            for p in producers:
+                p.cancel_jobs()
+        with anyio.move_on_after(timeout if timeout is not None else float("inf")):
+            for p in producers:
+                await p.wait_done()
+        for p in producers:
+            p.cancel_jobs()
+        for p in producers:
+            await p.wait_done()
+        if self._services_scope is not None:
+            self._services_scope.cancel()
+        try:
+            await self._root
+        finally:
+            self._root = None
+            self._producers.clear()
+            self._notifier = None
+            self._runtime = None
+            self._state = "stopped"
+        logger.info("river client %s stopped", self.id)
+
+    def _wake_all(self) -> None:
+        for p in self._producers.values():
+            p.wake()
+
+    def _dispatch(self, topic: str, payload: dict[str, Any]) -> None:
+        if topic == "river_insert":
+            queue = payload.get("queue")
+            producer = self._producers.get(queue) if isinstance(queue, str) else None
+            if producer is not None:
+                producer.wake(notified=True)
+        elif topic == "river_control":
+            action = payload.get("action")
+            queue = payload.get("queue")
+            if action in ("pause", "resume") and isinstance(queue, str):
+                # A hint: re-read river_queue for the queue(s) now rather than trusting it.
+                targets = list(self._producers) if queue == "*" else [queue]
+                for name in targets:
+                    if name in self._next_poll:
+                        self._next_poll[name] = 0.0
+                self._poll_now.set()
+            elif action == "cancel":
+                job_id = payload.get("job_id")
+                if isinstance(job_id, int) and self._services_tg is not None:
+                    for producer in self._producers.values():
+                        if job_id in producer.running:
+                            self._services_tg.start_soon(self._confirm_cancel, producer, job_id)
+
+    async def _confirm_cancel(self, producer: Producer, job_id: int) -> None:
+        """Act on a cancel notification only after reading the row (notifications are hints)."""
+        running = producer.running.get(job_id)
+        if running is None:
+            return
+        try:
+            row: JobRow = await self._run(_admin.job_get_op(self._queries, job_id))
+        except (psycopg.Error, OSError, RiverError) as exc:
+            logger.warning("could not confirm cancel of job %d: %s", job_id, exc)
+            return
+        if (
+            row.state is JobState.RUNNING
+            and row.attempt == running.row.attempt
+            and "cancel_attempted_at" in row.metadata
+        ):
+            running.cancel(CancelReason.REMOTE)
+
+    async def _poll_loop(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """One query per tick for all of this client's queues: which have due jobs, and which
+        are paused. Wakes only producers with due jobs (flat idle cost in the queue count)."""
+        task_status.started()
+        text = self._queries.sql(
+            "SELECT q.name, rq.paused_at IS NOT NULL, EXISTS ("
+            " SELECT 1 FROM /* schema */river_job AS j"
+            " WHERE j.state = 'available' AND j.queue = q.name AND j.scheduled_at <= now())"
+            " FROM unnest(%(names)s::text[]) AS q(name)"
+            " LEFT JOIN /* schema */river_queue AS rq ON rq.name = q.name"
+        )
+        while True:
+            now = time.monotonic()
+            due = [n for n, t in self._next_poll.items() if t <= now and n in self._producers]
+            if due:
+                try:
+                    async with self._conn() as conn:
+                        cur = await conn.execute(text, {"names": due}, prepare=True)
+                        rows = await cur.fetchall()
+                except (psycopg.Error, OSError) as exc:
+                    logger.warning("poll failed: %s", exc)
+                    rows = []
+                now = time.monotonic()
+                for name, paused, has_jobs in rows:
+                    producer = self._producers.get(name)
+                    if producer is None:
+                        continue
+                    interval = producer.settings.fetch_poll_interval
+                    self._next_poll[name] = now + interval * (1 + random.uniform(0, 0.1))
+                    if paused != producer.paused:
+                        producer.set_paused(paused)
+                        logger.info("queue %s %s", name, "paused" if paused else "resumed")
+                    if has_jobs and not paused:
+                        producer.wake()
+            upcoming = [t for n, t in self._next_poll.items() if n in self._producers]
+            sleep_for = max(0.0, min(upcoming) - time.monotonic()) if upcoming else 1.0
+            with anyio.move_on_after(sleep_for):
+                await self._poll_now.wait()
+            self._poll_now = anyio.Event()
+
+    async def _keepalive_loop(self) -> None:
+        while True:
+            await anyio.sleep(_KEEPALIVE_INTERVAL)
+            try:
+                await self._upsert_queues(list(self._producers))
+            except (psycopg.Error, OSError) as exc:
+                logger.warning("queue keep-alive failed: %s", exc)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class QueueManager:
+    """The client's queues: ``client.queues`` (see docs/queues.md)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    def list(self) -> dict[str, QueueConfig]:
+        """Configured queues (name -> QueueConfig as given)."""
+        return dict(self._client._queue_configs)
+
+    def get(self, name: str) -> QueueConfig:
+        """A queue's config (QueueNotFoundError when the client has no such queue)."""
+        try:
+            return self._client._queue_configs[name]
+        except KeyError:
+            raise QueueNotFoundError(name) from None
+
+    async def add(self, name: str, config: QueueConfig | None = None) -> None:
+        """Add a queue; its producer starts now if the client runs."""
+        validate_queue_name(name)
+        config = config or QueueConfig()
+        if not isinstance(config, QueueConfig):
+            raise RiverError("config must be a river.QueueConfig")
+        c = self._client
+        c.config.resolve(config, name)
+        async with c._lock:
+            if name in c._queue_configs:
+                raise QueueAlreadyAddedError(name)
+            c._queue_configs[name] = config
+            if c._state == "running":
+                paused = await c._upsert_queues([name])
+                await c._start_producer(name, config, name in paused)
+
+    async def remove(self, name: str) -> None:
+        """Remove a queue: stop its fetching and wait for its running jobs."""
+        c = self._client
+        async with c._lock:
+            if name not in c._queue_configs:
+                raise QueueNotFoundError(name)
+            producer = c._producers.pop(name, None)
+            c._next_poll.pop(name, None)
+            del c._queue_configs[name]
+            if producer is not None:
+                producer.stop_fetching()
+                await producer.wait_done()
+
+

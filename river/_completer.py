@@ -1,0 +1,173 @@
+"""The batch completer: writes finished jobs' outcomes in few statements, never drops one.
+
+Executors hand outcomes to :meth:`Completer.add` (no I/O, no waiting). A single flusher writes
+them with ``job_set_state_many``: at once when ``batch_size`` outcomes are waiting, else after
+at most ``flush_interval``. A failed write (database down, connection lost) is retried with
+capped exponential backoff until it succeeds: a finished job's outcome is never discarded.
+Producers stop fetching while ``backlog`` exceeds ``max_backlog`` (backpressure), so a slow
+or unreachable database cannot make memory grow without bound.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import anyio
+import psycopg
+from anyio.abc import TaskStatus
+from psycopg_pool import AsyncConnectionPool
+
+from river._driver import CompletionBatch, Queries, set_state_many_op
+from river._sansio import run_async
+from river._types import AttemptError, JobRow, JobState
+
+__all__ = ["Completer", "Outcome"]
+
+logger = logging.getLogger("river.completer")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one attempt ended with, as it will be written (PROTOCOL.md 3.5)."""
+
+    job: JobRow
+    state: JobState
+    #: The event kind: job_completed, job_failed, job_cancelled, job_snoozed, job_interrupted.
+    event: str
+    finalized_at: datetime | None = None
+    scheduled_at: datetime | None = None
+    #: New attempt value (snooze and interruption restore it), None keeps the row's.
+    attempt: int | None = None
+    error: AttemptError | None = None
+    #: Staged metadata to merge (shallow) into the row, or None.
+    metadata: dict[str, Any] | None = None
+    #: Monotonic seconds when the attempt started and ended (for statistics).
+    started: float = 0.0
+    finished: float = 0.0
+
+
+class Completer:
+    """Batches outcomes into ``job_set_state_many`` statements (see module doc)."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        queries: Queries,
+        *,
+        batch_size: int = 2000,
+        flush_interval: float = 0.025,
+        max_backlog: int = 20_000,
+        retry_backoff_max: float = 5.0,
+        on_persisted: Callable[[list[Outcome], dict[int, str]], None] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._q = queries
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_backlog = max_backlog
+        self.retry_backoff_max = retry_backoff_max
+        self._on_persisted = on_persisted
+        self._pending: list[Outcome] = []
+        self._in_flight = 0
+        self._wake = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._stopping = False
+        #: Called with no argument whenever the backlog falls below max_backlog again.
+        self.on_backlog_cleared: Callable[[], None] | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Outcomes accepted but not yet written."""
+        return len(self._pending) + self._in_flight
+
+    @property
+    def saturated(self) -> bool:
+        """True while producers should not fetch (backlog above ``max_backlog``)."""
+        return self.backlog >= self.max_backlog
+
+    def add(self, outcome: Outcome) -> None:
+        """Accept an outcome for writing. Never blocks."""
+        self._pending.append(outcome)
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        if len(self._pending) >= self.batch_size:
+            self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Flush loop; returns after :meth:`stop` once everything has been written."""
+        task_status.started()
+        while True:
+            with anyio.move_on_after(self.flush_interval):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            while self._pending:
+                await self._flush_once()
+            if not self._pending and not self._in_flight:
+                self._idle.set()
+                if self._stopping:
+                    return
+
+    def stop(self) -> None:
+        """Ask the flush loop to write everything pending and return."""
+        self._stopping = True
+        self._wake.set()
+
+    async def wait_idle(self) -> None:
+        """Wait until every accepted outcome has been written."""
+        while self.backlog:
+            await self._idle.wait()
+
+    async def _flush_once(self) -> None:
+        outcomes = self._pending[: self.batch_size]
+        del self._pending[: len(outcomes)]
+        self._in_flight += len(outcomes)
+        batch = _to_batch(outcomes)
+        attempt = 0
+        try:
+            # Shielded: stop/cancellation must never lose a finished job's outcome.
+            with anyio.CancelScope(shield=True):
+                while True:
+                    try:
+                        async with self._pool.connection() as conn:
+                            persisted = await run_async(conn, set_state_many_op(self._q, batch))
+                        break
+                    except (psycopg.Error, OSError) as exc:
+                        attempt += 1
+                        delay = min(self.retry_backoff_max, 0.05 * math.pow(2, attempt))
+                        logger.warning(
+                            "writing %d job outcomes failed (try %d), retrying in %.2fs: %s",
+                            len(outcomes),
+                            attempt,
+                            delay,
+                            exc,
+                        )
+                        await anyio.sleep(delay)
+        finally:
+            self._in_flight -= len(outcomes)
+        if self._on_persisted is not None:
+            self._on_persisted(outcomes, persisted)
+        if self.on_backlog_cleared is not None and self.backlog < self.max_backlog:
+            self.on_backlog_cleared()
+
+
+def _to_batch(outcomes: list[Outcome]) -> CompletionBatch:
+    # Sorted by id: the statement locks rows in id order too, and a stable order makes the
+    # statement's work predictable.
+    outcomes = sorted(outcomes, key=lambda o: o.job.id)
+    batch = CompletionBatch()
+    for o in outcomes:
+        batch.id.append(o.job.id)
+        batch.state.append(o.state.value)
+        batch.finalized_at.append(o.finalized_at)
+        batch.scheduled_at.append(o.scheduled_at)
+        batch.attempt.append(o.attempt)
+        batch.error.append(json.dumps(o.error.to_json()) if o.error is not None else None)
+        batch.metadata.append(json.dumps(o.metadata) if o.metadata else None)
+    return batch

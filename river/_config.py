@@ -1,0 +1,194 @@
+"""Client and queue configuration (pure data, validated on construction)."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from river._args import Workers
+from river._errors import InvalidConfigError
+from river._insert import validate_queue_name
+from river._producer import QueueSettings
+from river._retry import RetryPolicy, next_retry_at
+from river._schema import validate_schema
+
+__all__ = [
+    "DEFAULT_FETCH_COOLDOWN",
+    "DEFAULT_FETCH_POLL_INTERVAL",
+    "DEFAULT_JOB_TIMEOUT",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MAX_WORKERS",
+    "MAX_WORKERS_LIMIT",
+    "Config",
+    "QueueConfig",
+    "default_client_id",
+]
+
+#: Attempts before a failing job is discarded.
+DEFAULT_MAX_ATTEMPTS = 25
+#: Seconds an attempt may run before it is cancelled and counted as an error.
+DEFAULT_JOB_TIMEOUT = 60.0
+#: Minimum spacing of one queue's fetches. River (Go) uses 100 ms, which adds up to 100 ms of
+#: latency to a steady trickle of inserts; 5 ms keeps insert-to-start latency low while still
+#: coalescing bursts of wake-ups into one fetch (docs/design.md has the measurements).
+DEFAULT_FETCH_COOLDOWN = 0.005
+#: How often a queue is checked for due jobs without any notification (River (Go): 1 s).
+DEFAULT_FETCH_POLL_INTERVAL = 1.0
+#: max_workers of a queue whose QueueConfig leaves it unset.
+DEFAULT_MAX_WORKERS = 100
+MAX_WORKERS_LIMIT = 10_000
+_MIN_DURATION = 0.001
+
+
+def _duration(value: float | timedelta | None, field_name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidConfigError(field_name, "must be a duration in seconds, not a bool")
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if math.isnan(seconds) or seconds < _MIN_DURATION:
+        raise InvalidConfigError(field_name, f"must be at least {_MIN_DURATION}s, got {value!r}")
+    return seconds
+
+
+def _max_workers(value: int | None, field_name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidConfigError(field_name, f"must be an integer, got {value!r}")
+    if not 1 <= value <= MAX_WORKERS_LIMIT:
+        raise InvalidConfigError(
+            field_name, f"must be between 1 and {MAX_WORKERS_LIMIT}, got {value}"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """Settings of one queue. Every field left ``None`` inherits the client's value
+    (:class:`Config`), resolved when the queue is added and again on each update.
+
+    - ``max_workers``: jobs of this queue run at once by this client (1 to 10,000;
+      default ``Config.max_workers``, 100).
+    - ``fetch_cooldown``: minimum seconds between two fetches (default
+      ``Config.fetch_cooldown``, 5 ms).
+    - ``fetch_poll_interval``: seconds between checks for due jobs when no notification
+      arrives (default ``Config.fetch_poll_interval``, 1 s); must be at least the cooldown.
+    """
+
+    max_workers: int | None = None
+    fetch_cooldown: float | timedelta | None = None
+    fetch_poll_interval: float | timedelta | None = None
+
+    def __post_init__(self) -> None:
+        _max_workers(self.max_workers, "max_workers")
+        _duration(self.fetch_cooldown, "fetch_cooldown")
+        _duration(self.fetch_poll_interval, "fetch_poll_interval")
+
+
+def default_client_id(now: datetime | None = None) -> str:
+    """River (Go)'s client id format: ``<host, dots as _, <= 60 chars>_<UTC start time>``."""
+    host = (socket.gethostname() or "unknown_host").replace(".", "_")[:60] or "unknown_host"
+    now = now or datetime.now(UTC)
+    return f"{host}_{now.strftime('%Y_%m_%dT%H_%M_%S_%f')}_{os.getpid()}"[:100]
+
+
+_ID_RE = re.compile(r"\S{1,100}")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Client configuration. All durations are seconds (float) or ``timedelta``.
+
+    - ``queues``: queue name -> :class:`QueueConfig` worked by this client (may be empty for an
+      insert-only client; queues can also be added at run time with ``client.queues``).
+    - ``workers``: the :class:`river.Workers` registry. Required to work jobs. When given,
+      inserting a kind with no registered worker raises (``skip_unknown_job_check`` disables it).
+    - ``schema``: Postgres schema of the River tables (default: the connection's search_path).
+    - ``id``: this client's id (leader election, ``attempted_by``); default host and start time.
+    - ``max_attempts``: default attempts per job (25).
+    - ``job_timeout``: seconds an attempt may run (60); -1 disables; workers may override.
+    - ``max_workers``, ``fetch_cooldown``, ``fetch_poll_interval``: defaults inherited by queues.
+    - ``retry_policy``: ``(error_count, now) -> next run time``; default ``errors**4`` s +-10%.
+    - ``poll_only``: no LISTEN connection at all (PgBouncer transaction pooling); work is found
+      by polling every ``fetch_poll_interval`` and pause/resume by re-reading river_queue.
+    - ``sync_worker_threads``: threads shared by all sync (``def work``) workers (default 40).
+    - ``completer_batch_size`` / ``completer_flush_interval`` / ``completer_max_backlog``:
+      batching of outcome writes; producers stop fetching while the backlog is above the max.
+    - ``skip_unknown_job_check``: allow inserting kinds no worker of this client handles.
+    """
+
+    queues: Mapping[str, QueueConfig] = field(default_factory=dict)
+    workers: Workers | None = None
+    schema: str | None = None
+    id: str | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    job_timeout: float | timedelta = DEFAULT_JOB_TIMEOUT
+    max_workers: int = DEFAULT_MAX_WORKERS
+    fetch_cooldown: float | timedelta = DEFAULT_FETCH_COOLDOWN
+    fetch_poll_interval: float | timedelta = DEFAULT_FETCH_POLL_INTERVAL
+    retry_policy: RetryPolicy = next_retry_at
+    poll_only: bool = False
+    sync_worker_threads: int = 40
+    completer_batch_size: int = 2000
+    completer_flush_interval: float = 0.025
+    completer_max_backlog: int = 20_000
+    skip_unknown_job_check: bool = False
+
+    def __post_init__(self) -> None:
+        validate_schema(self.schema)
+        if self.id is not None and not _ID_RE.fullmatch(self.id):
+            raise InvalidConfigError("id", "must be 1 to 100 characters without whitespace")
+        if isinstance(self.max_attempts, bool) or not 1 <= self.max_attempts <= 32767:
+            raise InvalidConfigError("max_attempts", "must be an integer from 1 to 32767")
+        timeout = self.job_timeout
+        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        if seconds != -1 and (math.isnan(seconds) or seconds <= 0):
+            raise InvalidConfigError("job_timeout", "must be positive seconds, or -1 for none")
+        _max_workers(self.max_workers, "max_workers")
+        _duration(self.fetch_cooldown, "fetch_cooldown")
+        _duration(self.fetch_poll_interval, "fetch_poll_interval")
+        if not isinstance(self.queues, Mapping):
+            raise InvalidConfigError("queues", "must be a mapping of name -> QueueConfig")
+        for name, qc in self.queues.items():
+            validate_queue_name(name, f"queues[{name!r}]")
+            if not isinstance(qc, QueueConfig):
+                raise InvalidConfigError(f"queues[{name!r}]", "must be a river.QueueConfig")
+            self.resolve(qc, name)
+        if self.queues and self.workers is None:
+            raise InvalidConfigError("workers", "is required when queues are configured")
+        if self.sync_worker_threads < 1:
+            raise InvalidConfigError("sync_worker_threads", "must be at least 1")
+        if self.completer_batch_size < 1 or self.completer_max_backlog < 1:
+            raise InvalidConfigError("completer_batch_size", "batch and backlog must be >= 1")
+
+    @property
+    def job_timeout_seconds(self) -> float:
+        """``job_timeout`` in seconds (-1: none)."""
+        t = self.job_timeout
+        return t.total_seconds() if isinstance(t, timedelta) else float(t)
+
+    def resolve(self, qc: QueueConfig, name: str = "queue") -> QueueSettings:
+        """Merge a queue's config with this client's defaults (QueueConfig fields win)."""
+        cooldown = _duration(qc.fetch_cooldown, f"queues[{name!r}].fetch_cooldown") or _duration(
+            self.fetch_cooldown, "fetch_cooldown"
+        )
+        poll = _duration(
+            qc.fetch_poll_interval, f"queues[{name!r}].fetch_poll_interval"
+        ) or _duration(self.fetch_poll_interval, "fetch_poll_interval")
+        assert cooldown is not None and poll is not None
+        if poll < cooldown:
+            raise InvalidConfigError(
+                f"queues[{name!r}].fetch_poll_interval",
+                f"must be at least fetch_cooldown ({cooldown}s), got {poll}s",
+            )
+        return QueueSettings(
+            max_workers=qc.max_workers or self.max_workers,
+            fetch_cooldown=cooldown,
+            fetch_poll_interval=poll,
+        )

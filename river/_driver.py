@@ -1,0 +1,257 @@
+"""Every SQL statement of the runtime: loading the named queries, decoding rows, and the
+write-once operations (see river/_sansio.py) that both clients run.
+
+Query text lives in ``river/_sql/*.sql`` (one file per table). It is read once at import and
+rendered once per schema (:func:`queries_for`), so the hot path only executes prepared text.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+from river._sansio import Op, Query
+from river._schema import qualify
+from river._types import AttemptError, InsertResult, JobRow, JobState
+
+__all__ = ["JOB_COLUMNS", "Queries", "QueueRow", "job_from_row", "queries_for"]
+
+_NAME_RE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def _load(filename: str) -> dict[str, str]:
+    text = resources.files("river._sql").joinpath(filename).read_text(encoding="utf-8")
+    parts = _NAME_RE.split(text)
+    # parts = [preamble, name1, body1, name2, body2, ...]
+    out: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
+        out[name] = "\n".join(lines).strip()
+    return out
+
+
+_RAW: dict[str, str] = {**_load("job.sql"), **_load("queue.sql")}
+
+
+class Queries:
+    """The named queries rendered for one schema; attribute access by name."""
+
+    def __init__(self, schema: str | None) -> None:
+        self.schema = schema
+        self._q = {name: qualify(text, schema).encode() for name, text in _RAW.items()}
+
+    def __getattr__(self, name: str) -> bytes:
+        try:
+            return self._q[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def sql(self, text: str) -> bytes:
+        """Render ad-hoc SQL text (with schema placeholders) for this schema."""
+        return qualify(text, self.schema).encode()
+
+
+@functools.lru_cache(maxsize=64)
+def queries_for(schema: str | None) -> Queries:
+    """Queries rendered for ``schema`` (cached)."""
+    return Queries(schema)
+
+
+#: The job row shape every job-returning query selects, in order.
+JOB_COLUMNS = (
+    "id, kind, queue, state::text, args::text, attempt, max_attempts, priority, created_at, "
+    "scheduled_at, attempted_at, finalized_at, attempted_by, errors, metadata, tags, unique_key, "
+    "unique_states::integer"
+)
+
+_STATES = {s.value: s for s in JobState}
+
+
+def job_from_row(row: Sequence[Any]) -> JobRow:
+    """Decode one row of the JOB_COLUMNS shape (lenient: rows from any writer)."""
+    errors = row[13]
+    return JobRow(
+        id=row[0],
+        kind=row[1],
+        queue=row[2],
+        state=_STATES[row[3]],
+        encoded_args=row[4],
+        attempt=row[5],
+        max_attempts=row[6],
+        priority=row[7],
+        created_at=row[8],
+        scheduled_at=row[9],
+        attempted_at=row[10],
+        finalized_at=row[11],
+        attempted_by=row[12] or [],
+        errors=[AttemptError.from_json(e) for e in errors if isinstance(e, dict)] if errors else [],
+        metadata=row[14] if isinstance(row[14], dict) else {},
+        tags=row[15] or [],
+        unique_key=bytes(row[16]) if row[16] is not None else None,
+        unique_states=row[17],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class QueueRow:
+    """A row of ``river_queue``."""
+
+    name: str
+    created_at: datetime
+    metadata: dict[str, Any]
+    paused_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def paused(self) -> bool:
+        """Whether the queue is paused."""
+        return self.paused_at is not None
+
+
+def queue_from_row(row: Sequence[Any]) -> QueueRow:
+    """Decode one river_queue row."""
+    return QueueRow(
+        name=row[0],
+        created_at=row[1],
+        metadata=row[2] if isinstance(row[2], dict) else {},
+        paused_at=row[3],
+        updated_at=row[4],
+    )
+
+
+# --- insert -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class InsertBatch:
+    """Parallel column arrays for ``job_insert_many`` / ``job_copy`` (built by river/_insert.py)."""
+
+    args: list[str] = field(default_factory=list)
+    kind: list[str] = field(default_factory=list)
+    queue: list[str] = field(default_factory=list)
+    priority: list[int] = field(default_factory=list)
+    max_attempts: list[int] = field(default_factory=list)
+    state: list[str] = field(default_factory=list)
+    scheduled_at: list[datetime | None] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    metadata: list[str] = field(default_factory=list)
+    unique_key: list[bytes | None] = field(default_factory=list)
+    unique_states: list[int | None] = field(default_factory=list)
+    #: Insert notification payloads, one per distinct queue with an available row.
+    notify_payloads: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+
+def insert_many_op(q: Queries, batch: InsertBatch) -> Op[list[InsertResult]]:
+    """Insert the batch in one statement (with its notifications); results in input order."""
+    rows = yield Query(
+        q.job_insert_many,
+        {
+            "schema": q.schema,
+            "notify_payloads": batch.notify_payloads,
+            "args": batch.args,
+            "kind": batch.kind,
+            "queue": batch.queue,
+            "priority": batch.priority,
+            "max_attempts": batch.max_attempts,
+            "state": batch.state,
+            "scheduled_at": batch.scheduled_at,
+            "tags": batch.tags,
+            "metadata": batch.metadata,
+            "unique_key": batch.unique_key,
+            "unique_states": batch.unique_states,
+        },
+    )
+    return [InsertResult(job_from_row(r), bool(r[18])) for r in rows]
+
+
+def copy_op(q: Queries, batch: InsertBatch, now: datetime) -> Op[int]:
+    """COPY the batch (no conflict handling: a unique clash aborts it), then notify."""
+
+    def rows() -> Any:
+        for i in range(len(batch)):
+            tags = batch.tags[i]
+            yield (
+                batch.args[i],
+                now,
+                batch.kind[i],
+                batch.max_attempts[i],
+                batch.metadata[i],
+                batch.priority[i],
+                batch.queue[i],
+                batch.scheduled_at[i] or now,
+                batch.state[i],
+                tags.split(",") if tags else [],
+                batch.unique_key[i],
+                _bits(batch.unique_states[i]),
+            )
+
+    count: int = yield Query(q.job_copy, fetch="copy", rows=rows())
+    if batch.notify_payloads:
+        yield from notify_op(q, "river_insert", batch.notify_payloads)
+    return count
+
+
+def _bits(mask: int | None) -> str | None:
+    return None if mask is None else format(mask, "08b")
+
+
+def notify_op(q: Queries, topic: str, payloads: list[str]) -> Op[None]:
+    """Send payloads on ``<schema>.<topic>`` (in the caller's transaction)."""
+    yield Query(
+        q.notify_many,
+        {"schema": q.schema, "topic": topic, "payloads": payloads},
+        fetch="none",
+    )
+
+
+# --- fetch and completion -----------------------------------------------------------------------
+
+
+def fetch_op(q: Queries, queue: str, limit: int, client_id: str) -> Op[list[JobRow]]:
+    """Lock up to ``limit`` available, due jobs of ``queue`` and mark them running."""
+    rows = yield Query(
+        q.job_fetch, {"queue": queue, "limit": limit, "client_id": client_id}, prepare=True
+    )
+    return [job_from_row(r) for r in rows]
+
+
+@dataclass(slots=True)
+class CompletionBatch:
+    """Parallel arrays for ``job_set_state_many`` (see river/_completer.py)."""
+
+    id: list[int] = field(default_factory=list)
+    state: list[str] = field(default_factory=list)
+    finalized_at: list[datetime | None] = field(default_factory=list)
+    scheduled_at: list[datetime | None] = field(default_factory=list)
+    attempt: list[int | None] = field(default_factory=list)
+    error: list[str | None] = field(default_factory=list)
+    metadata: list[str | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+
+def set_state_many_op(q: Queries, batch: CompletionBatch) -> Op[dict[int, str]]:
+    """Write a batch of outcomes; returns {job id: persisted state} for rows that exist."""
+    rows = yield Query(
+        q.job_set_state_many,
+        {
+            "id": batch.id,
+            "state": batch.state,
+            "finalized_at": batch.finalized_at,
+            "scheduled_at": batch.scheduled_at,
+            "attempt": batch.attempt,
+            "error": batch.error,
+            "metadata": batch.metadata,
+        },
+        prepare=True,
+    )
+    return {r[0]: r[1] for r in rows}

@@ -1,0 +1,221 @@
+"""Turning (args, InsertOpts) pairs into validated insert rows (PROTOCOL.md section 4).
+
+Everything here runs before any SQL: a bad job raises ValidationError naming the field (and,
+for batches, its index) and the rule, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from river._args import JobArgs, validate_kind
+from river._driver import InsertBatch
+from river._errors import DuplicateUniqueKeyInBatchError, UnknownJobKindError, ValidationError
+from river._gojson import encode_args, encode_value
+from river._types import InsertOpts, JobState, UniqueOpts
+from river._unique import unique_key
+
+__all__ = [
+    "MAX_QUEUE_NAME_LENGTH",
+    "InsertDefaults",
+    "NotifyLimiter",
+    "build_batch",
+    "validate_queue_name",
+]
+
+MAX_QUEUE_NAME_LENGTH = 64
+_QUEUE_RE = re.compile(r"(?:[a-z0-9])+(?:[_|\-]?[a-z0-9]+)*")
+_TAG_RE = re.compile(r"[\w][\w\-]+[\w]", re.ASCII)
+_SMALLINT_MAX = 32767
+
+
+def validate_queue_name(name: object, field: str = "queue") -> str:
+    """Return ``name`` if it is a valid queue name (PROTOCOL.md section 10), else raise."""
+    if not isinstance(name, str):
+        raise ValidationError(field, f"must be a string, not {type(name).__name__}")
+    if not name or len(name) > MAX_QUEUE_NAME_LENGTH:
+        raise ValidationError(field, f"must be 1 to {MAX_QUEUE_NAME_LENGTH} characters")
+    if not _QUEUE_RE.fullmatch(name):
+        raise ValidationError(
+            field,
+            f"{name!r} must be lowercase letters and digits, optionally split by single '_', "
+            "'-' or '|' characters (no leading, trailing or doubled separators)",
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class InsertDefaults:
+    """Client-level defaults applied when neither the insert nor the args set a field."""
+
+    max_attempts: int = 25
+    #: Kinds with a registered worker; None disables the unknown-kind check.
+    known_kinds: frozenset[str] | None = None
+
+
+class NotifyLimiter:
+    """At most one insert notification per queue per ``interval`` seconds, per client
+    (PROTOCOL.md 7.3). It counts an attempt even if the transaction later rolls back; the
+    producers' poll covers a suppressed notification."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+
+    def allow(self, queue: str) -> bool:
+        now = time.monotonic()
+        last = self._last.get(queue)
+        if last is not None and now - last < self.interval:
+            return False
+        self._last[queue] = now
+        return True
+
+
+def _pick(field: str, insert: InsertOpts | None, args: InsertOpts | None) -> Any:
+    if insert is not None:
+        value = getattr(insert, field)
+        if value is not None:
+            return value
+    if args is not None:
+        return getattr(args, field)
+    return None
+
+
+def _validated_tags(tags: object, field: str) -> str:
+    if isinstance(tags, str) or not isinstance(tags, Sequence):
+        raise ValidationError(field, "must be a list of strings")
+    for tag in tags:
+        if not isinstance(tag, str) or len(tag) > 255 or not _TAG_RE.fullmatch(tag):
+            raise ValidationError(
+                field,
+                f"tag {tag!r} must be 3 to 255 characters of ASCII letters, digits, '_' and '-', "
+                "starting and ending with a letter, digit or '_' (no commas)",
+            )
+    return ",".join(tags)
+
+
+def _validated_metadata(metadata: object, field: str) -> str:
+    if metadata is None:
+        return "{}"
+    if not isinstance(metadata, Mapping):
+        raise ValidationError(field, "must be a JSON object (a mapping)")
+    for key in metadata:
+        if not isinstance(key, str):
+            raise ValidationError(field, f"keys must be strings, got {key!r}")
+        if key.startswith("river:"):
+            raise ValidationError(field, f"key {key!r}: keys starting with 'river:' are reserved")
+    try:
+        return encode_value(dict(metadata))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(field, f"must be JSON-encodable: {exc}") from None
+
+
+def _int_in(value: object, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationError(field, f"must be an integer from {low} to {high}, got {value!r}")
+    return value
+
+
+def build_batch(
+    items: Sequence[tuple[JobArgs, InsertOpts | None]],
+    defaults: InsertDefaults,
+    limiter: NotifyLimiter | None,
+    *,
+    field_prefix: str = "",
+    now: datetime | None = None,
+    allow_unique: bool = True,
+) -> InsertBatch:
+    """Validate and encode jobs into an :class:`InsertBatch`.
+
+    ``field_prefix`` (e.g. ``"jobs"``) makes error fields read ``jobs[3].priority`` for batches.
+    ``allow_unique=False`` (COPY) still computes keys: a clash then aborts the COPY in Postgres.
+    """
+    batch = InsertBatch()
+    notify_queues: dict[str, None] = {}
+    seen_keys: dict[bytes, int] = {}
+    now = now or datetime.now(UTC)
+    single = len(items) == 1 and not field_prefix
+    for index, (args, opts) in enumerate(items):
+        where = "" if single else f"{field_prefix or 'jobs'}[{index}]."
+        if not isinstance(args, JobArgs):
+            raise ValidationError(
+                f"{where}args", f"must be a river.JobArgs instance, got {type(args).__name__}"
+            )
+        if opts is not None and not isinstance(opts, InsertOpts):
+            raise ValidationError(f"{where}opts", "must be a river.InsertOpts or None")
+        kind = validate_kind(getattr(type(args), "kind", None), f"{where}kind")
+        if defaults.known_kinds is not None and kind not in defaults.known_kinds:
+            raise UnknownJobKindError(
+                f"{where}kind",
+                f"no worker is registered for kind {kind!r} on this client "
+                "(register one, or set Config(skip_unknown_job_check=True))",
+            )
+        args_opts = args.insert_opts()
+        queue = validate_queue_name(_pick("queue", opts, args_opts) or "default", f"{where}queue")
+        priority = _int_in(_pick("priority", opts, args_opts) or 1, f"{where}priority", 1, 4)
+        max_attempts = _int_in(
+            _pick("max_attempts", opts, args_opts) or defaults.max_attempts,
+            f"{where}max_attempts",
+            1,
+            _SMALLINT_MAX,
+        )
+        scheduled_at = _pick("scheduled_at", opts, args_opts)
+        if scheduled_at is not None and (
+            not isinstance(scheduled_at, datetime) or scheduled_at.tzinfo is None
+        ):
+            raise ValidationError(f"{where}scheduled_at", "must be a timezone-aware datetime")
+        tags = _pick("tags", opts, args_opts)
+        tags_text = _validated_tags(tags, f"{where}tags") if tags is not None else ""
+        metadata_text = _validated_metadata(_pick("metadata", opts, args_opts), f"{where}metadata")
+        pending = bool((opts is not None and opts.pending) or (args_opts and args_opts.pending))
+        if pending:
+            state = JobState.PENDING
+        elif scheduled_at is not None:
+            state = JobState.SCHEDULED
+        else:
+            state = JobState.AVAILABLE
+        encoded = encode_args(args)
+        unique_opts = _pick("unique_opts", opts, args_opts)
+        key: bytes | None = None
+        mask: int | None = None
+        if unique_opts is not None:
+            if not isinstance(unique_opts, UniqueOpts):
+                raise ValidationError(f"{where}unique_opts", "must be a river.UniqueOpts")
+            if unique_opts.enabled:
+                key = unique_key(kind, queue, encoded, unique_opts, now, scheduled_at)
+                mask = unique_opts.states_mask
+                if key in seen_keys:
+                    raise DuplicateUniqueKeyInBatchError(
+                        f"{where}unique_opts",
+                        f"has the same unique key as job {seen_keys[key]} of this batch; "
+                        "Postgres cannot insert both in one statement (insert them separately "
+                        "to get the existing job back)",
+                    )
+                seen_keys[key] = index
+        batch.args.append(encoded)
+        batch.kind.append(kind)
+        batch.queue.append(queue)
+        batch.priority.append(priority)
+        batch.max_attempts.append(max_attempts)
+        batch.state.append(state.value)
+        batch.scheduled_at.append(scheduled_at)
+        batch.tags.append(tags_text)
+        batch.metadata.append(metadata_text)
+        batch.unique_key.append(key)
+        batch.unique_states.append(mask)
+        if state is JobState.AVAILABLE:
+            notify_queues[queue] = None
+    for queue in notify_queues:
+        if limiter is None or limiter.allow(queue):
+            batch.notify_payloads.append('{"queue": ' + json.dumps(queue) + "}")
+    return batch
+
+
+#: Signature of the hook the clients use to build batches with their own defaults.
+BatchBuilder = Callable[[Sequence[tuple[JobArgs, InsertOpts | None]]], InsertBatch]

@@ -1,0 +1,191 @@
+"""The producer of one queue: fetch loop, slot accounting, pause state, its jobs.
+
+A producer fetches with ``limit = free slots`` (never when paused, when no slot is free, or
+while the completer is saturated). Fetch triggers: start, an insert notification for its
+queue, the client's poller finding due jobs, resume, and a finished job when the previous fetch
+was full. Triggers within ``fetch_cooldown`` of the last fetch collapse into one trailing fetch.
+After a fetch woken by a notification it fetches once more one cooldown later, catching inserts
+whose notifications the sender's limiter suppressed (PROTOCOL.md 7.3).
+
+Stopping: :meth:`stop_fetching` (soft) ends the fetch loop and lets running jobs finish;
+:meth:`cancel_jobs` (hard) cancels them, and they return to ``available`` (interrupted).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio
+import psycopg
+from anyio.abc import TaskGroup, TaskStatus
+
+from river._driver import fetch_op
+from river._executor import CancelReason, RunningJob
+from river._sansio import run_async
+
+if TYPE_CHECKING:
+    from river._client import _Runtime
+
+__all__ = ["Producer", "QueueSettings"]
+
+logger = logging.getLogger("river.producer")
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """A queue's effective settings (its QueueConfig merged with the client's defaults)."""
+
+    max_workers: int
+    fetch_cooldown: float
+    fetch_poll_interval: float
+
+
+class _Trigger:
+    """A resettable wake-up flag."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def clear(self) -> None:
+        if self._event.is_set():
+            self._event = anyio.Event()
+
+    async def wait(self, timeout: float = math.inf) -> bool:
+        """Wait until set or ``timeout`` elapses; return whether it was set."""
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+        return self._event.is_set()
+
+
+class Producer:
+    """Fetches and runs the jobs of one queue (see module doc)."""
+
+    def __init__(
+        self, runtime: _Runtime, queue: str, settings: QueueSettings, paused: bool = False
+    ) -> None:
+        self.queue = queue
+        self.settings = settings
+        self.paused = paused
+        self.running: dict[int, RunningJob] = {}
+        self._rt = runtime
+        self._trigger = _Trigger()
+        self._stopping = False
+        self._last_fetch = -math.inf
+        self._last_fetch_full = False
+        self._notified = False
+        self._tg: TaskGroup | None = None
+        self._done = anyio.Event()
+        #: Jobs fetched and finished over this producer's life (statistics).
+        self.fetched = 0
+        self.finished = 0
+
+    @property
+    def free_slots(self) -> int:
+        """Slots available for new jobs (never negative, even after a shrink)."""
+        return max(self.settings.max_workers - len(self.running), 0)
+
+    def wake(self, *, notified: bool = False) -> None:
+        """Ask for a fetch (coalesced with the cooldown)."""
+        if notified:
+            self._notified = True
+        self._trigger.set()
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause (fetch nothing; running jobs go on) or resume (and fetch at once)."""
+        self.paused = paused
+        if not paused:
+            self._trigger.set()
+
+    def update_settings(self, settings: QueueSettings) -> None:
+        """Apply new settings live: growing adds slots now; shrinking interrupts nothing, the
+        surplus jobs finish and nothing is fetched until below the new limit."""
+        self.settings = settings
+        self._trigger.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`stop_fetching` and every running job has finished."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                task_status.started()
+                await self._fetch_loop()
+        finally:
+            self._tg = None
+            self._done.set()
+
+    def stop_fetching(self) -> None:
+        """Soft stop: fetch nothing more; running jobs finish."""
+        self._stopping = True
+        self._trigger.set()
+
+    def cancel_jobs(self) -> None:
+        """Hard stop: cancel every running job (they are recorded as interrupted)."""
+        for running in list(self.running.values()):
+            running.cancel(CancelReason.STOP)
+
+    async def wait_done(self) -> None:
+        """Wait until :meth:`run` has returned."""
+        await self._done.wait()
+
+    async def _fetch_loop(self) -> None:
+        rt = self._rt
+        while not self._stopping:
+            if self.paused or self.free_slots <= 0 or rt.completer.saturated:
+                await self._trigger.wait()
+                self._trigger.clear()
+                continue
+            wait = self._last_fetch + self.settings.fetch_cooldown - time.monotonic()
+            if wait > 0:
+                await anyio.sleep(wait)
+                if self._stopping:
+                    break
+                if self.paused or self.free_slots <= 0:
+                    continue
+            self._trigger.clear()
+            notified, self._notified = self._notified, False
+            limit = self.free_slots
+            self._last_fetch = time.monotonic()
+            try:
+                rows = await rt.fetch(self.queue, limit)
+            except (psycopg.Error, OSError) as exc:
+                logger.warning("queue %s: fetch failed, retrying: %s", self.queue, exc)
+                await self._trigger.wait(min(1.0, self.settings.fetch_poll_interval))
+                continue
+            self._last_fetch_full = len(rows) >= limit
+            if rows:
+                self.fetched += len(rows)
+                started = time.monotonic()
+                assert self._tg is not None
+                for row in sorted(rows, key=lambda r: (r.priority, r.scheduled_at, r.id)):
+                    running = RunningJob(row, started)
+                    self.running[row.id] = running
+                    self._tg.start_soon(self._work, running, name=f"river job {row.id}")
+            if self._last_fetch_full:
+                continue  # slots freed by finishing jobs wake the loop
+            if notified and rows:
+                # Trailing fetch: inserts whose notification the sender's limiter suppressed.
+                if not await self._trigger.wait(self.settings.fetch_cooldown * 2):
+                    self._trigger.set()
+                continue
+            await self._trigger.wait()
+
+    async def _work(self, running: RunningJob) -> None:
+        rt = self._rt
+        try:
+            outcome = await rt.executor.execute(running)
+        finally:
+            del self.running[running.row.id]
+        self.finished += 1
+        rt.completer.add(outcome)
+        if self._last_fetch_full:
+            self._trigger.set()

@@ -1,0 +1,39 @@
+"""The default retry policy (PROTOCOL.md section 6)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+__all__ = ["MAX_DELAY_SECONDS", "RetryPolicy", "default_retry_delay", "next_retry_at"]
+
+#: The cap: the largest Go duration, 2**63 - 1 ns (about 292 years). No jitter at the cap.
+MAX_DELAY_NANOS = 2**63 - 1
+MAX_DELAY_SECONDS = MAX_DELAY_NANOS / 1e9
+
+#: A retry policy maps (number of errors including this one, now) to the next run time.
+RetryPolicy = Callable[[int, datetime], datetime]
+
+
+def default_retry_delay(error_count: int, rng: random.Random | None = None) -> float:
+    """Seconds to wait after the ``error_count``-th failure: ``error_count ** 4`` +-10% jitter.
+
+    ``error_count`` counts errors already recorded plus the one being handled (so snoozes do not
+    shift the schedule). 1 -> ~1 s, 2 -> ~16 s, 3 -> ~81 s, ... 24 -> ~3.8 days.
+    """
+    n = max(error_count, 1)
+    base = float(n) ** 4
+    if base >= MAX_DELAY_SECONDS:
+        return MAX_DELAY_SECONDS
+    jitter = (rng or random).uniform(-0.1, 0.1)
+    return min(base * (1 + jitter), MAX_DELAY_SECONDS)
+
+
+def next_retry_at(error_count: int, now: datetime) -> datetime:
+    """The default policy as a :data:`RetryPolicy`. Saturates at ``datetime.max``."""
+    delay = default_retry_delay(error_count)
+    try:
+        return now + timedelta(seconds=delay)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=now.tzinfo)

@@ -1,0 +1,118 @@
+"""Write database operations once, run them sync or async.
+
+An *operation* is a generator that yields :class:`Query` objects and receives each query's
+result; its return value is the operation's result. :func:`run_sync` drives it on a
+``psycopg.Connection``, :func:`run_async` on a ``psycopg.AsyncConnection``. This is how the sync
+``Client``/``Migrator`` and the async ``AsyncClient``/``AsyncMigrator`` share every statement and
+every decision without two hand-maintained copies (docs/design.md).
+
+Results sent back into the generator, by ``Query.fetch``:
+
+- ``"all"``: list of row tuples;
+- ``"one"``: the first row tuple or None;
+- ``"none"``: None;
+- ``"rowcount"``: the cursor's rowcount;
+- ``"copy"``: the statement is ``COPY ... FROM STDIN``; ``Query.rows`` are written as rows, and
+  the result is the number of rows written.
+
+Operations never open or close transactions themselves; callers decide (see
+:func:`in_transaction` helpers of each runner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import psycopg
+
+__all__ = ["Op", "Query", "run_async", "run_sync"]
+
+R = TypeVar("R")
+Fetch = Literal["all", "one", "none", "rowcount", "copy"]
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One statement of an operation."""
+
+    sql: bytes | str
+    params: Sequence[Any] | Mapping[str, Any] | None = None
+    fetch: Fetch = "all"
+    #: Rows to write when ``fetch == "copy"``.
+    rows: Iterable[Sequence[Any]] | None = None
+    #: Let psycopg prepare the statement (server-side) when it is executed often.
+    prepare: bool | None = None
+
+
+Op = Generator[Query, Any, R]
+
+
+def run_sync(conn: psycopg.Connection[Any], op: Op[R]) -> R:
+    """Drive ``op`` on a sync connection and return its result."""
+    try:
+        query = next(op)
+        while True:
+            with conn.cursor() as cur:
+                result = _execute_sync(cur, query)
+            query = op.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def _execute_sync(cur: psycopg.Cursor[Any], query: Query) -> Any:
+    if query.fetch == "copy":
+        count = 0
+        with cur.copy(query.sql) as copy:
+            for row in query.rows or ():
+                copy.write_row(row)
+                count += 1
+        return count
+    cur.execute(query.sql, query.params, prepare=query.prepare)
+    return _result(cur, query.fetch)
+
+
+async def run_async(conn: psycopg.AsyncConnection[Any], op: Op[R]) -> R:
+    """Drive ``op`` on an async connection and return its result."""
+    try:
+        query = next(op)
+        while True:
+            async with conn.cursor() as cur:
+                result = await _execute_async(cur, query)
+            query = op.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def _execute_async(cur: psycopg.AsyncCursor[Any], query: Query) -> Any:
+    if query.fetch == "copy":
+        count = 0
+        async with cur.copy(query.sql) as copy:
+            for row in query.rows or ():
+                await copy.write_row(row)
+                count += 1
+        return count
+    await cur.execute(query.sql, query.params, prepare=query.prepare)
+    fetch = query.fetch
+    if fetch in ("all", "one"):
+        rows = await cur.fetchall() if cur.description is not None else []
+        if fetch == "all":
+            return rows
+        return rows[0] if rows else None
+    if fetch == "rowcount":
+        return cur.rowcount
+    return None
+
+
+def _result(cur: psycopg.Cursor[Any], fetch: Fetch) -> Any:
+    if fetch == "all":
+        return cur.fetchall() if cur.description is not None else []
+    if fetch == "one":
+        if cur.description is None:
+            return None
+        rows = cur.fetchall()
+        return rows[0] if rows else None
+    if fetch == "rowcount":
+        return cur.rowcount
+    return None

@@ -1,0 +1,1 @@
+"""SQL query files (package data)."""

@@ -1,0 +1,293 @@
+-- Queries on river_job. Each query starts with a "-- name: <name>" line and runs until the next.
+-- "/* schema */" before an object name is replaced by the quoted schema and a dot, or nothing.
+-- Row shape returned by every query that returns jobs (river/_driver.py JOB_COLUMNS decodes it):
+--   id, kind, queue, state, args, attempt, max_attempts, priority, created_at, scheduled_at,
+--   attempted_at, finalized_at, attempted_by, errors, metadata, tags, unique_key, unique_states
+
+-- name: job_insert_many
+-- One statement for 1..n jobs. Rows come in as parallel arrays (one element per job) and are
+-- unnested in order; WITH ORDINALITY keeps the input order so results can be returned in it.
+-- Tags travel joined by "," (tags cannot contain commas) because Postgres arrays of arrays must
+-- be rectangular. The notify CTE is cross-joined so that it runs exactly once, in the same
+-- statement and so in the same transaction: commit-bound, never sent on rollback.
+-- ON CONFLICT repeats the three terms of river_job_unique_idx's predicate so Postgres infers
+-- that partial index; the no-op update returns the existing row, whose xmax is then non-zero.
+WITH notified AS (
+    SELECT count(pg_notify(
+        coalesce(%(schema)s::text, current_schema()) || '.river_insert', payload
+    )) AS n
+    FROM unnest(%(notify_payloads)s::text[]) AS payload
+),
+input AS (
+    SELECT *
+    FROM unnest(
+        %(args)s::jsonb[],
+        %(kind)s::text[],
+        %(queue)s::text[],
+        %(priority)s::smallint[],
+        %(max_attempts)s::smallint[],
+        %(state)s::text[],
+        %(scheduled_at)s::timestamptz[],
+        %(tags)s::text[],
+        %(metadata)s::jsonb[],
+        %(unique_key)s::bytea[],
+        %(unique_states)s::integer[]
+    ) WITH ORDINALITY AS t(
+        args, kind, queue, priority, max_attempts, state, scheduled_at, tags, metadata,
+        unique_key, unique_states, ord
+    )
+    CROSS JOIN notified
+),
+inserted AS (
+    INSERT INTO /* schema */river_job AS j (
+        args, kind, queue, priority, max_attempts, state, scheduled_at, tags, metadata,
+        unique_key, unique_states
+    )
+    SELECT
+        args, kind, queue, priority, max_attempts,
+        state::/* schema */river_job_state,
+        coalesce(scheduled_at, now()),
+        coalesce(string_to_array(nullif(tags, ''), ','), '{}')::varchar(255)[],
+        coalesce(metadata, '{}'),
+        unique_key,
+        unique_states::bit(8)
+    FROM input
+    ORDER BY ord
+    ON CONFLICT (unique_key)
+        WHERE unique_key IS NOT NULL
+          AND unique_states IS NOT NULL
+          AND /* schema */river_job_state_in_bitmask(unique_states, state)
+        DO UPDATE SET kind = EXCLUDED.kind
+    RETURNING
+        j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
+        j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
+        j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer,
+        j.xmax <> 0 AS unique_skipped_as_duplicate
+)
+SELECT * FROM inserted
+
+-- name: job_copy
+COPY /* schema */river_job (
+    args, created_at, kind, max_attempts, metadata, priority, queue, scheduled_at, state, tags,
+    unique_key, unique_states
+) FROM STDIN
+
+-- name: notify_many
+-- Sends each payload on <schema>.<topic>; with no schema configured the channel uses
+-- current_schema(), as River (Go) does.
+SELECT count(pg_notify(coalesce(%(schema)s::text, current_schema()) || '.' || %(topic)s, payload))
+FROM unnest(%(payloads)s::text[]) AS payload
+
+-- name: job_fetch
+-- Candidates are picked in a sub-select with FOR UPDATE SKIP LOCKED, so concurrent fetchers (in
+-- any language) never take the same row and never wait on each other. attempted_by keeps the
+-- last 99 entries before appending this client's id (at most 100).
+WITH locked AS (
+    SELECT id
+    FROM /* schema */river_job
+    WHERE state = 'available'
+      AND queue = %(queue)s
+      AND scheduled_at <= now()
+    ORDER BY priority, scheduled_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE /* schema */river_job AS j
+SET state = 'running',
+    attempt = j.attempt + 1,
+    attempted_at = now(),
+    attempted_by = array_append(
+        (coalesce(j.attempted_by, '{}'::text[]))[greatest(cardinality(j.attempted_by) - 98, 1):],
+        %(client_id)s::text
+    )
+FROM locked
+WHERE j.id = locked.id
+RETURNING
+    j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
+    j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
+    j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer
+
+-- name: job_set_state_many
+-- The completer's batch write (PROTOCOL.md 3.6). Rows are locked in id order first so that two
+-- writers touching overlapping rows cannot deadlock. State, attempt, errors, finalized_at and
+-- scheduled_at change only while the row is still running; staged metadata is merged (shallow,
+-- top level) even when it is not. A running row marked with cancel_attempted_at whose requested
+-- state is retryable or scheduled becomes cancelled instead (remote cancel seen).
+WITH params AS (
+    SELECT *
+    FROM unnest(
+        %(id)s::bigint[],
+        %(state)s::text[],
+        %(finalized_at)s::timestamptz[],
+        %(scheduled_at)s::timestamptz[],
+        %(attempt)s::smallint[],
+        %(error)s::jsonb[],
+        %(metadata)s::jsonb[]
+    ) AS t(id, state, finalized_at, scheduled_at, attempt, error, metadata)
+),
+locked AS (
+    SELECT j.id,
+           j.state = 'running' AS is_running,
+           j.state = 'running'
+             AND p.state IN ('retryable', 'scheduled')
+             AND j.metadata ? 'cancel_attempted_at' AS to_cancel
+    FROM /* schema */river_job AS j
+    JOIN params AS p ON p.id = j.id
+    ORDER BY j.id
+    FOR UPDATE OF j
+)
+UPDATE /* schema */river_job AS j
+SET state = CASE
+        WHEN l.to_cancel THEN 'cancelled'
+        WHEN l.is_running THEN p.state::/* schema */river_job_state
+        ELSE j.state
+    END,
+    attempt = CASE
+        WHEN l.is_running AND NOT l.to_cancel THEN coalesce(p.attempt, j.attempt)
+        ELSE j.attempt
+    END,
+    errors = CASE
+        WHEN l.is_running AND p.error IS NOT NULL THEN array_append(j.errors, p.error)
+        ELSE j.errors
+    END,
+    finalized_at = CASE
+        WHEN l.to_cancel THEN now()
+        WHEN l.is_running THEN p.finalized_at
+        ELSE j.finalized_at
+    END,
+    scheduled_at = CASE
+        WHEN l.is_running AND NOT l.to_cancel AND p.scheduled_at IS NOT NULL THEN p.scheduled_at
+        ELSE j.scheduled_at
+    END,
+    metadata = CASE
+        WHEN p.metadata IS NOT NULL THEN j.metadata || p.metadata
+        ELSE j.metadata
+    END
+FROM params AS p, locked AS l
+WHERE j.id = p.id AND l.id = p.id
+RETURNING j.id, j.state::text
+
+-- name: job_complete_fenced
+-- job_complete_tx: complete one job inside the caller's transaction, only if it is still
+-- running at the attempt the caller saw.
+UPDATE /* schema */river_job
+SET state = 'completed',
+    finalized_at = coalesce(%(finalized_at)s, now()),
+    metadata = CASE
+        WHEN %(metadata)s::jsonb IS NULL THEN metadata
+        ELSE metadata || %(metadata)s::jsonb
+    END
+WHERE id = %(id)s
+  AND state = 'running'
+  AND attempt = %(attempt)s
+RETURNING
+    id, kind, queue, state::text, args::text, attempt, max_attempts,
+    priority, created_at, scheduled_at, attempted_at, finalized_at,
+    attempted_by, errors, metadata, tags, unique_key, unique_states::integer
+
+-- name: job_get
+SELECT
+    id, kind, queue, state::text, args::text, attempt, max_attempts,
+    priority, created_at, scheduled_at, attempted_at, finalized_at,
+    attempted_by, errors, metadata, tags, unique_key, unique_states::integer
+FROM /* schema */river_job
+WHERE id = %(id)s
+
+-- name: job_cancel
+-- Lock the row; if it is not finalized, mark cancel_attempted_at and, unless it is running,
+-- cancel it now. A running row stays running: the client working it cancels the attempt when
+-- the control notification, sent here in the same statement (so commit-bound), reaches it.
+-- json_build_object renders the payload as River (Go) does: {"action" : "cancel", ...}.
+WITH locked AS (
+    SELECT id, state
+    FROM /* schema */river_job
+    WHERE id = %(id)s
+    FOR UPDATE
+),
+updated AS (
+    UPDATE /* schema */river_job AS j
+    SET state = CASE WHEN l.state = 'running' THEN j.state ELSE 'cancelled' END,
+        finalized_at = CASE WHEN l.state = 'running' THEN j.finalized_at ELSE now() END,
+        metadata = j.metadata || jsonb_build_object('cancel_attempted_at', %(now)s::text)
+    FROM locked AS l
+    WHERE j.id = l.id AND l.state NOT IN ('cancelled', 'completed', 'discarded')
+    RETURNING
+        j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
+        j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
+        j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer,
+        pg_notify(
+            coalesce(%(schema)s::text, current_schema()) || '.river_control',
+            json_build_object('action', 'cancel', 'job_id', j.id, 'queue', j.queue)::text
+        ) AS notified
+)
+SELECT
+    id, kind, queue, state, args, attempt, max_attempts, priority, created_at, scheduled_at,
+    attempted_at, finalized_at, attempted_by, errors, metadata, tags, unique_key, unique_states
+FROM updated
+UNION ALL
+SELECT
+    j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
+    j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
+    j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer
+FROM /* schema */river_job AS j
+JOIN locked ON locked.id = j.id
+WHERE NOT EXISTS (SELECT 1 FROM updated)
+
+-- name: job_retry
+-- Unless running, or available and already due: make it available now, keeping attempt and
+-- errors; grant one more attempt when it has used them all.
+WITH locked AS (
+    SELECT id FROM /* schema */river_job WHERE id = %(id)s FOR UPDATE
+),
+updated AS (
+    UPDATE /* schema */river_job AS j
+    SET state = 'available',
+        finalized_at = NULL,
+        scheduled_at = now(),
+        max_attempts = CASE WHEN j.attempt = j.max_attempts THEN j.max_attempts + 1
+                            ELSE j.max_attempts END
+    FROM locked
+    WHERE j.id = locked.id
+      AND j.state <> 'running'
+      AND NOT (j.state = 'available' AND j.scheduled_at <= now())
+    RETURNING
+        j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
+        j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
+        j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer
+)
+SELECT * FROM updated
+UNION ALL
+SELECT
+    j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
+    j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
+    j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer
+FROM /* schema */river_job AS j
+JOIN locked ON locked.id = j.id
+WHERE NOT EXISTS (SELECT 1 FROM updated)
+
+-- name: job_delete
+WITH locked AS (
+    SELECT id, state FROM /* schema */river_job WHERE id = %(id)s FOR UPDATE
+),
+deleted AS (
+    DELETE FROM /* schema */river_job AS j
+    USING locked AS l
+    WHERE j.id = l.id AND l.state <> 'running'
+    RETURNING
+        j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
+        j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
+        j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer
+)
+SELECT (SELECT state::text FROM locked) AS locked_state, d.*
+FROM (SELECT 1) AS one
+LEFT JOIN deleted AS d ON true
+
+-- name: job_update_metadata
+-- Shallow merge into metadata (e.g. {"output": ...}); allowed while the job runs.
+UPDATE /* schema */river_job
+SET metadata = metadata || %(metadata)s::jsonb
+WHERE id = %(id)s
+RETURNING
+    id, kind, queue, state::text, args::text, attempt, max_attempts,
+    priority, created_at, scheduled_at, attempted_at, finalized_at,
+    attempted_by, errors, metadata, tags, unique_key, unique_states::integer
