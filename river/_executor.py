@@ -102,6 +102,10 @@ class Executor:
         self._limiter = thread_limiter
         self._clock = clock
 
+    def now(self) -> datetime:
+        """The executor's clock (UTC)."""
+        return self._clock()
+
     async def execute(self, running: RunningJob) -> Outcome:
         """Work one attempt and return its outcome (never raises, except on cancellation of
         the caller's own scope)."""
@@ -169,7 +173,9 @@ class Executor:
             trace = ""
             if not isinstance(exc, JobCancel | _RemoteCancelled | _UnknownKind):
                 trace = "".join(traceback.format_exception(exc))
-            return AttemptError(at=start_time, attempt=row.attempt, error=_message(exc), trace=trace)
+            return AttemptError(
+                at=start_time, attempt=row.attempt, error=_message(exc), trace=trace
+            )
 
         def outcome(state: JobState, event: str, **fields: Any) -> Outcome:
             return Outcome(row, state, event, started=started, finished=finished, **fields)
@@ -202,9 +208,7 @@ class Executor:
             )
         attempt_error = failed_attempt(error)
         if row.attempt >= row.max_attempts:
-            return outcome(
-                JobState.DISCARDED, "job_failed", finalized_at=now, error=attempt_error
-            )
+            return outcome(JobState.DISCARDED, "job_failed", finalized_at=now, error=attempt_error)
         retry_at = self._next_retry(row, job, now, known_kind)
         short = (retry_at - now).total_seconds() <= SCHEDULER_INTERVAL
         return outcome(
@@ -214,7 +218,9 @@ class Executor:
             error=attempt_error,
         )
 
-    def _next_retry(self, row: JobRow, job: Job[Any] | None, now: datetime, known: bool) -> datetime:
+    def _next_retry(
+        self, row: JobRow, job: Job[Any] | None, now: datetime, known: bool
+    ) -> datetime:
         if job is not None and known:
             registered = self._workers.get(row.kind)
             if registered is not None:

@@ -13,6 +13,7 @@ Stopping: :meth:`stop_fetching` (soft) ends the fetch loop and lets running jobs
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import time
@@ -23,9 +24,8 @@ import anyio
 import psycopg
 from anyio.abc import TaskGroup, TaskStatus
 
-from river._driver import fetch_op
 from river._executor import CancelReason, RunningJob
-from river._sansio import run_async
+from river._types import JobState
 
 if TYPE_CHECKING:
     from river._client import _Runtime
@@ -60,9 +60,9 @@ class _Trigger:
         if self._event.is_set():
             self._event = anyio.Event()
 
-    async def wait(self, timeout: float = math.inf) -> bool:
-        """Wait until set or ``timeout`` elapses; return whether it was set."""
-        with anyio.move_on_after(timeout):
+    async def wait(self, max_wait: float = math.inf) -> bool:
+        """Wait until set or ``max_wait`` seconds elapse; return whether it was set."""
+        with anyio.move_on_after(max_wait):
             await self._event.wait()
         return self._event.is_set()
 
@@ -85,6 +85,10 @@ class Producer:
         self._notified = False
         self._tg: TaskGroup | None = None
         self._done = anyio.Event()
+        # Monotonic times at which jobs this producer re-queued (short retries and snoozes go
+        # straight to available with a future scheduled_at) become due: a local timer wakes the
+        # loop then, instead of waiting for the next poll.
+        self._timed_wakes: list[float] = []
         #: Jobs fetched and finished over this producer's life (statistics).
         self.fetched = 0
         self.finished = 0
@@ -137,11 +141,29 @@ class Producer:
         """Wait until :meth:`run` has returned."""
         await self._done.wait()
 
+    def wake_at(self, when: float) -> None:
+        """Fetch at monotonic time ``when`` (e.g. when a re-queued job becomes due)."""
+        heapq.heappush(self._timed_wakes, when)
+        self._trigger.set()  # re-evaluate the wait's deadline
+
+    async def _wait(self, max_wait: float = math.inf) -> bool:
+        """Wait for a trigger, a timed wake or ``max_wait`` s; True when woken for a fetch."""
+        while True:
+            now = time.monotonic()
+            while self._timed_wakes and self._timed_wakes[0] <= now:
+                heapq.heappop(self._timed_wakes)
+                return True
+            until = self._timed_wakes[0] - now if self._timed_wakes else math.inf
+            if await self._trigger.wait(min(max_wait, until)):
+                return True
+            if max_wait <= until:
+                return False
+
     async def _fetch_loop(self) -> None:
         rt = self._rt
         while not self._stopping:
             if self.paused or self.free_slots <= 0 or rt.completer.saturated:
-                await self._trigger.wait()
+                await self._wait()
                 self._trigger.clear()
                 continue
             wait = self._last_fetch + self.settings.fetch_cooldown - time.monotonic()
@@ -174,10 +196,10 @@ class Producer:
                 continue  # slots freed by finishing jobs wake the loop
             if notified and rows:
                 # Trailing fetch: inserts whose notification the sender's limiter suppressed.
-                if not await self._trigger.wait(self.settings.fetch_cooldown * 2):
+                if not await self._wait(self.settings.fetch_cooldown * 2):
                     self._trigger.set()
                 continue
-            await self._trigger.wait()
+            await self._wait()
 
     async def _work(self, running: RunningJob) -> None:
         rt = self._rt
@@ -187,5 +209,10 @@ class Producer:
             del self.running[running.row.id]
         self.finished += 1
         rt.completer.add(outcome)
+        if outcome.state is JobState.AVAILABLE and outcome.scheduled_at is not None:
+            delay = (outcome.scheduled_at - rt.executor.now()).total_seconds()
+            if delay > 0:
+                # Slightly late, so the completer has written the outcome by then.
+                self.wake_at(time.monotonic() + delay + rt.completer.flush_interval)
         if self._last_fetch_full:
             self._trigger.set()

@@ -1,0 +1,302 @@
+"""Helpers for testing code that inserts and works River jobs.
+
+Assertions (River's ``rivertest`` semantics), usable with a sync ``psycopg.Connection`` (they
+return the value) or a ``psycopg.AsyncConnection`` (they return an awaitable), typically inside
+the test's own transaction:
+
+- :func:`require_inserted`: exactly one job of the args' kind exists (optionally matching
+  :class:`RequireInsertedOpts`); returns it as ``Job[T]`` with typed args.
+- :func:`require_not_inserted`: no job of that kind (matching the options) exists.
+- :func:`require_many_inserted`: the jobs of the given kinds exist, in insertion order, and no
+  other job of those kinds.
+
+And :func:`work_job`: insert a job and work it inline, inside the caller's transaction, through
+the real executor and completion write, returning a :class:`WorkResult` with the outcome and
+the row as persisted. Nothing is committed unless the caller commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar, overload
+
+import anyio
+import psycopg
+
+from river._args import JobArgs, Worker, Workers
+from river._completer import Outcome, _to_batch
+from river._config import DEFAULT_JOB_TIMEOUT
+from river._driver import (
+    JOB_COLUMNS,
+    InsertBatch,
+    insert_many_op,
+    job_from_row,
+    queries_for,
+    set_state_many_op,
+)
+from river._executor import Executor, RunningJob
+from river._insert import InsertDefaults, build_batch
+from river._retry import next_retry_at
+from river._sansio import Op, Query, run_async, run_sync
+from river._schema import validate_schema
+from river._types import InsertOpts, Job, JobRow, JobState
+
+__all__ = [
+    "RequireInsertedOpts",
+    "WorkResult",
+    "require_inserted",
+    "require_many_inserted",
+    "require_not_inserted",
+    "work_job",
+]
+
+A = TypeVar("A", bound=JobArgs)
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class RequireInsertedOpts:
+    """Fields a matching job must have (None: any)."""
+
+    max_attempts: int | None = None
+    priority: int | None = None
+    queue: str | None = None
+    scheduled_at: datetime | None = None
+    state: JobState | None = None
+    tags: Sequence[str] | None = None
+
+
+def _drive(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], op: Op[R]) -> Any:
+    if isinstance(conn, psycopg.AsyncConnection):
+        return run_async(conn, op)
+    return run_sync(conn, op)
+
+
+def _kind_of(args_type: type[JobArgs]) -> str:
+    kind = getattr(args_type, "kind", None)
+    if not isinstance(kind, str):
+        raise TypeError(f"{args_type!r} is not a JobArgs class with a kind")
+    return kind
+
+
+def _jobs_of_kinds(schema: str | None, kinds: list[str]) -> Op[list[JobRow]]:
+    q = queries_for(validate_schema(schema))
+    rows = yield Query(
+        q.sql(
+            f"SELECT {JOB_COLUMNS} FROM /* schema */river_job "
+            "WHERE kind = ANY(%(kinds)s::text[]) ORDER BY id"
+        ),
+        {"kinds": kinds},
+    )
+    return [job_from_row(r) for r in rows]
+
+
+def _mismatches(row: JobRow, opts: RequireInsertedOpts | None) -> list[str]:
+    if opts is None:
+        return []
+    problems = []
+    for field in ("max_attempts", "priority", "queue", "scheduled_at", "state"):
+        want = getattr(opts, field)
+        have = getattr(row, field)
+        if want is None:
+            continue
+        if field == "scheduled_at":
+            # Compare at second precision, as River does (database rounding, clock skew).
+            if abs((have - want).total_seconds()) >= 1:
+                problems.append(f"scheduled_at {have} != {want}")
+        elif have != want:
+            problems.append(f"{field} {have!r} != {want!r}")
+    if opts.tags is not None and list(row.tags) != list(opts.tags):
+        problems.append(f"tags {row.tags!r} != {list(opts.tags)!r}")
+    return problems
+
+
+def _require_inserted(
+    schema: str | None, args_type: type[A], opts: RequireInsertedOpts | None
+) -> Op[Job[A]]:
+    kind = _kind_of(args_type)
+    rows = yield from _jobs_of_kinds(schema, [kind])
+    if len(rows) != 1:
+        raise AssertionError(f"expected exactly 1 job of kind {kind!r}, found {len(rows)}")
+    problems = _mismatches(rows[0], opts)
+    if problems:
+        raise AssertionError(f"job {rows[0].id} of kind {kind!r}: " + "; ".join(problems))
+    return Job(rows[0], args_type.model_validate_json(rows[0].encoded_args))
+
+
+@overload
+def require_inserted(
+    conn: psycopg.Connection[Any],
+    args_type: type[A],
+    opts: RequireInsertedOpts | None = None,
+    *,
+    schema: str | None = None,
+) -> Job[A]: ...
+
+
+@overload
+def require_inserted(
+    conn: psycopg.AsyncConnection[Any],
+    args_type: type[A],
+    opts: RequireInsertedOpts | None = None,
+    *,
+    schema: str | None = None,
+) -> Awaitable[Job[A]]: ...
+
+
+def require_inserted(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+    args_type: type[A],
+    opts: RequireInsertedOpts | None = None,
+    *,
+    schema: str | None = None,
+) -> Job[A] | Awaitable[Job[A]]:
+    """Assert exactly one job of ``args_type``'s kind exists (matching ``opts``); return it."""
+    result: Job[A] | Awaitable[Job[A]] = _drive(conn, _require_inserted(schema, args_type, opts))
+    return result
+
+
+def _require_not_inserted(
+    schema: str | None, args_type: type[JobArgs], opts: RequireInsertedOpts | None
+) -> Op[None]:
+    kind = _kind_of(args_type)
+    rows = yield from _jobs_of_kinds(schema, [kind])
+    matching = [r for r in rows if not _mismatches(r, opts)]
+    if matching:
+        raise AssertionError(
+            f"expected no job of kind {kind!r}"
+            + (" matching the options" if opts else "")
+            + f", found {len(matching)} (ids {[r.id for r in matching]})"
+        )
+
+
+def require_not_inserted(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+    args_type: type[JobArgs],
+    opts: RequireInsertedOpts | None = None,
+    *,
+    schema: str | None = None,
+) -> Any:
+    """Assert no job of ``args_type``'s kind (matching ``opts`` when given) exists.
+    Returns None, or an awaitable for an async connection."""
+    return _drive(conn, _require_not_inserted(schema, args_type, opts))
+
+
+def _require_many(
+    schema: str | None, expected: Sequence[type[JobArgs] | tuple[type[JobArgs], Any]]
+) -> Op[list[JobRow]]:
+    wanted = [(e, None) if isinstance(e, type) else (e[0], e[1]) for e in expected]
+    kinds = [_kind_of(t) for t, _ in wanted]
+    rows = yield from _jobs_of_kinds(schema, sorted(set(kinds)))
+    if [r.kind for r in rows] != kinds:
+        raise AssertionError(
+            f"expected jobs of kinds {kinds} in order, found {[r.kind for r in rows]}"
+        )
+    for row, (_, opts) in zip(rows, wanted, strict=True):
+        problems = _mismatches(row, opts)
+        if problems:
+            raise AssertionError(f"job {row.id} of kind {row.kind!r}: " + "; ".join(problems))
+    return rows
+
+
+def require_many_inserted(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+    expected: Sequence[type[JobArgs] | tuple[type[JobArgs], RequireInsertedOpts | None]],
+    *,
+    schema: str | None = None,
+) -> Any:
+    """Assert the jobs of these kinds are exactly the expected ones, in insertion order.
+    Returns the rows, or an awaitable of them for an async connection."""
+    return _drive(conn, _require_many(schema, expected))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkResult:
+    """What :func:`work_job` did: the outcome's state and event, and the row as persisted."""
+
+    state: JobState
+    event: str
+    job: JobRow
+    outcome: Outcome
+
+
+def _insert_and_fetch(schema: str | None, batch: InsertBatch, client_id: str) -> Op[JobRow]:
+    q = queries_for(schema)
+    (inserted,) = yield from insert_many_op(q, batch)
+    # Take exactly this job as a fetch would (other jobs in the database are left alone).
+    row = yield Query(
+        q.sql(
+            "UPDATE /* schema */river_job SET state = 'running', attempt = attempt + 1, "
+            "attempted_at = now(), attempted_by = array_append(attempted_by, %(client_id)s) "
+            f"WHERE id = %(id)s RETURNING {JOB_COLUMNS}"
+        ),
+        {"id": inserted.job.id, "client_id": client_id},
+        fetch="one",
+    )
+    return job_from_row(row)
+
+
+def _persist(schema: str | None, outcome: Outcome) -> Op[JobRow]:
+    q = queries_for(schema)
+    yield from set_state_many_op(q, _to_batch([outcome]))
+    row = yield Query(q.job_get, {"id": outcome.job.id}, fetch="one")
+    return job_from_row(row)
+
+
+async def _work_async(
+    conn: psycopg.AsyncConnection[Any],
+    worker: Worker[Any],
+    args: JobArgs,
+    opts: InsertOpts | None,
+    schema: str | None,
+    job_timeout: float,
+) -> WorkResult:
+    batch = build_batch([(args, opts)], InsertDefaults(), None)
+    row = await run_async(conn, _insert_and_fetch(schema, batch, "river_testing"))
+    outcome = await _executor(worker, job_timeout).execute(RunningJob(row, 0.0))
+    persisted = await run_async(conn, _persist(schema, outcome))
+    return WorkResult(outcome.state, outcome.event, persisted, outcome)
+
+
+def _executor(worker: Worker[Any], job_timeout: float) -> Executor:
+    workers = Workers()
+    workers.add(worker)
+    return Executor(
+        workers,
+        job_timeout=job_timeout,
+        retry_policy=next_retry_at,
+        thread_limiter=anyio.CapacityLimiter(1),
+        clock=lambda: datetime.now(UTC),
+    )
+
+
+def work_job(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+    worker: Worker[Any],
+    args: JobArgs,
+    opts: InsertOpts | None = None,
+    *,
+    schema: str | None = None,
+    job_timeout: float = DEFAULT_JOB_TIMEOUT,
+) -> Any:
+    """Insert ``args``, fetch it and work it with ``worker`` through the real executor, then
+    write the outcome, all on ``conn`` (inside its transaction when one is open).
+
+    With an ``AsyncConnection`` it returns an awaitable of :class:`WorkResult`; with a sync
+    connection it runs the attempt in a private event loop (do not call it from inside a
+    running loop) and returns the result.
+    """
+    schema = validate_schema(schema)
+    if isinstance(conn, psycopg.AsyncConnection):
+        return _work_async(conn, worker, args, opts, schema, job_timeout)
+    batch = build_batch([(args, opts)], InsertDefaults(), None)
+    row = run_sync(conn, _insert_and_fetch(schema, batch, "river_testing"))
+
+    async def attempt() -> Outcome:
+        return await _executor(worker, job_timeout).execute(RunningJob(row, 0.0))
+
+    outcome = anyio.run(attempt)
+    persisted = run_sync(conn, _persist(schema, outcome))
+    return WorkResult(outcome.state, outcome.event, persisted, outcome)
