@@ -6,7 +6,7 @@ admin), :class:`JobArgs` and :class:`Worker`. The documentation lives in ``docs/
 
 from river._admin import JobListParams, JobListResult
 from river._args import JobArgs, Worker, Workers
-from river._client import AsyncClient, InsertManyItem, QueueManager
+from river._client import AsyncClient, InsertManyItem, PeriodicJobs, QueueManager
 from river._complete import job_complete_tx
 from river._config import Config, QueueConfig
 from river._driver import QueueRow
@@ -26,6 +26,8 @@ from river._errors import (
     ValidationError,
 )
 from river._executor import cancel_requested, current_job
+from river._maintenance import PeriodicJob
+from river._schedule import Cron, PeriodicInterval, Schedule
 from river._sync_client import Client
 from river._types import (
     AttemptError,
@@ -43,6 +45,7 @@ __all__ = [
     "AttemptError",
     "Client",
     "Config",
+    "Cron",
     "DuplicateUniqueKeyInBatchError",
     "InsertManyItem",
     "InsertOpts",
@@ -60,12 +63,16 @@ __all__ = [
     "JobSnooze",
     "JobState",
     "MigrationError",
+    "PeriodicInterval",
+    "PeriodicJob",
+    "PeriodicJobs",
     "QueueAlreadyAddedError",
     "QueueConfig",
     "QueueManager",
     "QueueNotFoundError",
     "QueueRow",
     "RiverError",
+    "Schedule",
     "UniqueOpts",
     "UnknownJobKindError",
     "ValidationError",

@@ -28,17 +28,28 @@ from river._driver import (
     copy_op,
     fetch_op,
     insert_many_op,
+    notify_op,
     queries_for,
 )
+from river._elector import Elector, request_resign_payload
 from river._errors import QueueAlreadyAddedError, QueueNotFoundError, RiverError
 from river._executor import CancelReason, Executor
 from river._insert import InsertDefaults, NotifyLimiter, build_batch, validate_queue_name
+from river._maintenance import (
+    JobCleaner,
+    PeriodicJob,
+    PeriodicJobEnqueuer,
+    QueueCleaner,
+    Reindexer,
+    Rescuer,
+    Scheduler,
+)
 from river._notifier import Notifier
 from river._producer import Producer
 from river._sansio import Op, run_async
 from river._types import InsertOpts, InsertResult, JobRow, JobState
 
-__all__ = ["AsyncClient", "InsertManyItem", "QueueManager"]
+__all__ = ["AsyncClient", "InsertManyItem", "PeriodicJobs", "QueueManager"]
 
 logger = logging.getLogger("river.client")
 
@@ -143,9 +154,7 @@ class AsyncClient:
                 else None
             ),
         )
-        self._limiter = NotifyLimiter(
-            self.config.resolve(QueueConfig()).fetch_cooldown
-        )
+        self._limiter = NotifyLimiter(self.config.resolve(QueueConfig()).fetch_cooldown)
         # Lock-guarded map of producers (see QueueManager); start/stop take the same lock.
         self._lock = anyio.Lock()
         self._queue_configs: dict[str, QueueConfig] = dict(self.config.queues)
@@ -159,7 +168,11 @@ class AsyncClient:
         self._services_tg: TaskGroup | None = None
         self._poll_now = anyio.Event()
         self._next_poll: dict[str, float] = {}
+        self._elector: Elector | None = None
+        self._maintenance_scope: anyio.CancelScope | None = None
+        self._periodic = PeriodicJobEnqueuer(self.config.periodic_jobs, self._insert_periodic)
         self.queues = QueueManager(self)
+        self.periodic_jobs = PeriodicJobs(self._periodic)
 
     # --- connections ---------------------------------------------------------------------
 
@@ -455,6 +468,91 @@ class AsyncClient:
             await tg.start(self._notifier.run)
         await tg.start(self._poll_loop)
         tg.start_soon(self._keepalive_loop)
+        if self.config.leader_election:
+            assert self._runtime is not None
+            self._elector = Elector(
+                self._pool,
+                self._queries,
+                self.id,
+                on_change=self._leadership_changed,
+                elect_interval=self.config.leader_elect_interval,
+                ttl=self.config.leader_ttl,
+            )
+            await tg.start(self._elector.run)
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this client currently holds leadership (and runs maintenance)."""
+        return self._elector is not None and self._elector.is_leader
+
+    def _leadership_changed(self, leader: bool) -> None:
+        if leader and self._services_tg is not None:
+            self._services_tg.start_soon(self._maintenance_main, name="river maintenance")
+        elif not leader and self._maintenance_scope is not None:
+            self._maintenance_scope.cancel()
+
+    def maintenance_services(
+        self,
+    ) -> tuple[Scheduler, Rescuer, JobCleaner, QueueCleaner, Reindexer | None]:
+        """The maintenance services with this client's settings (for ``run_once`` in tests and
+        scripts; the leader runs them in a loop on its own)."""
+        c = self.config
+        reindexer = (
+            Reindexer(self._conninfo, self._queries, c.reindexer_schedule)
+            if c.reindexer_schedule is not None and self._conninfo
+            else None
+        )
+        return (
+            Scheduler(
+                self._pool, self._queries, interval=c.scheduler_interval, limiter=self._limiter
+            ),
+            Rescuer(
+                self._pool,
+                self._queries,
+                self._workers,
+                rescue_after=c.rescue_after_seconds,
+                job_timeout=c.job_timeout_seconds,
+                retry_policy=c.retry_policy,
+                interval=c.rescuer_interval,
+            ),
+            JobCleaner(
+                self._pool,
+                self._queries,
+                completed_retention=c.completed_job_retention,
+                cancelled_retention=c.cancelled_job_retention,
+                discarded_retention=c.discarded_job_retention,
+                interval=c.job_cleaner_interval,
+            ),
+            QueueCleaner(
+                self._pool,
+                self._queries,
+                idle=c.queue_idle_retention,
+                interval=c.queue_cleaner_interval,
+            ),
+            reindexer,
+        )
+
+    async def _maintenance_main(self) -> None:
+        with anyio.CancelScope() as scope:
+            self._maintenance_scope = scope
+            try:
+                async with anyio.create_task_group() as mtg:
+                    for service in self.maintenance_services():
+                        if service is not None:
+                            await mtg.start(service.run)
+                    await mtg.start(self._periodic.run)
+            finally:
+                self._maintenance_scope = None
+
+    async def _insert_periodic(self, items: list[tuple[JobArgs, InsertOpts | None]]) -> None:
+        batch = build_batch(items, self._insert_defaults, self._limiter, field_prefix="periodic",
+                            allow_reserved_metadata=True)  # fmt: skip
+        await self._run(insert_many_op(self._queries, batch))
+
+    async def request_resign(self) -> None:
+        """Ask the current leader (any client on the database) to resign; it then competes
+        again with the others. Useful before maintenance of a leader's host."""
+        await self._run(notify_op(self._queries, "river_leadership", [request_resign_payload()]))
 
     async def _upsert_queues(self, names: list[str]) -> set[str]:
         if not names:
@@ -512,6 +610,7 @@ class AsyncClient:
             self._root = None
             self._producers.clear()
             self._notifier = None
+            self._elector = None
             self._runtime = None
             self._state = "stopped"
         logger.info("river client %s stopped", self.id)
@@ -521,7 +620,10 @@ class AsyncClient:
             p.wake()
 
     def _dispatch(self, topic: str, payload: dict[str, Any]) -> None:
-        if topic == "river_insert":
+        if topic == "river_leadership":
+            if self._elector is not None:
+                self._elector.leadership_notification(payload)
+        elif topic == "river_insert":
             queue = payload.get("queue")
             producer = self._producers.get(queue) if isinstance(queue, str) else None
             if producer is not None:
@@ -560,7 +662,9 @@ class AsyncClient:
         ):
             running.cancel(CancelReason.REMOTE)
 
-    async def _poll_loop(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def _poll_loop(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """One query per tick for all of this client's queues: which have due jobs, and which
         are paused. Wakes only producers with due jobs (flat idle cost in the queue count)."""
         task_status.started()
@@ -613,6 +717,30 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class PeriodicJobs:
+    """``client.periodic_jobs``: add or remove periodic jobs, also while the client runs."""
+
+    def __init__(self, enqueuer: PeriodicJobEnqueuer) -> None:
+        self._enqueuer = enqueuer
+
+    def add(self, job: PeriodicJob) -> PeriodicJob:
+        """Add a periodic job; returns it (a handle for :meth:`remove`)."""
+        if not isinstance(job, PeriodicJob):
+            raise RiverError("add() takes a river.PeriodicJob")
+        if job.id is not None and any(j.id == job.id for j in self._enqueuer.jobs):
+            raise RiverError(f"a periodic job with id {job.id!r} already exists")
+        self._enqueuer.add(job)
+        return job
+
+    def remove(self, job_or_id: PeriodicJob | str) -> bool:
+        """Remove a periodic job by handle or id; return whether it existed."""
+        return self._enqueuer.remove(job_or_id)
+
+    def list(self) -> list[PeriodicJob]:
+        """The periodic jobs."""
+        return list(self._enqueuer.jobs)
+
+
 class QueueManager:
     """The client's queues: ``client.queues`` (see docs/queues.md)."""
 
@@ -658,5 +786,3 @@ class QueueManager:
             if producer is not None:
                 producer.stop_fetching()
                 await producer.wait_done()
-
-

@@ -6,16 +6,21 @@ import math
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from river._args import Workers
 from river._errors import InvalidConfigError
 from river._insert import validate_queue_name
 from river._producer import QueueSettings
 from river._retry import RetryPolicy, next_retry_at
+from river._schedule import Schedule
 from river._schema import validate_schema
+
+if TYPE_CHECKING:
+    from river._maintenance import PeriodicJob
 
 __all__ = [
     "DEFAULT_FETCH_COOLDOWN",
@@ -121,6 +126,20 @@ class Config:
     - ``completer_batch_size`` / ``completer_flush_interval`` / ``completer_max_backlog``:
       batching of outcome writes; producers stop fetching while the backlog is above the max.
     - ``skip_unknown_job_check``: allow inserting kinds no worker of this client handles.
+
+    Leadership and maintenance (docs/maintenance.md; a started client competes for leadership
+    with every client on the database, River (Go) included, and only the leader maintains):
+
+    - ``leader_election``: False never writes river_leader and runs no maintenance here.
+    - ``leader_elect_interval`` (5 s) and ``leader_ttl`` (15 s): election rhythm and lease.
+    - ``periodic_jobs``: :class:`river.PeriodicJob` list (more via ``client.periodic_jobs``).
+    - ``scheduler_interval`` (5 s): promotion of due scheduled/retryable jobs.
+    - ``rescue_stuck_jobs_after`` (1 h; job_timeout + 1 h when job_timeout was changed) and
+      ``rescuer_interval`` (30 s).
+    - ``completed_job_retention`` (24 h), ``cancelled_job_retention`` (24 h),
+      ``discarded_job_retention`` (7 days), -1 keeps forever; ``job_cleaner_interval`` (30 s).
+    - ``queue_idle_retention`` (24 h) and ``queue_cleaner_interval`` (1 h).
+    - ``reindexer_schedule``: e.g. ``river.Cron("0 0 * * *")``; None (default) disables it.
     """
 
     queues: Mapping[str, QueueConfig] = field(default_factory=dict)
@@ -139,6 +158,20 @@ class Config:
     completer_flush_interval: float = 0.025
     completer_max_backlog: int = 20_000
     skip_unknown_job_check: bool = False
+    leader_election: bool = True
+    leader_elect_interval: float = 5.0
+    leader_ttl: float = 15.0
+    periodic_jobs: Sequence[PeriodicJob] = ()
+    scheduler_interval: float = 5.0
+    rescue_stuck_jobs_after: float | None = None
+    rescuer_interval: float = 30.0
+    completed_job_retention: float = 86_400.0
+    cancelled_job_retention: float = 86_400.0
+    discarded_job_retention: float = 7 * 86_400.0
+    job_cleaner_interval: float = 30.0
+    queue_idle_retention: float = 86_400.0
+    queue_cleaner_interval: float = 3600.0
+    reindexer_schedule: Schedule | None = None
 
     def __post_init__(self) -> None:
         validate_schema(self.schema)
@@ -166,6 +199,46 @@ class Config:
             raise InvalidConfigError("sync_worker_threads", "must be at least 1")
         if self.completer_batch_size < 1 or self.completer_max_backlog < 1:
             raise InvalidConfigError("completer_batch_size", "batch and backlog must be >= 1")
+        for name in (
+            "leader_elect_interval",
+            "scheduler_interval",
+            "rescuer_interval",
+            "job_cleaner_interval",
+            "queue_cleaner_interval",
+            "queue_idle_retention",
+        ):
+            _duration(getattr(self, name), name)
+        if self.leader_ttl <= self.leader_elect_interval:
+            raise InvalidConfigError(
+                "leader_ttl", "must be longer than leader_elect_interval (River uses +10 s)"
+            )
+        for name in (
+            "completed_job_retention",
+            "cancelled_job_retention",
+            "discarded_job_retention",
+        ):
+            value = getattr(self, name)
+            if value != -1 and not (isinstance(value, int | float) and value >= 0):
+                raise InvalidConfigError(name, "must be seconds >= 0, or -1 to keep forever")
+        rescue = self.rescue_after_seconds
+        if self.job_timeout_seconds > 0 and rescue < self.job_timeout_seconds:
+            raise InvalidConfigError(
+                "rescue_stuck_jobs_after",
+                "must be at least job_timeout (jobs would be rescued "
+                "while they may still legitimately run)",
+            )
+
+    @property
+    def rescue_after_seconds(self) -> float:
+        """Effective rescue horizon (see ``rescue_stuck_jobs_after``)."""
+        if self.rescue_stuck_jobs_after is not None:
+            seconds = _duration(self.rescue_stuck_jobs_after, "rescue_stuck_jobs_after")
+            assert seconds is not None
+            return seconds
+        timeout = self.job_timeout_seconds
+        if timeout > 0 and timeout != DEFAULT_JOB_TIMEOUT:
+            return timeout + 3600.0
+        return 3600.0
 
     @property
     def job_timeout_seconds(self) -> float:

@@ -35,7 +35,12 @@ def _load(filename: str) -> dict[str, str]:
     return out
 
 
-_RAW: dict[str, str] = {**_load("job.sql"), **_load("queue.sql")}
+_RAW: dict[str, str] = {
+    **_load("job.sql"),
+    **_load("queue.sql"),
+    **_load("leader.sql"),
+    **_load("maintenance.sql"),
+}
 
 
 class Queries:

@@ -87,6 +87,10 @@ def _pick(field: str, insert: InsertOpts | None, args: InsertOpts | None) -> Any
     return None
 
 
+def _default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
 def _validated_tags(tags: object, field: str) -> str:
     if isinstance(tags, str) or not isinstance(tags, Sequence):
         raise ValidationError(field, "must be a list of strings")
@@ -100,7 +104,7 @@ def _validated_tags(tags: object, field: str) -> str:
     return ",".join(tags)
 
 
-def _validated_metadata(metadata: object, field: str) -> str:
+def _validated_metadata(metadata: object, field: str, reserved_ok: bool = False) -> str:
     if metadata is None:
         return "{}"
     if not isinstance(metadata, Mapping):
@@ -108,7 +112,7 @@ def _validated_metadata(metadata: object, field: str) -> str:
     for key in metadata:
         if not isinstance(key, str):
             raise ValidationError(field, f"keys must be strings, got {key!r}")
-        if key.startswith("river:"):
+        if key.startswith("river:") and not reserved_ok:
             raise ValidationError(field, f"key {key!r}: keys starting with 'river:' are reserved")
     try:
         return encode_value(dict(metadata))
@@ -129,12 +133,13 @@ def build_batch(
     *,
     field_prefix: str = "",
     now: datetime | None = None,
-    allow_unique: bool = True,
+    allow_reserved_metadata: bool = False,
 ) -> InsertBatch:
     """Validate and encode jobs into an :class:`InsertBatch`.
 
     ``field_prefix`` (e.g. ``"jobs"``) makes error fields read ``jobs[3].priority`` for batches.
-    ``allow_unique=False`` (COPY) still computes keys: a clash then aborts the COPY in Postgres.
+    ``allow_reserved_metadata`` lets internal callers (the periodic enqueuer) write ``river:``
+    metadata keys that user code may not set.
     """
     batch = InsertBatch()
     notify_queues: dict[str, None] = {}
@@ -157,10 +162,15 @@ def build_batch(
                 "(register one, or set Config(skip_unknown_job_check=True))",
             )
         args_opts = args.insert_opts()
-        queue = validate_queue_name(_pick("queue", opts, args_opts) or "default", f"{where}queue")
-        priority = _int_in(_pick("priority", opts, args_opts) or 1, f"{where}priority", 1, 4)
+        # None means "not set"; an explicit 0 or "" is a bad value, not a request for the default.
+        queue = validate_queue_name(
+            _default(_pick("queue", opts, args_opts), "default"), f"{where}queue"
+        )
+        priority = _int_in(
+            _default(_pick("priority", opts, args_opts), 1), f"{where}priority", 1, 4
+        )
         max_attempts = _int_in(
-            _pick("max_attempts", opts, args_opts) or defaults.max_attempts,
+            _default(_pick("max_attempts", opts, args_opts), defaults.max_attempts),
             f"{where}max_attempts",
             1,
             _SMALLINT_MAX,
@@ -172,7 +182,9 @@ def build_batch(
             raise ValidationError(f"{where}scheduled_at", "must be a timezone-aware datetime")
         tags = _pick("tags", opts, args_opts)
         tags_text = _validated_tags(tags, f"{where}tags") if tags is not None else ""
-        metadata_text = _validated_metadata(_pick("metadata", opts, args_opts), f"{where}metadata")
+        metadata_text = _validated_metadata(
+            _pick("metadata", opts, args_opts), f"{where}metadata", allow_reserved_metadata
+        )
         pending = bool((opts is not None and opts.pending) or (args_opts and args_opts.pending))
         if pending:
             state = JobState.PENDING

@@ -1,0 +1,191 @@
+"""Leader election on ``river_leader`` with River (Go)'s term semantics (PROTOCOL.md 8).
+
+One leader among every client on the database, Go ones included. A follower tries to elect
+itself every ``elect_interval`` (+ up to 1 s of jitter), and at once (after 0-50 ms) when the
+leader announces its resignation. The leader extends its term on the same rhythm and trusts it
+only until ``attempt start + ttl - 1 s``: failed renewals back off 1 s, 2 s, 4 s... within the
+time left, and if the term cannot be renewed in time, leadership is given up locally *before*
+the database lease ends, so two clients never run maintenance at once. On stop, and on a
+``request_resign`` notification, the leader resigns (deleting its row and announcing it).
+
+``on_change(is_leader)`` is called on every transition; the client starts the maintenance
+services when it becomes true and cancels them when it becomes false.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import anyio
+import psycopg
+from anyio.abc import TaskStatus
+from psycopg_pool import AsyncConnectionPool
+
+from river._driver import Queries
+
+__all__ = ["Elector"]
+
+logger = logging.getLogger("river.elector")
+
+
+class Elector:
+    """See module doc."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        queries: Queries,
+        client_id: str,
+        *,
+        on_change: Callable[[bool], None],
+        elect_interval: float = 5.0,
+        ttl: float = 15.0,
+        db_timeout: float = 5.0,
+    ) -> None:
+        self._pool = pool
+        self._q = queries
+        self.client_id = client_id
+        self._on_change = on_change
+        self.elect_interval = elect_interval
+        self.ttl = ttl
+        self.db_timeout = db_timeout
+        self.is_leader = False
+        self._term: datetime | None = None
+        self._trusted_until = 0.0
+        self._wake = anyio.Event()
+        self._resign_requested = False
+        #: Terms won over this elector's life (tests and metrics).
+        self.terms = 0
+
+    def leadership_notification(self, payload: dict[str, Any]) -> None:
+        """Handle a ``river_leadership`` payload (from the notifier)."""
+        action = payload.get("action")
+        if action == "resigned" and payload.get("leader_id") != self.client_id:
+            if not self.is_leader:
+                self._wake.set()
+        elif action == "request_resign" and self.is_leader:
+            self._resign_requested = True
+            self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Elect and re-elect until cancelled; resign (best effort) when cancelled."""
+        task_status.started()
+        try:
+            while True:
+                if self.is_leader:
+                    await self._lead_once()
+                else:
+                    await self._follow_once()
+        finally:
+            if self.is_leader:
+                with anyio.CancelScope(shield=True):
+                    await self._resign(tries=3)
+                self._set_leader(False)
+
+    def _set_leader(self, value: bool) -> None:
+        if value != self.is_leader:
+            self.is_leader = value
+            if value:
+                self.terms += 1
+            logger.info("client %s %s leadership", self.client_id, "gained" if value else "lost")
+            self._on_change(value)
+
+    async def _sleep(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self._wake.wait()
+        self._wake = anyio.Event()
+
+    async def _follow_once(self) -> None:
+        try:
+            elected = await self._attempt_elect()
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            logger.warning("leader election attempt failed: %s", exc)
+            elected = False
+        if elected:
+            self._set_leader(True)
+            return
+        woken = self._wake.is_set()
+        await self._sleep(self.elect_interval + random.uniform(0, 1.0))
+        if woken or self._wake.is_set():
+            # The leader resigned: try soon, with a little jitter so followers spread out.
+            await anyio.sleep(random.uniform(0, 0.05))
+
+    async def _attempt_elect(self) -> bool:
+        started = time.monotonic()
+        with anyio.fail_after(self.db_timeout):
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(self._q.leader_delete_expired)
+                cur = await conn.execute(
+                    self._q.leader_insert, {"leader_id": self.client_id, "ttl": self.ttl}
+                )
+                row = await cur.fetchone()
+        if row is None:
+            return False
+        self._term = row[0]
+        self._trusted_until = started + self.ttl - 1.0
+        return True
+
+    async def _lead_once(self) -> None:
+        await self._sleep(self.elect_interval + random.uniform(0, 1.0))
+        if self._resign_requested:
+            self._resign_requested = False
+            await self._resign(tries=1)
+            self._set_leader(False)
+            return
+        backoff = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                if await self._attempt_reelect():
+                    self._trusted_until = started + self.ttl - 1.0
+                    return
+                # The term is gone (expired, or deleted by someone): follower again.
+                self._set_leader(False)
+                return
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                remaining = self._trusted_until - time.monotonic()
+                logger.warning("leader re-election failed (%.1fs of term left): %s", remaining, exc)
+                if remaining <= backoff:
+                    self._set_leader(False)
+                    return
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 4.0)
+
+    async def _attempt_reelect(self) -> bool:
+        with anyio.fail_after(
+            min(self.db_timeout, max(self._trusted_until - time.monotonic(), 0.1))
+        ):
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    self._q.leader_reelect,
+                    {"leader_id": self.client_id, "elected_at": self._term, "ttl": self.ttl},
+                )
+                return await cur.fetchone() is not None
+
+    async def _resign(self, tries: int) -> None:
+        for attempt in range(1, tries + 1):
+            try:
+                with anyio.fail_after(float(attempt)):
+                    async with self._pool.connection() as conn:
+                        await conn.execute(
+                            self._q.leader_resign,
+                            {
+                                "leader_id": self.client_id,
+                                "elected_at": self._term,
+                                "schema": self._q.schema,
+                            },
+                        )
+                return
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                logger.warning("leader resignation attempt %d failed: %s", attempt, exc)
+
+
+def request_resign_payload() -> str:
+    """The ``request_resign`` payload as River (Go) sends it."""
+    return json.dumps({"action": "request_resign", "leader_id": ""}, separators=(",", ":"))

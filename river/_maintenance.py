@@ -1,0 +1,571 @@
+"""Maintenance services, run only by the elected leader (PROTOCOL.md section 9).
+
+Each service has ``run_once()`` (one pass, returning what it did; tests call it directly) and
+``run()`` (the loop the client starts on gaining leadership and cancels on losing it). After a
+pass that filled its batch, a service runs again after a short random pause instead of waiting
+its full interval. Services start staggered by 0-1 s so they do not all hit the database at
+once after an election.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import psycopg
+import pydantic
+from anyio.abc import TaskStatus
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from river._args import JobArgs, Workers
+from river._driver import Queries, job_from_row, notify_op
+from river._insert import NotifyLimiter
+from river._retry import RetryPolicy
+from river._sansio import run_async
+from river._schedule import NEVER, Schedule
+from river._types import AttemptError, InsertOpts, Job, JobRow
+
+__all__ = [
+    "DEFAULT_REINDEX_INDEXES",
+    "JobCleaner",
+    "PeriodicJob",
+    "PeriodicJobEnqueuer",
+    "QueueCleaner",
+    "Reindexer",
+    "Rescuer",
+    "Scheduler",
+]
+
+logger = logging.getLogger("river.maintenance")
+
+RESCUE_ERROR = "Stuck job rescued by JobRescuer"
+DEFAULT_REINDEX_INDEXES = (
+    "river_job_args_index",
+    "river_job_kind",
+    "river_job_metadata_index",
+    "river_job_pkey",
+    "river_job_prioritized_fetching_index",
+    "river_job_state_and_finalized_at_index",
+    "river_job_unique_idx",
+)
+
+
+async def _loop(
+    name: str,
+    interval: float,
+    once: Callable[[], Awaitable[bool]],
+    task_status: TaskStatus[None],
+    stagger: bool = True,
+) -> None:
+    """Run ``once`` every ``interval`` s; again soon when it reports a full batch."""
+    task_status.started()
+    if stagger:
+        await anyio.sleep(random.uniform(0, 1.0))
+    while True:
+        try:
+            full = await once()
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            logger.warning("%s: pass failed: %s", name, exc)
+            full = False
+        await anyio.sleep(random.uniform(0.05, 1.0) if full else interval)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerResult:
+    """One scheduler pass: rows made available, rows discarded for a unique conflict."""
+
+    promoted: int
+    discarded: int
+    queues: tuple[str, ...]
+
+
+class Scheduler:
+    """Makes due ``scheduled`` and ``retryable`` jobs ``available`` (every ``interval``,
+    default 5 s, up to ``limit`` rows per pass, default 10,000), discarding those whose unique
+    key is already held, and notifies the queues of jobs that are due now."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        queries: Queries,
+        *,
+        interval: float = 5.0,
+        limit: int = 10_000,
+        limiter: NotifyLimiter | None = None,
+    ) -> None:
+        self._pool = pool
+        self._q = queries
+        self.interval = interval
+        self.limit = limit
+        self._limiter = limiter
+
+    async def run_once(self) -> SchedulerResult:
+        """One pass, in one transaction."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(self._q.scheduler_promote, {"limit": self.limit})
+            rows = await cur.fetchall()
+            queues = [(q, due, n) for q, due, n in rows if q is not None]
+            discarded = sum(n for q, _, n in rows if q is None)
+            payloads = [
+                '{"queue": ' + json.dumps(queue) + "}"
+                for queue, due_now, _ in queues
+                if due_now and (self._limiter is None or self._limiter.allow(queue))
+            ]
+            if payloads:
+                await run_async(conn, notify_op(self._q, "river_insert", payloads))
+        promoted = sum(n for _, _, n in queues)
+        return SchedulerResult(promoted, discarded, tuple(q for q, _, _ in queues))
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Loop until cancelled."""
+
+        async def once() -> bool:
+            result = await self.run_once()
+            return result.promoted + result.discarded >= self.limit
+
+        await _loop("scheduler", self.interval, once, task_status)
+
+
+@dataclass(frozen=True, slots=True)
+class RescuerResult:
+    """One rescuer pass: rows changed per new state, and rows left alone."""
+
+    rescued: dict[str, int]
+    skipped: int
+
+
+class Rescuer:
+    """Returns jobs stuck in ``running`` (attempt started more than ``rescue_after`` seconds
+    ago, default 1 h, by the database clock) to the queue: ``retryable`` at the next retry
+    time while attempts remain, else ``discarded``; ``cancelled`` when a cancel was requested.
+    Each gets an error ``Stuck job rescued by JobRescuer`` and metadata
+    ``river:rescue_count`` + 1. Jobs whose worker timeout is disabled (-1) or has not elapsed
+    are left alone. Kinds without a worker here are retried by the default policy (River (Go)
+    discards them). The write is guarded: only rows still running with the attempt seen at
+    selection, and still past the horizon, change."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        queries: Queries,
+        workers: Workers,
+        *,
+        rescue_after: float = 3600.0,
+        job_timeout: float = 60.0,
+        retry_policy: RetryPolicy,
+        interval: float = 30.0,
+        limit: int = 10_000,
+    ) -> None:
+        self._pool = pool
+        self._q = queries
+        self._workers = workers
+        self.rescue_after = rescue_after
+        self.job_timeout = job_timeout
+        self._retry_policy = retry_policy
+        self.interval = interval
+        self.limit = limit
+
+    def _decide(self, row: JobRow, db_now: datetime) -> tuple[str, datetime | None] | None:
+        if "cancel_attempted_at" in row.metadata:
+            return "cancelled", None
+        timeout = self.job_timeout
+        registered = self._workers.get(row.kind)
+        if registered is not None:
+            try:
+                args = registered.args_type.model_validate_json(row.encoded_args)
+            except pydantic.ValidationError:
+                pass
+            else:
+                custom = registered.worker.timeout(Job(row, args))
+                if custom is not None and custom != 0:
+                    timeout = custom
+        if timeout < 0:
+            return None
+        attempted_at = row.attempted_at or db_now
+        if (db_now - attempted_at).total_seconds() < timeout:
+            return None
+        if row.attempt < row.max_attempts:
+            return "retryable", self._retry_policy(len(row.errors) + 1, db_now)
+        return "discarded", None
+
+    async def run_once(self) -> RescuerResult:
+        """One pass over every stuck job (in pages of ``limit``)."""
+        rescued: dict[str, int] = {}
+        skipped = 0
+        after_id = 0
+        while True:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(
+                    self._q.rescuer_select,
+                    {"after": self.rescue_after, "after_id": after_id, "limit": self.limit},
+                )
+                rows = await cur.fetchall()
+                now_row = await (await conn.execute("SELECT now()")).fetchone()
+            if not rows:
+                break
+            db_now: datetime = now_row[0] if now_row else datetime.now(UTC)
+            jobs = [job_from_row(r) for r in rows]
+            after_id = jobs[-1].id
+            params: dict[str, list[Any]] = {
+                k: [] for k in ("id", "attempt", "attempted_at", "state", "scheduled_at", "error")
+            }
+            for job in jobs:
+                decision = self._decide(job, db_now)
+                if decision is None:
+                    skipped += 1
+                    continue
+                state, scheduled_at = decision
+                error = AttemptError(
+                    at=job.attempted_at or db_now, attempt=job.attempt, error=RESCUE_ERROR
+                )
+                params["id"].append(job.id)
+                params["attempt"].append(job.attempt)
+                params["attempted_at"].append(job.attempted_at)
+                params["state"].append(state)
+                params["scheduled_at"].append(scheduled_at)
+                params["error"].append(json.dumps(error.to_json()))
+            if params["id"]:
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(
+                        self._q.rescuer_update, {**params, "after": self.rescue_after}
+                    )
+                    for _, state in await cur.fetchall():
+                        rescued[state] = rescued.get(state, 0) + 1
+            if len(rows) < self.limit:
+                break
+        return RescuerResult(rescued, skipped)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Loop until cancelled."""
+
+        async def once() -> bool:
+            await self.run_once()
+            return False
+
+        await _loop("rescuer", self.interval, once, task_status)
+
+
+def _retention(value: float) -> float | None:
+    return None if value < 0 else value
+
+
+class JobCleaner:
+    """Deletes finalized jobs past their retention: ``completed`` after ``completed_retention``
+    (default 24 h), ``cancelled`` after ``cancelled_retention`` (24 h), ``discarded`` after
+    ``discarded_retention`` (7 days). -1 keeps that state forever. Runs every ``interval``
+    (30 s), deleting ``limit`` rows per statement (10,000) until none is left."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        queries: Queries,
+        *,
+        completed_retention: float = 86_400.0,
+        cancelled_retention: float = 86_400.0,
+        discarded_retention: float = 7 * 86_400.0,
+        interval: float = 30.0,
+        limit: int = 10_000,
+        timeout: float = 30.0,
+    ) -> None:
+        self._pool = pool
+        self._q = queries
+        self.completed_retention = completed_retention
+        self.cancelled_retention = cancelled_retention
+        self.discarded_retention = discarded_retention
+        self.interval = interval
+        self.limit = limit
+        self.timeout = timeout
+
+    async def run_once(self) -> int:
+        """Delete every expired row (batch by batch); return how many were deleted."""
+        total: int = 0
+        params = {
+            "completed": _retention(self.completed_retention),
+            "cancelled": _retention(self.cancelled_retention),
+            "discarded": _retention(self.discarded_retention),
+            "limit": self.limit,
+        }
+        while True:
+            with anyio.fail_after(self.timeout):
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(self._q.cleaner_delete, params)
+                    deleted: int = cur.rowcount
+            total += deleted
+            if deleted < self.limit:
+                return total
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Loop until cancelled."""
+
+        async def once() -> bool:
+            await self.run_once()
+            return False
+
+        await _loop("job cleaner", self.interval, once, task_status)
+
+
+class QueueCleaner:
+    """Deletes ``river_queue`` rows not refreshed for ``idle`` seconds (default 24 h; live
+    producers refresh theirs every 10 minutes), every ``interval`` (1 h)."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        queries: Queries,
+        *,
+        idle: float = 86_400.0,
+        interval: float = 3600.0,
+        limit: int = 10_000,
+    ) -> None:
+        self._pool = pool
+        self._q = queries
+        self.idle = idle
+        self.interval = interval
+        self.limit = limit
+
+    async def run_once(self) -> int:
+        """Delete idle queue rows; return how many."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                self._q.queue_cleaner_delete, {"idle": self.idle, "limit": self.limit}
+            )
+            count: int = cur.rowcount
+            return count
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Loop until cancelled."""
+
+        async def once() -> bool:
+            return await self.run_once() >= self.limit
+
+        await _loop("queue cleaner", self.interval, once, task_status)
+
+
+class Reindexer:
+    """Rebuilds River's indexes with ``REINDEX INDEX CONCURRENTLY`` on a schedule (opt-in:
+    ``Config(reindexer_schedule=river.Cron("0 0 * * *"))``), each bounded by ``timeout``
+    (60 s). An index with leftovers of an interrupted rebuild (``<index>_ccnew``/``_ccold``,
+    optionally numbered) is skipped; a rebuild interrupted here drops its own leftovers."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        queries: Queries,
+        schedule: Schedule,
+        *,
+        indexes: Sequence[str] = DEFAULT_REINDEX_INDEXES,
+        timeout: float = 60.0,
+        connect_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self._conninfo = conninfo
+        self._q = queries
+        self.schedule = schedule
+        self.indexes = tuple(indexes)
+        self.timeout = timeout
+        self._connect_kwargs = connect_kwargs or {}
+
+    def _qualified(self, name: str) -> sql.Composable:
+        if self._q.schema:
+            return sql.Identifier(self._q.schema, name)
+        return sql.Identifier(name)
+
+    async def run_once(self) -> dict[str, str]:
+        """Reindex every configured index; return index -> "reindexed" | "skipped" | error."""
+        results: dict[str, str] = {}
+        # REINDEX CONCURRENTLY cannot run in a transaction block: a dedicated autocommit
+        # connection, whatever the pool's settings.
+        async with await psycopg.AsyncConnection.connect(
+            self._conninfo, autocommit=True, **self._connect_kwargs
+        ) as conn:
+            for index in self.indexes:
+                cur = await conn.execute(
+                    self._q.reindex_artifacts, {"schema": self._q.schema, "index": index}
+                )
+                if await cur.fetchall():
+                    logger.warning("reindexer: skipping %s: leftovers of a rebuild exist", index)
+                    results[index] = "skipped"
+                    continue
+                try:
+                    with anyio.fail_after(self.timeout):
+                        await conn.execute(
+                            sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(self._qualified(index))
+                        )
+                    results[index] = "reindexed"
+                except (TimeoutError, psycopg.Error) as exc:
+                    results[index] = f"failed: {exc}"
+                    await self._drop_leftovers(conn, index)
+        return results
+
+    async def _drop_leftovers(self, conn: psycopg.AsyncConnection[Any], index: str) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    await conn.cancel_safe()
+                cur = await conn.execute(
+                    self._q.reindex_artifacts, {"schema": self._q.schema, "index": index}
+                )
+                for (name,) in await cur.fetchall():
+                    await conn.execute(
+                        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                            self._qualified(name)
+                        )
+                    )
+            except psycopg.Error as exc:
+                logger.warning("reindexer: could not drop leftovers of %s: %s", index, exc)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Sleep until each scheduled time, then reindex; until cancelled."""
+        task_status.started()
+        while True:
+            now = datetime.now(UTC)
+            target = self.schedule.next(now)
+            if target >= NEVER:
+                return
+            await anyio.sleep((target - now).total_seconds())
+            try:
+                await self.run_once()
+            except (psycopg.Error, OSError) as exc:
+                logger.warning("reindexer: pass failed: %s", exc)
+
+
+#: What a periodic job's constructor returns: args, (args, opts), or None to skip this run.
+PeriodicResult = JobArgs | tuple[JobArgs, InsertOpts | None] | None
+
+
+@dataclass(eq=False)
+class PeriodicJob:
+    """A job inserted on a schedule by the leader.
+
+    - ``schedule``: ``river.PeriodicInterval(seconds)``, ``river.Cron("*/5 * * * *")`` or any
+      object with ``next(after) -> datetime``.
+    - ``construct()``: returns the job args, or ``(args, InsertOpts)``, or None to skip a run.
+    - ``run_on_start``: also insert as soon as this client becomes leader.
+    - ``id``: optional stable name (at most 127 characters), stored in metadata
+      ``river:periodic_job_id`` and usable with ``client.periodic_jobs.remove(id)``.
+
+    Jobs go through the normal insert path (validation, unique options, notification) with
+    metadata ``"periodic": true``. Use unique options when duplicates across a leader change
+    would matter.
+    """
+
+    schedule: Schedule
+    construct: Callable[[], PeriodicResult]
+    run_on_start: bool = False
+    id: str | None = None
+    _next: datetime = field(default=NEVER, repr=False)
+
+
+class PeriodicJobEnqueuer:
+    """Inserts periodic jobs when due (leader only). See :class:`PeriodicJob`."""
+
+    def __init__(
+        self,
+        jobs: Sequence[PeriodicJob],
+        insert: Callable[[list[tuple[JobArgs, InsertOpts | None]]], Awaitable[object]],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.jobs: list[PeriodicJob] = list(jobs)
+        self._insert = insert
+        self._clock = clock
+        self._changed = anyio.Event()
+        self._running = False
+
+    def add(self, job: PeriodicJob) -> None:
+        """Add a periodic job (scheduled from now when the enqueuer runs)."""
+        if self._running:
+            job._next = job.schedule.next(self._clock())
+        self.jobs.append(job)
+        self._changed.set()
+
+    def remove(self, job_or_id: PeriodicJob | str) -> bool:
+        """Remove a periodic job by object or id; return whether one was removed."""
+        before = len(self.jobs)
+        self.jobs = [
+            j for j in self.jobs if j is not job_or_id and (j.id is None or j.id != job_or_id)
+        ]
+        self._changed.set()
+        return len(self.jobs) != before
+
+    def _items(self, due: list[PeriodicJob]) -> list[tuple[JobArgs, InsertOpts | None]]:
+        items: list[tuple[JobArgs, InsertOpts | None]] = []
+        for job in due:
+            try:
+                made = job.construct()
+            except Exception:
+                logger.exception("periodic job %s: constructor failed", job.id or job.schedule)
+                continue
+            if made is None:
+                continue
+            args, opts = made if isinstance(made, tuple) else (made, None)
+            metadata: dict[str, Any] = dict((opts.metadata if opts else None) or {})
+            metadata["periodic"] = True
+            if job.id is not None:
+                metadata["river:periodic_job_id"] = job.id
+            base = opts or InsertOpts()
+            items.append(
+                (
+                    args,
+                    InsertOpts(
+                        queue=base.queue,
+                        priority=base.priority,
+                        scheduled_at=base.scheduled_at,
+                        max_attempts=base.max_attempts,
+                        tags=base.tags,
+                        metadata=metadata,
+                        pending=base.pending,
+                        unique_opts=base.unique_opts,
+                    ),
+                )
+            )
+        return items
+
+    async def run_once(self, *, on_start: bool = False) -> int:
+        """Insert every job due now, or with ``on_start`` the run-on-start jobs (and schedule
+        every job from now); return how many were inserted."""
+        now = self._clock()
+        if on_start:
+            due = [j for j in self.jobs if j.run_on_start]
+            for job in self.jobs:
+                job._next = job.schedule.next(now)
+        else:
+            horizon = now + timedelta(milliseconds=100)
+            due = [j for j in self.jobs if j._next <= horizon]
+            for job in due:
+                # The next run follows the previous target, skipping runs missed meanwhile.
+                upcoming = job.schedule.next(job._next)
+                while upcoming <= now:
+                    upcoming = job.schedule.next(upcoming)
+                job._next = upcoming
+        items = self._items(due)
+        if items:
+            await self._insert(items)
+        return len(items)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Insert run-on-start jobs, then sleep until each next run; until cancelled."""
+        self._running = True
+        try:
+            task_status.started()
+            await self._safe_once(on_start=True)
+            while True:
+                upcoming = min((j._next for j in self.jobs), default=NEVER)
+                delay = (upcoming - self._clock()).total_seconds() - 0.1
+                with anyio.move_on_after(max(delay, 0.0) if upcoming < NEVER else 3600.0):
+                    await self._changed.wait()
+                self._changed = anyio.Event()
+                await self._safe_once()
+        finally:
+            self._running = False
+
+    async def _safe_once(self, *, on_start: bool = False) -> None:
+        try:
+            await self.run_once(on_start=on_start)
+        except (psycopg.Error, OSError) as exc:
+            logger.warning("periodic job enqueuer: insert failed: %s", exc)
