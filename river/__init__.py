@@ -6,7 +6,7 @@ admin), :class:`JobArgs` and :class:`Worker`. The documentation lives in ``docs/
 
 from river._admin import JobListParams, JobListResult
 from river._args import JobArgs, Worker, Workers
-from river._client import AsyncClient, InsertManyItem, PeriodicJobs, QueueManager
+from river._client import AsyncClient, InsertManyItem, PeriodicJobs, QueueInfo, QueueManager
 from river._complete import job_complete_tx
 from river._config import Config, QueueConfig
 from river._driver import QueueRow
@@ -25,6 +25,7 @@ from river._errors import (
     UnknownJobKindError,
     ValidationError,
 )
+from river._events import Event, EventKind, JobStatistics, Subscription
 from river._executor import cancel_requested, current_job
 from river._maintenance import PeriodicJob
 from river._schedule import Cron, PeriodicInterval, Schedule
@@ -47,6 +48,8 @@ __all__ = [
     "Config",
     "Cron",
     "DuplicateUniqueKeyInBatchError",
+    "Event",
+    "EventKind",
     "InsertManyItem",
     "InsertOpts",
     "InsertResult",
@@ -62,17 +65,20 @@ __all__ = [
     "JobRunningError",
     "JobSnooze",
     "JobState",
+    "JobStatistics",
     "MigrationError",
     "PeriodicInterval",
     "PeriodicJob",
     "PeriodicJobs",
     "QueueAlreadyAddedError",
     "QueueConfig",
+    "QueueInfo",
     "QueueManager",
     "QueueNotFoundError",
     "QueueRow",
     "RiverError",
     "Schedule",
+    "Subscription",
     "UniqueOpts",
     "UnknownJobKindError",
     "ValidationError",

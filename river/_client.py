@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import anyio
@@ -19,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from river import _admin
 from river._admin import JobListParams, JobListResult
 from river._args import JobArgs, Workers
-from river._completer import Completer
+from river._completer import Completer, Outcome
 from river._config import Config, QueueConfig, default_client_id
 from river._driver import (
     InsertBatch,
@@ -33,6 +35,7 @@ from river._driver import (
 )
 from river._elector import Elector, request_resign_payload
 from river._errors import QueueAlreadyAddedError, QueueNotFoundError, RiverError
+from river._events import Event, EventBus, EventKind, JobStatistics, Subscription, job_event_kind
 from river._executor import CancelReason, Executor
 from river._insert import InsertDefaults, NotifyLimiter, build_batch, validate_queue_name
 from river._maintenance import (
@@ -45,11 +48,11 @@ from river._maintenance import (
     Scheduler,
 )
 from river._notifier import Notifier
-from river._producer import Producer
+from river._producer import Producer, QueueSettings
 from river._sansio import Op, run_async
 from river._types import InsertOpts, InsertResult, JobRow, JobState
 
-__all__ = ["AsyncClient", "InsertManyItem", "PeriodicJobs", "QueueManager"]
+__all__ = ["AsyncClient", "InsertManyItem", "PeriodicJobs", "QueueInfo", "QueueManager"]
 
 logger = logging.getLogger("river.client")
 
@@ -171,6 +174,7 @@ class AsyncClient:
         self._elector: Elector | None = None
         self._maintenance_scope: anyio.CancelScope | None = None
         self._periodic = PeriodicJobEnqueuer(self.config.periodic_jobs, self._insert_periodic)
+        self._events = EventBus(self.config.on_event)
         self.queues = QueueManager(self)
         self.periodic_jobs = PeriodicJobs(self._periodic)
 
@@ -412,6 +416,8 @@ class AsyncClient:
             batch_size=config.completer_batch_size,
             flush_interval=config.completer_flush_interval,
             max_backlog=config.completer_max_backlog,
+            on_persisted=self._publish_outcomes,
+            want_rows=lambda: self._events.wants_job_rows,
         )
         executor = Executor(
             self._workers,
@@ -615,6 +621,38 @@ class AsyncClient:
             self._state = "stopped"
         logger.info("river client %s stopped", self.id)
 
+    def subscribe(self, *kinds: str, buffer: int = 1000) -> Subscription:
+        """Subscribe to events (all kinds when none given; see :class:`river.EventKind`).
+
+        Returns a :class:`river.Subscription`: iterate it with ``async for``; close it (or use
+        ``with``) when done. Its buffer holds ``buffer`` events; when full, new events are
+        dropped for this subscriber (counted in ``dropped``) rather than slowing the runtime.
+        """
+        return self._events.subscribe(kinds, buffer)
+
+    def _publish_queue_event(self, kind: str, queue: str, **details: Any) -> None:
+        self._events.publish(Event(kind, queue, details=details or None))
+
+    def _publish_outcomes(
+        self, outcomes: list[Outcome], persisted: dict[int, JobRow | str]
+    ) -> None:
+        if not self._events.wants_job_rows:
+            return
+        now = time.monotonic()
+        for o in outcomes:
+            value = persisted.get(o.job.id)
+            if value is None:
+                continue  # deleted while it ran
+            row = value if isinstance(value, JobRow) else o.job
+            state = row.state.value if isinstance(value, JobRow) else value
+            attempted = o.job.attempted_at
+            stats = JobStatistics(
+                queue_wait=(attempted - o.job.scheduled_at).total_seconds() if attempted else 0.0,
+                run_duration=o.finished - o.started,
+                complete_duration=now - o.finished,
+            )
+            self._events.publish(Event(job_event_kind(o.event, state), row.queue, row, stats))
+
     def _wake_all(self) -> None:
         for p in self._producers.values():
             p.wake()
@@ -696,6 +734,9 @@ class AsyncClient:
                     if paused != producer.paused:
                         producer.set_paused(paused)
                         logger.info("queue %s %s", name, "paused" if paused else "resumed")
+                        self._publish_queue_event(
+                            EventKind.QUEUE_PAUSED if paused else EventKind.QUEUE_RESUMED, name
+                        )
                     if has_jobs and not paused:
                         producer.wake()
             upcoming = [t for n, t in self._next_poll.items() if n in self._producers]
@@ -741,48 +782,196 @@ class PeriodicJobs:
         return list(self._enqueuer.jobs)
 
 
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue of this client: its config as given, the effective settings, and live state."""
+
+    name: str
+    config: QueueConfig
+    settings: QueueSettings
+    paused: bool
+    running_jobs: int
+    #: Whether its producer runs (the client is started).
+    active: bool
+
+
 class QueueManager:
-    """The client's queues: ``client.queues`` (see docs/queues.md)."""
+    """The client's queues, changeable while it runs: ``client.queues`` (docs/queues.md).
+
+    Every change takes the client's lock, which :meth:`AsyncClient.start` and
+    :meth:`AsyncClient.stop` also take: changes never interleave with each other or with a
+    start/stop, and the client is always fully started or fully stopped. A change touches only
+    the producer concerned; other queues never pause. Each change is logged at INFO (one line)
+    and published as an event (queue_added, queue_removed, queue_updated, queue_paused,
+    queue_resumed).
+    """
 
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    def list(self) -> dict[str, QueueConfig]:
-        """Configured queues (name -> QueueConfig as given)."""
-        return dict(self._client._queue_configs)
+    def _info(self, name: str) -> QueueInfo:
+        c = self._client
+        config = c._queue_configs[name]
+        producer = c._producers.get(name)
+        return QueueInfo(
+            name=name,
+            config=config,
+            settings=producer.settings if producer else c.config.resolve(config, name),
+            paused=producer.paused if producer else False,
+            running_jobs=len(producer.running) if producer else 0,
+            active=producer is not None,
+        )
 
-    def get(self, name: str) -> QueueConfig:
-        """A queue's config (QueueNotFoundError when the client has no such queue)."""
-        try:
-            return self._client._queue_configs[name]
-        except KeyError:
-            raise QueueNotFoundError(name) from None
+    def list(self) -> dict[str, QueueInfo]:
+        """Every queue of this client, by name."""
+        return {name: self._info(name) for name in sorted(self._client._queue_configs)}
 
-    async def add(self, name: str, config: QueueConfig | None = None) -> None:
-        """Add a queue; its producer starts now if the client runs."""
+    def get(self, name: str) -> QueueInfo:
+        """One queue (QueueNotFoundError when the client has no such queue)."""
+        if name not in self._client._queue_configs:
+            raise QueueNotFoundError(name)
+        return self._info(name)
+
+    async def add(self, name: str, config: QueueConfig | None = None) -> QueueInfo:
+        """Add a queue. Validated first (nothing changes on an error); its producer starts now
+        when the client runs, else with the client. Raises QueueAlreadyAddedError."""
         validate_queue_name(name)
-        config = config or QueueConfig()
+        config = config if config is not None else QueueConfig()
         if not isinstance(config, QueueConfig):
             raise RiverError("config must be a river.QueueConfig")
         c = self._client
-        c.config.resolve(config, name)
+        settings = c.config.resolve(config, name)
         async with c._lock:
             if name in c._queue_configs:
                 raise QueueAlreadyAddedError(name)
-            c._queue_configs[name] = config
             if c._state == "running":
                 paused = await c._upsert_queues([name])
+                c._queue_configs[name] = config
                 await c._start_producer(name, config, name in paused)
+            else:
+                c._queue_configs[name] = config
+        logger.info(
+            "queue %s added (max_workers=%d, fetch_cooldown=%gs, fetch_poll_interval=%gs)",
+            name,
+            settings.max_workers,
+            settings.fetch_cooldown,
+            settings.fetch_poll_interval,
+        )
+        c._publish_queue_event(EventKind.QUEUE_ADDED, name)
+        return (
+            self._info(name)
+            if name in c._queue_configs
+            else QueueInfo(name, config, settings, False, 0, False)
+        )
 
-    async def remove(self, name: str) -> None:
-        """Remove a queue: stop its fetching and wait for its running jobs."""
+    async def remove(
+        self,
+        name: str,
+        *,
+        mode: Literal["drain", "cancel"] = "drain",
+        timeout: float | None = None,
+    ) -> None:
+        """Remove a queue. Its producer stops fetching at once; ``mode="drain"`` waits for its
+        running jobs (up to ``timeout`` seconds, None: no limit, after which they are
+        cancelled), ``mode="cancel"`` cancels them now. Cancelled jobs go back to
+        ``available`` with their attempt restored. Jobs still queued in the database stay
+        there. Raises QueueNotFoundError."""
+        if mode not in ("drain", "cancel"):
+            raise RiverError(f"mode must be 'drain' or 'cancel', not {mode!r}")
         c = self._client
         async with c._lock:
             if name not in c._queue_configs:
                 raise QueueNotFoundError(name)
-            producer = c._producers.pop(name, None)
-            c._next_poll.pop(name, None)
-            del c._queue_configs[name]
+            producer = c._producers.get(name)
             if producer is not None:
                 producer.stop_fetching()
+                if mode == "cancel":
+                    producer.cancel_jobs()
+                with anyio.move_on_after(math.inf if timeout is None else timeout):
+                    await producer.wait_done()
+                producer.cancel_jobs()
                 await producer.wait_done()
+                del c._producers[name]
+            c._next_poll.pop(name, None)
+            del c._queue_configs[name]
+        logger.info("queue %s removed (%s)", name, mode)
+        c._publish_queue_event(EventKind.QUEUE_REMOVED, name, mode=mode)
+
+    async def update(
+        self,
+        name: str,
+        *,
+        max_workers: int | None = _UNSET,
+        fetch_cooldown: float | timedelta | None = _UNSET,
+        fetch_poll_interval: float | timedelta | None = _UNSET,
+    ) -> QueueInfo:
+        """Change a queue's settings live. Only the fields given change; ``None`` resets a field
+        to the client's default (inheritance is resolved again). The queue's fetch loop is
+        stopped between two fetches, modified and restarted; running jobs are never
+        interrupted: growing adds slots at once, shrinking lets surplus jobs finish and fetches
+        nothing until below the new limit. Other queues are not touched. Raises
+        QueueNotFoundError, or InvalidConfigError (nothing changes)."""
+        c = self._client
+        async with c._lock:
+            if name not in c._queue_configs:
+                raise QueueNotFoundError(name)
+            old = c._queue_configs[name]
+            new = QueueConfig(
+                max_workers=old.max_workers if max_workers is _UNSET else max_workers,
+                fetch_cooldown=old.fetch_cooldown if fetch_cooldown is _UNSET else fetch_cooldown,
+                fetch_poll_interval=(
+                    old.fetch_poll_interval
+                    if fetch_poll_interval is _UNSET
+                    else fetch_poll_interval
+                ),
+            )
+            settings = c.config.resolve(new, name)
+            c._queue_configs[name] = new
+            producer = c._producers.get(name)
+            if producer is not None:
+                await producer.update_settings(settings)
+        logger.info(
+            "queue %s updated (max_workers=%d, fetch_cooldown=%gs, fetch_poll_interval=%gs)",
+            name,
+            settings.max_workers,
+            settings.fetch_cooldown,
+            settings.fetch_poll_interval,
+        )
+        c._publish_queue_event(
+            EventKind.QUEUE_UPDATED,
+            name,
+            max_workers=settings.max_workers,
+            fetch_cooldown=settings.fetch_cooldown,
+            fetch_poll_interval=settings.fetch_poll_interval,
+        )
+        return self._info(name)
+
+    async def pause(self, name: str) -> None:
+        """Pause a queue of this client for every client on the database: persisted in
+        river_queue and broadcast on river_control (River (Go) clients obey too). This
+        client's producer stops fetching at once; running jobs go on."""
+        await self._set_paused(name, True)
+
+    async def resume(self, name: str) -> None:
+        """Resume a paused queue everywhere; this client's producer fetches at once."""
+        await self._set_paused(name, False)
+
+    async def _set_paused(self, name: str, paused: bool) -> None:
+        c = self._client
+        async with c._lock:
+            if name not in c._queue_configs:
+                raise QueueNotFoundError(name)
+            await c._upsert_queues([name])
+            await c._run(_admin.queue_pause_op(c._queries, name, pause=paused))
+            producer = c._producers.get(name)
+            changed = producer is not None and producer.paused != paused
+            if producer is not None:
+                producer.set_paused(paused)
+        if changed or producer is None:
+            logger.info("queue %s %s", name, "paused" if paused else "resumed")
+            c._publish_queue_event(
+                EventKind.QUEUE_PAUSED if paused else EventKind.QUEUE_RESUMED, name
+            )

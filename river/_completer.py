@@ -64,7 +64,8 @@ class Completer:
         flush_interval: float = 0.025,
         max_backlog: int = 20_000,
         retry_backoff_max: float = 5.0,
-        on_persisted: Callable[[list[Outcome], dict[int, str]], None] | None = None,
+        on_persisted: Callable[[list[Outcome], dict[int, JobRow | str]], None] | None = None,
+        want_rows: Callable[[], bool] = lambda: False,
     ) -> None:
         self._pool = pool
         self._q = queries
@@ -73,6 +74,7 @@ class Completer:
         self.max_backlog = max_backlog
         self.retry_backoff_max = retry_backoff_max
         self._on_persisted = on_persisted
+        self._want_rows = want_rows
         self._pending: list[Outcome] = []
         self._in_flight = 0
         self._wake = anyio.Event()
@@ -129,6 +131,7 @@ class Completer:
         del self._pending[: len(outcomes)]
         self._in_flight += len(outcomes)
         batch = _to_batch(outcomes)
+        full_rows = self._want_rows()
         attempt = 0
         try:
             # Shielded: stop/cancellation must never lose a finished job's outcome.
@@ -136,7 +139,9 @@ class Completer:
                 while True:
                     try:
                         async with self._pool.connection() as conn:
-                            persisted = await run_async(conn, set_state_many_op(self._q, batch))
+                            persisted = await run_async(
+                                conn, set_state_many_op(self._q, batch, full_rows=full_rows)
+                            )
                         break
                     except (psycopg.Error, OSError) as exc:
                         attempt += 1

@@ -6,7 +6,7 @@ import math
 import os
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -20,6 +20,7 @@ from river._schedule import Schedule
 from river._schema import validate_schema
 
 if TYPE_CHECKING:
+    from river._events import Event
     from river._maintenance import PeriodicJob
 
 __all__ = [
@@ -126,6 +127,8 @@ class Config:
     - ``completer_batch_size`` / ``completer_flush_interval`` / ``completer_max_backlog``:
       batching of outcome writes; producers stop fetching while the backlog is above the max.
     - ``skip_unknown_job_check``: allow inserting kinds no worker of this client handles.
+    - ``on_event``: called with every :class:`river.Event` (job outcomes, queue changes); see
+      also ``client.subscribe``.
 
     Leadership and maintenance (docs/maintenance.md; a started client competes for leadership
     with every client on the database, River (Go) included, and only the leader maintains):
@@ -172,6 +175,7 @@ class Config:
     queue_idle_retention: float = 86_400.0
     queue_cleaner_interval: float = 3600.0
     reindexer_schedule: Schedule | None = None
+    on_event: Callable[[Event], None] | None = None
 
     def __post_init__(self) -> None:
         validate_schema(self.schema)

@@ -49,6 +49,12 @@ class Queries:
     def __init__(self, schema: str | None) -> None:
         self.schema = schema
         self._q = {name: qualify(text, schema).encode() for name, text in _RAW.items()}
+        # The completer's statement returning full rows (used only when someone subscribes to
+        # job events): the same statement with a wider RETURNING list.
+        full = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
+        self._q["job_set_state_many_rows"] = self._q["job_set_state_many"].replace(
+            b"RETURNING j.id, j.state::text", f"RETURNING {full}".encode()
+        )
 
     def __getattr__(self, name: str) -> bytes:
         try:
@@ -244,10 +250,13 @@ class CompletionBatch:
         return len(self.id)
 
 
-def set_state_many_op(q: Queries, batch: CompletionBatch) -> Op[dict[int, str]]:
-    """Write a batch of outcomes; returns {job id: persisted state} for rows that exist."""
+def set_state_many_op(
+    q: Queries, batch: CompletionBatch, *, full_rows: bool = False
+) -> Op[dict[int, JobRow | str]]:
+    """Write a batch of outcomes. Returns, for rows that exist, {job id: persisted state} or,
+    with ``full_rows``, {job id: the row as persisted}."""
     rows = yield Query(
-        q.job_set_state_many,
+        q.job_set_state_many_rows if full_rows else q.job_set_state_many,
         {
             "id": batch.id,
             "state": batch.state,
@@ -259,4 +268,6 @@ def set_state_many_op(q: Queries, batch: CompletionBatch) -> Op[dict[int, str]]:
         },
         prepare=True,
     )
+    if full_rows:
+        return {r[0]: job_from_row(r) for r in rows}
     return {r[0]: r[1] for r in rows}

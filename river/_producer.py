@@ -85,6 +85,8 @@ class Producer:
         self._notified = False
         self._tg: TaskGroup | None = None
         self._done = anyio.Event()
+        # Held during a fetch, so a settings change never lands in the middle of one.
+        self._fetch_lock = anyio.Lock()
         # Monotonic times at which jobs this producer re-queued (short retries and snoozes go
         # straight to available with a future scheduled_at) become due: a local timer wakes the
         # loop then, instead of waiting for the next poll.
@@ -110,10 +112,12 @@ class Producer:
         if not paused:
             self._trigger.set()
 
-    def update_settings(self, settings: QueueSettings) -> None:
-        """Apply new settings live: growing adds slots now; shrinking interrupts nothing, the
-        surplus jobs finish and nothing is fetched until below the new limit."""
-        self.settings = settings
+    async def update_settings(self, settings: QueueSettings) -> None:
+        """Stop the fetch loop between two fetches, swap the settings, restart it. Growing adds
+        slots at once; shrinking interrupts nothing: surplus jobs finish and nothing is fetched
+        until below the new limit."""
+        async with self._fetch_lock:
+            self.settings = settings
         self._trigger.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -175,12 +179,17 @@ class Producer:
                     continue
             self._trigger.clear()
             notified, self._notified = self._notified, False
-            limit = self.free_slots
-            self._last_fetch = time.monotonic()
-            try:
-                rows = await rt.fetch(self.queue, limit)
-            except (psycopg.Error, OSError) as exc:
-                logger.warning("queue %s: fetch failed, retrying: %s", self.queue, exc)
+            async with self._fetch_lock:
+                limit = self.free_slots
+                if limit <= 0 or self.paused:
+                    continue
+                self._last_fetch = time.monotonic()
+                try:
+                    rows = await rt.fetch(self.queue, limit)
+                except (psycopg.Error, OSError) as exc:
+                    logger.warning("queue %s: fetch failed, retrying: %s", self.queue, exc)
+                    rows = None
+            if rows is None:
                 await self._trigger.wait(min(1.0, self.settings.fetch_poll_interval))
                 continue
             self._last_fetch_full = len(rows) >= limit
