@@ -19,10 +19,14 @@ from river._errors import (
     JobRunningError,
     JobSnooze,
     MigrationError,
+    MigrationFailedError,
+    MigrationStateError,
+    MigrationTargetError,
     QueueAlreadyAddedError,
     QueueNotFoundError,
     RiverError,
     UnknownJobKindError,
+    UnknownMigrationLineError,
     ValidationError,
 )
 from river._events import Event, EventKind, JobStatistics, Subscription
@@ -40,9 +44,11 @@ from river._types import (
     UniqueOpts,
 )
 from river._version import __version__
+from river.migrate import AsyncMigrator, MigrateResult, Migration, Migrator
 
 __all__ = [
     "AsyncClient",
+    "AsyncMigrator",
     "AttemptError",
     "Client",
     "Config",
@@ -66,7 +72,13 @@ __all__ = [
     "JobSnooze",
     "JobState",
     "JobStatistics",
+    "MigrateResult",
+    "Migration",
     "MigrationError",
+    "MigrationFailedError",
+    "MigrationStateError",
+    "MigrationTargetError",
+    "Migrator",
     "PeriodicInterval",
     "PeriodicJob",
     "PeriodicJobs",
@@ -81,6 +93,7 @@ __all__ = [
     "Subscription",
     "UniqueOpts",
     "UnknownJobKindError",
+    "UnknownMigrationLineError",
     "ValidationError",
     "Worker",
     "Workers",

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from river.migrate import MigrationVersionResult
+
 __all__ = [
     "DuplicateUniqueKeyInBatchError",
     "InvalidConfigError",
@@ -9,10 +15,14 @@ __all__ = [
     "JobNotRunningError",
     "JobRunningError",
     "MigrationError",
+    "MigrationFailedError",
+    "MigrationStateError",
+    "MigrationTargetError",
     "QueueAlreadyAddedError",
     "QueueNotFoundError",
     "RiverError",
     "UnknownJobKindError",
+    "UnknownMigrationLineError",
     "ValidationError",
 ]
 
@@ -51,7 +61,60 @@ class UnknownJobKindError(ValidationError):
 
 
 class MigrationError(RiverError):
-    """A migration could not be planned or applied; the database is left as it was."""
+    """A migration could not be planned or applied (base class of the errors below).
+
+    Planning errors (bad target, unknown line, inconsistent bookkeeping) are raised before any
+    statement that writes, so the database is left as it was. :class:`MigrationFailedError`
+    reports a version whose SQL failed mid-run.
+    """
+
+
+class UnknownMigrationLineError(MigrationError, ValueError):
+    """No migrations exist for the requested line (this library ships line ``main`` only)."""
+
+    def __init__(self, line: str, known: Sequence[str]) -> None:
+        self.line = line
+        self.known = tuple(known)
+        super().__init__(
+            f"migration line {line!r} not found (known lines: {', '.join(self.known) or 'none'})"
+        )
+
+
+class MigrationTargetError(MigrationError, ValueError):
+    """A target version, step count or requested version is outside what the line knows."""
+
+
+class MigrationStateError(MigrationError):
+    """``river_migration`` contradicts itself or the requested operation.
+
+    Examples: versions 5 and up recorded in the table layout of versions 1 to 4; a version below
+    5 missing while the table already has the ``line`` column; migrating ``main`` below version
+    5 while other lines (River Pro) are recorded; the configured schema does not exist.
+    """
+
+
+class MigrationFailedError(MigrationError):
+    """The SQL of one version failed. That version was rolled back with its bookkeeping row.
+
+    Versions applied earlier in the same run stay applied (each runs in its own transaction);
+    they are listed in ``applied``. ``version`` and ``direction`` name the failed version, and
+    ``__cause__`` is the database error.
+    """
+
+    def __init__(
+        self,
+        version: int,
+        name: str,
+        direction: str,
+        applied: Sequence[MigrationVersionResult],
+        cause: BaseException,
+    ) -> None:
+        self.version = version
+        self.name = name
+        self.direction = direction
+        self.applied = tuple(applied)
+        detail = " ".join(str(cause).split())
+        super().__init__(f"migration {version:03d} [{direction}] {name} failed: {detail}")
 
 
 class JobNotFoundError(RiverError):
@@ -96,3 +159,29 @@ class QueueAlreadyAddedError(RiverError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"queue {name!r} already added")
+
+
+class JobCancel(Exception):
+    """Raise from ``work`` to cancel the job now: no retry, state ``cancelled``.
+
+    ``reason`` is recorded as the attempt's error text.
+    """
+
+    def __init__(self, reason: str | BaseException = "job cancelled by worker") -> None:
+        self.reason = reason
+        super().__init__(str(reason))
+
+
+class JobSnooze(Exception):
+    """Raise from ``work`` to run the job again after ``seconds`` without using an attempt.
+
+    The job's ``attempt`` is restored, no error is recorded, and metadata ``snoozes`` counts the
+    snoozes. Up to 5 s the job goes straight back to ``available`` (scheduled in the future);
+    longer snoozes make it ``scheduled``.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ValidationError("JobSnooze.seconds", "must be a number of seconds >= 0")
+        self.seconds = float(seconds)
+        super().__init__(f"snoozed for {self.seconds:g}s")

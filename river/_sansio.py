@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import psycopg
+from psycopg.rows import tuple_row
 
 __all__ = ["Op", "Query", "run_async", "run_sync"]
 
@@ -54,7 +55,8 @@ def run_sync(conn: psycopg.Connection[Any], op: Op[R]) -> R:
     try:
         query = next(op)
         while True:
-            with conn.cursor() as cur:
+            # Tuple rows whatever the connection's row factory (e.g. a caller's dict_row).
+            with conn.cursor(row_factory=tuple_row) as cur:
                 result = _execute_sync(cur, query)
             query = op.send(result)
     except StopIteration as stop:
@@ -78,7 +80,7 @@ async def run_async(conn: psycopg.AsyncConnection[Any], op: Op[R]) -> R:
     try:
         query = next(op)
         while True:
-            async with conn.cursor() as cur:
+            async with conn.cursor(row_factory=tuple_row) as cur:
                 result = await _execute_async(cur, query)
             query = op.send(result)
     except StopIteration as stop:

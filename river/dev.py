@@ -311,9 +311,7 @@ def _configure(data_dir: Path, port: int) -> None:
     settings = {**_SERVER_SETTINGS, "port": str(port)}
     conf = data_dir / "postgresql.auto.conf"
     lines = [
-        line
-        for line in conf.read_text().splitlines()
-        if line.split("=")[0].strip() not in settings
+        line for line in conf.read_text().splitlines() if line.split("=")[0].strip() not in settings
     ]
     lines += [f"{key} = {value}" for key, value in settings.items()]
     conf.write_text("\n".join(lines) + "\n")
@@ -353,7 +351,9 @@ def _ensure_database(server: DevServer) -> None:
                 return
         except psycopg.OperationalError as exc:
             if time.monotonic() > deadline:
-                raise DevPostgresError(f"embedded Postgres does not accept connections: {exc}")
+                raise DevPostgresError(
+                    f"embedded Postgres does not accept connections: {exc}"
+                ) from exc
             time.sleep(0.1)
 
 
@@ -370,6 +370,7 @@ def start(directory: str | os.PathLike[str] | None = None) -> DevServer:
         if state is not None:
             server = _server_from_state(state)
             if _is_running(server, user):
+                _ensure_database(server)  # someone may have dropped it since
                 return server
             if not _has_postgres(server.bindir):
                 server = DevServer(server.url, server.data_dir, find_bindir(), server.port)

@@ -5,12 +5,13 @@
 -- name: state
 -- One round trip to learn where the migrator stands: the schema that unqualified names resolve
 -- to, whether the configured schema exists, whether river_migration exists, and its layout.
+-- Columns are named so that a caller's dict row factory keeps all four.
 SELECT
-    current_schema(),
+    current_schema() AS current_schema,
     coalesce(%(schema)s::text, current_schema()::text) IN (
         SELECT nspname::text FROM pg_catalog.pg_namespace
-    ),
-    to_regclass(%(table)s::text) IS NOT NULL,
+    ) AS schema_exists,
+    to_regclass(%(table)s::text) IS NOT NULL AS table_exists,
     EXISTS (
         SELECT 1
         FROM pg_catalog.pg_attribute
@@ -18,7 +19,7 @@ SELECT
             AND attname = 'line'
             AND attnum > 0
             AND NOT attisdropped
-    )
+    ) AS lined
 
 -- name: rows
 -- Every line's rows: the migrator needs its own line's versions and whether other lines exist.
@@ -27,7 +28,7 @@ FROM /* schema */river_migration
 ORDER BY line, version
 
 -- name: rows_unlined
-SELECT 'main', version, created_at
+SELECT 'main' AS line, version, created_at
 FROM /* schema */river_migration
 ORDER BY version
 

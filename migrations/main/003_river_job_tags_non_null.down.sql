@@ -1,0 +1,2 @@
+ALTER TABLE /* schema */river_job ALTER COLUMN tags DROP NOT NULL;
+ALTER TABLE /* schema */river_job ALTER COLUMN tags DROP DEFAULT;
