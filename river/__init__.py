@@ -30,8 +30,9 @@ from river._errors import (
     ValidationError,
 )
 from river._events import Event, EventKind, JobStatistics, Subscription
-from river._executor import cancel_requested, current_job
+from river._executor import cancel_requested, current_job, record_output, set_metadata
 from river._maintenance import PeriodicJob
+from river._middleware import Middleware
 from river._schedule import Cron, PeriodicInterval, Schedule
 from river._sync_client import Client
 from river._types import (
@@ -72,6 +73,7 @@ __all__ = [
     "JobSnooze",
     "JobState",
     "JobStatistics",
+    "Middleware",
     "MigrateResult",
     "Migration",
     "MigrationError",
@@ -101,4 +103,6 @@ __all__ = [
     "cancel_requested",
     "current_job",
     "job_complete_tx",
+    "record_output",
+    "set_metadata",
 ]

@@ -47,9 +47,11 @@ from river._maintenance import (
     Rescuer,
     Scheduler,
 )
+from river._middleware import apply_insert_middleware
 from river._notifier import Notifier
 from river._producer import Producer, QueueSettings
 from river._sansio import Op, run_async
+from river._telemetry import TELEMETRY
 from river._types import InsertOpts, InsertResult, JobRow, JobState
 
 __all__ = ["AsyncClient", "InsertManyItem", "PeriodicJobs", "QueueInfo", "QueueManager"]
@@ -147,6 +149,7 @@ class AsyncClient:
         self._pool_opened = False
         self._pool_lock = anyio.Lock()
         self._queries = queries_for(self.config.schema)
+        self._middleware = tuple(self.config.middleware)
         workers = self.config.workers
         self._workers = workers if workers is not None else Workers()
         self._insert_defaults = InsertDefaults(
@@ -221,7 +224,7 @@ class AsyncClient:
 
     def _batch(self, items: Sequence[InsertManyItem], *, many: bool) -> InsertBatch:
         return build_batch(
-            _normalise_items(items),
+            apply_insert_middleware(self._middleware, _normalise_items(items)),
             self._insert_defaults,
             self._limiter,
             field_prefix="jobs" if many else "",
@@ -231,7 +234,8 @@ class AsyncClient:
         """Insert one job (in its own transaction, with its notification). A duplicate of a
         unique job returns the existing row with ``unique_skipped_as_duplicate=True``."""
         batch = self._batch([(args, opts)], many=False)
-        results: list[InsertResult] = await self._run(insert_many_op(self._queries, batch))
+        with TELEMETRY.insert_span(1, dict.fromkeys(batch.queue)):
+            results: list[InsertResult] = await self._run(insert_many_op(self._queries, batch))
         return results[0]
 
     async def insert_tx(
@@ -249,7 +253,8 @@ class AsyncClient:
         if not items:
             return []
         batch = self._batch(items, many=True)
-        results: list[InsertResult] = await self._run(insert_many_op(self._queries, batch))
+        with TELEMETRY.insert_span(len(batch), dict.fromkeys(batch.queue)):
+            results: list[InsertResult] = await self._run(insert_many_op(self._queries, batch))
         return results
 
     async def insert_many_tx(
@@ -269,7 +274,8 @@ class AsyncClient:
         if not items:
             return 0
         batch = self._batch(items, many=True)
-        count: int = await self._run_tx(copy_op(self._queries, batch, datetime.now(UTC)))
+        with TELEMETRY.insert_span(len(batch), dict.fromkeys(batch.queue)):
+            count: int = await self._run_tx(copy_op(self._queries, batch, datetime.now(UTC)))
         return count
 
     async def insert_many_fast_tx(
@@ -424,6 +430,7 @@ class AsyncClient:
             job_timeout=config.job_timeout_seconds,
             retry_policy=config.retry_policy,
             thread_limiter=anyio.CapacityLimiter(config.sync_worker_threads),
+            middleware=self._middleware,
         )
         self._runtime = _Runtime(self._pool, self._queries, executor, completer, self.id)
         completer.on_backlog_cleared = self._wake_all

@@ -22,6 +22,7 @@ from river._schema import validate_schema
 if TYPE_CHECKING:
     from river._events import Event
     from river._maintenance import PeriodicJob
+    from river._middleware import Middleware
 
 __all__ = [
     "DEFAULT_FETCH_COOLDOWN",
@@ -129,6 +130,8 @@ class Config:
     - ``skip_unknown_job_check``: allow inserting kinds no worker of this client handles.
     - ``on_event``: called with every :class:`river.Event` (job outcomes, queue changes); see
       also ``client.subscribe``.
+    - ``middleware``: :class:`river.Middleware` instances (hooks and middleware around inserts
+      and attempts); the first is the outermost.
 
     Leadership and maintenance (docs/maintenance.md; a started client competes for leadership
     with every client on the database, River (Go) included, and only the leader maintains):
@@ -176,6 +179,7 @@ class Config:
     queue_cleaner_interval: float = 3600.0
     reindexer_schedule: Schedule | None = None
     on_event: Callable[[Event], None] | None = None
+    middleware: Sequence[Middleware] = ()
 
     def __post_init__(self) -> None:
         validate_schema(self.schema)

@@ -7,11 +7,13 @@ writes. Outcome precedence follows PROTOCOL.md 3.4; rows follow the table of 3.5
 from __future__ import annotations
 
 import contextvars
+import functools
+import json
 import math
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,15 +21,26 @@ from typing import Any
 import anyio
 import pydantic
 from anyio import CapacityLimiter
+from opentelemetry.trace import SpanKind, StatusCode
 
 from river._args import Workers
 from river._completer import Outcome
-from river._errors import JobCancel, JobSnooze
+from river._errors import JobCancel, JobSnooze, ValidationError
+from river._middleware import Middleware
 from river._retry import RetryPolicy
 from river._snooze import next_snooze_count
+from river._telemetry import TELEMETRY
 from river._types import AttemptError, Job, JobRow, JobState
 
-__all__ = ["CancelReason", "Executor", "RunningJob", "cancel_requested", "current_job"]
+__all__ = [
+    "CancelReason",
+    "Executor",
+    "RunningJob",
+    "cancel_requested",
+    "current_job",
+    "record_output",
+    "set_metadata",
+]
 
 #: Delays up to this go straight back to ``available`` (the scheduler's interval).
 SCHEDULER_INTERVAL = 5.0
@@ -51,6 +64,11 @@ class RunningJob:
     #: Set when the attempt should stop; sync workers poll it (see :func:`cancel_requested`).
     cancel_event: threading.Event = field(default_factory=threading.Event)
     deadline: float = math.inf
+    #: Metadata staged by the job (record_output, set_metadata), merged at completion.
+    staged: dict[str, Any] | None = None
+    #: Set when :func:`cancel_requested` answered True to this attempt's worker: a worker that
+    #: then returns normally stopped early, so its attempt counts as cancelled, not completed.
+    cancel_observed: bool = False
 
     def cancel(self, reason: str) -> None:
         """Cancel the attempt (async workers: at their next await; sync: the flag is set)."""
@@ -81,7 +99,48 @@ def cancel_requested() -> bool:
     running = _current.get()
     if running is None:
         return False
-    return running.cancel_event.is_set() or time.monotonic() >= running.deadline
+    requested = running.cancel_event.is_set() or time.monotonic() >= running.deadline
+    if requested:
+        running.cancel_observed = True
+    return requested
+
+
+#: Largest encoded output River accepts (metadata key "output").
+MAX_OUTPUT_BYTES = 32 * 1024 * 1024
+
+
+def _running_or_raise(what: str) -> RunningJob:
+    running = _current.get()
+    if running is None:
+        raise RuntimeError(f"{what} can only be called while working a job (inside work())")
+    return running
+
+
+def record_output(value: Any) -> None:
+    """Inside ``work``: record ``value`` (JSON-encodable, at most 32 MB encoded) as the job's
+    output, stored in metadata ``output`` when the attempt's outcome is written (whatever the
+    outcome). Calling it again replaces the value."""
+    running = _running_or_raise("record_output")
+    try:
+        encoded = json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("output", f"must be JSON-encodable: {exc}") from None
+    if len(encoded.encode()) > MAX_OUTPUT_BYTES:
+        raise ValidationError("output", "encoded size must be at most 32 MB")
+    running.staged = {**(running.staged or {}), "output": value}
+
+
+def set_metadata(key: str, value: Any) -> None:
+    """Inside ``work``: stage ``metadata[key] = value`` (shallow merge at completion, kept even
+    if the job failed). Keys starting with ``river:`` are reserved."""
+    running = _running_or_raise("set_metadata")
+    if not isinstance(key, str) or not key or key.startswith("river:"):
+        raise ValidationError("key", "must be a non-empty string not starting with 'river:'")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(key, f"must be JSON-encodable: {exc}") from None
+    running.staged = {**(running.staged or {}), key: value}
 
 
 class Executor:
@@ -95,7 +154,9 @@ class Executor:
         retry_policy: RetryPolicy,
         thread_limiter: CapacityLimiter,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        middleware: Sequence[Middleware] = (),
     ) -> None:
+        self._middleware = tuple(middleware)
         self._workers = workers
         self._job_timeout = job_timeout
         self._retry_policy = retry_policy
@@ -109,6 +170,32 @@ class Executor:
     async def execute(self, running: RunningJob) -> Outcome:
         """Work one attempt and return its outcome (never raises, except on cancellation of
         the caller's own scope)."""
+        row = running.row
+        tracer = TELEMETRY.tracer()
+        if tracer is None:
+            outcome = await self._execute(running)
+        else:
+            with tracer.start_as_current_span(
+                "river.work",
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "river",
+                    "river.kind": row.kind,
+                    "river.queue": row.queue,
+                    "river.job.id": row.id,
+                    "river.attempt": row.attempt,
+                },
+            ) as span:
+                outcome = await self._execute(running)
+                span.set_attribute("river.outcome", outcome.event)
+                if outcome.error is not None:
+                    span.set_status(StatusCode.ERROR, outcome.error.error)
+        TELEMETRY.record_attempt(
+            row.kind, row.queue, outcome.event[4:], outcome.finished - outcome.started
+        )
+        return outcome
+
+    async def _execute(self, running: RunningJob) -> Outcome:
         row = running.row
         start_time = row.attempted_at or self._clock()
         error: BaseException | None = None
@@ -134,7 +221,11 @@ class Executor:
                         running.scope.deadline = anyio.current_time() + timeout
                     with running.scope:
                         try:
-                            if registered.is_async:
+                            if self._middleware:
+                                for mw in self._middleware:
+                                    mw.work_begin(job)
+                                await self._chain(registered, job)()
+                            elif registered.is_async:
                                 await registered.worker.work(job)  # type: ignore[misc]
                             else:
                                 await anyio.to_thread.run_sync(
@@ -142,7 +233,10 @@ class Executor:
                                 )
                         except Exception as exc:
                             error = exc
-                    if running.scope.cancelled_caught and error is None:
+                    # A sync worker cannot be interrupted: one that saw cancel_requested() and
+                    # returned stopped early, exactly like a cancelled async worker.
+                    cancelled = running.scope.cancelled_caught or running.cancel_observed
+                    if cancelled and error is None:
                         if running.cancel_reason is None:
                             timed_out = True
                             error = TimeoutError(f"job timed out after {timeout:g}s")
@@ -150,9 +244,23 @@ class Executor:
                             error = _RemoteCancelled()
                         else:
                             error = _Interrupted()
+                    for mw in self._middleware:
+                        error = mw.work_end(job, error)
         finally:
             _current.reset(token)
         return self._outcome(running, job, error, timed_out, start_time, registered is not None)
+
+    def _chain(self, registered: Any, job: Job[Any]) -> Callable[[], Awaitable[None]]:
+        async def call_worker() -> None:
+            if registered.is_async:
+                await registered.worker.work(job)
+            else:
+                await anyio.to_thread.run_sync(registered.worker.work, job, limiter=self._limiter)
+
+        call: Callable[[], Awaitable[None]] = call_worker
+        for mw in reversed(self._middleware):  # the first entry ends up outermost
+            call = functools.partial(mw.work, job, call)
+        return call
 
     def _outcome(
         self,
@@ -178,6 +286,8 @@ class Executor:
             )
 
         def outcome(state: JobState, event: str, **fields: Any) -> Outcome:
+            if running.staged:
+                fields["metadata"] = {**running.staged, **(fields.get("metadata") or {})}
             return Outcome(row, state, event, started=started, finished=finished, **fields)
 
         if error is None:

@@ -23,6 +23,7 @@ from river._config import Config, QueueConfig
 from river._driver import InsertBatch, QueueRow, copy_op, insert_many_op, queries_for
 from river._errors import RiverError
 from river._insert import InsertDefaults, NotifyLimiter, build_batch
+from river._middleware import apply_insert_middleware
 from river._sansio import Op, run_sync
 from river._types import InsertOpts, InsertResult, JobRow
 
@@ -72,6 +73,7 @@ class Client:
         self._pool_max_size = pool_max_size
         self._pool_lock = threading.Lock()
         self._queries = queries_for(self.config.schema)
+        self._middleware = tuple(self.config.middleware)
         workers = self.config.workers
         self._insert_defaults = InsertDefaults(
             max_attempts=self.config.max_attempts,
@@ -131,7 +133,7 @@ class Client:
     def _batch(self, items: Sequence[InsertManyItem], *, many: bool) -> InsertBatch:
         with self._limiter_lock:
             return build_batch(
-                _normalise_items(items),
+                apply_insert_middleware(self._middleware, _normalise_items(items)),
                 self._insert_defaults,
                 self._limiter,
                 field_prefix="jobs" if many else "",
