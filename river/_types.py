@@ -47,10 +47,12 @@ class JobState(enum.StrEnum):
     @property
     def unique_bit(self) -> int:
         """This state's bit in a ``unique_states`` mask (available = 1 ... scheduled = 128)."""
-        return 1 << list(JobState).index(self)
+        return _UNIQUE_BITS[self]
 
 
 _FINALIZED = frozenset({JobState.CANCELLED, JobState.COMPLETED, JobState.DISCARDED})
+# Bit n is the n-th state in enum order (PROTOCOL.md 2.4).
+_UNIQUE_BITS = {state: 1 << index for index, state in enumerate(JobState)}
 
 #: States a unique job is unique across by default: all but cancelled and discarded (mask 245).
 DEFAULT_UNIQUE_STATES: tuple[JobState, ...] = (
