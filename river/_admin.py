@@ -34,6 +34,8 @@ __all__ = [
 OrderBy = Literal["id", "time", "scheduled_at", "finalized_at", "created_at", "attempted_at"]
 _FINALIZED = frozenset({JobState.CANCELLED, JobState.COMPLETED, JobState.DISCARDED})
 _ZERO_TIME = "0001-01-01T00:00:00Z"
+_ZERO_DATETIME = datetime(1, 1, 1, tzinfo=UTC)
+_MAX_OUTPUT_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +96,12 @@ def _sort_column(params: JobListParams, states: list[JobState]) -> str:
     return order
 
 
-def encode_cursor(row: JobRow, sort_field: str) -> str:
-    """River (Go)'s cursor text: URL-safe base64 (padded) of a small JSON object."""
-    value = None if sort_field == "id" else getattr(row, sort_field)
+def encode_cursor(row: JobRow, sort_field: str, column: str | None = None) -> str:
+    """River (Go)'s cursor text: URL-safe base64 (padded) of a small JSON object, encoded as
+    Go's encoding/json does. ``sort_field`` is the order asked for (``"time"`` stays
+    ``"time"``, as River (Go) writes it); ``column`` is the column holding the row's sort value
+    (default: ``sort_field``). A null value is written as the zero time."""
+    value = None if sort_field == "id" else getattr(row, column or sort_field)
     time_text = _rfc3339_nano(value) if isinstance(value, datetime) else _ZERO_TIME
     payload = {
         "id": row.id,
@@ -105,8 +110,7 @@ def encode_cursor(row: JobRow, sort_field: str) -> str:
         "sort_field": sort_field,
         "time": time_text,
     }
-    text = json.dumps(payload, separators=(",", ":"))
-    return base64.urlsafe_b64encode(text.encode()).decode()
+    return base64.urlsafe_b64encode(encode_value(payload).encode()).decode()
 
 
 def _rfc3339_nano(value: datetime) -> str:
@@ -123,8 +127,12 @@ def decode_cursor(text: str) -> dict[str, Any]:
         padded = raw + "=" * (-len(raw) % 4)
         alt = padded.replace("-", "+").replace("_", "/")
         data = json.loads(base64.b64decode(alt, validate=True))
-        if not isinstance(data, dict) or not isinstance(data.get("id"), int):
+        if not isinstance(data, dict) or type(data.get("id")) is not int:
             raise ValueError("not a cursor object")
+        time_text = data.get("time", _ZERO_TIME)
+        if not isinstance(time_text, str):
+            raise ValueError("time is not a string")
+        data["time"] = parse_time(time_text)
         return data
     except (ValueError, binascii.Error) as exc:
         raise ValidationError("after", f"is not a valid job list cursor ({exc})") from None
@@ -177,15 +185,19 @@ def job_list_op(q: Queries, params: JobListParams) -> Op[JobListResult]:
         if sort == "id":
             where.append(f"id {op} %(cursor_id)s")
         else:
-            args["cursor_time"] = parse_time(str(cursor.get("time", _ZERO_TIME)))
+            # Nulls sort as +infinity, as Postgres (and so River (Go)) orders them: last
+            # ascending, first descending. A row without a value has the zero time in its
+            # cursor, which therefore stands for +infinity here.
+            cursor_time: datetime = cursor["time"]
+            args["cursor_time"] = "infinity" if cursor_time == _ZERO_DATETIME else cursor_time
             where.append(
-                f"(coalesce({sort}, '-infinity'), id) {op} (%(cursor_time)s::timestamptz, "
+                f"(coalesce({sort}, 'infinity'), id) {op} (%(cursor_time)s::timestamptz, "
                 "%(cursor_id)s)"
             )
     order = (
         f"id {direction}"
         if sort == "id"
-        else f"coalesce({sort}, '-infinity') {direction}, id {direction}"
+        else f"coalesce({sort}, 'infinity') {direction}, id {direction}"
     )
     text = (
         f"SELECT {JOB_COLUMNS} FROM /* schema */river_job"
@@ -195,7 +207,7 @@ def job_list_op(q: Queries, params: JobListParams) -> Op[JobListResult]:
     args["limit"] = params.limit
     rows = yield Query(q.sql(text), args)
     jobs = [job_from_row(r) for r in rows]
-    return JobListResult(jobs, encode_cursor(jobs[-1], sort) if jobs else None)
+    return JobListResult(jobs, encode_cursor(jobs[-1], params.order_by, sort) if jobs else None)
 
 
 def job_get_op(q: Queries, job_id: int) -> Op[JobRow]:
@@ -278,8 +290,7 @@ def job_delete_many_op(
         + " AND ".join(where)
         + " ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
         "DELETE FROM /* schema */river_job AS j USING doomed WHERE j.id = doomed.id "
-        "RETURNING "
-        + ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
+        "RETURNING " + ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
     )
     rows = yield Query(q.sql(text), args)
     return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
@@ -288,11 +299,15 @@ def job_delete_many_op(
 def job_update_op(q: Queries, job_id: int, *, output: Any) -> Op[JobRow]:
     """Record ``output`` in the job's metadata (allowed while it runs)."""
     try:
-        encoded = encode_value({"output": output})
+        encoded_output = encode_value(output)
     except (TypeError, ValueError) as exc:
         raise ValidationError("output", f"must be JSON-encodable: {exc}") from None
-    if len(encoded) > 32 * 1024 * 1024:
+    # The limit applies to the output's own encoding, in UTF-8 bytes (not characters).
+    if len(encoded_output) > _MAX_OUTPUT_BYTES or (
+        not encoded_output.isascii() and len(encoded_output.encode()) > _MAX_OUTPUT_BYTES
+    ):
         raise ValidationError("output", "encoded size must be at most 32 MB")
+    encoded = '{"output":' + encoded_output + "}"
     row = yield Query(q.job_update_metadata, {"id": job_id, "metadata": encoded}, fetch="one")
     if row is None:
         raise JobNotFoundError(job_id)
@@ -357,11 +372,7 @@ def queue_update_op(q: Queries, name: str, metadata: Mapping[str, Any]) -> Op[Qu
         raise ValidationError("metadata", "must be a JSON object")
     encoded = encode_value(dict(metadata))
     payload = (
-        '{"action":"metadata_changed","metadata":'
-        + encoded
-        + ',"queue":'
-        + json.dumps(name)
-        + "}"
+        '{"action":"metadata_changed","metadata":' + encoded + ',"queue":' + json.dumps(name) + "}"
     )
     row = yield Query(
         q.queue_update_metadata,
@@ -371,5 +382,3 @@ def queue_update_op(q: Queries, name: str, metadata: Mapping[str, Any]) -> Op[Qu
     if row is None:
         raise QueueNotFoundError(name)
     return queue_from_row(row)
-
-

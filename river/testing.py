@@ -17,7 +17,9 @@ the row as persisted. Nothing is committed unless the caller commits.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, overload
@@ -36,6 +38,7 @@ from river._driver import (
     queries_for,
     set_state_many_op,
 )
+from river._errors import ValidationError
 from river._executor import Executor, RunningJob
 from river._insert import InsertDefaults, build_batch
 from river._retry import next_retry_at
@@ -58,7 +61,12 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class RequireInsertedOpts:
-    """Fields a matching job must have (None: any)."""
+    """Fields a matching job must have (None: any).
+
+    ``scheduled_at`` (timezone-aware) matches within one second either way, so a test can pass
+    a time it computed itself; River (Go) compares exactly, to the microsecond. ``tags`` must
+    equal the job's tags in order (an empty list matches only a job without tags).
+    """
 
     max_attempts: int | None = None
     priority: int | None = None
@@ -66,6 +74,12 @@ class RequireInsertedOpts:
     scheduled_at: datetime | None = None
     state: JobState | None = None
     tags: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.scheduled_at is not None and (
+            not isinstance(self.scheduled_at, datetime) or self.scheduled_at.tzinfo is None
+        ):
+            raise ValidationError("scheduled_at", "must be a timezone-aware datetime")
 
 
 def _drive(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], op: Op[R]) -> Any:
@@ -103,7 +117,7 @@ def _mismatches(row: JobRow, opts: RequireInsertedOpts | None) -> list[str]:
         if want is None:
             continue
         if field == "scheduled_at":
-            # Compare at second precision, as River does (database rounding, clock skew).
+            # Within a second either way (see RequireInsertedOpts).
             if abs((have - want).total_seconds()) >= 1:
                 problems.append(f"scheduled_at {have} != {want}")
         elif have != want:
@@ -222,6 +236,14 @@ class WorkResult:
     outcome: Outcome
 
 
+def _batch(args: JobArgs, opts: InsertOpts | None) -> InsertBatch:
+    batch = build_batch([(args, opts)], InsertDefaults(), None)
+    # No unique key: a duplicate would otherwise hand back (and re-run) the existing row.
+    batch.unique_key = [None]
+    batch.unique_states = [None]
+    return batch
+
+
 def _insert_and_fetch(schema: str | None, batch: InsertBatch, client_id: str) -> Op[JobRow]:
     q = queries_for(schema)
     (inserted,) = yield from insert_many_op(q, batch)
@@ -253,8 +275,7 @@ async def _work_async(
     schema: str | None,
     job_timeout: float,
 ) -> WorkResult:
-    batch = build_batch([(args, opts)], InsertDefaults(), None)
-    row = await run_async(conn, _insert_and_fetch(schema, batch, "river_testing"))
+    row = await run_async(conn, _insert_and_fetch(schema, _batch(args, opts), "river_testing"))
     outcome = await _executor(worker, job_timeout).execute(RunningJob(row, 0.0))
     persisted = await run_async(conn, _persist(schema, outcome))
     return WorkResult(outcome.state, outcome.event, persisted, outcome)
@@ -285,18 +306,28 @@ def work_job(
     write the outcome, all on ``conn`` (inside its transaction when one is open).
 
     With an ``AsyncConnection`` it returns an awaitable of :class:`WorkResult`; with a sync
-    connection it runs the attempt in a private event loop (do not call it from inside a
-    running loop) and returns the result.
+    connection it runs the attempt in a private event loop (in a helper thread when called
+    from a running loop) and returns the result.
+
+    Unique options are ignored, as River (Go)'s test worker does: a test may work the same
+    unique job any number of times.
     """
     schema = validate_schema(schema)
     if isinstance(conn, psycopg.AsyncConnection):
         return _work_async(conn, worker, args, opts, schema, job_timeout)
-    batch = build_batch([(args, opts)], InsertDefaults(), None)
-    row = run_sync(conn, _insert_and_fetch(schema, batch, "river_testing"))
+    row = run_sync(conn, _insert_and_fetch(schema, _batch(args, opts), "river_testing"))
 
     async def attempt() -> Outcome:
         return await _executor(worker, job_timeout).execute(RunningJob(row, 0.0))
 
-    outcome = anyio.run(attempt)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        outcome = anyio.run(attempt)
+    else:
+        # Called from async code (say, an async test using a sync connection): this thread's
+        # loop is busy, so the attempt runs in a loop of its own in a helper thread.
+        with ThreadPoolExecutor(1, thread_name_prefix="river-testing") as pool:
+            outcome = pool.submit(anyio.run, attempt).result()
     persisted = run_sync(conn, _persist(schema, outcome))
     return WorkResult(outcome.state, outcome.event, persisted, outcome)
