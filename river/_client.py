@@ -34,7 +34,12 @@ from river._driver import (
     queries_for,
 )
 from river._elector import Elector, request_resign_payload
-from river._errors import QueueAlreadyAddedError, QueueNotFoundError, RiverError
+from river._errors import (
+    InvalidConfigError,
+    QueueAlreadyAddedError,
+    QueueNotFoundError,
+    RiverError,
+)
 from river._events import Event, EventBus, EventKind, JobStatistics, Subscription, job_event_kind
 from river._executor import CancelReason, Executor
 from river._insert import InsertDefaults, NotifyLimiter, build_batch, validate_queue_name
@@ -174,6 +179,11 @@ class AsyncClient:
         self._services_tg: TaskGroup | None = None
         self._poll_now = anyio.Event()
         self._next_poll: dict[str, float] = {}
+        # Next poll tick per distinct poll interval (see _schedule_poll).
+        self._poll_ticks: dict[float, float] = {}
+        # Monotonic time of the last local change of each producer's paused state: a poll
+        # that started before it may have read river_queue before that change was written.
+        self._paused_changed: dict[str, float] = {}
         self._elector: Elector | None = None
         self._maintenance_scope: anyio.CancelScope | None = None
         self._periodic = PeriodicJobEnqueuer(self.config.periodic_jobs, self._insert_periodic)
@@ -406,12 +416,24 @@ class AsyncClient:
             self._root = asyncio.get_running_loop().create_task(
                 self._root_main(started, failure), name=f"river client {self.id}"
             )
-            await started.wait()
+            # Shielded: a start cancelled half-way would leave the root task running with
+            # the state stuck at "starting", out of reach of stop(). Start-up is bounded by
+            # its own timeouts; a cancellation that arrived meanwhile is honoured below.
+            with anyio.CancelScope(shield=True):
+                await started.wait()
             if failure:
                 self._state = "stopped"
-                await self._root
+                with anyio.CancelScope(shield=True):
+                    await self._root
                 raise failure[0]
             self._state = "running"
+            try:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except anyio.get_cancelled_exc_class():
+                # The caller gave up on start(): leave the client stopped, not half-started.
+                with anyio.CancelScope(shield=True):
+                    await self._stop_locked(0, hard=True)
+                raise
             logger.info("river client %s started with %d queues", self.id, len(self._producers))
 
     async def _root_main(self, started: anyio.Event, failure: list[BaseException]) -> None:
@@ -579,7 +601,11 @@ class AsyncClient:
         assert self._tg is not None and self._runtime is not None
         producer = Producer(self._runtime, name, self.config.resolve(qc, name), paused)
         self._producers[name] = producer
-        self._next_poll[name] = time.monotonic()
+        self._paused_changed[name] = time.monotonic()
+        # It fetches at once on its own; the poller takes over on the next tick of its interval
+        # (woken so that a queue polling more often than the others does not wait on theirs).
+        self._schedule_poll(name, producer.settings.fetch_poll_interval, time.monotonic())
+        self._poll_now.set()
         await self._tg.start(producer.run)
         producer.wake()
         return producer
@@ -594,7 +620,12 @@ class AsyncClient:
 
     async def stop_and_cancel(self) -> None:
         """Hard stop: cancel running jobs now (they return to ``available``, attempt restored),
-        write every outcome, then stop."""
+        write every outcome, then stop.
+
+        It also escalates a soft stop (or a queue drain) already in progress: running jobs are
+        cancelled at once, without waiting for the lock that the slower operation holds."""
+        for producer in list(self._producers.values()):
+            producer.cancel_jobs()
         async with self._lock:
             await self._stop_locked(0, hard=True)
 
@@ -603,29 +634,37 @@ class AsyncClient:
             return
         self._state = "stopping"
         producers = list(self._producers.values())
-        for p in producers:
-            p.stop_fetching()
-        if hard:
-            for p in producers:
-                p.cancel_jobs()
-        with anyio.move_on_after(timeout if timeout is not None else float("inf")):
-            for p in producers:
-                await p.wait_done()
-        for p in producers:
-            p.cancel_jobs()
-        for p in producers:
-            await p.wait_done()
-        if self._services_scope is not None:
-            self._services_scope.cancel()
         try:
-            await self._root
+            for p in producers:
+                p.stop_fetching()
+            if hard:
+                for p in producers:
+                    p.cancel_jobs()
+            with anyio.move_on_after(timeout if timeout is not None else float("inf")):
+                for p in producers:
+                    await p.wait_done()
         finally:
-            self._root = None
-            self._producers.clear()
-            self._notifier = None
-            self._elector = None
-            self._runtime = None
-            self._state = "stopped"
+            # Reached on time-out and also when the caller cancels a soft stop (e.g. a
+            # shutdown hook's own deadline): what is still running is interrupted, and the
+            # client is fully stopped, with every outcome written, before this returns or
+            # re-raises. Otherwise the state would stay "stopping" with every task alive and
+            # no later stop() able to end them.
+            with anyio.CancelScope(shield=True):
+                for p in producers:
+                    p.cancel_jobs()
+                for p in producers:
+                    await p.wait_done()
+                if self._services_scope is not None:
+                    self._services_scope.cancel()
+                try:
+                    await self._root
+                finally:
+                    self._root = None
+                    self._producers.clear()
+                    self._notifier = None
+                    self._elector = None
+                    self._runtime = None
+                    self._state = "stopped"
         logger.info("river client %s stopped", self.id)
 
     def subscribe(self, *kinds: str, buffer: int = 1000) -> Subscription:
@@ -724,6 +763,7 @@ class AsyncClient:
             now = time.monotonic()
             due = [n for n, t in self._next_poll.items() if t <= now and n in self._producers]
             if due:
+                poll_started = now
                 try:
                     async with self._conn() as conn:
                         cur = await conn.execute(text, {"names": due}, prepare=True)
@@ -731,26 +771,39 @@ class AsyncClient:
                 except (psycopg.Error, OSError) as exc:
                     logger.warning("poll failed: %s", exc)
                     rows = []
+                    retry_at = time.monotonic() + 1.0
+                    for n in due:  # back off instead of retrying in a tight loop
+                        self._next_poll[n] = max(self._next_poll.get(n, 0.0), retry_at)
                 now = time.monotonic()
                 for name, paused, has_jobs in rows:
                     producer = self._producers.get(name)
                     if producer is None:
                         continue
-                    interval = producer.settings.fetch_poll_interval
-                    self._next_poll[name] = now + interval * (1 + random.uniform(0, 0.1))
-                    if paused != producer.paused:
+                    self._schedule_poll(name, producer.settings.fetch_poll_interval, now)
+                    stale = self._paused_changed.get(name, -math.inf) >= poll_started
+                    if paused != producer.paused and not stale:
                         producer.set_paused(paused)
                         logger.info("queue %s %s", name, "paused" if paused else "resumed")
                         self._publish_queue_event(
                             EventKind.QUEUE_PAUSED if paused else EventKind.QUEUE_RESUMED, name
                         )
-                    if has_jobs and not paused:
+                    if has_jobs and not producer.paused:
                         producer.wake()
             upcoming = [t for n, t in self._next_poll.items() if n in self._producers]
             sleep_for = max(0.0, min(upcoming) - time.monotonic()) if upcoming else 1.0
             with anyio.move_on_after(sleep_for):
                 await self._poll_now.wait()
             self._poll_now = anyio.Event()
+
+    def _schedule_poll(self, name: str, interval: float, now: float) -> None:
+        """Schedule the next poll of ``name`` on the shared tick of its poll interval: one tick
+        per distinct interval (with 0-10 % jitter, drawn per tick), so queues never drift
+        apart and the poll stays one query per tick however many queues there are."""
+        tick = self._poll_ticks.get(interval)
+        if tick is None or not now < tick <= now + interval * 1.1:
+            tick = now + interval * (1 + random.uniform(0, 0.1))
+            self._poll_ticks[interval] = tick
+        self._next_poll[name] = tick
 
     async def _keepalive_loop(self) -> None:
         while True:
@@ -848,7 +901,7 @@ class QueueManager:
         validate_queue_name(name)
         config = config if config is not None else QueueConfig()
         if not isinstance(config, QueueConfig):
-            raise RiverError("config must be a river.QueueConfig")
+            raise InvalidConfigError("config", "must be a river.QueueConfig")
         c = self._client
         settings = c.config.resolve(config, name)
         async with c._lock:
@@ -884,8 +937,8 @@ class QueueManager:
         """Remove a queue. Its producer stops fetching at once; ``mode="drain"`` waits for its
         running jobs (up to ``timeout`` seconds, None: no limit, after which they are
         cancelled), ``mode="cancel"`` cancels them now. Cancelled jobs go back to
-        ``available`` with their attempt restored. Jobs still queued in the database stay
-        there. Raises QueueNotFoundError."""
+        ``available`` with their attempt restored; every outcome is written before it
+        returns. Jobs still queued in the database stay there. Raises QueueNotFoundError."""
         if mode not in ("drain", "cancel"):
             raise RiverError(f"mode must be 'drain' or 'cancel', not {mode!r}")
         c = self._client
@@ -902,7 +955,11 @@ class QueueManager:
                 producer.cancel_jobs()
                 await producer.wait_done()
                 del c._producers[name]
+                # Like stop: the outcomes of its jobs are written before remove returns.
+                assert c._runtime is not None
+                await c._runtime.completer.flushed()
             c._next_poll.pop(name, None)
+            c._paused_changed.pop(name, None)
             del c._queue_configs[name]
         logger.info("queue %s removed (%s)", name, mode)
         c._publish_queue_event(EventKind.QUEUE_REMOVED, name, mode=mode)
@@ -940,6 +997,9 @@ class QueueManager:
             producer = c._producers.get(name)
             if producer is not None:
                 await producer.update_settings(settings)
+                # The restarted producer fetches at once; the next poll follows the new interval.
+                c._schedule_poll(name, settings.fetch_poll_interval, time.monotonic())
+                c._poll_now.set()
         logger.info(
             "queue %s updated (max_workers=%d, fetch_cooldown=%gs, fetch_poll_interval=%gs)",
             name,
@@ -977,6 +1037,7 @@ class QueueManager:
             changed = producer is not None and producer.paused != paused
             if producer is not None:
                 producer.set_paused(paused)
+                c._paused_changed[name] = time.monotonic()
         if changed or producer is None:
             logger.info("queue %s %s", name, "paused" if paused else "resumed")
             c._publish_queue_event(

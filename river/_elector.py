@@ -1,12 +1,14 @@
 """Leader election on ``river_leader`` with River (Go)'s term semantics (PROTOCOL.md 8).
 
 One leader among every client on the database, Go ones included. A follower tries to elect
-itself every ``elect_interval`` (+ up to 1 s of jitter), and at once (after 0-50 ms) when the
-leader announces its resignation. The leader extends its term on the same rhythm and trusts it
-only until ``attempt start + ttl - 1 s``: failed renewals back off 1 s, 2 s, 4 s... within the
-time left, and if the term cannot be renewed in time, leadership is given up locally *before*
-the database lease ends, so two clients never run maintenance at once. On stop, and on a
-``request_resign`` notification, the leader resigns (deleting its row and announcing it).
+itself every ``elect_interval`` plus a random jitter (up to 1 s as in River (Go), or a fifth of
+the interval when that is less, so that a short interval stays well within a short TTL), and at
+once (after 0-50 ms) when the leader announces its resignation. The leader extends its term on
+the same rhythm and trusts it only until ``attempt start + ttl - 1 s``: failed renewals back
+off 1 s, 2 s, 4 s... within the time left, and if the term cannot be renewed in time,
+leadership is given up locally *before* the database lease ends, so two clients never run
+maintenance at once. On stop, and on a ``request_resign`` notification, the leader resigns
+(deleting its row and announcing it).
 
 ``on_change(is_leader)`` is called on every transition; the client starts the maintenance
 services when it becomes true and cancels them when it becomes false.
@@ -55,6 +57,8 @@ class Elector:
         self.elect_interval = elect_interval
         self.ttl = ttl
         self.db_timeout = db_timeout
+        #: Random extra wait added to every interval (River (Go): 1 s with its 5 s interval).
+        self.jitter = min(1.0, elect_interval / 5)
         self.is_leader = False
         self._term: datetime | None = None
         self._trusted_until = 0.0
@@ -111,7 +115,7 @@ class Elector:
             self._set_leader(True)
             return
         woken = self._wake.is_set()
-        await self._sleep(self.elect_interval + random.uniform(0, 1.0))
+        await self._sleep(self.elect_interval + random.uniform(0, self.jitter))
         if woken or self._wake.is_set():
             # The leader resigned: try soon, with a little jitter so followers spread out.
             await anyio.sleep(random.uniform(0, 0.05))
@@ -132,7 +136,7 @@ class Elector:
         return True
 
     async def _lead_once(self) -> None:
-        await self._sleep(self.elect_interval + random.uniform(0, 1.0))
+        await self._sleep(self.elect_interval + random.uniform(0, self.jitter))
         if self._resign_requested:
             self._resign_requested = False
             await self._resign(tries=1)

@@ -129,9 +129,10 @@ class Subscription:
             return await self._receive.receive()
 
     def close(self) -> None:
-        """Stop receiving; iteration ends once buffered events are consumed."""
+        """Stop receiving: events still buffered are discarded and iteration ends."""
         self._bus._unsubscribe(self)
         self._send.close()
+        self._receive.close()
 
     def __enter__(self) -> Subscription:
         return self
@@ -150,7 +151,6 @@ class Subscription:
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
-        self._receive.close()
 
 
 class EventBus:

@@ -6,10 +6,13 @@ writes. Outcome precedence follows PROTOCOL.md 3.4; rows follow the table of 3.5
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import json
+import logging
 import math
+import re
 import threading
 import time
 import traceback
@@ -19,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
-import pydantic
 from anyio import CapacityLimiter
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -31,6 +33,8 @@ from river._retry import RetryPolicy
 from river._snooze import next_snooze_count
 from river._telemetry import TELEMETRY
 from river._types import AttemptError, Job, JobRow, JobState
+
+logger = logging.getLogger("river.executor")
 
 __all__ = [
     "CancelReason",
@@ -209,18 +213,21 @@ class Executor:
             else:
                 try:
                     args = registered.args_type.model_validate_json(row.encoded_args)
-                except pydantic.ValidationError as exc:
+                except Exception as exc:  # pydantic's errors, or anything a validator raised
                     error = exc
                 else:
                     job = Job(row, args)
-                    timeout = registered.worker.timeout(job)
-                    if timeout is None or timeout == 0:
-                        timeout = self._job_timeout
-                    if timeout is not None and timeout > 0:
-                        running.deadline = time.monotonic() + timeout
-                        running.scope.deadline = anyio.current_time() + timeout
+                    timeout: float | None = None
                     with running.scope:
                         try:
+                            # Inside the try: a timeout() that raises fails the attempt like
+                            # any worker error instead of escaping into the producer.
+                            timeout = registered.worker.timeout(job)
+                            if timeout is None or timeout == 0:
+                                timeout = self._job_timeout
+                            if timeout is not None and timeout > 0:
+                                running.deadline = time.monotonic() + timeout
+                                running.scope.deadline = anyio.current_time() + timeout
                             if self._middleware:
                                 for mw in self._middleware:
                                     mw.work_begin(job)
@@ -233,13 +240,20 @@ class Executor:
                                 )
                         except Exception as exc:
                             error = exc
+                        except asyncio.CancelledError as exc:
+                            task = asyncio.current_task()
+                            if running.scope.cancel_called or (task and task.cancelling()):
+                                raise  # a real cancellation: this scope's or the caller's
+                            # A CancelledError the worker raised on its own (e.g. it awaited a
+                            # future someone cancelled) is an ordinary failure, not ours.
+                            error = exc
                     # A sync worker cannot be interrupted: one that saw cancel_requested() and
                     # returned stopped early, exactly like a cancelled async worker.
                     cancelled = running.scope.cancelled_caught or running.cancel_observed
                     if cancelled and error is None:
                         if running.cancel_reason is None:
                             timed_out = True
-                            error = TimeoutError(f"job timed out after {timeout:g}s")
+                            error = TimeoutError(f"job timed out after {timeout or 0:g}s")
                         elif running.cancel_reason == CancelReason.REMOTE:
                             error = _RemoteCancelled()
                         else:
@@ -282,7 +296,10 @@ class Executor:
             if not isinstance(exc, JobCancel | _RemoteCancelled | _UnknownKind):
                 trace = "".join(traceback.format_exception(exc))
             return AttemptError(
-                at=start_time, attempt=row.attempt, error=_message(exc), trace=trace
+                at=start_time,
+                attempt=row.attempt,
+                error=_jsonb_text(_message(exc)),
+                trace=_jsonb_text(trace),
             )
 
         def outcome(state: JobState, event: str, **fields: Any) -> Outcome:
@@ -334,7 +351,15 @@ class Executor:
         if job is not None and known:
             registered = self._workers.get(row.kind)
             if registered is not None:
-                custom = registered.worker.next_retry(job)
+                try:
+                    custom = registered.worker.next_retry(job)
+                except Exception:
+                    logger.exception(
+                        "job %d: %s.next_retry failed; using the retry policy",
+                        row.id,
+                        type(registered.worker).__qualname__,
+                    )
+                    custom = None
                 if custom is not None and custom > now:
                     return custom
         return self._retry_policy(len(row.errors) + 1, now)
@@ -358,9 +383,21 @@ class _RemoteCancelled(Exception):
         super().__init__("job cancelled remotely")
 
 
+# Postgres text and jsonb cannot hold NUL, and jsonb rejects lone surrogate escapes: one such
+# character in an error message would make the completer's write fail forever (and with it
+# every outcome batched alongside). They become U+FFFD, as Go writes invalid text.
+_JSONB_UNSAFE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _jsonb_text(text: str) -> str:
+    return _JSONB_UNSAFE.sub("\ufffd", text)
+
+
 def _message(exc: BaseException) -> str:
     if isinstance(exc, JobCancel):
         reason = exc.reason
         return _message(reason) if isinstance(reason, BaseException) else str(reason)
     text = str(exc)
+    if isinstance(exc, _UnknownKind | _RemoteCancelled | _Interrupted):
+        return text  # the runtime's own conditions: no (private) class name
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,8 +24,9 @@ from anyio.abc import TaskStatus
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from river._args import JobArgs, Workers
+from river._args import JobArgs, Workers, validate_kind
 from river._driver import Queries, job_from_row, notify_op
+from river._errors import ValidationError
 from river._insert import NotifyLimiter
 from river._retry import RetryPolicy
 from river._sansio import run_async
@@ -446,9 +447,13 @@ class PeriodicJob:
     - ``schedule``: ``river.PeriodicInterval(seconds)``, ``river.Cron("*/5 * * * *")`` or any
       object with ``next(after) -> datetime``.
     - ``construct()``: returns the job args, or ``(args, InsertOpts)``, or None to skip a run.
-    - ``run_on_start``: also insert as soon as this client becomes leader.
-    - ``id``: optional stable name (at most 127 characters), stored in metadata
-      ``river:periodic_job_id`` and usable with ``client.periodic_jobs.remove(id)``.
+    - ``run_on_start``: also insert as soon as this client becomes leader (or, added while it
+      leads, as soon as it is added).
+    - ``id``: optional stable name (at most 127 characters, job-kind rules, as River (Go)),
+      stored in metadata ``river:periodic_job_id`` and usable with
+      ``client.periodic_jobs.remove(id)``.
+
+    ``run_on_start`` and ``id`` are keyword-only; invalid values raise ValidationError.
 
     Jobs go through the normal insert path (validation, unique options, notification) with
     metadata ``"periodic": true``. Use unique options when duplicates across a leader change
@@ -457,9 +462,21 @@ class PeriodicJob:
 
     schedule: Schedule
     construct: Callable[[], PeriodicResult]
+    _: KW_ONLY
     run_on_start: bool = False
     id: str | None = None
     _next: datetime = field(default=NEVER, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.schedule, Schedule):
+            raise ValidationError(
+                "PeriodicJob.schedule", "must have a next(after) method (e.g. river.Cron)"
+            )
+        if not callable(self.construct):
+            raise ValidationError("PeriodicJob.construct", "must be callable")
+        if self.id is not None:
+            # River (Go) applies the job-kind rules to periodic job ids.
+            validate_kind(self.id, "PeriodicJob.id")
 
 
 class PeriodicJobEnqueuer:
@@ -476,11 +493,16 @@ class PeriodicJobEnqueuer:
         self._clock = clock
         self._changed = anyio.Event()
         self._running = False
+        #: run_on_start jobs added while running: inserted at the next pass (as River (Go)).
+        self._start_pending: list[PeriodicJob] = []
 
     def add(self, job: PeriodicJob) -> None:
-        """Add a periodic job (scheduled from now when the enqueuer runs)."""
+        """Add a periodic job (scheduled from now when the enqueuer runs; a run-on-start job
+        added while it runs is inserted at once)."""
         if self._running:
             job._next = job.schedule.next(self._clock())
+            if job.run_on_start:
+                self._start_pending.append(job)
         self.jobs.append(job)
         self._changed.set()
 
@@ -531,6 +553,7 @@ class PeriodicJobEnqueuer:
         every job from now); return how many were inserted."""
         now = self._clock()
         if on_start:
+            self._start_pending.clear()
             due = [j for j in self.jobs if j.run_on_start]
             for job in self.jobs:
                 job._next = job.schedule.next(now)
@@ -543,6 +566,8 @@ class PeriodicJobEnqueuer:
                 while upcoming <= now:
                     upcoming = job.schedule.next(upcoming)
                 job._next = upcoming
+            pending, self._start_pending = self._start_pending, []
+            due += [j for j in pending if any(j is k for k in self.jobs) and j not in due]
         items = self._items(due)
         if items:
             await self._insert(items)

@@ -55,6 +55,7 @@ from river.migrate import (
     get_sql,
     load_migrations,
 )
+from river.worker import register_worker_commands
 
 __all__ = [
     "COMMAND_GROUPS",
@@ -647,6 +648,7 @@ COMMAND_GROUPS: list[Callable[[Commands], None]] = [
     register_migrate_commands,
     register_version_command,
     register_dev_commands,
+    register_worker_commands,
 ]
 
 

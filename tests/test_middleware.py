@@ -100,9 +100,7 @@ async def test_order_of_hooks_and_middleware(db_url: str) -> None:
     async with started_client(db_url, config) as client:
         result = await client.insert(Greet(name="ada"))
         await wait_for(lambda: any(c.startswith("inner:work_end") for c in calls))
-        row = await wait_for(
-            lambda: _completed(client, result.job.id), message="job completed"
-        )
+        row = await wait_for(lambda: _completed(client, result.job.id), message="job completed")
     assert calls[:4] == [
         "outer:insert_many:1",
         "inner:insert_many:1",
@@ -121,7 +119,8 @@ async def test_order_of_hooks_and_middleware(db_url: str) -> None:
         "inner:work_end:None",
     ]
     # Insert middleware changed what was stored; staged metadata was merged on completion.
-    assert row.metadata["seen_by_outer"] is True and row.metadata["seen_by_inner"] is True
+    assert row.metadata["seen_by_outer"] is True
+    assert row.metadata["seen_by_inner"] is True
     assert row.metadata["output"] == {"greeted": "ada"}
     assert row.metadata["lang"] == "en"
 

@@ -1,0 +1,324 @@
+"""``river worker APP``: flags, and the choice between one worker process and a supervisor."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from river.worker._app import load_app
+from river.worker._config import (
+    DEFAULT_SHUTDOWN_TIMEOUT,
+    WorkerConfigError,
+    build_plan,
+    load_file,
+    parse_host_port,
+    parse_seconds,
+)
+from river.worker._runner import RunnerOptions, WorkerRunner
+from river.worker._supervisor import (
+    ENV_PROCESS_INDEX,
+    ENV_SUPERVISOR_PID,
+    Supervisor,
+    SupervisorOptions,
+)
+from river.worker._watch import file_signature
+
+if TYPE_CHECKING:
+    from river.cli import Commands
+
+__all__ = ["register_worker_commands"]
+
+logger = logging.getLogger("river.worker")
+
+_DESCRIPTION = """\
+Run the workers of APP until SIGTERM or SIGINT.
+
+APP is module:attribute naming a river.Workers registry, a river.Config, or a factory (a
+callable without arguments) returning one of them. Settings come from the flags, then the
+--config file (TOML), then APP's Config. SIGTERM/SIGINT: soft stop bounded by
+--shutdown-timeout, then running jobs are cancelled (they return to the queue); a second signal
+stops at once. SIGHUP (or --watch-config) reloads the file: queues are added, updated and
+removed live; an invalid file changes nothing. Exit status 0 after a clean stop, 1 on an error.
+See docs/worker.md."""
+
+
+def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"invalid integer {text!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be {low} to {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _job_timeout(text: str) -> float:
+    if text.strip() in ("-1", "none"):
+        return -1.0
+    return parse_seconds(text)
+
+
+def _queue_flag(text: str) -> tuple[str, int | None]:
+    name, sep, workers = text.partition("=")
+    if not name:
+        raise ValueError(f"expected NAME or NAME=MAX_WORKERS, got {text!r}")
+    return name, (_int_range(1, 10_000)(workers) if sep else None)
+
+
+def _add_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("app", metavar="APP", help="module:attribute (registry, Config, factory)")
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument(
+        "--app-dir",
+        metavar="DIR",
+        default=None,
+        help="directory put first on sys.path to import APP (default: the current directory)",
+    )
+    db = parser.add_argument_group("database")
+    db.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=None,
+        help="postgres:// URL (default: the file's database.url, else $DATABASE_URL or the "
+        "variable named by database.url_env)",
+    )
+    db.add_argument("--schema", default=None, help="schema of the River tables")
+    client = parser.add_argument_group("client defaults (override [client])")
+    client.add_argument("--max-workers", type=_arg(_int_range(1, 10_000)), metavar="N")
+    client.add_argument("--fetch-cooldown", type=_arg(parse_seconds), metavar="DURATION")
+    client.add_argument("--fetch-poll-interval", type=_arg(parse_seconds), metavar="DURATION")
+    client.add_argument(
+        "--job-timeout", type=_arg(_job_timeout), metavar="DURATION", help="-1: no timeout"
+    )
+    client.add_argument("--max-attempts", type=_arg(_int_range(1, 32767)), metavar="N")
+    client.add_argument(
+        "--poll-only", action="store_true", default=None, help="no LISTEN (PgBouncer)"
+    )
+    client.add_argument(
+        "--queue",
+        action="append",
+        type=_arg(_queue_flag),
+        metavar="NAME[=MAX_WORKERS]",
+        help="work this queue (repeatable; merged into the file's [queues])",
+    )
+    run = parser.add_argument_group("process")
+    run.add_argument(
+        "--shutdown-timeout",
+        type=_arg(lambda t: parse_seconds(t, allow_zero=True)),
+        metavar="DURATION",
+        help=f"soft-stop budget before running jobs are cancelled (default: "
+        f"{DEFAULT_SHUTDOWN_TIMEOUT:g}s)",
+    )
+    run.add_argument(
+        "--health-addr",
+        type=_arg(lambda t: (parse_host_port(t), t)[1]),
+        metavar="HOST:PORT",
+        help="serve /livez, /readyz and /metrics there",
+    )
+    run.add_argument(
+        "--watch-config", action="store_true", help="reload when the --config file changes"
+    )
+    run.add_argument(
+        "--watch-interval",
+        type=_arg(parse_seconds),
+        default=1.0,
+        metavar="DURATION",
+        help="how often --watch-config (and --reload without watchfiles) polls (default: 1s)",
+    )
+    run.add_argument(
+        "--processes",
+        type=_arg(_int_range(1, 256)),
+        metavar="N",
+        help="run N worker processes under a supervisor (default: the file's, else 1)",
+    )
+    run.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart the worker when a .py file under --reload-dir changes",
+    )
+    run.add_argument(
+        "--reload-dir",
+        action="append",
+        metavar="DIR",
+        help="directory to watch with --reload (repeatable; default: --app-dir)",
+    )
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, dict[str, Any]] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        if value is not None:
+            out.setdefault(section, {})[key] = value
+
+    put("database", "url", args.database_url)
+    put("database", "schema", args.schema)
+    for name in ("max_workers", "fetch_cooldown", "fetch_poll_interval", "job_timeout"):
+        put("client", name, getattr(args, name))
+    put("client", "max_attempts", args.max_attempts)
+    put("client", "poll_only", args.poll_only)
+    for name, max_workers in args.queue or []:
+        out.setdefault("queues", {}).setdefault(name, {})
+        if max_workers is not None:
+            out["queues"][name]["max_workers"] = max_workers
+    put("worker", "shutdown_timeout", args.shutdown_timeout)
+    put("worker", "health_addr", args.health_addr)
+    put("worker", "processes", args.processes)
+    return out
+
+
+def _child_argv(args: argparse.Namespace) -> Callable[[int, int | None], list[str]]:
+    app_dir = os.path.abspath(args.app_dir or os.getcwd())
+
+    def argv(index: int, health_port: int | None) -> list[str]:
+        out = [args.app, "--processes", "1", "--app-dir", app_dir]
+        if args.config:
+            out += ["--config", os.path.abspath(args.config)]
+        for flag, value in (
+            ("--database-url", args.database_url),
+            ("--schema", args.schema),
+            ("--max-workers", args.max_workers),
+            ("--fetch-cooldown", args.fetch_cooldown),
+            ("--fetch-poll-interval", args.fetch_poll_interval),
+            ("--job-timeout", args.job_timeout),
+            ("--max-attempts", args.max_attempts),
+            ("--shutdown-timeout", args.shutdown_timeout),
+        ):
+            if value is not None:
+                out.append(f"{flag}={value}")
+        for name, max_workers in args.queue or []:
+            out.append(f"--queue={name}" + (f"={max_workers}" if max_workers else ""))
+        if args.poll_only:
+            out.append("--poll-only")
+        if args.watch_config:
+            out += ["--watch-config", f"--watch-interval={args.watch_interval}"]
+        if health_port is not None:
+            out.append(f"--health-addr=127.0.0.1:{health_port}")
+        if getattr(args, "debug", False):
+            out.append("--debug")
+        elif getattr(args, "verbose", False):
+            out.append("--verbose")
+        return out
+
+    return argv
+
+
+def _configure_logging(args: argparse.Namespace) -> Callable[[], None]:
+    # The CLI logs warnings only by default; a worker's lifecycle lines (started, reload
+    # summaries, stopped) are what operators read, so river.worker logs at INFO.
+    worker_logger = logging.getLogger("river.worker")
+    previous = worker_logger.level
+    if not getattr(args, "debug", False):
+        worker_logger.setLevel(logging.INFO)
+    index = os.environ.get(ENV_PROCESS_INDEX)
+    restore: list[tuple[logging.Handler, logging.Formatter | None]] = []
+    if index is not None and index.isdigit():
+        formatter = logging.Formatter(f"%(levelname)s %(name)s[{index}:%(process)d]: %(message)s")
+        for handler in logging.getLogger("river").handlers:
+            restore.append((handler, handler.formatter))
+            handler.setFormatter(formatter)
+
+    def undo() -> None:
+        worker_logger.setLevel(previous)
+        for handler, old in restore:
+            handler.setFormatter(old)
+
+    return undo
+
+
+def _supervisor_pid() -> int | None:
+    text = os.environ.get(ENV_SUPERVISOR_PID)
+    return int(text) if text and text.isdigit() else None
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    undo = _configure_logging(args)
+    # SIGHUP's default action kills the process: until the worker listens for it (once
+    # started), a reload request (e.g. forwarded by a supervisor) must not end it. The file is
+    # read after this point, so the version loaded is at least as new as the request.
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        return _run(args)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        undo()
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides = _overrides(args)
+    signature = file_signature(args.config) if args.config else None
+    file = load_file(args.config, overrides)
+    if args.reload or file.worker.processes > 1:
+        return _run_supervisor(args, file.worker.processes, file.worker.shutdown_timeout,
+                               file.worker.health_addr)  # fmt: skip
+    base = load_app(args.app, args.app_dir)
+    plan = build_plan(file, base, path=args.config)
+    options = RunnerOptions(
+        config_path=args.config,
+        overrides=overrides,
+        watch_config=args.watch_config,
+        watch_interval=args.watch_interval,
+        supervisor_pid=_supervisor_pid(),
+        config_signature=signature,
+    )
+    if args.watch_config and not args.config:
+        logger.warning("--watch-config without --config: nothing to watch")
+    runner = WorkerRunner(base, plan, options)
+    return anyio.run(runner.run)
+
+
+def _run_supervisor(
+    args: argparse.Namespace, processes: int, shutdown_timeout: float, health: str | None
+) -> int:
+    health_addr = parse_host_port(health) if health is not None else None
+    if health_addr is not None and health_addr[1] == 0:
+        raise WorkerConfigError(
+            "worker.health_addr",
+            "needs a fixed port with --processes or --reload (child i serves PORT+1+i)",
+        )
+    if not args.reload:
+        # Fail now, once, on an app that cannot load, rather than in a restart loop of children.
+        # (--reload is exactly for code being edited, so there a broken app just waits.)
+        build_plan(load_file(args.config, _overrides(args)), load_app(args.app, args.app_dir))
+    app_dir = os.path.abspath(args.app_dir or os.getcwd())
+    options = SupervisorOptions(
+        processes=processes,
+        child_argv=_child_argv(args),
+        reload=args.reload,
+        reload_dirs=[os.path.abspath(d) for d in args.reload_dir or [app_dir]],
+        watch_interval=min(args.watch_interval, 0.5),
+        shutdown_timeout=shutdown_timeout,
+        health_addr=health_addr,
+    )
+    return anyio.run(Supervisor(options).run)
+
+
+def register_worker_commands(commands: Commands) -> None:
+    """``worker``: run a worker process (or a supervisor of several)."""
+    parser = commands.add(
+        "worker",
+        help="run workers: graceful stop, config reload, health, several processes",
+        description=_DESCRIPTION,
+        handler=_cmd_worker,
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    _add_flags(parser)

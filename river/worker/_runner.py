@@ -1,0 +1,381 @@
+"""One worker process: a started :class:`river.AsyncClient` driven by signals, reloads and a
+health server.
+
+Lifecycle::
+
+    starting --(client started)--> running --(SIGTERM/SIGINT)--> stopping --> exit 0
+                                     |  ^
+                          SIGHUP /   |  |  reconcile queues and periodic jobs (no restart)
+                   --watch-config    v  |
+
+Stopping is the client's two-level shutdown: a soft stop (fetch nothing more, let running jobs
+finish) bounded by the shutdown timeout, then a hard stop (running jobs are cancelled and return
+to ``available`` with their attempt restored). A second SIGTERM/SIGINT skips the rest of the
+soft stop. Outcomes of finished jobs are always written before the process exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+import psycopg
+
+from river._client import AsyncClient
+from river._config import Config
+from river._errors import RiverError
+from river._events import EventKind, Subscription
+from river.worker._config import (
+    PeriodicSpec,
+    Plan,
+    QueueSpec,
+    WorkerConfigError,
+    build_plan,
+    load_file,
+)
+from river.worker._health import metric_line, serve
+from river.worker._reconcile import (
+    apply_periodic,
+    apply_queues,
+    finish_pauses,
+    prepare_pauses,
+    restart_required,
+)
+from river.worker._watch import Signature, watch_file
+
+__all__ = ["RunnerOptions", "WorkerRunner"]
+
+logger = logging.getLogger("river.worker")
+
+#: How often a child of ``--processes``/``--reload`` checks that its supervisor still lives.
+_PARENT_CHECK_INTERVAL = 1.0
+#: Readiness gives the database this long to answer.
+_READY_QUERY_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerOptions:
+    """How the process was started (what a reload needs to read the configuration again)."""
+
+    config_path: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    watch_config: bool = False
+    watch_interval: float = 1.0
+    #: The supervisor's pid when this process is one of its children.
+    supervisor_pid: int | None = None
+    #: The config file's signature before it was first read (see watch_file).
+    config_signature: Signature = None
+
+
+def _cancel_running_jobs(client: AsyncClient) -> int:
+    """Cancel every running job of ``client`` now (they return to ``available``).
+
+    AsyncClient has no public way to escalate a soft stop that is already under way:
+    ``stop_and_cancel()`` waits for the lock the running ``stop()`` holds (and a queue drain
+    started by a reload holds it too). The producers' own hard-stop method is what
+    ``stop_and_cancel`` uses, so call it directly.
+    """
+    producers: dict[str, Any] = getattr(client, "_producers", {})
+    count = 0
+    for producer in list(producers.values()):
+        count += len(producer.running)
+        producer.cancel_jobs()
+    return count
+
+
+class WorkerRunner:
+    """Runs one worker process until stopped; :meth:`run` returns its exit status."""
+
+    def __init__(self, base: Config, plan: Plan, options: RunnerOptions) -> None:
+        self.base = base
+        self.plan = plan
+        self.options = options
+        self.client = AsyncClient(plan.database_url, plan.config)
+        self.state: Literal["starting", "running", "stopping", "stopped"] = "starting"
+        #: 1 for the configuration the process started with, +1 per applied reload.
+        self.generation = 1
+        self.reload_failures = 0
+        self.shutdown_timeout = plan.shutdown_timeout
+        self.queues: dict[str, QueueSpec] = dict(plan.queues)
+        self.periodic: dict[str, PeriodicSpec] = dict(plan.periodic)
+        #: Settings only a restart changes, as this process runs them.
+        self.static = dict(plan.restart_only)
+        self.jobs: Counter[tuple[str, str]] = Counter()
+        self._subscription: Subscription | None = None
+        self._stop = anyio.Event()
+        self._hard = anyio.Event()
+        self._reload = anyio.Event()
+        self._reload_reasons: list[str] = []
+
+    # --- requests (from signals, watchers, tests) ----------------------------------------
+
+    def request_stop(self, reason: str) -> None:
+        """First call: soft stop. Second: hard stop now. Later calls are ignored."""
+        if not self._stop.is_set():
+            logger.info(
+                "%s: stopping (running jobs get up to %gs; send it again to stop now)",
+                reason,
+                self.shutdown_timeout,
+            )
+            self._stop.set()
+        elif not self._hard.is_set():
+            logger.warning("%s again: stopping now, running jobs return to the queue", reason)
+            self._hard.set()
+
+    def request_reload(self, reason: str) -> None:
+        """Reload the configuration file soon (requests made meanwhile coalesce)."""
+        if self._stop.is_set():
+            logger.info("%s: stopping, reload ignored", reason)
+            return
+        self._reload_reasons.append(reason)
+        self._reload.set()
+
+    # --- main ----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start, serve until a stop is requested, stop; return the exit status (0: clean).
+
+        Raises what prevented the start (database unreachable, port taken, ...)."""
+        error: BaseException | None = None
+        subscription = None
+        if self.plan.health_addr is not None:
+            # Only for /metrics: a job-event subscription makes the completer return rows.
+            subscription = self.client.subscribe(*sorted(EventKind.JOB_KINDS), buffer=10_000)
+            self._subscription = subscription
+        try:
+            async with anyio.create_task_group() as tg:
+                with anyio.open_signal_receiver(
+                    signal.SIGTERM, signal.SIGINT, signal.SIGHUP
+                ) as signals:
+                    tg.start_soon(self._signal_loop, signals)
+                    if subscription is not None:
+                        tg.start_soon(self._count_events, subscription)
+                    try:
+                        if self.plan.health_addr is not None:
+                            host, port = self.plan.health_addr
+                            await tg.start(serve, host, port, self._routes)
+                        await self._start()
+                    except (RiverError, psycopg.Error, OSError) as exc:
+                        error = exc
+                    else:
+                        tg.start_soon(self._reload_loop)
+                        if self.options.watch_config and self.options.config_path is not None:
+                            tg.start_soon(
+                                watch_file,
+                                self.options.config_path,
+                                self.options.watch_interval,
+                                lambda: self.request_reload("config file changed"),
+                                self.options.config_signature,
+                            )
+                        if self.options.supervisor_pid is not None:
+                            tg.start_soon(self._watch_parent, self.options.supervisor_pid)
+                        await self._stop.wait()
+                        await self._shutdown()
+                    tg.cancel_scope.cancel()
+        finally:
+            if subscription is not None:
+                subscription.close()
+            with anyio.CancelScope(shield=True):
+                await self.client.close()
+            self.state = "stopped"
+        if error is not None:
+            raise error
+        return 0
+
+    async def _start(self) -> None:
+        missing = await prepare_pauses(self.client, self.queues)
+        await self.client.start()
+        await finish_pauses(self.client, self.queues, missing)
+        self.state = "running"
+        kinds = self.base.workers.kinds() if self.base.workers is not None else []
+        logger.info(
+            "worker started pid=%d generation=%d queues=[%s] kinds=[%s]",
+            os.getpid(),
+            self.generation,
+            ",".join(self.queues),
+            ",".join(kinds),
+        )
+
+    async def _shutdown(self) -> None:
+        self.state = "stopping"
+        timeout = self.shutdown_timeout
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._hard_stop_watchdog, timeout)
+            await self.client.stop(timeout=timeout)
+            tg.cancel_scope.cancel()
+        logger.info("worker stopped pid=%d", os.getpid())
+
+    async def _hard_stop_watchdog(self, timeout: float) -> None:
+        # The client's stop(timeout) bounds the soft stop once it holds the client's lock; this
+        # bounds the whole shutdown (a reload's queue drain may hold the lock first) and acts on
+        # a second signal at once.
+        with anyio.move_on_after(timeout):
+            await self._hard.wait()
+        first = True
+        while True:
+            cancelled = _cancel_running_jobs(self.client)
+            if first and cancelled:
+                logger.warning("cancelled %d running jobs (they return to the queue)", cancelled)
+            first = False
+            await anyio.sleep(0.1)
+
+    async def _signal_loop(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                self.request_reload(name)
+            else:
+                self.request_stop(name)
+
+    async def _count_events(self, subscription: Subscription) -> None:
+        async for event in subscription:
+            self.jobs[(event.queue, event.kind.removeprefix("job_"))] += 1
+
+    async def _watch_parent(self, pid: int) -> None:
+        # No event tells a process that its parent died (prctl(PR_SET_PDEATHSIG) is Linux-only
+        # and not in the stdlib), so poll.
+        while os.getppid() == pid:  # noqa: ASYNC110
+            await anyio.sleep(_PARENT_CHECK_INTERVAL)
+        logger.error("the supervisor (pid %d) is gone", pid)
+        self.request_stop("supervisor gone")
+
+    # --- reload --------------------------------------------------------------------------
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload = anyio.Event()
+            reasons, self._reload_reasons = self._reload_reasons, []
+            if self.state == "running":
+                await self.reload(", ".join(dict.fromkeys(reasons)) or "reload")
+
+    async def reload(self, reason: str) -> bool:
+        """Read and validate the whole file; if valid, reconcile the client with it.
+
+        Returns whether a new generation was applied. An invalid file changes nothing."""
+        path = self.options.config_path
+        if path is None:
+            logger.info("%s: no --config file, nothing to reload", reason)
+            return False
+        try:
+            file = load_file(path, self.options.overrides)
+            plan = build_plan(file, self.base, path=path)
+        except WorkerConfigError as exc:
+            self.reload_failures += 1
+            logger.error(
+                "reload rejected (%s): %s; still running generation %d",
+                reason,
+                exc,
+                self.generation,
+            )
+            return False
+        restart = restart_required(self.static, plan.restart_only)
+        if restart:
+            logger.warning(
+                "reload: %s changed but only take effect on a restart; running with the old "
+                "values until then",
+                ", ".join(restart),
+            )
+        try:
+            changes = await apply_queues(
+                self.client, self.queues, plan.queues, drain_timeout=plan.shutdown_timeout
+            )
+            added, changed, removed = apply_periodic(self.client, self.periodic, plan.periodic)
+        except (RiverError, psycopg.Error, OSError) as exc:
+            self.reload_failures += 1
+            logger.error(
+                "reload failed while applying (%s): %s; queues now [%s], still generation %d",
+                reason,
+                exc,
+                ",".join(sorted(self.queues)),
+                self.generation,
+            )
+            return False
+        self.generation += 1
+        self.plan = plan
+        self.shutdown_timeout = plan.shutdown_timeout
+        if added or changed or removed:
+            logger.info(
+                "reload periodic jobs added=[%s] replaced=[%s] removed=[%s]",
+                ",".join(added),
+                ",".join(changed),
+                ",".join(removed),
+            )
+        logger.info("%s (%s)", changes.summary(self.generation), reason)
+        return True
+
+    # --- health --------------------------------------------------------------------------
+
+    async def _routes(self, path: str) -> tuple[int, str]:
+        if path == "/livez":
+            return 200, "ok\n"
+        if path == "/readyz":
+            problems = await self._readiness_problems()
+            if problems:
+                return 503, "not ready: " + "; ".join(problems) + "\n"
+            return 200, f"ok generation={self.generation}\n"
+        if path == "/metrics":
+            return 200, self.metrics_text()
+        return 404, "not found (try /livez, /readyz, /metrics)\n"
+
+    async def _readiness_problems(self) -> list[str]:
+        if self.state != "running":
+            return [self.state]
+        if not self.client.running:
+            return ["client not running"]
+        problems = []
+        inactive = [name for name, q in self.client.queues.list().items() if not q.active]
+        if inactive:
+            problems.append("queues not running: " + ",".join(inactive))
+        try:
+            with anyio.fail_after(_READY_QUERY_TIMEOUT):
+                await self.client.queue_list(limit=1)
+        except (TimeoutError, psycopg.Error, OSError, RiverError) as exc:
+            problems.append(f"database: {' '.join(str(exc).split()) or type(exc).__name__}")
+        return problems
+
+    def metrics_text(self) -> str:
+        """This process's metrics in the Prometheus text format."""
+        lines: list[str] = []
+
+        def family(name: str, kind: str, help_text: str) -> None:
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+
+        family(
+            "river_jobs_total", "counter", "Jobs finished by this process, by queue and outcome."
+        )
+        for (queue, outcome), count in sorted(self.jobs.items()):
+            lines.append(
+                metric_line("river_jobs_total", count, {"queue": queue, "outcome": outcome})
+            )
+        queues = self.client.queues.list() if self.state != "stopped" else {}
+        family("river_jobs_running", "gauge", "Jobs running now, by queue.")
+        for name, info in queues.items():
+            lines.append(metric_line("river_jobs_running", info.running_jobs, {"queue": name}))
+        family("river_queue_max_workers", "gauge", "Configured concurrency of each queue.")
+        for name, info in queues.items():
+            lines.append(
+                metric_line("river_queue_max_workers", info.settings.max_workers, {"queue": name})
+            )
+        family("river_queue_paused", "gauge", "1 when the queue is paused.")
+        for name, info in queues.items():
+            lines.append(metric_line("river_queue_paused", int(info.paused), {"queue": name}))
+        family("river_worker_config_generation", "gauge", "Configuration generation in use.")
+        lines.append(metric_line("river_worker_config_generation", self.generation))
+        family("river_worker_reload_failures_total", "counter", "Reloads rejected or failed.")
+        lines.append(metric_line("river_worker_reload_failures_total", self.reload_failures))
+        family("river_leader", "gauge", "1 when this process holds River leadership.")
+        lines.append(metric_line("river_leader", int(self.client.is_leader)))
+        family("river_worker_stopping", "gauge", "1 while the process is stopping.")
+        lines.append(metric_line("river_worker_stopping", int(self.state == "stopping")))
+        dropped = self._subscription.dropped if self._subscription is not None else 0
+        family("river_worker_events_dropped_total", "counter", "Job events missed by metrics.")
+        lines.append(metric_line("river_worker_events_dropped_total", dropped))
+        return "\n".join(lines) + "\n"

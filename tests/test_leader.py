@@ -1,0 +1,373 @@
+"""Leader election between real clients on one database (PROTOCOL.md 8).
+
+Every test runs two (or one) started AsyncClients with short election settings
+(``leader_elect_interval=0.2``, ``leader_ttl=1.5``) and waits on conditions with deadlines.
+Failover is tested as a real outage: the leader reaches Postgres through a TCP proxy owned by
+the test, which stops accepting connections, and every backend of the leader (found by its
+``application_name``) is ended with ``pg_terminate_backend``; the leader can then neither renew
+its term nor reconnect until the proxy is opened again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, ClassVar
+
+import anyio
+import psycopg
+import pytest
+from helpers import DB, fast_config, make_workers, open_db, started_client, wait_for
+from netproxy import CuttableProxy, server_address
+from psycopg import sql
+
+import river
+
+pytestmark = pytest.mark.anyio
+
+ELECT = 0.2
+TTL = 1.5
+#: The elector's random extra wait per interval: 1 s at most, a fifth of short intervals.
+JITTER = min(1.0, ELECT / 5)
+
+
+class Noop(river.JobArgs):
+    kind: ClassVar[str] = "leader_noop"
+
+
+class NoopWorker(river.Worker[Noop]):
+    def __init__(self) -> None:
+        self.done: list[int] = []
+
+    async def work(self, job: river.Job[Noop]) -> None:
+        self.done.append(job.id)
+
+
+def leader_config(client_id: str, **overrides: Any) -> river.Config:
+    settings: dict[str, Any] = {
+        "id": client_id,
+        "leader_elect_interval": ELECT,
+        "leader_ttl": TTL,
+        "scheduler_interval": 0.2,
+    }
+    settings.update(overrides)
+    return fast_config(make_workers(NoopWorker()), **settings)
+
+
+async def leader_row(db: DB) -> dict[str, Any] | None:
+    rows = await db.all(
+        "SELECT leader_id, elected_at, expires_at, expires_at > now() AS live FROM river_leader"
+    )
+    assert len(rows) <= 1
+    return rows[0] if rows else None
+
+
+async def wait_leader(
+    db: DB, clients: list[river.AsyncClient], timeout: float = 10.0
+) -> river.AsyncClient:
+    """Wait until exactly one of ``clients`` leads and the river_leader row names it."""
+
+    async def check() -> river.AsyncClient | None:
+        leaders = [c for c in clients if c.is_leader]
+        if len(leaders) != 1:
+            return None
+        row = await leader_row(db)
+        return leaders[0] if row is not None and row["leader_id"] == leaders[0].id else None
+
+    leader: river.AsyncClient = await wait_for(
+        check,
+        timeout=timeout,
+        interval=0.02,
+        message=lambda: f"one leader among {[(c.id, c.is_leader) for c in clients]}",
+    )
+    return leader
+
+
+class Listener:
+    """An async LISTEN on ``<current_schema>.<topic>``, collecting raw payloads."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any], channel: str) -> None:
+        self.conn = conn
+        self.channel = channel
+        self.payloads: list[str] = []
+
+    async def wait_payload(self, predicate: Any, timeout: float = 10.0) -> str:
+        """The first payload received so far (or until ``timeout``) matching ``predicate``.
+
+        ``notifies()`` is always drained to its own timeout: leaving its generator early drops
+        the other notifications that came in the same packet."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for p in self.payloads:
+                if predicate(p):
+                    return p
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"no matching payload on {self.channel}; got {self.payloads}")
+            async for n in self.conn.notifies(timeout=0.05):
+                self.payloads.append(n.payload)
+
+
+@asynccontextmanager
+async def listening(db_url: str, topic: str) -> AsyncIterator[Listener]:
+    conn = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+    async with conn:
+        cur = await conn.execute("SELECT current_schema()")
+        row = await cur.fetchone()
+        assert row is not None
+        channel = f"{row[0]}.{topic}"
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        yield Listener(conn, channel)
+
+
+async def terminate_app(db: DB, application_name: str) -> int:
+    rows = await db.all(
+        "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity"
+        " WHERE application_name = %(app)s AND pid <> pg_backend_pid()",
+        {"app": application_name},
+    )
+    return len(rows)
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+async def test_two_clients_elect_exactly_one_leader_and_keep_the_term(db_url: str) -> None:
+    async with (
+        open_db(db_url) as db,
+        started_client(db_url, leader_config("client-a")) as a,
+        started_client(db_url, leader_config("client-b")) as b,
+    ):
+        leader = await wait_leader(db, [a, b])
+        first = await leader_row(db)
+        assert first is not None
+        assert first["live"]
+        # Over several renewals (each 0.2-1.2 s) the term stays the same and keeps being
+        # extended, and the other client never claims leadership.
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:
+            assert [c.id for c in (a, b) if c.is_leader] == [leader.id]
+            await anyio.sleep(0.05)
+        row = await leader_row(db)
+        assert row is not None
+        assert (row["leader_id"], row["elected_at"]) == (first["leader_id"], first["elected_at"])
+        assert row["expires_at"] > first["expires_at"]
+        assert row["live"]
+        assert leader._elector is not None
+        assert leader._elector.terms == 1
+
+
+async def test_a_short_ttl_close_to_the_interval_keeps_one_stable_term(db_url: str) -> None:
+    # Valid settings (ttl > interval): renewals must come within the TTL every time, so the
+    # jitter cannot be a fixed second (it once was: such a leader lost every other term).
+    config = leader_config("client-a", leader_elect_interval=0.5, leader_ttl=0.9)
+    async with open_db(db_url) as db, started_client(db_url, config) as client:
+        await wait_leader(db, [client])
+        first = await leader_row(db)
+        assert first is not None
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            assert client.is_leader
+            await anyio.sleep(0.05)
+        row = await leader_row(db)
+        assert row is not None
+        assert row["elected_at"] == first["elected_at"]
+        assert client._elector is not None
+        assert client._elector.terms == 1
+
+
+async def test_leader_resigns_on_stop_and_the_follower_takes_over_at_once(db_url: str) -> None:
+    # A long elect interval: a follower that takes over within a second was woken by the
+    # resignation notification, not by its own timer.
+    slow = {"leader_elect_interval": 5.0, "leader_ttl": 15.0}
+    async with (
+        open_db(db_url) as db,
+        listening(db_url, "river_leadership") as listener,
+        AsyncExitStack() as stack,
+    ):
+        a = await stack.enter_async_context(
+            started_client(db_url, leader_config("client-a", **slow))
+        )
+        b = await stack.enter_async_context(
+            started_client(db_url, leader_config("client-b", **slow))
+        )
+        leader = await wait_leader(db, [a, b])
+        follower = b if leader is a else a
+        stopped_at = time.monotonic()
+        await leader.stop()
+        assert not leader.is_leader
+        payload = await listener.wait_payload(lambda p: "resigned" in p)
+        # The exact text River (Go) sends (json_build_object spacing).
+        assert payload == f'{{"leader_id" : "{leader.id}", "action" : "resigned"}}'
+        assert json.loads(payload) == {"leader_id": leader.id, "action": "resigned"}
+        new = await wait_leader(db, [follower], timeout=3.0)
+        assert new is follower
+        assert time.monotonic() - stopped_at < 2.0, "the follower was not woken by the resignation"
+
+
+async def test_failover_when_the_leaders_connections_are_terminated(db_url: str) -> None:
+    host, port = server_address(db_url)
+    async with (
+        open_db(db_url) as db,
+        CuttableProxy(host, port) as proxy_a,
+        CuttableProxy(host, port) as proxy_b,
+        AsyncExitStack() as stack,
+    ):
+        proxies = {"client-a": proxy_a, "client-b": proxy_b}
+        a = await stack.enter_async_context(
+            started_client(proxy_a.url(db_url, "rq-client-a"), leader_config("client-a"))
+        )
+        b = await stack.enter_async_context(
+            started_client(proxy_b.url(db_url, "rq-client-b"), leader_config("client-b"))
+        )
+        leader = await wait_leader(db, [a, b])
+        follower = b if leader is a else a
+        old = await leader_row(db)
+        assert old is not None
+
+        # The leader's host drops off the network: no new connection gets through, and every
+        # backend it had (pool and LISTEN connection) is terminated.
+        proxies[leader.id].cut()
+        killed_at = time.monotonic()
+        assert await terminate_app(db, f"rq-{leader.id}") >= 2
+
+        both: list[float] = []
+
+        async def follower_leads() -> bool:
+            if leader.is_leader and follower.is_leader:
+                both.append(time.monotonic())
+            row = await leader_row(db)
+            return follower.is_leader and row is not None and row["leader_id"] == follower.id
+
+        bound = TTL + ELECT + JITTER + 1.5  # + slack for a loaded machine
+        await wait_for(follower_leads, timeout=bound, interval=0.02, message="failover")
+        took = time.monotonic() - killed_at
+        assert took <= bound
+        # The old leader gave up locally (its term could not be renewed) before the lease
+        # ended, so the two never led at the same time.
+        assert not leader.is_leader
+        assert both == []
+        new = await leader_row(db)
+        assert new is not None
+        assert new["elected_at"] > old["elected_at"]
+
+        # The old leader comes back as a follower and does not take leadership back.
+        proxies[leader.id].mend()
+        await wait_for(
+            lambda: leader._notifier is not None and leader._notifier.connections >= 2,
+            timeout=15,
+            message="old leader's notifier reconnected",
+        )
+        await anyio.sleep(ELECT + JITTER)
+        assert follower.is_leader
+        assert not leader.is_leader
+        row = await leader_row(db)
+        assert row is not None
+        assert row["leader_id"] == follower.id
+
+
+async def test_request_resign_makes_the_leader_resign_and_someone_lead_again(db_url: str) -> None:
+    async with (
+        open_db(db_url) as db,
+        listening(db_url, "river_leadership") as listener,
+        started_client(db_url, leader_config("client-a")) as a,
+        started_client(db_url, leader_config("client-b")) as b,
+        river.AsyncClient(db_url) as outsider,
+    ):
+        await wait_leader(db, [a, b])
+        old = await leader_row(db)
+        assert old is not None
+        await outsider.request_resign()
+        request = await listener.wait_payload(lambda p: "request_resign" in p)
+        assert json.loads(request) == {"action": "request_resign", "leader_id": ""}
+        resigned = await listener.wait_payload(lambda p: "resigned" in p and "request" not in p)
+        assert json.loads(resigned) == {"leader_id": old["leader_id"], "action": "resigned"}
+
+        async def new_term() -> bool:
+            row = await leader_row(db)
+            return row is not None and row["elected_at"] != old["elected_at"]
+
+        await wait_for(new_term, timeout=5, message="a new term after request_resign")
+        leader = await wait_leader(db, [a, b])
+        terms = sum(c._elector.terms for c in (a, b) if c._elector is not None)
+        assert terms == 2, f"one term before the request and one after (leader {leader.id})"
+
+
+async def test_a_foreign_leader_blocks_election_until_its_term_expires(db_url: str) -> None:
+    async with open_db(db_url) as db:
+        # Another process (e.g. a River (Go) client) holds leadership for 2.5 more seconds.
+        await db.execute(
+            "INSERT INTO river_leader (leader_id, elected_at, expires_at)"
+            " VALUES ('go-client', now(), now() + interval '2.5 seconds')"
+        )
+        # A due scheduled job: only a leader's scheduler makes it available.
+        job_id = await db.scalar(
+            "INSERT INTO river_job (kind, args, state, scheduled_at)"
+            " VALUES ('leader_noop', '{}', 'scheduled', now() - interval '1 minute') RETURNING id"
+        )
+        async with started_client(db_url, leader_config("client-a")) as client:
+            expires = await db.scalar("SELECT expires_at - now() AS left FROM river_leader")
+            deadline = time.monotonic() + expires.total_seconds() - 0.3
+            while time.monotonic() < deadline:
+                assert not client.is_leader
+                assert await db.state(job_id) == "scheduled", "maintenance ran without leadership"
+                await anyio.sleep(0.05)
+            await wait_leader(db, [client], timeout=TTL + ELECT + JITTER + 1.0)
+            # Leadership brings maintenance: the scheduler promotes the job and it is worked.
+            await db.wait_state(job_id, "completed", timeout=5)
+
+            # Someone deletes the term and takes over: the client notices at its next renewal,
+            # gives up leadership and stops its maintenance services.
+            await db.execute("DELETE FROM river_leader")
+            await db.execute(
+                "INSERT INTO river_leader (leader_id, elected_at, expires_at)"
+                " VALUES ('go-client', now(), now() + interval '1 hour')"
+            )
+            await wait_for(lambda: not client.is_leader, timeout=5, message="leadership lost")
+            await wait_for(
+                lambda: client._maintenance_scope is None, timeout=5, message="maintenance stopped"
+            )
+            late = await db.scalar(
+                "INSERT INTO river_job (kind, args, state, scheduled_at)"
+                " VALUES ('leader_noop', '{}', 'scheduled', now() - interval '1 minute')"
+                " RETURNING id"
+            )
+            await anyio.sleep(1.0)
+            assert await db.state(late) == "scheduled"
+            row = await leader_row(db)
+            assert row is not None
+            assert row["leader_id"] == "go-client"
+
+
+async def test_leader_election_disabled_writes_no_row_and_runs_no_maintenance(db_url: str) -> None:
+    config = leader_config("client-a", leader_election=False)
+    async with open_db(db_url) as db, started_client(db_url, config) as client:
+        job_id = await db.scalar(
+            "INSERT INTO river_job (kind, args, state, scheduled_at)"
+            " VALUES ('leader_noop', '{}', 'scheduled', now() - interval '1 minute') RETURNING id"
+        )
+        available = await client.insert(Noop())
+        await db.wait_state(available.job.id, "completed")  # the client does work jobs
+        await anyio.sleep(TTL + ELECT)
+        assert not client.is_leader
+        assert client._elector is None
+        assert await leader_row(db) is None
+        assert await db.state(job_id) == "scheduled"
+
+
+async def test_maintenance_runs_only_on_the_leader(db_url: str) -> None:
+    async with (
+        open_db(db_url) as db,
+        started_client(db_url, leader_config("client-a")) as a,
+        started_client(db_url, leader_config("client-b", leader_election=False)) as b,
+    ):
+        leader = await wait_leader(db, [a, b])
+        assert leader is a
+        job_id = await db.scalar(
+            "INSERT INTO river_job (kind, args, state, scheduled_at)"
+            " VALUES ('leader_noop', '{}', 'scheduled', now() - interval '1 minute') RETURNING id"
+        )
+        await db.wait_state(job_id, "completed", timeout=5)
+        assert a._maintenance_scope is not None
+        assert b._maintenance_scope is None

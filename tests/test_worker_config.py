@@ -1,0 +1,240 @@
+"""The worker's configuration file, its validation, and the reload bookkeeping (no processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from worker_apps.basic import Sleep, make_config, workers
+
+import river
+from river.cli import main
+from river.worker import WorkerConfigError, load_file
+from river.worker._config import QueueSpec, build_plan, parse_seconds
+from river.worker._health import relabel_metrics
+from river.worker._reconcile import diff_queues, restart_required
+
+URL = "postgresql://localhost/app"
+
+
+def _file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "river.toml"
+    path.write_text(text)
+    return path
+
+
+def _error(tmp_path: Path, text: str) -> WorkerConfigError:
+    with pytest.raises(WorkerConfigError) as info:
+        build_plan(load_file(_file(tmp_path, text)), make_config())
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("500ms", 0.5), ("1m30s", 90.0), (2, 2.0), (0.25, 0.25), ("1.5", 1.5), ("2h", 7200.0)],
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_seconds(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "rule"),
+    [
+        ("[queues.default]\nmax_worker = 3\n", "queues.default.max_worker", "unknown key"),
+        ("[queues.default]\nmax_workers = 0\n", "queues.default.max_workers", "greater than"),
+        ("[queues.default]\nmax_workers = '3'\n", "queues.default.max_workers", "integer"),
+        ("[queues.Bad]\n", "queues.Bad", "lowercase"),
+        ("[client]\nfetch_cooldown = 'soon'\n", "client.fetch_cooldown", "invalid duration"),
+        ("[client]\njob_timeout = 0\n", "client", "job_timeout must be positive"),
+        ("[worker]\nhealth_addr = 'localhost'\n", "worker.health_addr", "HOST:PORT"),
+        ("[worker]\nshutdown_timeout = -1\n", "worker.shutdown_timeout", "0 or more"),
+        ("[database]\nurl = 'x'\nurl_env = 'Y'\n", "database", "not both"),
+        ("[database]\nschema = 'no-dash'\n", "database.schema", "must start with a letter"),
+        ("[[periodic_jobs]]\nkind = 'sleep'\n", "periodic_jobs[0]", "exactly one of cron"),
+        ("unknown = 1\n", "unknown", "unknown key"),
+    ],
+)
+def test_file_errors_name_the_key_and_the_rule(
+    tmp_path: Path, text: str, key: str, rule: str
+) -> None:
+    path = _file(tmp_path, text)
+    with pytest.raises(WorkerConfigError) as info:
+        load_file(path)
+    assert info.value.field == key
+    assert rule in info.value.rule
+    assert str(info.value).startswith(f"{path}: {key}: ")
+
+
+def test_plan_errors_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    cases = {
+        "[[periodic_jobs]]\nkind = 'nope'\ninterval = 1\n": ("periodic_jobs[0].kind", "nope"),
+        "[[periodic_jobs]]\nkind = 'sleep'\ninterval = 1\nargs = {seconds = 'x'}\n": (
+            "periodic_jobs[0].args.seconds",
+            "number",
+        ),
+        "[[periodic_jobs]]\nkind = 'sleep'\ncron = '61 * * * *'\n": ("periodic_jobs[0].cron", ""),
+        "[queues.q]\nfetch_cooldown = 2\nfetch_poll_interval = 1\n": (
+            "queues.q.fetch_poll_interval",
+            "at least fetch_cooldown",
+        ),
+        "[client]\njob_timeout = '2h'\nrescue_stuck_jobs_after = '1h'\n": (
+            "client.rescue_stuck_jobs_after",
+            "at least job_timeout",
+        ),
+    }
+    for text, (key, rule) in cases.items():
+        error = _error(tmp_path, text)
+        assert error.field == key, str(error)
+        assert rule in error.rule
+
+
+def test_database_url_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    error = _error(tmp_path, "")
+    assert error.field == "database.url"
+    assert "$DATABASE_URL is not set" in error.rule
+    monkeypatch.setenv("MY_DB", URL)
+    plan = build_plan(load_file(_file(tmp_path, "[database]\nurl_env = 'MY_DB'\n")), make_config())
+    assert plan.database_url == URL
+    # A --database-url flag wins over the file's url_env.
+    flagged = load_file(
+        _file(tmp_path, "[database]\nurl_env = 'MY_DB'\n"), {"database": {"url": "postgres://x/y"}}
+    )
+    assert build_plan(flagged, make_config()).database_url == "postgres://x/y"
+
+
+def test_precedence_flags_file_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    base = make_config()  # default queue: max_workers 4; fetch_poll_interval 0.2
+    # No [queues]: the app's queues, resolved explicitly.
+    plan = build_plan(load_file(None), base)
+    assert plan.queues == {
+        "default": QueueSpec(
+            river.QueueConfig(max_workers=4, fetch_cooldown=0.005, fetch_poll_interval=0.2)
+        )
+    }
+    text = "[client]\nmax_workers = 7\njob_timeout = 5\n[queues.a]\n[queues.b]\nmax_workers = 2\n"
+    plan = build_plan(load_file(_file(tmp_path, text), {"queues": {"c": {"max_workers": 9}}}), base)
+    assert {n: q.config.max_workers for n, q in plan.queues.items()} == {"a": 7, "b": 2, "c": 9}
+    assert plan.config.job_timeout == 5
+    assert plan.config.fetch_poll_interval == 0.2  # from the app
+    flagged = load_file(_file(tmp_path, text), {"client": {"max_workers": 3}})
+    assert build_plan(flagged, base).queues["a"].config.max_workers == 3
+    # Only a Workers registry: one queue "default" with the library's defaults.
+    plan = build_plan(load_file(None), river.Config(workers=workers))
+    assert list(plan.queues) == ["default"]
+
+
+def test_periodic_jobs_resolve_through_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    text = (
+        "[[periodic_jobs]]\nkind = 'sleep'\ncron = '*/5 * * * *'\nargs = {seconds = 1.5}\n"
+        "queue = 'slow'\npriority = 2\n"
+        "[[periodic_jobs]]\nid = 'tick'\nkind = 'sleep'\ninterval = '30s'\nrun_on_start = true\n"
+    )
+    plan = build_plan(load_file(_file(tmp_path, text)), make_config())
+    assert sorted(plan.periodic) == ["sleep", "tick"]
+    args, opts = plan.periodic["sleep"].job.construct()  # type: ignore[misc]
+    assert isinstance(args, Sleep)
+    assert args.seconds == 1.5
+    assert opts is not None
+    assert (opts.queue, opts.priority) == ("slow", 2)
+    assert plan.periodic["tick"].job.run_on_start
+    assert [j.id for j in plan.config.periodic_jobs] == ["sleep", "tick"]
+    error = _error(tmp_path, text.replace("id = 'tick'\n", ""))
+    assert "two jobs have id 'sleep'" in str(error)
+
+
+def test_reload_bookkeeping() -> None:
+    q1 = QueueSpec(river.QueueConfig(max_workers=1))
+    q2 = QueueSpec(river.QueueConfig(max_workers=2))
+    changes = diff_queues(
+        {"same": q1, "resized": q1, "gone": q1, "flag": q1},
+        {"same": q1, "resized": q2, "new": q1, "flag": QueueSpec(q1.config, paused=True)},
+    )
+    assert (changes.added, changes.updated, changes.removed, changes.unchanged) == (
+        ["new"],
+        ["flag", "resized"],
+        ["gone"],
+        ["same"],
+    )
+    assert changes.summary(3) == (
+        "reload generation=3 added=[new] updated=[flag,resized] removed=[gone] unchanged=[same]"
+    )
+    # Dropping the flag (paused = unset) stops managing it: nothing to do.
+    assert diff_queues({"q": QueueSpec(q1.config, True)}, {"q": q1}).unchanged == ["q"]
+    assert restart_required({"a": 1, "b": 2}, {"a": 1, "b": 3, "c": 4}) == ["b", "c"]
+
+
+def test_metrics_merge_keeps_families_grouped() -> None:
+    child = '# HELP m A.\n# TYPE m gauge\nm{q="x"} 1\nm 2\n# TYPE n counter\nn 3\n'
+    lines = relabel_metrics([({"process": "0"}, child), ({"process": "1"}, child)])
+    assert lines == [
+        "# HELP m A.",
+        "# TYPE m gauge",
+        'm{process="0",q="x"} 1',
+        'm{process="0"} 2',
+        'm{process="1",q="x"} 1',
+        'm{process="1"} 2',
+        "# TYPE n counter",
+        'n{process="0"} 3',
+        'n{process="1"} 3',
+    ]
+
+
+def test_cli_reports_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    path = _file(tmp_path, "[queues.default]\nmax_workers = 0\n")
+    app = "worker_apps.basic:workers"
+    tests_dir = str(Path(__file__).resolve().parent)  # already on sys.path: nothing is added
+    assert main(["worker", app, "--config", str(path), "--app-dir", tests_dir]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"Error: {path}: queues.default.max_workers: Input should be greater than or equal "
+        "to 1 (got 0)"
+    ]
+    assert main(["worker", "worker_apps.nope:workers", "--app-dir", tests_dir]) == 1
+    assert "no module named 'worker_apps.nope'" in capsys.readouterr().err
+    assert main(["worker", "worker_apps.basic", "--app-dir", tests_dir]) == 1
+    assert "APP must be module:attribute" in capsys.readouterr().err
+    assert main(["worker", "worker_apps.basic:EXEC_TABLE", "--app-dir", tests_dir]) == 1
+    assert "must be a river.Workers" in capsys.readouterr().err
+    assert main(["worker", app, "--shutdown-timeout", "soon"]) == 1
+    assert "argument --shutdown-timeout: invalid duration" in capsys.readouterr().err
+
+
+@pytest.mark.anyio
+async def test_source_polling_without_watchfiles(tmp_path: Path) -> None:
+    import anyio
+
+    from river.worker._watch import watch_sources
+
+    (tmp_path / "app.py").write_text("x = 1\n")
+    (tmp_path / ".hidden").mkdir()
+    seen: list[set[str]] = []
+    changed = anyio.Event()
+
+    def on_change(paths: set[str]) -> None:
+        seen.append(paths)
+        changed.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: watch_sources([str(tmp_path)], 0.05, on_change, use_watchfiles=False))
+        # Keep changing files until the watcher (whose first snapshot runs in a thread) reports.
+        with anyio.fail_after(5):
+            for n in range(1000):
+                (tmp_path / ".hidden" / "ignored.py").write_text(f"y = {n}\n")
+                (tmp_path / "notes.txt").write_text(f"not python {n}\n")
+                (tmp_path / "app.py").write_text(f"x = {n}{'0' * n}\n")
+                with anyio.move_on_after(0.1):
+                    await changed.wait()
+                if changed.is_set():
+                    break
+        tg.cancel_scope.cancel()
+    assert seen
+    assert all(paths == {str(tmp_path / "app.py")} for paths in seen)

@@ -1,0 +1,1 @@
+"""Small importable apps that the ``river worker`` tests run in real subprocesses."""
