@@ -8,6 +8,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.river-installed
 BENCH_VENV := .venv-bench
 PYTEST_ARGS ?=
+# e.g. make bench BENCH_ARGS="--smoke" or BENCH_ARGS="--only burndown --runs 5"
+BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -49,8 +51,8 @@ test: check ## check, then the whole test suite against a real Postgres
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench
-bench: $(STAMP) ## Run the benchmark suite and rewrite docs/performance.md
-	$(BIN)/python bench/run.py
+bench: $(STAMP) ## Run the benchmark suite (peers in .venv-bench) and rewrite docs/performance.md
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 .PHONY: dev-start
 dev-start: $(STAMP) ## Start (or reuse) the embedded Postgres and print its URL
