@@ -11,8 +11,8 @@ import psycopg
 from river._admin import job_complete_fenced_op
 from river._driver import queries_for
 from river._errors import ValidationError
-from river._schema import validate_schema
 from river._sansio import run_async, run_sync
+from river._schema import validate_schema
 from river._types import Job, JobRow
 
 __all__ = ["job_complete_tx"]

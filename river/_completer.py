@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,6 +81,11 @@ class Completer:
         self._wake = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
+        # Outcomes accepted and written so far; the single flusher writes them in acceptance
+        # order, so ``written >= n`` means the first n accepted are persisted (see flushed()).
+        self._accepted = 0
+        self._written = 0
+        self._progress = anyio.Event()
         self._stopping = False
         #: Called with no argument whenever the backlog falls below max_backlog again.
         self.on_backlog_cleared: Callable[[], None] | None = None
@@ -97,6 +103,7 @@ class Completer:
     def add(self, outcome: Outcome) -> None:
         """Accept an outcome for writing. Never blocks."""
         self._pending.append(outcome)
+        self._accepted += 1
         if self._idle.is_set():
             self._idle = anyio.Event()
         if len(self._pending) >= self.batch_size:
@@ -125,6 +132,14 @@ class Completer:
         """Wait until every accepted outcome has been written."""
         while self.backlog:
             await self._idle.wait()
+
+    async def flushed(self) -> None:
+        """Wait until every outcome accepted before this call has been written (unlike
+        :meth:`wait_idle`, later outcomes never make it wait longer). Flushes at once."""
+        target = self._accepted
+        while self._written < target:
+            self._wake.set()
+            await self._progress.wait()
 
     async def _flush_once(self) -> None:
         outcomes = self._pending[: self.batch_size]
@@ -156,6 +171,9 @@ class Completer:
                         await anyio.sleep(delay)
         finally:
             self._in_flight -= len(outcomes)
+        self._written += len(outcomes)
+        self._progress.set()
+        self._progress = anyio.Event()
         if self._on_persisted is not None:
             self._on_persisted(outcomes, persisted)
         if self.on_backlog_cleared is not None and self.backlog < self.max_backlog:
@@ -173,6 +191,31 @@ def _to_batch(outcomes: list[Outcome]) -> CompletionBatch:
         batch.finalized_at.append(o.finalized_at)
         batch.scheduled_at.append(o.scheduled_at)
         batch.attempt.append(o.attempt)
-        batch.error.append(json.dumps(o.error.to_json()) if o.error is not None else None)
-        batch.metadata.append(json.dumps(o.metadata) if o.metadata else None)
+        batch.error.append(_jsonb(o.error.to_json()) if o.error is not None else None)
+        batch.metadata.append(_jsonb(o.metadata) if o.metadata else None)
     return batch
+
+
+# jsonb rejects "\u0000" and lone surrogate escapes. One such string in an error text or in
+# staged metadata (record_output, set_metadata) would make the batch write fail on every retry,
+# holding back every outcome batched with it and blocking stop() forever; they are written as
+# U+FFFD instead (as Go writes invalid text).
+_UNSAFE_ESCAPE = re.compile(r"\\u0000|\\ud[89a-f]", re.IGNORECASE)
+_UNSAFE_CHAR = re.compile("[\x00\ud800-\udfff]")
+
+
+def _jsonb(value: Any) -> str:
+    text = json.dumps(value)
+    if _UNSAFE_ESCAPE.search(text):
+        text = json.dumps(_jsonb_safe(value))
+    return text
+
+
+def _jsonb_safe(value: Any) -> Any:
+    if isinstance(value, str):
+        return _UNSAFE_CHAR.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_jsonb_safe(k): _jsonb_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonb_safe(v) for v in value]
+    return value
