@@ -178,6 +178,8 @@ class AsyncClient:
         self._services_scope: anyio.CancelScope | None = None
         self._services_tg: TaskGroup | None = None
         self._poll_now = anyio.Event()
+        self._poller_exit = False
+        self._poller_done = anyio.Event()
         self._next_poll: dict[str, float] = {}
         # Next poll tick per distinct poll interval (see _schedule_poll).
         self._poll_ticks: dict[float, float] = {}
@@ -654,6 +656,12 @@ class AsyncClient:
                     p.cancel_jobs()
                 for p in producers:
                     await p.wait_done()
+                # Let the poller finish a query in flight and leave on its own: cancelling a
+                # query mid-way costs its pool connection (and a warning from psycopg).
+                self._poller_exit = True
+                self._poll_now.set()
+                with anyio.move_on_after(5):
+                    await self._poller_done.wait()
                 if self._services_scope is not None:
                     self._services_scope.cancel()
                 try:
@@ -751,7 +759,15 @@ class AsyncClient:
     ) -> None:
         """One query per tick for all of this client's queues: which have due jobs, and which
         are paused. Wakes only producers with due jobs (flat idle cost in the queue count)."""
+        self._poller_exit = False
+        self._poller_done = anyio.Event()
         task_status.started()
+        try:
+            await self._poll_until_stopped()
+        finally:
+            self._poller_done.set()
+
+    async def _poll_until_stopped(self) -> None:
         text = self._queries.sql(
             "SELECT q.name, rq.paused_at IS NOT NULL, EXISTS ("
             " SELECT 1 FROM /* schema */river_job AS j"
@@ -759,7 +775,7 @@ class AsyncClient:
             " FROM unnest(%(names)s::text[]) AS q(name)"
             " LEFT JOIN /* schema */river_queue AS rq ON rq.name = q.name"
         )
-        while True:
+        while not self._poller_exit:
             now = time.monotonic()
             due = [n for n, t in self._next_poll.items() if t <= now and n in self._producers]
             if due:

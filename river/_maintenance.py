@@ -9,6 +9,7 @@ once after an election.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -56,6 +57,17 @@ DEFAULT_REINDEX_INDEXES = (
     "river_job_state_and_finalized_at_index",
     "river_job_unique_idx",
 )
+
+
+def _statement_guard(seconds: float = 30.0) -> contextlib.ExitStack:
+    """Let a statement in flight finish (up to ``seconds``) when leadership or the client
+    stops: cancelling a query half-way costs its pool connection, because anyio's cancellation
+    also interrupts psycopg's attempt to cancel the query on the server. Passes are made of
+    short statements, so the loop around them still stops promptly."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(anyio.CancelScope(shield=True))
+    stack.enter_context(anyio.fail_after(seconds))
+    return stack
 
 
 async def _loop(
@@ -109,6 +121,10 @@ class Scheduler:
 
     async def run_once(self) -> SchedulerResult:
         """One pass, in one transaction."""
+        with _statement_guard():
+            return await self._promote()
+
+    async def _promote(self) -> SchedulerResult:
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(self._q.scheduler_promote, {"limit": self.limit})
             rows = await cur.fetchall()
@@ -202,46 +218,57 @@ class Rescuer:
         skipped = 0
         after_id = 0
         while True:
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(
-                    self._q.rescuer_select,
-                    {"after": self.rescue_after, "after_id": after_id, "limit": self.limit},
-                )
-                rows = await cur.fetchall()
-                now_row = await (await conn.execute("SELECT now()")).fetchone()
+            with _statement_guard():
+                rows, now_row = await self._select(after_id)
             if not rows:
                 break
             db_now: datetime = now_row[0] if now_row else datetime.now(UTC)
             jobs = [job_from_row(r) for r in rows]
             after_id = jobs[-1].id
-            params: dict[str, list[Any]] = {
-                k: [] for k in ("id", "attempt", "attempted_at", "state", "scheduled_at", "error")
-            }
-            for job in jobs:
-                decision = self._decide(job, db_now)
-                if decision is None:
-                    skipped += 1
-                    continue
-                state, scheduled_at = decision
-                error = AttemptError(
-                    at=job.attempted_at or db_now, attempt=job.attempt, error=RESCUE_ERROR
-                )
-                params["id"].append(job.id)
-                params["attempt"].append(job.attempt)
-                params["attempted_at"].append(job.attempted_at)
-                params["state"].append(state)
-                params["scheduled_at"].append(scheduled_at)
-                params["error"].append(json.dumps(error.to_json()))
+            params = self._decisions(jobs, db_now)
+            skipped += len(jobs) - len(params["id"])
             if params["id"]:
-                async with self._pool.connection() as conn:
-                    cur = await conn.execute(
-                        self._q.rescuer_update, {**params, "after": self.rescue_after}
-                    )
-                    for _, state in await cur.fetchall():
+                with _statement_guard():
+                    for state in await self._update(params):
                         rescued[state] = rescued.get(state, 0) + 1
             if len(rows) < self.limit:
                 break
         return RescuerResult(rescued, skipped)
+
+    async def _select(self, after_id: int) -> tuple[list[Any], Any]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                self._q.rescuer_select,
+                {"after": self.rescue_after, "after_id": after_id, "limit": self.limit},
+            )
+            rows = await cur.fetchall()
+            now_row = await (await conn.execute("SELECT now()")).fetchone()
+        return rows, now_row
+
+    def _decisions(self, jobs: list[JobRow], db_now: datetime) -> dict[str, list[Any]]:
+        params: dict[str, list[Any]] = {
+            k: [] for k in ("id", "attempt", "attempted_at", "state", "scheduled_at", "error")
+        }
+        for job in jobs:
+            decision = self._decide(job, db_now)
+            if decision is None:
+                continue
+            state, scheduled_at = decision
+            error = AttemptError(
+                at=job.attempted_at or db_now, attempt=job.attempt, error=RESCUE_ERROR
+            )
+            params["id"].append(job.id)
+            params["attempt"].append(job.attempt)
+            params["attempted_at"].append(job.attempted_at)
+            params["state"].append(state)
+            params["scheduled_at"].append(scheduled_at)
+            params["error"].append(json.dumps(error.to_json()))
+        return params
+
+    async def _update(self, params: dict[str, list[Any]]) -> list[str]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(self._q.rescuer_update, {**params, "after": self.rescue_after})
+            return [state for _, state in await cur.fetchall()]
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Loop until cancelled."""
@@ -294,7 +321,7 @@ class JobCleaner:
             "limit": self.limit,
         }
         while True:
-            with anyio.fail_after(self.timeout):
+            with _statement_guard(self.timeout):
                 async with self._pool.connection() as conn:
                     cur = await conn.execute(self._q.cleaner_delete, params)
                     deleted: int = cur.rowcount
@@ -333,6 +360,10 @@ class QueueCleaner:
 
     async def run_once(self) -> int:
         """Delete idle queue rows; return how many."""
+        with _statement_guard():
+            return await self._delete()
+
+    async def _delete(self) -> int:
         async with self._pool.connection() as conn:
             cur = await conn.execute(
                 self._q.queue_cleaner_delete, {"idle": self.idle, "limit": self.limit}
