@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -181,7 +182,12 @@ class JobSnooze(Exception):
     """
 
     def __init__(self, seconds: float) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-            raise ValidationError("JobSnooze.seconds", "must be a number of seconds >= 0")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not seconds >= 0  # also rejects NaN
+            or seconds == math.inf
+        ):
+            raise ValidationError("JobSnooze.seconds", "must be a finite number of seconds >= 0")
         self.seconds = float(seconds)
         super().__init__(f"snoozed for {self.seconds:g}s")

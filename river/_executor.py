@@ -29,7 +29,7 @@ from river._args import Workers
 from river._completer import Outcome
 from river._errors import JobCancel, JobSnooze, ValidationError
 from river._middleware import Middleware
-from river._retry import RetryPolicy
+from river._retry import RetryPolicy, next_retry_at
 from river._snooze import next_snooze_count
 from river._telemetry import TELEMETRY
 from river._types import AttemptError, Job, JobRow, JobState
@@ -177,7 +177,7 @@ class Executor:
         row = running.row
         tracer = TELEMETRY.tracer()
         if tracer is None:
-            outcome = await self._execute(running)
+            outcome = await self._execute_safe(running)
         else:
             with tracer.start_as_current_span(
                 "river.work",
@@ -190,7 +190,7 @@ class Executor:
                     "river.attempt": row.attempt,
                 },
             ) as span:
-                outcome = await self._execute(running)
+                outcome = await self._execute_safe(running)
                 span.set_attribute("river.outcome", outcome.event)
                 if outcome.error is not None:
                     span.set_status(StatusCode.ERROR, outcome.error.error)
@@ -198,6 +198,16 @@ class Executor:
             row.kind, row.queue, outcome.event[4:], outcome.finished - outcome.started
         )
         return outcome
+
+    async def _execute_safe(self, running: RunningJob) -> Outcome:
+        try:
+            return await self._execute(running)
+        except Exception as exc:
+            # A bug in a hook, a middleware or here must never lose the job (it would stay
+            # "running" until rescued) nor crash the producer, and with it the client.
+            logger.exception("job %d: evaluating the attempt failed", running.row.id)
+            start = running.row.attempted_at or self._clock()
+            return self._outcome(running, None, exc, False, start, False)
 
     async def _execute(self, running: RunningJob) -> Outcome:
         row = running.row
@@ -318,7 +328,7 @@ class Executor:
             return outcome(
                 JobState.AVAILABLE if delay <= SCHEDULER_INTERVAL else JobState.SCHEDULED,
                 "job_snoozed",
-                scheduled_at=now + timedelta(seconds=delay),
+                scheduled_at=_plus_seconds(now, delay),
                 attempt=max(row.attempt - 1, 0),
                 metadata={"snoozes": next_snooze_count(row.metadata)},
             )
@@ -353,16 +363,30 @@ class Executor:
             if registered is not None:
                 try:
                     custom = registered.worker.next_retry(job)
+                    if custom is not None and custom > now:  # naive datetimes raise here
+                        return custom
                 except Exception:
                     logger.exception(
                         "job %d: %s.next_retry failed; using the retry policy",
                         row.id,
                         type(registered.worker).__qualname__,
                     )
-                    custom = None
-                if custom is not None and custom > now:
-                    return custom
-        return self._retry_policy(len(row.errors) + 1, now)
+        try:
+            retry_at = self._retry_policy(len(row.errors) + 1, now)
+            if not isinstance(retry_at, datetime) or retry_at.tzinfo is None:
+                raise TypeError(f"must return a timezone-aware datetime, got {retry_at!r}")
+            return retry_at
+        except Exception:
+            logger.exception("job %d: the retry policy failed; using the default", row.id)
+            return next_retry_at(len(row.errors) + 1, now)
+
+
+def _plus_seconds(now: datetime, seconds: float) -> datetime:
+    """``now + seconds``, saturating at the largest datetime instead of overflowing."""
+    try:
+        return now + timedelta(seconds=seconds)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=now.tzinfo)
 
 
 class _UnknownKind(Exception):
