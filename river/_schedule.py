@@ -204,7 +204,7 @@ _DURATION_PART: Final = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)", re.ASCI
 _GO_DURATION_MAX: Final = (1 << 63) - 1
 
 
-def _parse_go_duration(text: str) -> int:
+def parse_go_duration(text: str) -> int:
     """Parse Go's ``time.ParseDuration`` syntax into nanoseconds, with Go's rounding.
 
     Accepted: an optional sign, then one or more ``<number><unit>`` parts, numbers with an
@@ -413,7 +413,7 @@ class Cron:
         if spec.startswith(_EVERY) and spec != _EVERY:
             text = spec[len(_EVERY) :]
             try:
-                nanoseconds = _parse_go_duration(text)
+                nanoseconds = parse_go_duration(text)
             except ValueError as error:
                 raise ValidationError(_FIELD, f"@every: {error}") from None
             if nanoseconds < 0:

@@ -32,7 +32,6 @@ import argparse
 import logging
 import os
 import platform
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from psycopg import conninfo
 
 from river import dev
 from river._errors import MigrationFailedError, RiverError
+from river._schedule import parse_go_duration
 from river._schema import validate_schema
 from river._version import __version__
 from river.migrate import (
@@ -153,35 +153,17 @@ def _help_handler(parser: argparse.ArgumentParser) -> Handler:
 # Durations (Go's syntax, for flags and output that match River (Go)'s CLI)
 # --------------------------------------------------------------------------------------------
 
-_NS_PER_UNIT = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,  # U+00B5 MICRO SIGN
-    "μs": 1_000,  # U+03BC GREEK SMALL LETTER MU
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
-_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)"
-_DURATION_RE = re.compile(rf"[+-]?(?:{_DURATION_PART})+")
-
 
 def parse_duration(text: str) -> int:
     """Parse a Go duration (``300ms``, ``1.5s``, ``1m30s``, ``0``) into nanoseconds.
 
-    Raises ValueError for anything else (a bare number other than 0 has no unit).
+    The same parser as cron's ``@every`` (Go's syntax and rounding). Raises ValueError for
+    anything else (a bare number other than 0 has no unit).
     """
-    text = text.strip()
-    if text in ("0", "+0", "-0"):
-        return 0
-    if not _DURATION_RE.fullmatch(text):
-        raise ValueError(f"invalid duration {text!r} (examples: 500ms, 10s, 1m30s)")
-    sign = -1 if text.startswith("-") else 1
-    total = 0.0
-    for number, unit in re.findall(_DURATION_PART, text):
-        total += float(number) * _NS_PER_UNIT[unit]
-    return sign * round(total)
+    try:
+        return parse_go_duration(text.strip())
+    except ValueError:
+        raise ValueError(f"invalid duration {text!r} (examples: 500ms, 10s, 1m30s)") from None
 
 
 def _frac(value: int, unit: int) -> str:

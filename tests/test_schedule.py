@@ -258,7 +258,7 @@ def _take(cron: Cron, after: datetime, count: int) -> list[datetime]:
     ],
 )
 def test_go_duration(text: str, nanoseconds: int) -> None:
-    assert _schedule._parse_go_duration(text) == nanoseconds
+    assert _schedule.parse_go_duration(text) == nanoseconds
 
 
 @pytest.mark.parametrize(
@@ -266,7 +266,7 @@ def test_go_duration(text: str, nanoseconds: int) -> None:
 )
 def test_go_duration_invalid(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
-        _schedule._parse_go_duration(text)
+        _schedule.parse_go_duration(text)
 
 
 @pytest.mark.parametrize(

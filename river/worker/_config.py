@@ -35,7 +35,7 @@ from river._config import MAX_WORKERS_LIMIT, Config, QueueConfig
 from river._errors import InvalidConfigError, ValidationError
 from river._insert import validate_queue_name
 from river._maintenance import PeriodicJob
-from river._schedule import Cron, PeriodicInterval, Schedule, _parse_go_duration
+from river._schedule import Cron, PeriodicInterval, Schedule, parse_go_duration
 from river._schema import validate_schema
 from river._types import InsertOpts
 
@@ -91,7 +91,7 @@ def parse_seconds(value: object, *, allow_zero: bool = False) -> float:
     if isinstance(value, str):
         text = value.strip()
         try:
-            seconds = _parse_go_duration(text) / 1e9
+            seconds = parse_go_duration(text) / 1e9
         except ValueError:
             try:
                 seconds = float(text)
