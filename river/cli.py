@@ -625,11 +625,23 @@ def register_dev_commands(commands: Commands) -> None:
 # Parser and entry point
 # --------------------------------------------------------------------------------------------
 
+
 #: Command groups, in the order their commands appear in ``river --help``.
+def register_bench_command(commands: Commands) -> None:
+    """``bench``: River (Go)'s benchmark command (implemented in :mod:`river._bench`)."""
+    from river import _bench
+
+    parser = commands.add(
+        "bench", help=_bench.HELP, description=_bench.DESCRIPTION, handler=_bench.run_bench
+    )
+    _bench.add_flags(parser)
+
+
 COMMAND_GROUPS: list[Callable[[Commands], None]] = [
     register_migrate_commands,
     register_version_command,
     register_dev_commands,
+    register_bench_command,
     register_worker_commands,
 ]
 
