@@ -13,11 +13,10 @@ import json
 import logging
 import math
 import re
-import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,27 +58,40 @@ class CancelReason:
 
 @dataclass(eq=False, slots=True)
 class RunningJob:
-    """A job being worked by this client."""
+    """A job being worked by this client.
+
+    Async attempts run in their own asyncio task, cancelled with ``Task.cancel`` (stop, remote
+    cancel) or by an ``asyncio.timeout_at`` (the job timeout). Sync attempts run in a thread,
+    which cannot be interrupted: cancelling one only raises the flag that
+    :func:`cancel_requested` reads.
+    """
 
     row: JobRow
     started: float
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     cancel_reason: str | None = None
-    #: Set when the attempt should stop; sync workers poll it (see :func:`cancel_requested`).
-    cancel_event: threading.Event = field(default_factory=threading.Event)
+    #: Read by :func:`cancel_requested` (a plain bool: set from the loop, read from threads).
+    cancel_flag: bool = False
+    #: Monotonic deadline of the attempt (math.inf: no timeout).
     deadline: float = math.inf
     #: Metadata staged by the job (record_output, set_metadata), merged at completion.
     staged: dict[str, Any] | None = None
     #: Set when :func:`cancel_requested` answered True to this attempt's worker: a worker that
     #: then returns normally stopped early, so its attempt counts as cancelled, not completed.
     cancel_observed: bool = False
+    #: The task of an async attempt while its worker may be interrupted (None otherwise).
+    interruptible: asyncio.Task[Any] | None = None
+    #: Whether this RunningJob cancelled that task (so the CancelledError is ours to absorb).
+    task_cancelled: bool = False
 
     def cancel(self, reason: str) -> None:
         """Cancel the attempt (async workers: at their next await; sync: the flag is set)."""
         if self.cancel_reason is None or reason == CancelReason.REMOTE:
             self.cancel_reason = reason
-        self.cancel_event.set()
-        self.scope.cancel()
+        self.cancel_flag = True
+        task = self.interruptible
+        if task is not None and not self.task_cancelled:
+            self.task_cancelled = True
+            task.cancel()
 
 
 _current: contextvars.ContextVar[RunningJob | None] = contextvars.ContextVar(
@@ -103,7 +115,7 @@ def cancel_requested() -> bool:
     running = _current.get()
     if running is None:
         return False
-    requested = running.cancel_event.is_set() or time.monotonic() >= running.deadline
+    requested = running.cancel_flag or time.monotonic() >= running.deadline
     if requested:
         running.cancel_observed = True
     return requested
@@ -228,38 +240,62 @@ class Executor:
                 else:
                     job = Job(row, args)
                     timeout: float | None = None
-                    with running.scope:
-                        try:
-                            # Inside the try: a timeout() that raises fails the attempt like
-                            # any worker error instead of escaping into the producer.
-                            timeout = registered.worker.timeout(job)
-                            if timeout is None or timeout == 0:
-                                timeout = self._job_timeout
-                            if timeout is not None and timeout > 0:
-                                running.deadline = time.monotonic() + timeout
-                                running.scope.deadline = anyio.current_time() + timeout
-                            if self._middleware:
-                                for mw in self._middleware:
-                                    mw.work_begin(job)
-                                await self._chain(registered, job)()
-                            elif registered.is_async:
-                                await registered.worker.work(job)  # type: ignore[misc]
-                            else:
-                                await anyio.to_thread.run_sync(
-                                    registered.worker.work, job, limiter=self._limiter
-                                )
-                        except Exception as exc:
+                    cancelled = False
+                    expiry: asyncio.Timeout | None = None
+                    try:
+                        # Inside the try: a timeout() that raises fails the attempt like any
+                        # worker error instead of escaping into the producer.
+                        timeout = registered.worker.timeout(job)
+                        if timeout is None or timeout == 0:
+                            timeout = self._job_timeout
+                        if timeout is not None and timeout > 0:
+                            running.deadline = time.monotonic() + timeout
+                        if self._middleware:
+                            for mw in self._middleware:
+                                mw.work_begin(job)
+                        if running.cancel_reason is not None:
+                            cancelled = True  # stopped or cancelled before it could start
+                        elif registered.is_async:
+                            loop = asyncio.get_running_loop()
+                            expiry = asyncio.timeout_at(
+                                loop.time() + timeout if timeout and timeout > 0 else None
+                            )
+                            running.interruptible = asyncio.current_task()
+                            try:
+                                async with expiry:
+                                    if self._middleware:
+                                        await self._chain(registered, job)()
+                                    else:
+                                        await registered.worker.work(job)  # type: ignore[misc]
+                            finally:
+                                running.interruptible = None
+                        elif self._middleware:
+                            await self._chain(registered, job)()
+                        else:
+                            await anyio.to_thread.run_sync(
+                                registered.worker.work, job, limiter=self._limiter
+                            )
+                    except TimeoutError as exc:
+                        if expiry is not None and expiry.expired():
+                            cancelled = True  # the job timeout fired (mapped below)
+                        else:
                             error = exc
-                        except asyncio.CancelledError as exc:
-                            task = asyncio.current_task()
-                            if running.scope.cancel_called or (task and task.cancelling()):
-                                raise  # a real cancellation: this scope's or the caller's
+                    except Exception as exc:
+                        error = exc
+                    except asyncio.CancelledError as exc:
+                        task = asyncio.current_task()
+                        if running.task_cancelled and task is not None and task.cancelling():
+                            task.uncancel()  # our own cancellation of this attempt
+                            cancelled = True
+                        elif task is not None and task.cancelling():
+                            raise  # a real cancellation from outside: not ours to absorb
+                        else:
                             # A CancelledError the worker raised on its own (e.g. it awaited a
-                            # future someone cancelled) is an ordinary failure, not ours.
+                            # future someone cancelled) is an ordinary failure.
                             error = exc
                     # A sync worker cannot be interrupted: one that saw cancel_requested() and
                     # returned stopped early, exactly like a cancelled async worker.
-                    cancelled = running.scope.cancelled_caught or running.cancel_observed
+                    cancelled = cancelled or running.cancel_observed
                     if cancelled and error is None:
                         if running.cancel_reason is None:
                             timed_out = True
