@@ -41,9 +41,9 @@ DEFAULT_MAX_ATTEMPTS = 25
 #: Seconds an attempt may run before it is cancelled and counted as an error.
 DEFAULT_JOB_TIMEOUT = 60.0
 #: Minimum spacing of one queue's fetches. River (Go) uses 100 ms, which adds up to 100 ms of
-#: latency to a steady trickle of inserts; 5 ms keeps insert-to-start latency low while still
+#: latency to a steady trickle of inserts; 2 ms keeps insert-to-start latency low while still
 #: coalescing bursts of wake-ups into one fetch (docs/design.md has the measurements).
-DEFAULT_FETCH_COOLDOWN = 0.005
+DEFAULT_FETCH_COOLDOWN = 0.002
 #: How often a queue is checked for due jobs without any notification (River (Go): 1 s).
 DEFAULT_FETCH_POLL_INTERVAL = 1.0
 #: max_workers of a queue whose QueueConfig leaves it unset.
@@ -83,7 +83,7 @@ class QueueConfig:
     - ``max_workers``: jobs of this queue run at once by this client (1 to 10,000;
       default ``Config.max_workers``, 100).
     - ``fetch_cooldown``: minimum seconds between two fetches (default
-      ``Config.fetch_cooldown``, 5 ms).
+      ``Config.fetch_cooldown``, 2 ms).
     - ``fetch_poll_interval``: seconds between checks for due jobs when no notification
       arrives (default ``Config.fetch_poll_interval``, 1 s); must be at least the cooldown.
     """

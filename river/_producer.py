@@ -180,13 +180,15 @@ class Producer:
 
     async def _fetch_loop(self) -> None:
         rt = self._rt
+        trailing = False
         while not self._stopping:
             if self.paused or self.free_slots <= 0 or rt.completer.saturated:
                 await self._wait()
                 self._trigger.clear()
+                trailing = False
                 continue
             wait = self._last_fetch + self.settings.fetch_cooldown - time.monotonic()
-            if wait > 0:
+            if wait > 0 and not trailing:
                 await anyio.sleep(wait)
                 if self._stopping:
                     break
@@ -198,7 +200,11 @@ class Producer:
                 limit = self.free_slots
                 if limit <= 0 or self.paused:
                     continue
-                self._last_fetch = time.monotonic()
+                if not trailing:
+                    # A trailing fetch does not restart the cooldown: the next notification
+                    # (the next insert of a steady trickle) must be fetched at once.
+                    self._last_fetch = time.monotonic()
+                trailing = False
                 try:
                     rows = await rt.fetch(self.queue, limit)
                 except (psycopg.Error, OSError) as exc:
@@ -224,7 +230,7 @@ class Producer:
             if notified and rows:
                 # Trailing fetch: inserts whose notification the sender's limiter suppressed.
                 if not await self._wait(self.settings.fetch_cooldown * 2):
-                    self._trigger.set()
+                    trailing = True
                 continue
             await self._wait()
 
