@@ -162,6 +162,28 @@ class InsertBatch:
 
 def insert_many_op(q: Queries, batch: InsertBatch) -> Op[list[InsertResult]]:
     """Insert the batch in one statement (with its notifications); results in input order."""
+    if len(batch) == 1 and len(batch.notify_payloads) <= 1:
+        row = yield Query(
+            q.job_insert_one,
+            {
+                "schema": q.schema,
+                "notify_payload": batch.notify_payloads[0] if batch.notify_payloads else None,
+                "args": batch.args[0],
+                "kind": batch.kind[0],
+                "queue": batch.queue[0],
+                "priority": batch.priority[0],
+                "max_attempts": batch.max_attempts[0],
+                "state": batch.state[0],
+                "scheduled_at": batch.scheduled_at[0],
+                "tags": batch.tags[0],
+                "metadata": batch.metadata[0],
+                "unique_key": batch.unique_key[0],
+                "unique_states": batch.unique_states[0],
+            },
+            fetch="one",
+            prepare=True,
+        )
+        return [InsertResult(job_from_row(row), bool(row[18]))]
     rows = yield Query(
         q.job_insert_many,
         {

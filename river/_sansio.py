@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import psycopg
+from psycopg.pq import ExecStatus
 from psycopg.rows import tuple_row
 
 __all__ = ["Op", "Query", "run_async", "run_sync"]
@@ -98,7 +99,7 @@ async def _execute_async(cur: psycopg.AsyncCursor[Any], query: Query) -> Any:
     await cur.execute(query.sql, query.params, prepare=query.prepare)
     fetch = query.fetch
     if fetch in ("all", "one"):
-        rows = await cur.fetchall() if cur.description is not None else []
+        rows = await cur.fetchall() if _has_rows(cur) else []
         if fetch == "all":
             return rows
         return rows[0] if rows else None
@@ -107,11 +108,17 @@ async def _execute_async(cur: psycopg.AsyncCursor[Any], query: Query) -> Any:
     return None
 
 
+def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    # Cheaper than ``cur.description is not None``, which builds a Column per result column.
+    result = cur.pgresult
+    return result is not None and result.status == ExecStatus.TUPLES_OK
+
+
 def _result(cur: psycopg.Cursor[Any], fetch: Fetch) -> Any:
     if fetch == "all":
-        return cur.fetchall() if cur.description is not None else []
+        return cur.fetchall() if _has_rows(cur) else []
     if fetch == "one":
-        if cur.description is None:
+        if not _has_rows(cur):
             return None
         rows = cur.fetchall()
         return rows[0] if rows else None

@@ -66,6 +66,46 @@ inserted AS (
 )
 SELECT * FROM inserted
 
+-- name: job_insert_one
+-- job_insert_many for exactly one job, with plain parameters instead of one-element arrays
+-- (a single insert is latency- and CPU-bound on the client: converting a dozen arrays and
+-- unnesting them cost more than the insert itself). Same row, same conflict handling, same
+-- commit-bound notification (sent when notify_payload is not null).
+WITH notified AS (
+    SELECT count(pg_notify(
+        coalesce(%(schema)s::text, current_schema()) || '.river_insert', payload
+    )) AS n
+    FROM (SELECT %(notify_payload)s::text AS payload) AS p
+    WHERE payload IS NOT NULL
+)
+INSERT INTO /* schema */river_job AS j (
+    args, kind, queue, priority, max_attempts, state, scheduled_at, tags, metadata,
+    unique_key, unique_states
+)
+SELECT
+    %(args)s::jsonb,
+    %(kind)s::text,
+    %(queue)s::text,
+    %(priority)s::smallint,
+    %(max_attempts)s::smallint,
+    %(state)s::/* schema */river_job_state,
+    coalesce(%(scheduled_at)s::timestamptz, now()),
+    coalesce(string_to_array(nullif(%(tags)s::text, ''), ','), '{}')::varchar(255)[],
+    coalesce(%(metadata)s::jsonb, '{}'),
+    %(unique_key)s::bytea,
+    %(unique_states)s::integer::bit(8)
+FROM notified
+ON CONFLICT (unique_key)
+    WHERE unique_key IS NOT NULL
+      AND unique_states IS NOT NULL
+      AND /* schema */river_job_state_in_bitmask(unique_states, state)
+    DO UPDATE SET kind = EXCLUDED.kind
+RETURNING
+    j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
+    j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
+    j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer,
+    j.xmax <> 0 AS unique_skipped_as_duplicate
+
 -- name: job_copy
 COPY /* schema */river_job (
     args, created_at, kind, max_attempts, metadata, priority, queue, scheduled_at, state, tags,
