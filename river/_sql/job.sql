@@ -10,28 +10,30 @@
 -- Tags travel joined by "," (tags cannot contain commas) because Postgres arrays of arrays must
 -- be rectangular. The notify CTE is cross-joined so that it runs exactly once, in the same
 -- statement and so in the same transaction: commit-bound, never sent on rollback.
+-- Array parameters travel in binary (%b): text-format arrays would need every JSON value
+-- escaped on the client.
 -- ON CONFLICT repeats the three terms of river_job_unique_idx's predicate so Postgres infers
 -- that partial index; the no-op update returns the existing row, whose xmax is then non-zero.
 WITH notified AS (
     SELECT count(pg_notify(
         coalesce(%(schema)s::text, current_schema()) || '.river_insert', payload
     )) AS n
-    FROM unnest(%(notify_payloads)s::text[]) AS payload
+    FROM unnest(%(notify_payloads)b::text[]) AS payload
 ),
 input AS (
     SELECT *
     FROM unnest(
-        %(args)s::jsonb[],
-        %(kind)s::text[],
-        %(queue)s::text[],
-        %(priority)s::smallint[],
-        %(max_attempts)s::smallint[],
-        %(state)s::text[],
-        %(scheduled_at)s::timestamptz[],
-        %(tags)s::text[],
-        %(metadata)s::jsonb[],
-        %(unique_key)s::bytea[],
-        %(unique_states)s::integer[]
+        %(args)b::jsonb[],
+        %(kind)b::text[],
+        %(queue)b::text[],
+        %(priority)b::smallint[],
+        %(max_attempts)b::smallint[],
+        %(state)b::text[],
+        %(scheduled_at)b::timestamptz[],
+        %(tags)b::text[],
+        %(metadata)b::jsonb[],
+        %(unique_key)b::bytea[],
+        %(unique_states)b::integer[]
     ) WITH ORDINALITY AS t(
         args, kind, queue, priority, max_attempts, state, scheduled_at, tags, metadata,
         unique_key, unique_states, ord
@@ -156,13 +158,13 @@ RETURNING
 WITH params AS (
     SELECT *
     FROM unnest(
-        %(id)s::bigint[],
-        %(state)s::text[],
-        %(finalized_at)s::timestamptz[],
-        %(scheduled_at)s::timestamptz[],
-        %(attempt)s::smallint[],
-        %(error)s::jsonb[],
-        %(metadata)s::jsonb[]
+        %(id)b::bigint[],
+        %(state)b::text[],
+        %(finalized_at)b::timestamptz[],
+        %(scheduled_at)b::timestamptz[],
+        %(attempt)b::smallint[],
+        %(error)b::jsonb[],
+        %(metadata)b::jsonb[]
     ) AS t(id, state, finalized_at, scheduled_at, attempt, error, metadata)
 ),
 locked AS (
