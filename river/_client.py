@@ -604,12 +604,13 @@ class AsyncClient:
         producer = Producer(self._runtime, name, self.config.resolve(qc, name), paused)
         self._producers[name] = producer
         self._paused_changed[name] = time.monotonic()
-        # It fetches at once on its own; the poller takes over on the next tick of its interval
-        # (woken so that a queue polling more often than the others does not wait on theirs).
-        self._schedule_poll(name, producer.settings.fetch_poll_interval, time.monotonic())
+        # Its first poll is due now: the poller's next query (one for every queue started
+        # meanwhile) wakes it if it has due jobs. A fetch per producer instead would cost one
+        # query per queue at start (2,000 queues: 2,000 queries contending for the pool).
+        # The poller then keeps it on the shared tick of its interval.
+        self._next_poll[name] = time.monotonic()
         self._poll_now.set()
         await self._tg.start(producer.run)
-        producer.wake()
         return producer
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -795,6 +796,7 @@ class AsyncClient:
                     producer = self._producers.get(name)
                     if producer is None:
                         continue
+                    producer.polled += 1
                     self._schedule_poll(name, producer.settings.fetch_poll_interval, now)
                     stale = self._paused_changed.get(name, -math.inf) >= poll_started
                     if paused != producer.paused and not stale:
@@ -809,6 +811,10 @@ class AsyncClient:
             sleep_for = max(0.0, min(upcoming) - time.monotonic()) if upcoming else 1.0
             with anyio.move_on_after(sleep_for):
                 await self._poll_now.wait()
+            if self._poll_now.is_set() and not self._poller_exit:
+                # Woken early (queues started, a pause/resume hint): let wake-ups arriving
+                # together (e.g. 2,000 queues starting) share one query.
+                await anyio.sleep(0.01)
             self._poll_now = anyio.Event()
 
     def _schedule_poll(self, name: str, interval: float, now: float) -> None:

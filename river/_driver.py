@@ -251,7 +251,10 @@ def notify_op(q: Queries, topic: str, payloads: list[str]) -> Op[None]:
 def fetch_op(q: Queries, queue: str, limit: int, client_id: str) -> Op[list[JobRow]]:
     """Lock up to ``limit`` available, due jobs of ``queue`` and mark them running."""
     rows = yield Query(
-        q.job_fetch, {"queue": queue, "limit": limit, "client_id": client_id}, prepare=True
+        q.job_fetch,
+        {"queue": queue, "limit": limit, "client_id": client_id},
+        prepare=True,
+        binary=True,
     )
     return [job_from_row(r) for r in rows]
 

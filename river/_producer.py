@@ -92,6 +92,8 @@ class Producer:
         # straight to available with a future scheduled_at) become due: a local timer wakes the
         # loop then, instead of waiting for the next poll.
         self._timed_wakes: list[float] = []
+        #: Times the client's poller checked this queue (statistics; tests wait on it).
+        self.polled = 0
         #: Jobs fetched and finished over this producer's life (statistics).
         self.fetched = 0
         self.finished = 0
@@ -181,6 +183,9 @@ class Producer:
     async def _fetch_loop(self) -> None:
         rt = self._rt
         trailing = False
+        # No fetch before the first trigger: the client's poller checks a new queue at once
+        # (one query for every queue starting together) and wakes it if it has due jobs.
+        await self._wait()
         while not self._stopping:
             if self.paused or self.free_slots <= 0 or rt.completer.saturated:
                 await self._wait()

@@ -46,6 +46,8 @@ class Query:
     rows: Iterable[Sequence[Any]] | None = None
     #: Let psycopg prepare the statement (server-side) when it is executed often.
     prepare: bool | None = None
+    #: Ask for results in binary format (cheaper to decode for wide, numeric/time rows).
+    binary: bool | None = None
 
 
 Op = Generator[Query, Any, R]
@@ -72,7 +74,7 @@ def _execute_sync(cur: psycopg.Cursor[Any], query: Query) -> Any:
                 copy.write_row(row)
                 count += 1
         return count
-    cur.execute(query.sql, query.params, prepare=query.prepare)
+    cur.execute(query.sql, query.params, prepare=query.prepare, binary=query.binary)
     return _result(cur, query.fetch)
 
 
@@ -96,7 +98,7 @@ async def _execute_async(cur: psycopg.AsyncCursor[Any], query: Query) -> Any:
                 await copy.write_row(row)
                 count += 1
         return count
-    await cur.execute(query.sql, query.params, prepare=query.prepare)
+    await cur.execute(query.sql, query.params, prepare=query.prepare, binary=query.binary)
     fetch = query.fetch
     if fetch in ("all", "one"):
         rows = await cur.fetchall() if _has_rows(cur) else []

@@ -1093,15 +1093,17 @@ async def test_poll_only_new_and_updated_poll_intervals_apply_at_once(db_url: st
                 message=f"{name} fetched",
             )
 
-        t = time.monotonic()
         await client.queues.add("fast", QueueConfig(fetch_poll_interval=0.05))
-        await fetched_once("fast", t)
+        # A new producer does not fetch on its own: the poller checks it at once. Insert after
+        # that first check, so only the short interval can find the job in time.
+        fast = client._producers["fast"]
+        await wait_for(lambda: fast.polled >= 1, message="fast polled once")
         await insert(client, "fast", Work(n=1))
         await db.wait_count(1, "queue = 'fast' AND state = 'completed'", timeout=3)
 
-        t = time.monotonic()
         await client.queues.add("later", QueueConfig(max_workers=2))
-        await fetched_once("later", t)
+        later = client._producers["later"]
+        await wait_for(lambda: later.polled >= 1, message="later polled once")
         t = time.monotonic()
         await client.queues.update("later", fetch_poll_interval=0.05)
         await fetched_once("later", t)

@@ -8,6 +8,7 @@ import pytest
 from worker_apps.basic import Sleep, make_config, workers
 
 import river
+from river._config import DEFAULT_FETCH_COOLDOWN
 from river.cli import main
 from river.worker import WorkerConfigError, load_file
 from river.worker._config import QueueSpec, build_plan, parse_seconds
@@ -111,7 +112,9 @@ def test_precedence_flags_file_app(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     plan = build_plan(load_file(None), base)
     assert plan.queues == {
         "default": QueueSpec(
-            river.QueueConfig(max_workers=4, fetch_cooldown=0.005, fetch_poll_interval=0.2)
+            river.QueueConfig(
+                max_workers=4, fetch_cooldown=DEFAULT_FETCH_COOLDOWN, fetch_poll_interval=0.2
+            )
         )
     }
     text = "[client]\nmax_workers = 7\njob_timeout = 5\n[queues.a]\n[queues.b]\nmax_workers = 2\n"
