@@ -1,9 +1,9 @@
 """`make demo`: the whole product in under a minute.
 
 On the embedded Postgres (or $DATABASE_URL), in a schema of its own (`river_demo`, recreated on
-every run): migrate, insert ~20,000 jobs over three queues (some fail and retry, some snooze
-and run later), work them with a live display of counts by state and jobs/s, stop gracefully,
-and print a summary.
+every run): migrate, insert ~20,000 jobs over three queues (some fail and retry, some snooze,
+some are scheduled a few seconds ahead), work them with a live display of counts by state and
+jobs/s, stop gracefully, and print a summary.
 
 Options: `--jobs N` (default 20000), `--schema NAME`, `--keep` (do not drop the schema first).
 """
@@ -15,7 +15,7 @@ import asyncio
 import random
 import sys
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
 import psycopg
@@ -128,24 +128,27 @@ async def main() -> int:
             },
             retry_policy=quick_retries,
             max_attempts=3,
+            scheduler_interval=1.0,  # River's default is 5 s; the demo is short
         )
         rng = random.Random(7)
+        remind_at = datetime.now(UTC) + timedelta(seconds=3)
         jobs: list[river.InsertManyItem] = []
         for i in range(opts.jobs):
             pick = rng.random()
-            if pick < 0.6:
-                jobs.append(SendEmail(to=f"user{i}@example.com", subject="Welcome"))
+            if pick < 0.05:
+                # Reminders: scheduled 3 s ahead; the leader's scheduler makes them available.
+                email = SendEmail(to=f"user{i}@example.com", subject="Reminder")
+                jobs.append((email, river.InsertOpts(queue="email", scheduled_at=remind_at)))
+            elif pick < 0.6:
+                email = SendEmail(to=f"user{i}@example.com", subject="Welcome")
+                jobs.append((email, river.InsertOpts(queue="email")))
             elif pick < 0.8:
-                jobs.append((RenderReport(report_id=i, pages=rng.randint(1, 5)),
-                             river.InsertOpts(queue="reports", priority=2)))  # fmt: skip
+                report = RenderReport(report_id=i, pages=rng.randint(1, 5))
+                jobs.append((report, river.InsertOpts(queue="reports", priority=2)))
             else:
                 fails = rng.choice([0, 0, 1, 2, 5])  # 5 > max_attempts: discarded
-                jobs.append((DeliverWebhook(url=f"https://hooks.example/{i}", attempt_fails=fails),
-                             river.InsertOpts(queue="webhooks")))  # fmt: skip
-        # Emails go to the "email" queue through the args' defaults-free path: set it here.
-        jobs = [
-            (j, river.InsertOpts(queue="email")) if isinstance(j, SendEmail) else j for j in jobs
-        ]
+                hook = DeliverWebhook(url=f"https://hooks.example/{i}", attempt_fails=fails)
+                jobs.append((hook, river.InsertOpts(queue="webhooks")))
 
         client = river.AsyncClient(url, config)
         t0 = time.monotonic()

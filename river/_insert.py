@@ -26,6 +26,7 @@ __all__ = [
     "InsertDefaults",
     "NotifyLimiter",
     "build_batch",
+    "insert_payload",
     "validate_queue_name",
 ]
 
@@ -57,6 +58,11 @@ class InsertDefaults:
     max_attempts: int = 25
     #: Kinds with a registered worker; None disables the unknown-kind check.
     known_kinds: frozenset[str] | None = None
+
+
+def insert_payload(queue: str) -> str:
+    """The insert notification's payload, exactly as River (Go) writes it (note the space)."""
+    return '{"queue": ' + json.dumps(queue) + "}"
 
 
 class NotifyLimiter:
@@ -225,7 +231,7 @@ def build_batch(
             notify_queues[queue] = None
     for queue in notify_queues:
         if limiter is None or limiter.allow(queue):
-            batch.notify_payloads.append('{"queue": ' + json.dumps(queue) + "}")
+            batch.notify_payloads.append(insert_payload(queue))
     return batch
 
 

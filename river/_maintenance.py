@@ -28,7 +28,7 @@ from psycopg_pool import AsyncConnectionPool
 from river._args import JobArgs, Workers, validate_kind
 from river._driver import Queries, job_from_row, notify_op
 from river._errors import ValidationError
-from river._insert import NotifyLimiter
+from river._insert import NotifyLimiter, insert_payload
 from river._retry import RetryPolicy
 from river._sansio import run_async
 from river._schedule import NEVER, Schedule
@@ -131,7 +131,7 @@ class Scheduler:
             queues = [(q, due, n) for q, due, n in rows if q is not None]
             discarded = sum(n for q, _, n in rows if q is None)
             payloads = [
-                '{"queue": ' + json.dumps(queue) + "}"
+                insert_payload(queue)
                 for queue, due_now, _ in queues
                 if due_now and (self._limiter is None or self._limiter.allow(queue))
             ]

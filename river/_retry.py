@@ -6,7 +6,14 @@ import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-__all__ = ["MAX_DELAY_SECONDS", "RetryPolicy", "default_retry_delay", "next_retry_at"]
+__all__ = [
+    "MAX_DELAY_NANOS",
+    "MAX_DELAY_SECONDS",
+    "RetryPolicy",
+    "default_retry_delay",
+    "default_retry_delay_nanos",
+    "next_retry_at",
+]
 
 #: The cap: the largest Go duration, 2**63 - 1 ns (about 292 years). No jitter at the cap.
 MAX_DELAY_NANOS = 2**63 - 1
@@ -16,18 +23,24 @@ MAX_DELAY_SECONDS = MAX_DELAY_NANOS / 1e9
 RetryPolicy = Callable[[int, datetime], datetime]
 
 
-def default_retry_delay(error_count: int, rng: random.Random | None = None) -> float:
-    """Seconds to wait after the ``error_count``-th failure: ``error_count ** 4`` +-10% jitter.
+def default_retry_delay_nanos(error_count: int, rng: random.Random | None = None) -> int:
+    """Nanoseconds to wait after the ``error_count``-th failure: ``error_count ** 4`` seconds
+    with +-10% jitter, capped at the largest Go duration (2**63 - 1 ns, no jitter at the cap).
 
     ``error_count`` counts errors already recorded plus the one being handled (so snoozes do not
     shift the schedule). 1 -> ~1 s, 2 -> ~16 s, 3 -> ~81 s, ... 24 -> ~3.8 days.
     """
     n = max(error_count, 1)
-    base = float(n) ** 4
-    if base >= MAX_DELAY_SECONDS:
-        return MAX_DELAY_SECONDS
+    base_nanos = n**4 * 1_000_000_000
+    if base_nanos >= MAX_DELAY_NANOS:
+        return MAX_DELAY_NANOS
     jitter = (rng or random).uniform(-0.1, 0.1)
-    return min(base * (1 + jitter), MAX_DELAY_SECONDS)
+    return min(int(base_nanos * (1 + jitter)), MAX_DELAY_NANOS)
+
+
+def default_retry_delay(error_count: int, rng: random.Random | None = None) -> float:
+    """:func:`default_retry_delay_nanos` in seconds."""
+    return default_retry_delay_nanos(error_count, rng) / 1e9
 
 
 def next_retry_at(error_count: int, now: datetime) -> datetime:

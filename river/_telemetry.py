@@ -13,6 +13,7 @@ that does not use OpenTelemetry pays (almost) nothing on the hot path (docs/obse
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,6 +27,20 @@ __all__ = ["Telemetry"]
 
 _ProxyTracerProvider = type(trace.get_tracer_provider())
 _ProxyMeterProvider = type(metrics.get_meter_provider())
+# While no provider is set, the API's get_*_provider() look the provider env vars up in
+# os.environ on every call, which cost more than the rest of this module per attempt. The
+# API's own globals tell "nothing set" for free; the env vars are read once, at import.
+_TRACER_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+_METER_ENV = "OTEL_PYTHON_METER_PROVIDER" in os.environ
+
+
+def _no_tracer_provider() -> bool:
+    return getattr(trace, "_TRACER_PROVIDER", object()) is None and not _TRACER_ENV
+
+
+def _no_meter_provider() -> bool:
+    internal = getattr(metrics, "_internal", None)
+    return getattr(internal, "_METER_PROVIDER", object()) is None and not _METER_ENV
 
 
 class Telemetry:
@@ -40,6 +55,8 @@ class Telemetry:
 
     def tracer(self) -> Tracer | None:
         """The tracer, or None when no SDK provider is installed."""
+        if _no_tracer_provider():
+            return None
         provider = trace.get_tracer_provider()
         if isinstance(provider, _ProxyTracerProvider):
             return None
@@ -49,6 +66,8 @@ class Telemetry:
         return self._tracer
 
     def _instruments(self) -> tuple[Counter, Histogram] | None:
+        if _no_meter_provider():
+            return None
         provider = metrics.get_meter_provider()
         if isinstance(provider, _ProxyMeterProvider):
             return None

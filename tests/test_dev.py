@@ -1,0 +1,108 @@
+"""river.dev: the embedded Postgres (fresh clusters in temporary directories)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from river import cli, dev
+
+
+@pytest.fixture
+def dev_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory for a private cluster, stopped and removed after the test (also when the
+    cluster had to live elsewhere because the server's user cannot enter tmp_path)."""
+    root = tmp_path / ".river"
+    data_dirs: list[Path] = []
+    yield root
+    server = dev.status(root)
+    if server is not None:
+        data_dirs.append(server.data_dir)
+    dev.stop(root)
+    state = dev._read_state(root)
+    if state is not None:
+        data_dirs.append(Path(str(state["data_dir"])))
+    for data_dir in data_dirs:
+        if not data_dir.is_relative_to(tmp_path):
+            shutil.rmtree(data_dir.parent, ignore_errors=True)
+
+
+def _select_one(url: str) -> int:
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        row = conn.execute("SELECT 1").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_start_reuse_status_stop(dev_dir: Path) -> None:
+    assert dev.status(dev_dir) is None
+    server = dev.start(dev_dir)
+    assert _select_one(server.url) == 1
+    assert server.url.endswith(f"/{dev.DEV_DATABASE}")
+    # A second start reuses the running server.
+    again = dev.start(dev_dir)
+    assert (again.port, again.data_dir) == (server.port, server.data_dir)
+    status = dev.status(dev_dir)
+    assert status is not None
+    assert status.port == server.port
+    if os.geteuid() == 0:
+        # Postgres refuses root: the data directory belongs to the unprivileged user.
+        assert server.data_dir.stat().st_uid != 0
+    assert dev.stop(dev_dir) is True
+    assert dev.status(dev_dir) is None
+    assert dev.stop(dev_dir) is False
+    # Started again from the same data directory (on a new port).
+    restarted = dev.start(dev_dir)
+    assert restarted.data_dir == server.data_dir
+    assert _select_one(restarted.url) == 1
+
+
+def test_database_url_prefers_the_environment(
+    monkeypatch: pytest.MonkeyPatch, dev_dir: Path
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://example.invalid/app")
+    assert dev.database_url(dev_dir) == "postgresql://example.invalid/app"
+    assert dev.status(dev_dir) is None  # nothing was started
+
+
+def test_pgserver_binaries(monkeypatch: pytest.MonkeyPatch, dev_dir: Path) -> None:
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or spec.origin is None:
+        pytest.skip("the embedded extra (pgserver) is not installed")
+    bindir = Path(spec.origin).parent / "pginstall" / "bin"
+    monkeypatch.setenv("RIVER_PG_BINDIR", str(bindir))
+    assert dev.find_bindir() == bindir
+    server = dev.start(dev_dir)
+    assert server.bindir == bindir
+    assert _select_one(server.url) == 1
+
+
+def test_no_binaries_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("RIVER_PG_BINDIR", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pg_ctl, no pg_config
+    monkeypatch.setattr(dev.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(dev.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(dev.DevPostgresError) as info:
+        dev.find_bindir()
+    message = str(info.value)
+    assert "no Postgres server binaries found" in message
+    assert "river-queue[embedded]" in message
+    assert "DATABASE_URL" in message
+
+
+def test_cli_status_and_url(dev_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["dev", "status", "--dir", str(dev_dir)]) == 1
+    assert capsys.readouterr().out.strip() == "stopped"
+    assert cli.main(["dev", "url", "--dir", str(dev_dir)]) == 0
+    url = capsys.readouterr().out.strip()
+    assert _select_one(url) == 1
+    assert cli.main(["dev", "status", "--dir", str(dev_dir)]) == 0
+    assert capsys.readouterr().out.strip() == f"running {url}"
+    assert cli.main(["dev", "stop", "--dir", str(dev_dir)]) == 0
+    assert capsys.readouterr().out.strip() == "stopped"
