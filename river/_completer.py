@@ -79,8 +79,6 @@ class Completer:
         self._pending: list[Outcome] = []
         self._in_flight = 0
         self._wake = anyio.Event()
-        self._idle = anyio.Event()
-        self._idle.set()
         # Outcomes accepted and written so far; the single flusher writes them in acceptance
         # order, so ``written >= n`` means the first n accepted are persisted (see flushed()).
         self._accepted = 0
@@ -104,8 +102,6 @@ class Completer:
         """Accept an outcome for writing. Never blocks."""
         self._pending.append(outcome)
         self._accepted += 1
-        if self._idle.is_set():
-            self._idle = anyio.Event()
         if len(self._pending) >= self.batch_size:
             self._wake.set()
 
@@ -118,24 +114,17 @@ class Completer:
             self._wake = anyio.Event()
             while self._pending:
                 await self._flush_once()
-            if not self._pending and not self._in_flight:
-                self._idle.set()
-                if self._stopping:
-                    return
+            if self._stopping and not self._pending and not self._in_flight:
+                return
 
     def stop(self) -> None:
         """Ask the flush loop to write everything pending and return."""
         self._stopping = True
         self._wake.set()
 
-    async def wait_idle(self) -> None:
-        """Wait until every accepted outcome has been written."""
-        while self.backlog:
-            await self._idle.wait()
-
     async def flushed(self) -> None:
         """Wait until every outcome accepted before this call has been written (unlike
-        :meth:`wait_idle`, later outcomes never make it wait longer). Flushes at once."""
+        waiting for an empty backlog, later outcomes never make it wait longer). Flushes at once."""
         target = self._accepted
         while self._written < target:
             self._wake.set()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -233,7 +233,3 @@ def build_batch(
         if limiter is None or limiter.allow(queue):
             batch.notify_payloads.append(insert_payload(queue))
     return batch
-
-
-#: Signature of the hook the clients use to build batches with their own defaults.
-BatchBuilder = Callable[[Sequence[tuple[JobArgs, InsertOpts | None]]], InsertBatch]

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from river._errors import ValidationError
 
-__all__ = ["MAX_SCHEMA_LENGTH", "PLACEHOLDER", "channel", "qualify", "validate_schema"]
+__all__ = ["MAX_SCHEMA_LENGTH", "PLACEHOLDER", "prefix", "qualify", "validate_schema"]
 
 PLACEHOLDER = "/* schema */"
 #: 63 (Postgres identifier limit) - 1 (the dot) - 16 (``river_leadership``, the longest topic).
@@ -53,8 +53,3 @@ def prefix(schema: str | None) -> str:
 def qualify(text: str, schema: str | None) -> str:
     """Replace every schema placeholder in ``text`` (see module doc)."""
     return text.replace(PLACEHOLDER, prefix(schema))
-
-
-def channel(schema: str, topic: str) -> str:
-    """Notification channel name ``<schema>.<topic>`` (schema unquoted, PROTOCOL.md 7.1)."""
-    return f"{schema}.{topic}"
