@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import anyio
 import psycopg
 from anyio.abc import TaskGroup, TaskStatus
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from river import _admin
@@ -209,8 +211,25 @@ class AsyncClient:
             yield conn
 
     async def _run(self, op: Op[Any]) -> Any:
-        async with self._conn() as conn:
-            return await run_async(conn, op)
+        # What ``async with pool.connection()`` does, in half the time (this is the path of every
+        # single insert): commit what a non-autocommit pool's connection left open, roll back
+        # on error, and always give the connection back.
+        if not self._pool_opened:
+            await self._open_pool()
+        pool = self._pool
+        conn = await pool.getconn()
+        try:
+            result = await run_async(conn, op)
+            if conn.pgconn.transaction_status != TransactionStatus.IDLE:
+                await conn.commit()
+            return result
+        except BaseException:
+            if conn.pgconn.transaction_status != TransactionStatus.IDLE and not conn.closed:
+                with contextlib.suppress(Exception):
+                    await conn.rollback()
+            raise
+        finally:
+            await pool.putconn(conn)
 
     async def _run_tx(self, op: Op[Any]) -> Any:
         async with self._conn() as conn, conn.transaction():

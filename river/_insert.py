@@ -132,6 +132,25 @@ def _int_in(value: object, field: str, low: int, high: int) -> int:
     return value
 
 
+#: Kinds and queue names already validated (valid values only; bounded so that a program
+#: generating names cannot grow it without limit). Validation is pure, so caching is safe.
+_VALID_NAMES: set[tuple[str, str]] = set()
+_VALID_NAMES_MAX = 10_000
+
+
+def _checked(kind_or_queue: str, value: object, field: str) -> str:
+    if isinstance(value, str) and (kind_or_queue, value) in _VALID_NAMES:
+        return value
+    if kind_or_queue == "kind":
+        out = validate_kind(value, field)
+    else:
+        out = validate_queue_name(value, field)
+    if len(_VALID_NAMES) >= _VALID_NAMES_MAX:
+        _VALID_NAMES.clear()
+    _VALID_NAMES.add((kind_or_queue, out))
+    return out
+
+
 def build_batch(
     items: Sequence[tuple[JobArgs, InsertOpts | None]],
     defaults: InsertDefaults,
@@ -146,31 +165,63 @@ def build_batch(
     ``field_prefix`` (e.g. ``"jobs"``) makes error fields read ``jobs[3].priority`` for batches.
     ``allow_reserved_metadata`` lets internal callers (the periodic enqueuer) write ``river:``
     metadata keys that user code may not set.
+
+    A job without options (no ``InsertOpts`` and an args class that does not override
+    :meth:`JobArgs.insert_opts`) takes a fast path: every option is its default, so only the
+    kind and the args need checking and encoding.
     """
     batch = InsertBatch()
     notify_queues: dict[str, None] = {}
     seen_keys: dict[bytes, int] = {}
     now = now or datetime.now(UTC)
     single = len(items) == 1 and not field_prefix
+    known_kinds = defaults.known_kinds
+    default_max_attempts = _int_in(defaults.max_attempts, "max_attempts", 1, _SMALLINT_MAX)
+    plain_opts = JobArgs.insert_opts
+    prefix = "" if single else f"{field_prefix or 'jobs'}["
     for index, (args, opts) in enumerate(items):
-        where = "" if single else f"{field_prefix or 'jobs'}[{index}]."
+        cls = type(args)
+        kind = getattr(cls, "kind", None)
+        if (
+            opts is None
+            and isinstance(kind, str)
+            and ("kind", kind) in _VALID_NAMES
+            and getattr(cls, "insert_opts", None) is plain_opts
+            and (known_kinds is None or kind in known_kinds)
+        ):
+            # The fast path (see the docstring); isinstance(args, JobArgs) holds since only
+            # JobArgs subclasses define insert_opts.
+            batch.args.append(encode_args(args))
+            batch.kind.append(kind)
+            batch.queue.append("default")
+            batch.priority.append(1)
+            batch.max_attempts.append(default_max_attempts)
+            batch.state.append("available")
+            batch.scheduled_at.append(None)
+            batch.tags.append("")
+            batch.metadata.append("{}")
+            batch.unique_key.append(None)
+            batch.unique_states.append(None)
+            notify_queues["default"] = None
+            continue
+        where = f"{prefix}{index}]." if prefix else ""
         if not isinstance(args, JobArgs):
             raise ValidationError(
-                f"{where}args", f"must be a river.JobArgs instance, got {type(args).__name__}"
+                f"{where}args", f"must be a river.JobArgs instance, got {cls.__name__}"
             )
-        if opts is not None and not isinstance(opts, InsertOpts):
-            raise ValidationError(f"{where}opts", "must be a river.InsertOpts or None")
-        kind = validate_kind(getattr(type(args), "kind", None), f"{where}kind")
-        if defaults.known_kinds is not None and kind not in defaults.known_kinds:
+        kind = _checked("kind", kind, f"{where}kind")
+        if known_kinds is not None and kind not in known_kinds:
             raise UnknownJobKindError(
                 f"{where}kind",
                 f"no worker is registered for kind {kind!r} on this client "
                 "(register one, or set Config(skip_unknown_job_check=True))",
             )
+        if opts is not None and not isinstance(opts, InsertOpts):
+            raise ValidationError(f"{where}opts", "must be a river.InsertOpts or None")
         args_opts = args.insert_opts()
         # None means "not set"; an explicit 0 or "" is a bad value, not a request for the default.
-        queue = validate_queue_name(
-            _default(_pick("queue", opts, args_opts), "default"), f"{where}queue"
+        queue = _checked(
+            "queue", _default(_pick("queue", opts, args_opts), "default"), f"{where}queue"
         )
         priority = _int_in(
             _default(_pick("priority", opts, args_opts), 1), f"{where}priority", 1, 4

@@ -401,7 +401,7 @@ async def test_fast_path_writes_the_same_values(db_url: str) -> None:
         n = await client.insert_many_fast(
             [
                 (Email(n=0), None),
-                (Email(n=1), river.InsertOpts(scheduled_at=future, tags=["t_1", "t-2"])),
+                (Email(n=1), river.InsertOpts(scheduled_at=future, tags=["t_1", "t-2", "null"])),
                 (Email(n=2), river.InsertOpts(pending=True, metadata={"m": [1, {"x": None}]})),
                 (
                     Email(n=3),
@@ -439,9 +439,11 @@ async def test_fast_path_writes_the_same_values(db_url: str) -> None:
     assert rows[0]["metadata"] == {}
     assert rows[0]["max_attempts"] == 25
     assert rows[0]["priority"] == 1
+    assert rows[0]["scheduled_at"] == rows[0]["created_at"]
     assert rows[1]["state"] == "scheduled"
     assert rows[1]["scheduled_at"] == future
-    assert rows[1]["tags"] == ["t_1", "t-2"]
+    # Tags travel as a quoted array literal: "null" stays a string.
+    assert rows[1]["tags"] == ["t_1", "t-2", "null"]
     assert rows[2]["state"] == "pending"
     assert rows[2]["metadata"] == {"m": [1, {"x": None}]}
     r3 = rows[3]
@@ -507,6 +509,56 @@ async def test_insert_many_results_in_input_order(db_url: str) -> None:
             assert res.job.queue == f"q{i % 3}"
     new_ids = [r.job.id for i, r in enumerate(results) if i != 17]
     assert new_ids == sorted(new_ids)
+
+
+def _varied_items() -> list[tuple[river.JobArgs, river.InsertOpts | None]]:
+    tz = timezone(timedelta(hours=-7, minutes=-30))
+    return [
+        (Email(n=1), None),
+        (WithOpts(), None),
+        (
+            Email(to="é<>&\u2028", n=2),
+            river.InsertOpts(
+                queue="q-2",
+                priority=4,
+                max_attempts=1,
+                tags=["alpha", "beta_2"],
+                metadata={"n": 1.0, "big": 10**20, "s": "é<>&", "nested": {"b": 1, "a": [None]}},
+            ),
+        ),
+        (Email(n=3), river.InsertOpts(scheduled_at=datetime(2031, 5, 6, 7, 8, 9, 123456, tz))),
+        (Email(n=4), river.InsertOpts(pending=True, tags=[])),
+        (Email(n=5), river.InsertOpts(scheduled_at=utcnow() - timedelta(hours=1))),
+    ]
+
+
+@pytest.mark.parametrize("path", ["insert", "insert_many", "insert_tx", "sync"])
+async def test_returned_rows_equal_the_rows_persisted(db_url: str, path: str) -> None:
+    """Jobs without unique keys read back only what the server fills; the rows returned must
+    still equal what job_get reads, field by field."""
+    items = _varied_items()
+    async with river.AsyncClient(db_url) as client:
+        results: list[river.InsertResult] = []
+        if path == "insert":
+            for args, opts in items:
+                results.append(await client.insert(args, opts))
+        elif path == "insert_many":
+            results = await client.insert_many(items)
+            results += await client.insert_many(items[2:3])
+        elif path == "insert_tx":
+            async with await psycopg.AsyncConnection.connect(db_url) as conn:
+                for args, opts in items:
+                    results.append(await client.insert_tx(conn, args, opts))
+                results += await client.insert_many_tx(conn, items)
+        else:
+            with river.Client(db_url) as sync_client:
+                for args, opts in items:
+                    results.append(await anyio.to_thread.run_sync(sync_client.insert, args, opts))
+                results += await anyio.to_thread.run_sync(sync_client.insert_many, items)
+        assert len(results) >= len(items)
+        for res in results:
+            assert res.unique_skipped_as_duplicate is False
+            assert res.job == await client.job_get(res.job.id)
 
 
 async def test_unique_insert_returns_existing_row(db_url: str) -> None:

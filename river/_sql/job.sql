@@ -2,7 +2,7 @@
 -- "/* schema */" before an object name is replaced by the quoted schema and a dot, or nothing.
 -- Row shape returned by every query that returns jobs (river/_driver.py JOB_COLUMNS decodes it):
 --   id, kind, queue, state, args, attempt, max_attempts, priority, created_at, scheduled_at,
---   attempted_at, finalized_at, attempted_by, errors, metadata, tags, unique_key, unique_states
+--   attempted_at, finalized_at, attempted_by, errors, metadata::text, tags, unique_key, unique_states
 
 -- name: job_insert_many
 -- One statement for 1..n jobs. Rows come in as parallel arrays (one element per job) and are
@@ -63,7 +63,7 @@ inserted AS (
     RETURNING
         j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
         j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
-        j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer,
+        j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer,
         j.xmax <> 0 AS unique_skipped_as_duplicate
 )
 SELECT * FROM inserted
@@ -105,7 +105,7 @@ ON CONFLICT (unique_key)
 RETURNING
     j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
     j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
-    j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer,
+    j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer,
     j.xmax <> 0 AS unique_skipped_as_duplicate
 
 -- name: job_copy
@@ -147,7 +147,7 @@ WHERE j.id = locked.id
 RETURNING
     j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
     j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
-    j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer
+    j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
 
 -- name: job_set_state_many
 -- The completer's batch write (PROTOCOL.md 3.6). Rows are locked in id order first so that two
@@ -225,13 +225,13 @@ WHERE id = %(id)s
 RETURNING
     id, kind, queue, state::text, args::text, attempt, max_attempts,
     priority, created_at, scheduled_at, attempted_at, finalized_at,
-    attempted_by, errors, metadata, tags, unique_key, unique_states::integer
+    attempted_by, errors, metadata::text, tags, unique_key, unique_states::integer
 
 -- name: job_get
 SELECT
     id, kind, queue, state::text, args::text, attempt, max_attempts,
     priority, created_at, scheduled_at, attempted_at, finalized_at,
-    attempted_by, errors, metadata, tags, unique_key, unique_states::integer
+    attempted_by, errors, metadata::text, tags, unique_key, unique_states::integer
 FROM /* schema */river_job
 WHERE id = %(id)s
 
@@ -256,7 +256,7 @@ updated AS (
     RETURNING
         j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
         j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
-        j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer,
+        j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer,
         pg_notify(
             coalesce(%(schema)s::text, current_schema()) || '.river_control',
             json_build_object('action', 'cancel', 'job_id', j.id, 'queue', j.queue)::text
@@ -270,7 +270,7 @@ UNION ALL
 SELECT
     j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
     j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
-    j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer
+    j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
 FROM /* schema */river_job AS j
 JOIN locked ON locked.id = j.id
 WHERE NOT EXISTS (SELECT 1 FROM updated)
@@ -295,14 +295,14 @@ updated AS (
     RETURNING
         j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
         j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
-        j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer
+        j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
 )
 SELECT * FROM updated
 UNION ALL
 SELECT
     j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
     j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
-    j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer
+    j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
 FROM /* schema */river_job AS j
 JOIN locked ON locked.id = j.id
 WHERE NOT EXISTS (SELECT 1 FROM updated)
@@ -318,7 +318,7 @@ deleted AS (
     RETURNING
         j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
         j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
-        j.attempted_by, j.errors, j.metadata, j.tags, j.unique_key, j.unique_states::integer
+        j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
 )
 SELECT (SELECT state::text FROM locked) AS locked_state, d.*
 FROM (SELECT 1) AS one
@@ -332,4 +332,4 @@ WHERE id = %(id)s
 RETURNING
     id, kind, queue, state::text, args::text, attempt, max_attempts,
     priority, created_at, scheduled_at, attempted_at, finalized_at,
-    attempted_by, errors, metadata, tags, unique_key, unique_states::integer
+    attempted_by, errors, metadata::text, tags, unique_key, unique_states::integer

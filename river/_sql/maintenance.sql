@@ -63,7 +63,7 @@ SELECT NULL, false, (SELECT count(*) FROM discarded)
 -- name: rescuer_select
 -- Running jobs whose attempt started before the horizon (database clock), all queues.
 SELECT id, kind, queue, state::text, args::text, attempt, max_attempts, priority, created_at,
-       scheduled_at, attempted_at, finalized_at, attempted_by, errors, metadata, tags,
+       scheduled_at, attempted_at, finalized_at, attempted_by, errors, metadata::text, tags,
        unique_key, unique_states::integer
 FROM /* schema */river_job
 WHERE state = 'running'
