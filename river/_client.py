@@ -56,7 +56,7 @@ from river._maintenance import (
 )
 from river._middleware import apply_insert_middleware
 from river._notifier import Notifier
-from river._producer import Producer, QueueSettings
+from river._producer import JobBudget, Producer, QueueSettings
 from river._sansio import Op, run_async
 from river._telemetry import TELEMETRY
 from river._types import InsertOpts, InsertResult, JobRow, JobState
@@ -99,6 +99,7 @@ class _Runtime:
         self.executor = executor
         self.completer = completer
         self.client_id = client_id
+        self.budget = JobBudget(completer.max_backlog, lambda: completer.backlog)
 
     async def fetch(self, queue: str, limit: int) -> list[JobRow]:
         async with self.pool.connection() as conn:
@@ -476,7 +477,7 @@ class AsyncClient:
             middleware=self._middleware,
         )
         self._runtime = _Runtime(self._pool, self._queries, executor, completer, self.id)
-        completer.on_backlog_cleared = self._wake_all
+        completer.on_written = self._runtime.budget.wake_next
         try:
             # Two levels: producers and the completer live in the outer group; the services
             # (notifier, poller, keep-alive) in an inner one that stop() cancels once every
@@ -788,11 +789,16 @@ class AsyncClient:
             self._poller_done.set()
 
     async def _poll_until_stopped(self) -> None:
+        # Looking for due jobs is skipped for producers that will fetch anyway (see
+        # Producer.wants_poll): under load the index ranges of busy queues are full of entries
+        # of rows just fetched or completed, and probing 2,000 of them took seconds of server
+        # time per tick, holding back the xmin horizon, which kept those entries alive.
         text = self._queries.sql(
-            "SELECT q.name, rq.paused_at IS NOT NULL, EXISTS ("
+            "SELECT q.name, rq.paused_at IS NOT NULL, CASE WHEN q.probe THEN EXISTS ("
             " SELECT 1 FROM /* schema */river_job AS j"
             " WHERE j.state = 'available' AND j.queue = q.name AND j.scheduled_at <= now())"
-            " FROM unnest(%(names)s::text[]) AS q(name)"
+            " ELSE false END"
+            " FROM unnest(%(names)s::text[], %(probe)s::boolean[]) AS q(name, probe)"
             " LEFT JOIN /* schema */river_queue AS rq ON rq.name = q.name"
         )
         while not self._poller_exit:
@@ -801,8 +807,9 @@ class AsyncClient:
             if due:
                 poll_started = now
                 try:
+                    probe = [self._producers[n].wants_poll for n in due]
                     async with self._conn() as conn:
-                        cur = await conn.execute(text, {"names": due}, prepare=True)
+                        cur = await conn.execute(text, {"names": due, "probe": probe}, prepare=True)
                         rows = await cur.fetchall()
                 except (psycopg.Error, OSError) as exc:
                     logger.warning("poll failed: %s", exc)

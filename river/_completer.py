@@ -4,8 +4,9 @@ Executors hand outcomes to :meth:`Completer.add` (no I/O, no waiting). A single 
 them with ``job_set_state_many``: at once when ``batch_size`` outcomes are waiting, else after
 at most ``flush_interval``. A failed write (database down, connection lost) is retried with
 capped exponential backoff until it succeeds: a finished job's outcome is never discarded.
-Producers stop fetching while ``backlog`` exceeds ``max_backlog`` (backpressure), so a slow
-or unreachable database cannot make memory grow without bound.
+The outcomes waiting here count against the client's job budget (river/_producer.py
+JobBudget, ``max_backlog`` jobs): producers fetch only into the room left, so a slow or
+unreachable database cannot make memory grow without bound.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Completer:
         *,
         batch_size: int = 2000,
         flush_interval: float = 0.025,
-        max_backlog: int = 20_000,
+        max_backlog: int = 5_000,
         retry_backoff_max: float = 5.0,
         on_persisted: Callable[[list[Outcome], dict[int, JobRow | str]], None] | None = None,
         want_rows: Callable[[], bool] = lambda: False,
@@ -85,18 +86,13 @@ class Completer:
         self._written = 0
         self._progress = anyio.Event()
         self._stopping = False
-        #: Called with no argument whenever the backlog falls below max_backlog again.
-        self.on_backlog_cleared: Callable[[], None] | None = None
+        #: Called with no argument after each write (the backlog shrank).
+        self.on_written: Callable[[], None] | None = None
 
     @property
     def backlog(self) -> int:
         """Outcomes accepted but not yet written."""
         return len(self._pending) + self._in_flight
-
-    @property
-    def saturated(self) -> bool:
-        """True while producers should not fetch (backlog above ``max_backlog``)."""
-        return self.backlog >= self.max_backlog
 
     def add(self, outcome: Outcome) -> None:
         """Accept an outcome for writing. Never blocks."""
@@ -165,8 +161,8 @@ class Completer:
         self._progress = anyio.Event()
         if self._on_persisted is not None:
             self._on_persisted(outcomes, persisted)
-        if self.on_backlog_cleared is not None and self.backlog < self.max_backlog:
-            self.on_backlog_cleared()
+        if self.on_written is not None:
+            self.on_written()
 
 
 def _to_batch(outcomes: list[Outcome]) -> CompletionBatch:

@@ -125,8 +125,14 @@ class Config:
     - ``poll_only``: no LISTEN connection at all (PgBouncer transaction pooling); work is found
       by polling every ``fetch_poll_interval`` and pause/resume by re-reading river_queue.
     - ``sync_worker_threads``: threads shared by all sync (``def work``) workers (default 40).
-    - ``completer_batch_size`` / ``completer_flush_interval`` / ``completer_max_backlog``:
-      batching of outcome writes; producers stop fetching while the backlog is above the max.
+    - ``completer_batch_size`` / ``completer_flush_interval``: batching of outcome writes
+      (2,000 outcomes per statement, at most 25 ms after the first).
+    - ``completer_max_backlog``: room for fetches shared by all queues (5,000): outcomes
+      waiting to be written plus fetches in progress stay under it. Fetches are sized to the
+      room left and queues waiting for room are served first come, first served, so thousands
+      of busy queues neither pile jobs up in memory nor starve each other; a slow database
+      pauses fetching instead of growing memory. Two or three completer batches are enough
+      to keep the writer busy; it does not limit running jobs (``max_workers`` does).
     - ``skip_unknown_job_check``: allow inserting kinds no worker of this client handles.
     - ``on_event``: called with every :class:`river.Event` (job outcomes, queue changes); see
       also ``client.subscribe``.
@@ -162,7 +168,7 @@ class Config:
     sync_worker_threads: int = 40
     completer_batch_size: int = 2000
     completer_flush_interval: float = 0.025
-    completer_max_backlog: int = 20_000
+    completer_max_backlog: int = 5_000
     skip_unknown_job_check: bool = False
     leader_election: bool = True
     leader_elect_interval: float = 5.0

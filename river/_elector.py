@@ -30,6 +30,7 @@ from anyio.abc import TaskStatus
 from psycopg_pool import AsyncConnectionPool
 
 from river._driver import Queries
+from river._errors import describe
 
 __all__ = ["Elector"]
 
@@ -109,7 +110,7 @@ class Elector:
         try:
             elected = await self._attempt_elect()
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            logger.warning("leader election attempt failed: %s", exc)
+            logger.warning("leader election attempt failed: %s", describe(exc))
             elected = False
         if elected:
             self._set_leader(True)
@@ -154,7 +155,9 @@ class Elector:
                 return
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 remaining = self._trusted_until - time.monotonic()
-                logger.warning("leader re-election failed (%.1fs of term left): %s", remaining, exc)
+                logger.warning(
+                    "leader re-election failed (%.1fs of term left): %s", remaining, describe(exc)
+                )
                 if remaining <= backoff:
                     self._set_leader(False)
                     return
@@ -187,7 +190,7 @@ class Elector:
                         )
                 return
             except (psycopg.Error, OSError, TimeoutError) as exc:
-                logger.warning("leader resignation attempt %d failed: %s", attempt, exc)
+                logger.warning("leader resignation attempt %d failed: %s", attempt, describe(exc))
 
 
 def request_resign_payload() -> str:

@@ -28,6 +28,13 @@ __all__ = [
 ]
 
 
+def describe(exc: BaseException) -> str:
+    """An exception for a log line: its message, or its type when it has none (a bare
+    ``TimeoutError`` would otherwise log as nothing at all)."""
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
 class RiverError(Exception):
     """Base class of this library's exceptions."""
 

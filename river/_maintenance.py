@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from river._args import JobArgs, Workers, validate_kind
 from river._driver import Queries, job_from_row, notify_op
-from river._errors import ValidationError
+from river._errors import ValidationError, describe
 from river._insert import NotifyLimiter, insert_payload
 from river._retry import RetryPolicy
 from river._sansio import run_async
@@ -85,7 +85,7 @@ async def _loop(
         try:
             full = await once()
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            logger.warning("%s: pass failed: %s", name, exc)
+            logger.warning("%s: pass failed: %s", name, describe(exc))
             full = False
         await anyio.sleep(random.uniform(0.05, 1.0) if full else interval)
 
@@ -464,7 +464,7 @@ class Reindexer:
             try:
                 await self.run_once()
             except (psycopg.Error, OSError) as exc:
-                logger.warning("reindexer: pass failed: %s", exc)
+                logger.warning("reindexer: pass failed: %s", describe(exc))
 
 
 #: What a periodic job's constructor returns: args, (args, opts), or None to skip this run.

@@ -1,7 +1,9 @@
 """The producer of one queue: fetch loop, slot accounting, pause state, its jobs.
 
-A producer fetches with ``limit = free slots`` (never when paused, when no slot is free, or
-while the completer is saturated). Fetch triggers: start, an insert notification for its
+A producer fetches with ``limit = free slots`` (never when paused or when no slot is free),
+capped by the client's :class:`JobBudget`: the jobs a client holds between fetch and the write of
+their outcome are bounded, and producers waiting for room are served first come, first served.
+Fetch triggers: start, an insert notification for its
 queue, the client's poller finding due jobs, resume, and a finished job when the previous fetch
 was full. Triggers within ``fetch_cooldown`` of the last fetch collapse into one trailing fetch.
 After a fetch woken by a notification it fetches once more one cooldown later, catching inserts
@@ -18,6 +20,7 @@ import heapq
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,12 +29,12 @@ import psycopg
 from anyio.abc import TaskStatus
 
 from river._executor import CancelReason, RunningJob
-from river._types import JobState
+from river._types import JobRow, JobState
 
 if TYPE_CHECKING:
     from river._client import _Runtime
 
-__all__ = ["Producer", "QueueSettings"]
+__all__ = ["JobBudget", "Producer", "QueueSettings"]
 
 logger = logging.getLogger("river.producer")
 
@@ -46,26 +49,123 @@ class QueueSettings:
 
 
 class _Trigger:
-    """A resettable wake-up flag."""
+    """A resettable wake-up flag for one waiter (the fetch loop).
+
+    Plain asyncio underneath: an idle producer then holds a handful of objects instead of
+    the dozens an anyio Event and cancel scope per wait add up to, which matters to the
+    garbage collector with thousands of queues.
+    """
+
+    __slots__ = ("_flag", "_waiter")
 
     def __init__(self) -> None:
-        self._event = anyio.Event()
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
 
     def set(self) -> None:
-        self._event.set()
+        self._flag = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self._flag
 
     def clear(self) -> None:
-        if self._event.is_set():
-            self._event = anyio.Event()
+        self._flag = False
 
     async def wait(self, max_wait: float = math.inf) -> bool:
         """Wait until set or ``max_wait`` seconds elapse; return whether it was set."""
-        with anyio.move_on_after(max_wait):
-            await self._event.wait()
-        return self._event.is_set()
+        if self._flag:
+            return True
+        if max_wait <= 0:
+            return False
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = None if max_wait == math.inf else loop.call_later(max_wait, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+        return self._flag
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class JobBudget:
+    """Room for fetches, shared by a client's producers: outcomes waiting to be written plus
+    fetches in progress stay under ``Config.completer_max_backlog``.
+
+    A producer reserves room before each fetch and sizes the fetch to it; the reservation is
+    returned when the fetch does (the jobs are then bounded by the queue's ``max_workers``, and
+    count again once their outcomes wait in the completer). When there is no room, producers
+    queue up and are served in arrival order as the completer writes outcomes, one at a time
+    (each wakes the next while room is left). Without this, every queue with free slots would
+    fetch its whole ``max_workers`` the moment the backlog fell under the limit: 2,000 queues
+    of 100 workers meant 200,000 no-op jobs in memory at once, locked in the database while
+    waiting their turn, in a heap so large that Python's garbage collector cost more than the
+    jobs themselves.
+    """
+
+    def __init__(self, capacity: int, backlog: Callable[[], int]) -> None:
+        self.capacity = capacity
+        self._backlog = backlog
+        #: Room reserved by fetches in progress.
+        self.reserved = 0
+        self._waiters: dict[Producer, None] = {}
+
+    @property
+    def room(self) -> int:
+        """How many more jobs may be fetched now."""
+        return self.capacity - self.reserved - self._backlog()
+
+    def acquire(self, producer: Producer, want: int) -> int:
+        """Reserve room for a fetch of up to ``want`` jobs; 0 when the budget is full or other
+        producers are waiting first (``producer`` then keeps or takes its place in line and is
+        woken when its turn comes)."""
+        room = self.room
+        waiters = self._waiters
+        if room <= 0 or (waiters and next(iter(waiters)) is not producer):
+            waiters.setdefault(producer)
+            return 0
+        waiters.pop(producer, None)
+        n = min(want, room)
+        self.reserved += n
+        if room > n:
+            self.wake_next()
+        return n
+
+    def release(self, reserved: int) -> None:
+        """Return a reservation once its fetch is over (done, failed or cancelled)."""
+        self.reserved -= reserved
+        self.wake_next()
+
+    def leave(self, producer: Producer) -> None:
+        """``producer`` no longer waits (paused, no free slot, stopping)."""
+        if self._waiters and next(iter(self._waiters)) is producer:
+            del self._waiters[producer]
+            self.wake_next()
+        else:
+            self._waiters.pop(producer, None)
+
+    def wake_next(self) -> None:
+        """Wake the first waiting producer if there is room (after outcomes were written)."""
+        if self._waiters and self.room > 0:
+            next(iter(self._waiters)).wake()
+
+    @property
+    def waiting(self) -> int:
+        """Producers waiting for room (statistics; tests)."""
+        return len(self._waiters)
+
+    def is_waiting(self, producer: Producer) -> bool:
+        """Whether ``producer`` waits in line for room."""
+        return producer in self._waiters
 
 
 class Producer:
@@ -85,9 +185,9 @@ class Producer:
         self._last_fetch_full = False
         self._notified = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._done = anyio.Event()
+        self._done = asyncio.Event()
         # Held during a fetch, so a settings change never lands in the middle of one.
-        self._fetch_lock = anyio.Lock()
+        self._fetch_lock = asyncio.Lock()
         # Monotonic times at which jobs this producer re-queued (short retries and snoozes go
         # straight to available with a future scheduled_at) become due: a local timer wakes the
         # loop then, instead of waiting for the next poll.
@@ -102,6 +202,18 @@ class Producer:
     def free_slots(self) -> int:
         """Slots available for new jobs (never negative, even after a shrink)."""
         return max(self.settings.max_workers - len(self.running), 0)
+
+    @property
+    def wants_poll(self) -> bool:
+        """Whether the client's poller should look for due jobs for this queue: not when it
+        will fetch anyway (its last fetch was full, so finishing jobs trigger the next one, or
+        it waits in line for room in the job budget) or could not (paused, no free slot)."""
+        return (
+            not self.paused
+            and not self._last_fetch_full
+            and self.free_slots > 0
+            and not self._rt.budget.is_waiting(self)
+        )
 
     def wake(self, *, notified: bool = False) -> None:
         """Ask for a fetch (coalesced with the cooldown)."""
@@ -131,6 +243,7 @@ class Producer:
         producer never returns, or propagates a cancellation, before all of them are done.
         """
         task_status.started()
+        del task_status  # held by this frame for the producer's whole life otherwise
         try:
             await self._fetch_loop()
             await self._wait_jobs()
@@ -182,12 +295,20 @@ class Producer:
 
     async def _fetch_loop(self) -> None:
         rt = self._rt
-        trailing = False
         # No fetch before the first trigger: the client's poller checks a new queue at once
         # (one query for every queue starting together) and wakes it if it has due jobs.
         await self._wait()
+        budget = rt.budget
+        try:
+            await self._fetch_loop_body(rt, budget)
+        finally:
+            budget.leave(self)
+
+    async def _fetch_loop_body(self, rt: _Runtime, budget: JobBudget) -> None:
+        trailing = False
         while not self._stopping:
-            if self.paused or self.free_slots <= 0 or rt.completer.saturated:
+            if self.paused or self.free_slots <= 0:
+                budget.leave(self)
                 await self._wait()
                 self._trigger.clear()
                 trailing = False
@@ -202,42 +323,58 @@ class Producer:
             self._trigger.clear()
             notified, self._notified = self._notified, False
             async with self._fetch_lock:
-                limit = self.free_slots
-                if limit <= 0 or self.paused:
+                want = self.free_slots
+                if want <= 0 or self.paused:
+                    continue
+                limit = budget.acquire(self, want)
+                if limit <= 0:
+                    # In line for room: the budget wakes this producer when its turn comes.
+                    self._trigger.clear()
+                    trailing = False
+                    await self._wait()
                     continue
                 if not trailing:
                     # A trailing fetch does not restart the cooldown: the next notification
                     # (the next insert of a steady trickle) must be fetched at once.
                     self._last_fetch = time.monotonic()
                 trailing = False
+                rows: list[JobRow] | None = None
                 try:
                     rows = await rt.fetch(self.queue, limit)
                 except (psycopg.Error, OSError) as exc:
                     logger.warning("queue %s: fetch failed, retrying: %s", self.queue, exc)
-                    rows = None
+                finally:
+                    budget.release(limit)  # also on failure and cancellation
             if rows is None:
                 await self._trigger.wait(min(1.0, self.settings.fetch_poll_interval))
                 continue
             self._last_fetch_full = len(rows) >= limit
+            got_rows = bool(rows)
             if rows:
-                self.fetched += len(rows)
-                started = time.monotonic()
-                loop = asyncio.get_running_loop()
-                tasks = self._tasks
-                for row in sorted(rows, key=lambda r: (r.priority, r.scheduled_at, r.id)):
-                    running = RunningJob(row, started)
-                    self.running[row.id] = running
-                    task = loop.create_task(self._work(running))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                self._start_jobs(rows)
+            # This frame waits below: holding the rows would keep every queue's last batch
+            # alive (2,000 idle queues x 100 rows, all for the garbage collector to walk).
+            rows = None
             if self._last_fetch_full:
                 continue  # slots freed by finishing jobs wake the loop
-            if notified and rows:
+            if notified and got_rows:
                 # Trailing fetch: inserts whose notification the sender's limiter suppressed.
                 if not await self._wait(self.settings.fetch_cooldown * 2):
                     trailing = True
                 continue
             await self._wait()
+
+    def _start_jobs(self, rows: list[JobRow]) -> None:
+        self.fetched += len(rows)
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        tasks = self._tasks
+        for row in sorted(rows, key=lambda r: (r.priority, r.scheduled_at, r.id)):
+            running = RunningJob(row, started)
+            self.running[row.id] = running
+            task = loop.create_task(self._work(running))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     async def _work(self, running: RunningJob) -> None:
         rt = self._rt

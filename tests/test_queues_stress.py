@@ -214,6 +214,9 @@ class QueuesMachine(RuleBasedStateMachine):
             fetch_cooldown=0.002,
             fetch_poll_interval=0.05,
             completer_flush_interval=0.005,
+            # Tiny room for fetches: producers constantly wait in the budget's line, so every
+            # operation below also meets queues waiting there (paused, removed, resized).
+            completer_max_backlog=8,
             leader_election=False,
         )
         self.client = river.AsyncClient(url, config, pool_max_size=5)
