@@ -571,29 +571,47 @@ def report(
         c = mq[0]
         add(f"### Many queues: {c.name} queues (river-queue)\n")
         add(
-            f"{int(sizes['many_jobs']):,} no-op jobs spread evenly over the queues by COPY, then "
-            "one client with every queue (`Config(queues=...)`, max_workers 100 each) drains "
-            "them; then, with the client running and every queue empty, the database's "
-            f"transactions per second over {sizes['many_idle_seconds']:g} s (pg_stat_database "
-            "xact_commit + xact_rollback, read from another database, so the measurement itself "
-            "is not counted; each statement of the client is one transaction); then every queue "
-            f"removed and added again with `client.queues`. Runs: {len(c.results)}.\n"
+            f"A running client gets {c.name} queues added with `client.queues.add` (max_workers "
+            f"100 each); with it stopped, {int(sizes['many_jobs']):,} no-op jobs go in by COPY, "
+            "spread round robin over the queues (each fetch then touches rows scattered over "
+            "the table); the client starts again and drains them all while, on the side, a "
+            "queue is added and removed every 100 ms (the latency of each under load). Then, "
+            "with the client running and every queue empty, the database's transactions per "
+            f"second over {sizes['many_idle_seconds']:g} s (pg_stat_database xact_commit + "
+            "xact_rollback, read from another database, so the measurement itself is not "
+            "counted; each statement of the client is one transaction); then every queue is "
+            f"removed. Runs: {len(c.results)}.\n"
         )
         add("| measure | value |")
         add("|---|---:|")
         rows = [
+            ("add every queue to the running client, s", "add_all_s", 2),
+            ("add one queue (idle client), p50 / p99 ms", ("add_p50_ms", "add_p99_ms"), 2),
             ("insert (COPY) jobs/s", "insert_jobs_per_s", 0),
+            ("client start() with all queues and the backlog, s", "start_s", 2),
             ("drain jobs/s", "jobs_per_s", 0),
             ("client CPU µs/job while draining", "cpu_us_per_job", 1),
             ("Postgres CPU µs/job while draining", "pg_cpu_us_per_job", 1),
-            ("client start() with all queues, s", "start_s", 2),
+            (
+                "add a queue while draining, p50 / p99 ms",
+                ("load_add_p50_ms", "load_add_p99_ms"),
+                1,
+            ),
+            (
+                "remove a queue while draining, p50 / p99 ms",
+                ("load_remove_p50_ms", "load_remove_p99_ms"),
+                1,
+            ),
             ("idle queries/s (all queues empty)", "idle_queries_per_s", 1),
             ("remove every queue (client.queues.remove), s", "remove_all_s", 2),
-            ("add every queue again (client.queues.add), s", "add_all_s", 2),
             ("peak RSS of the process, MiB", "rss_mb", 0),
         ]
         for label, key, digits in rows:
-            add(f"| {label} | {cell(c, key, digits)} |")
+            if isinstance(key, tuple):
+                value = " / ".join(cell(c, k, digits, spread=False) for k in key)
+            else:
+                value = cell(c, key, digits)
+            add(f"| {label} | {value} |")
         add("")
 
     add("### Targets\n")
@@ -647,6 +665,12 @@ def report(
             f"| {mq[0].name} idle queues, queries/s | <= 10 | "
             f"{cell(mq[0], 'idle_queries_per_s', 1, False)} |"
         )
+        drain = stats(mq[0], "jobs_per_s")
+        if drain is not None and best_burn:
+            add(
+                f"| {mq[0].name}-queue drain, share of the best single-queue burn-down | "
+                f">= 70 % | {drain[0] / best_burn:.0%} ({fmt(drain[0])} / {fmt(best_burn)}) |"
+            )
     add("")
 
     failures = [c for c in cases if c.errors]

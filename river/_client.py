@@ -1003,9 +1003,10 @@ class QueueManager:
                 producer.cancel_jobs()
                 await producer.wait_done()
                 del c._producers[name]
-                # Like stop: the outcomes of its jobs are written before remove returns.
+                # Like stop: the outcomes of its jobs are written before remove returns (only
+                # those: other queues' outcomes written later do not hold it up).
                 assert c._runtime is not None
-                await c._runtime.completer.flushed()
+                await c._runtime.completer.flushed(producer.last_outcome)
             c._next_poll.pop(name, None)
             c._paused_changed.pop(name, None)
             del c._queue_configs[name]

@@ -94,12 +94,14 @@ class Completer:
         """Outcomes accepted but not yet written."""
         return len(self._pending) + self._in_flight
 
-    def add(self, outcome: Outcome) -> None:
-        """Accept an outcome for writing. Never blocks."""
+    def add(self, outcome: Outcome) -> int:
+        """Accept an outcome for writing. Never blocks. Returns its sequence number, for
+        :meth:`flushed`."""
         self._pending.append(outcome)
         self._accepted += 1
         if len(self._pending) >= self.batch_size:
             self._wake.set()
+        return self._accepted
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Flush loop; returns after :meth:`stop` once everything has been written."""
@@ -118,10 +120,11 @@ class Completer:
         self._stopping = True
         self._wake.set()
 
-    async def flushed(self) -> None:
-        """Wait until every outcome accepted before this call has been written (unlike
-        waiting for an empty backlog, later outcomes never make it wait longer). Flushes at once."""
-        target = self._accepted
+    async def flushed(self, upto: int | None = None) -> None:
+        """Wait until every outcome accepted before this call (or up to sequence number
+        ``upto``, as returned by :meth:`add`) has been written; unlike waiting for an empty
+        backlog, later outcomes never make it wait longer. Flushes at once."""
+        target = self._accepted if upto is None else upto
         while self._written < target:
             self._wake.set()
             await self._progress.wait()

@@ -197,6 +197,8 @@ class Producer:
         #: Jobs fetched and finished over this producer's life (statistics).
         self.fetched = 0
         self.finished = 0
+        #: The completer's sequence number of this producer's latest outcome (0: none yet).
+        self.last_outcome = 0
 
     @property
     def free_slots(self) -> int:
@@ -383,7 +385,7 @@ class Producer:
         finally:
             del self.running[running.row.id]
         self.finished += 1
-        rt.completer.add(outcome)
+        self.last_outcome = rt.completer.add(outcome)
         if outcome.state is JobState.AVAILABLE and outcome.scheduled_at is not None:
             delay = (outcome.scheduled_at - rt.executor.now()).total_seconds()
             if delay > 0:
