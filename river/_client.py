@@ -220,7 +220,7 @@ class AsyncClient:
         pool = self._pool
         conn = await pool.getconn()
         try:
-            result = await run_async(conn, op)
+            result = await run_async(conn, op, own=True)
             if conn.pgconn.transaction_status != TransactionStatus.IDLE:
                 await conn.commit()
             return result

@@ -3,7 +3,9 @@
 Executors hand outcomes to :meth:`Completer.add` (no I/O, no waiting). A single flusher writes
 them with ``job_set_state_many``: at once when ``batch_size`` outcomes are waiting, else after
 at most ``flush_interval``. A failed write (database down, connection lost) is retried with
-capped exponential backoff until it succeeds: a finished job's outcome is never discarded.
+capped exponential backoff until it succeeds: a finished job's outcome is never discarded
+because of the connection. A batch the database itself keeps refusing is split down to the
+outcome at fault, which alone is given up (its job stays ``running`` for the rescuer).
 The outcomes waiting here count against the client's job budget (river/_producer.py
 JobBudget, ``max_backlog`` jobs): producers fetch only into the room left, so a slow or
 unreachable database cannot make memory grow without bound.
@@ -26,6 +28,7 @@ from anyio.abc import TaskStatus
 from psycopg_pool import AsyncConnectionPool
 
 from river._driver import CompletionBatch, Queries, set_state_many_op
+from river._errors import describe
 from river._sansio import run_async
 from river._types import AttemptError, JobRow, JobState
 
@@ -86,6 +89,8 @@ class Completer:
         self._written = 0
         self._progress = anyio.Event()
         self._stopping = False
+        #: Outcomes the database refused for good (see :meth:`_write`; statistics, tests).
+        self.given_up = 0
         #: Called with no argument after each write (the backlog shrank).
         self.on_written: Callable[[], None] | None = None
 
@@ -133,30 +138,12 @@ class Completer:
         outcomes = self._pending[: self.batch_size]
         del self._pending[: len(outcomes)]
         self._in_flight += len(outcomes)
-        batch = _to_batch(outcomes)
         full_rows = self._want_rows()
-        attempt = 0
+        persisted: dict[int, JobRow | str] = {}
         try:
             # Shielded: stop/cancellation must never lose a finished job's outcome.
             with anyio.CancelScope(shield=True):
-                while True:
-                    try:
-                        async with self._pool.connection() as conn:
-                            persisted = await run_async(
-                                conn, set_state_many_op(self._q, batch, full_rows=full_rows)
-                            )
-                        break
-                    except (psycopg.Error, OSError) as exc:
-                        attempt += 1
-                        delay = min(self.retry_backoff_max, 0.05 * math.pow(2, attempt))
-                        logger.warning(
-                            "writing %d job outcomes failed (try %d), retrying in %.2fs: %s",
-                            len(outcomes),
-                            attempt,
-                            delay,
-                            exc,
-                        )
-                        await anyio.sleep(delay)
+                await self._write(outcomes, full_rows, persisted)
         finally:
             self._in_flight -= len(outcomes)
         self._written += len(outcomes)
@@ -166,6 +153,84 @@ class Completer:
             self._on_persisted(outcomes, persisted)
         if self.on_written is not None:
             self.on_written()
+
+    async def _write(
+        self, outcomes: list[Outcome], full_rows: bool, persisted: dict[int, JobRow | str]
+    ) -> None:
+        """Write ``outcomes``, retrying with capped backoff until it works (a lost connection,
+        a database restarting: the outcomes wait, however long).
+
+        A batch the database itself keeps refusing (``_MAX_REFUSALS`` tries in a row ending in
+        an error about the statement, not the connection: a trigger raising for one row, a
+        constraint added by hand) would otherwise hold back every outcome batched with it and
+        block stop() forever. It is split in halves, written separately, down to the one
+        outcome at fault, which is given up with an error log: that job stays ``running`` in
+        the database, and the rescuer retries it after ``rescue_stuck_jobs_after`` as it would
+        a job whose client died, so no job is lost."""
+        batch = _to_batch(outcomes)
+        attempt = refused = 0
+        while True:
+            try:
+                async with self._pool.connection() as conn:
+                    persisted.update(
+                        await run_async(
+                            conn, set_state_many_op(self._q, batch, full_rows=full_rows)
+                        )
+                    )
+                return
+            except (psycopg.Error, OSError) as exc:
+                attempt += 1
+                refused = refused + 1 if _refused(exc) else 0
+                if refused >= _MAX_REFUSALS:
+                    if len(outcomes) > 1:
+                        half = len(outcomes) // 2
+                        logger.warning(
+                            "the database refused a batch of %d job outcomes %d times (%s); "
+                            "writing it in halves to isolate the outcome at fault",
+                            len(outcomes),
+                            refused,
+                            describe(exc),
+                        )
+                        await self._write(outcomes[:half], full_rows, persisted)
+                        await self._write(outcomes[half:], full_rows, persisted)
+                        return
+                    job = outcomes[0].job
+                    self.given_up += 1
+                    logger.error(
+                        "the database refused the outcome of job %d (kind %s, queue %s, state "
+                        "%s) %d times: %s. Giving up on writing it: the job stays running "
+                        "until the rescuer retries it.",
+                        job.id,
+                        job.kind,
+                        job.queue,
+                        outcomes[0].state.value,
+                        refused,
+                        describe(exc),
+                    )
+                    return
+                delay = min(self.retry_backoff_max, 0.05 * math.pow(2, attempt))
+                logger.warning(
+                    "writing %d job outcomes failed (try %d), retrying in %.2fs: %s",
+                    len(outcomes),
+                    attempt,
+                    delay,
+                    describe(exc),
+                )
+                await anyio.sleep(delay)
+
+
+#: Tries in a row the database refuses a batch before it is split (see Completer._write).
+_MAX_REFUSALS = 3
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the database answered with an error about the statement (which retrying the
+    same batch may never fix), as opposed to a lost connection or a server going away."""
+    if not isinstance(exc, psycopg.Error) or isinstance(exc, psycopg.InterfaceError):
+        return False
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return True  # statement_timeout: a smaller batch may pass
+    return not isinstance(exc, psycopg.OperationalError)
 
 
 def _to_batch(outcomes: list[Outcome]) -> CompletionBatch:

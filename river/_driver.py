@@ -210,6 +210,7 @@ def insert_many_op(q: Queries, batch: InsertBatch) -> Op[list[InsertResult]]:
             },
             fetch="one",
             prepare=True,
+            reuse_cursor=True,
         )
         if new:
             return [InsertResult(_new_row(batch, 0, row))]

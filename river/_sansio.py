@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import psycopg
 from psycopg.pq import ExecStatus
@@ -48,19 +48,30 @@ class Query:
     prepare: bool | None = None
     #: Ask for results in binary format (cheaper to decode for wide, numeric/time rows).
     binary: bool | None = None
+    #: Run on a cursor kept with the connection instead of a new one (saves ~15 µs of cursor
+    #: setup on the single-insert path), when the runner owns the connection. Only for
+    #: statements returning a row or two: the cursor keeps its last result until the
+    #: connection's next such statement.
+    reuse_cursor: bool = False
 
 
 Op = Generator[Query, Any, R]
 
 
-def run_sync(conn: psycopg.Connection[Any], op: Op[R]) -> R:
-    """Drive ``op`` on a sync connection and return its result."""
+def run_sync(conn: psycopg.Connection[Any], op: Op[R], *, own: bool = False) -> R:
+    """Drive ``op`` on a sync connection and return its result. ``own``: the connection is
+    the library's (checked out of its pool for this call), so statements marked
+    ``reuse_cursor`` may run on a cursor kept with it; never for a caller's connection, which
+    other code may use concurrently."""
     try:
         query = next(op)
         while True:
             # Tuple rows whatever the connection's row factory (e.g. a caller's dict_row).
-            with conn.cursor(row_factory=tuple_row) as cur:
-                result = _execute_sync(cur, query)
+            if own and query.reuse_cursor:
+                result = _execute_sync(_kept_cursor(conn), query)
+            else:
+                with conn.cursor(row_factory=tuple_row) as cur:
+                    result = _execute_sync(cur, query)
             query = op.send(result)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
@@ -78,13 +89,17 @@ def _execute_sync(cur: psycopg.Cursor[Any], query: Query) -> Any:
     return _result(cur, query.fetch)
 
 
-async def run_async(conn: psycopg.AsyncConnection[Any], op: Op[R]) -> R:
-    """Drive ``op`` on an async connection and return its result."""
+async def run_async(conn: psycopg.AsyncConnection[Any], op: Op[R], *, own: bool = False) -> R:
+    """Drive ``op`` on an async connection and return its result (``own``: see
+    :func:`run_sync`)."""
     try:
         query = next(op)
         while True:
-            async with conn.cursor(row_factory=tuple_row) as cur:
-                result = await _execute_async(cur, query)
+            if own and query.reuse_cursor:
+                result = await _execute_async(_kept_cursor(conn), query)
+            else:
+                async with conn.cursor(row_factory=tuple_row) as cur:
+                    result = await _execute_async(cur, query)
             query = op.send(result)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
@@ -108,6 +123,26 @@ async def _execute_async(cur: psycopg.AsyncCursor[Any], query: Query) -> Any:
     if fetch == "rowcount":
         return cur.rowcount
     return None
+
+
+_KEPT_CURSOR = "_river_kept_cursor"
+
+
+@overload
+def _kept_cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]: ...
+@overload
+def _kept_cursor(conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncCursor[Any]: ...
+def _kept_cursor(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+) -> psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]:
+    """The tuple-row cursor kept as an attribute of ``conn`` (created on first use). An
+    attribute, not a weak mapping: the cursor refers to its connection, so a mapping entry
+    would keep the connection alive forever; the attribute makes a cycle the collector frees."""
+    cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any] | None = getattr(conn, _KEPT_CURSOR, None)
+    if cur is None or cur.closed:
+        cur = conn.cursor(row_factory=tuple_row)
+        setattr(conn, _KEPT_CURSOR, cur)
+    return cur
 
 
 def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:

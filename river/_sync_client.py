@@ -114,7 +114,7 @@ class Client:
 
     def _run(self, op: Op[Any]) -> Any:
         with self._conn() as conn:
-            return run_sync(conn, op)
+            return run_sync(conn, op, own=True)
 
     def close(self) -> None:
         """Close the pool this client created (a caller's pool is left open)."""

@@ -731,3 +731,29 @@ async def test_large_batches_and_offset_timezones(db_url: str) -> None:
         row = await db.job(offset.job.id)
     assert row["scheduled_at"] == when
     assert row["scheduled_at"].utcoffset() is not None
+
+
+async def test_single_inserts_reuse_a_cursor_only_on_the_clients_own_connections(
+    db_url: str,
+) -> None:
+    """The single-insert statement runs on a cursor kept with each pool connection (cursor
+    setup cost as much as a sixth of an insert); a caller's connection never gets one, since
+    the caller may use it from other tasks at the same time."""
+    async with river.AsyncClient(db_url) as client:
+        ids = [(await client.insert(Email(n=i))).job.id for i in range(20)]
+        assert len(set(ids)) == 20
+        async with client._pool.connection() as conn:
+            kept = getattr(conn, "_river_kept_cursor", None)
+            assert kept is not None
+            assert not kept.closed
+            # Other statements on the same connection get cursors of their own.
+            cur = await conn.execute("SELECT 1 AS one")
+            assert await cur.fetchone() == (1,)
+        async with await psycopg.AsyncConnection.connect(db_url) as mine:
+            res = await client.insert_tx(mine, Email(n=99))
+            await mine.commit()
+            assert not hasattr(mine, "_river_kept_cursor")
+        assert (await client.job_get(res.job.id)).args["n"] == 99
+    with river.Client(db_url) as sync_client:
+        assert sync_client.insert(Email(n=100)).job.args["n"] == 100
+        assert sync_client.insert(Email(n=101)).job.args["n"] == 101

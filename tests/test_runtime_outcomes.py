@@ -1037,6 +1037,44 @@ async def test_text_jsonb_cannot_hold_never_blocks_the_completer(db_url: str) ->
     assert out["metadata"] == {"output": {"k\ufffd": ["a\ufffdb", "\ufffd", "fine é 😀"]}}
 
 
+async def test_an_outcome_the_database_refuses_is_isolated_and_left_to_the_rescuer(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row whose outcome the database keeps refusing (here a trigger raising for it) must
+    not hold back the outcomes batched with it, nor block stop(): the batch is split down to
+    that outcome, which is given up (logged); its job stays running for the rescuer."""
+    worker = FragileWorker()
+    async with open_db(db_url) as db:
+        ids = [await insert(db, Fragile(mode="ok")) for _ in range(8)]
+        poison = ids[5]
+        await db.execute(
+            "CREATE FUNCTION refuse_outcome() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.id = {poison} AND NEW.state <> 'running' THEN "
+            "RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$"
+        )
+        await db.execute(
+            "CREATE TRIGGER refuse_outcome BEFORE UPDATE ON river_job "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_outcome()"
+        )
+        config = client_config(worker, completer_flush_interval=0.05)
+        with caplog.at_level("WARNING", logger="river.completer"), anyio.fail_after(60):
+            async with started_client(db_url, config) as client:
+                for job_id in ids:
+                    if job_id != poison:
+                        await db.wait_state(job_id, "completed", timeout=30)
+                assert client._runtime is not None
+                await wait_for(lambda: client._runtime.completer.given_up == 1, timeout=30)
+            # stop() returned: nothing is stuck behind the refused outcome.
+        row = await db.job(poison)
+        assert row["state"] == "running"
+        assert row["attempt"] == 1
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1
+        assert f"outcome of job {poison}" in errors[0].getMessage()
+        assert "refused by the test" in errors[0].getMessage()
+        assert "rescuer" in errors[0].getMessage()
+
+
 async def test_worker_raising_its_own_cancelled_error_is_an_ordinary_failure(db_url: str) -> None:
     rows, _ = await _run_fragile(db_url, ["own_cancelled_error"])
     row = rows["own_cancelled_error"]
