@@ -329,24 +329,25 @@ class Producer:
                 if want <= 0 or self.paused:
                     continue
                 limit = budget.acquire(self, want)
-                if limit <= 0:
-                    # In line for room: the budget wakes this producer when its turn comes.
-                    self._trigger.clear()
-                    trailing = False
-                    await self._wait()
-                    continue
-                if not trailing:
+                if limit > 0 and not trailing:
                     # A trailing fetch does not restart the cooldown: the next notification
                     # (the next insert of a steady trickle) must be fetched at once.
                     self._last_fetch = time.monotonic()
                 trailing = False
                 rows: list[JobRow] | None = None
-                try:
-                    rows = await rt.fetch(self.queue, limit)
-                except (psycopg.Error, OSError) as exc:
-                    logger.warning("queue %s: fetch failed, retrying: %s", self.queue, exc)
-                finally:
-                    budget.release(limit)  # also on failure and cancellation
+                if limit > 0:
+                    try:
+                        rows = await rt.fetch(self.queue, limit)
+                    except (psycopg.Error, OSError) as exc:
+                        logger.warning("queue %s: fetch failed, retrying: %s", self.queue, exc)
+                    finally:
+                        budget.release(limit)  # also on failure and cancellation
+            if limit <= 0:
+                # In line for room, waiting outside the fetch lock (an update must not wait
+                # for our turn): the budget wakes this producer when its turn comes.
+                self._trigger.clear()
+                await self._wait()
+                continue
             if rows is None:
                 await self._trigger.wait(min(1.0, self.settings.fetch_poll_interval))
                 continue

@@ -121,3 +121,34 @@ async def test_many_busy_queues_share_a_small_budget_fairly(db_url: str) -> None
             half_done_at = index
     assert half_done_at is not None
     assert max(first_start.values()) < half_done_at, (first_start, half_done_at)
+
+
+@pytest.mark.anyio
+async def test_a_queue_waiting_for_room_can_be_updated_paused_and_removed_at_once(
+    db_url: str,
+) -> None:
+    """A producer in line for room holds no lock: update, pause and remove of its queue
+    return at once even while the budget stays full (outcomes written only every 5 s)."""
+    tracker = Tracker()
+    config = config_for(
+        tracker,
+        {"lined": QueueConfig(max_workers=10)},
+        completer_max_backlog=1,
+        completer_flush_interval=5.0,
+    )
+    async with running_client(db_url, config, tracker) as client:
+        await insert(client, "lined", *(Work(n=i) for i in range(5)))
+        # One job runs and finishes; its unwritten outcome fills the budget, so the producer
+        # waits in line for the completer's next write, seconds away.
+        await wait_for(lambda: len(tracker.completions) >= 1, timeout=10)
+        assert client._runtime is not None
+        budget = client._runtime.budget
+        producer = client._producers["lined"]
+        await wait_for(lambda: budget.is_waiting(producer), timeout=10)
+        with anyio.fail_after(1.0):
+            await client.queues.update("lined", max_workers=3)
+            await client.queues.pause("lined")
+            await client.queues.resume("lined")
+        with anyio.fail_after(6.0):  # its one outcome is written first (next flush)
+            await client.queues.remove("lined")
+        assert budget.waiting == 0
