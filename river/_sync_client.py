@@ -20,7 +20,15 @@ from river import _admin
 from river._admin import JobListParams, JobListResult
 from river._client import InsertManyItem, _normalise_items
 from river._config import Config, QueueConfig
-from river._driver import InsertBatch, QueueRow, copy_op, insert_many_op, queries_for
+from river._driver import (
+    InsertBatch,
+    QueueRow,
+    copy_op,
+    insert_many_op,
+    notify_op,
+    queries_for,
+)
+from river._elector import request_resign_payload
 from river._errors import RiverError
 from river._insert import InsertDefaults, NotifyLimiter, build_batch
 from river._middleware import apply_insert_middleware
@@ -273,6 +281,12 @@ class Client:
     def queue_resume_tx(self, conn: psycopg.Connection[Any], name: str) -> None:
         """:meth:`queue_resume` in the caller's transaction."""
         run_sync(conn, _admin.queue_pause_op(self._queries, name, pause=False))
+
+    def request_resign(self) -> None:
+        """Ask the current leader (any client on the database, River (Go) ones included) to
+        resign; it then competes again with the others. Useful before maintenance of a
+        leader's host, e.g. from a deploy script."""
+        self._run(notify_op(self._queries, "river_leadership", [request_resign_payload()]))
 
     def queue_update(self, name: str, *, metadata: Mapping[str, Any]) -> QueueRow:
         """Replace a queue's metadata (broadcast as ``metadata_changed``)."""

@@ -267,7 +267,10 @@ async def test_failover_when_the_leaders_connections_are_terminated(db_url: str)
         assert row["leader_id"] == follower.id
 
 
-async def test_request_resign_makes_the_leader_resign_and_someone_lead_again(db_url: str) -> None:
+@pytest.mark.parametrize("outsider_kind", ["async", "sync"])
+async def test_request_resign_makes_the_leader_resign_and_someone_lead_again(
+    db_url: str, outsider_kind: str
+) -> None:
     async with (
         open_db(db_url) as db,
         listening(db_url, "river_leadership") as listener,
@@ -278,7 +281,11 @@ async def test_request_resign_makes_the_leader_resign_and_someone_lead_again(db_
         await wait_leader(db, [a, b])
         old = await leader_row(db)
         assert old is not None
-        await outsider.request_resign()
+        if outsider_kind == "async":
+            await outsider.request_resign()
+        else:
+            with river.Client(db_url) as sync_outsider:
+                await anyio.to_thread.run_sync(sync_outsider.request_resign)
         request = await listener.wait_payload(lambda p: "request_resign" in p)
         assert json.loads(request) == {"action": "request_resign", "leader_id": ""}
         resigned = await listener.wait_payload(lambda p: "resigned" in p and "request" not in p)
