@@ -34,6 +34,7 @@ MAX_QUEUE_NAME_LENGTH = 64
 _QUEUE_RE = re.compile(r"(?:[a-z0-9])+(?:[_|\-]?[a-z0-9]+)*")
 _TAG_RE = re.compile(r"[\w][\w\-]+[\w]", re.ASCII)
 _SMALLINT_MAX = 32767
+_AVAILABLE = JobState.AVAILABLE.value
 
 
 def validate_queue_name(name: object, field: str = "queue") -> str:
@@ -182,6 +183,7 @@ def build_batch(
     for index, (args, opts) in enumerate(items):
         cls = type(args)
         kind = getattr(cls, "kind", None)
+        where = ""
         if (
             opts is None
             and isinstance(kind, str)
@@ -191,66 +193,59 @@ def build_batch(
         ):
             # The fast path (see the docstring); isinstance(args, JobArgs) holds since only
             # JobArgs subclasses define insert_opts.
-            batch.args.append(encode_args(args))
-            batch.kind.append(kind)
-            batch.queue.append("default")
-            batch.priority.append(1)
-            batch.max_attempts.append(default_max_attempts)
-            batch.state.append("available")
-            batch.scheduled_at.append(None)
-            batch.tags.append("")
-            batch.metadata.append("{}")
-            batch.unique_key.append(None)
-            batch.unique_states.append(None)
-            notify_queues["default"] = None
-            continue
-        where = f"{prefix}{index}]." if prefix else ""
-        if not isinstance(args, JobArgs):
-            raise ValidationError(
-                f"{where}args", f"must be a river.JobArgs instance, got {cls.__name__}"
-            )
-        kind = _checked("kind", kind, f"{where}kind")
-        if known_kinds is not None and kind not in known_kinds:
-            raise UnknownJobKindError(
-                f"{where}kind",
-                f"no worker is registered for kind {kind!r} on this client "
-                "(register one, or set Config(skip_unknown_job_check=True))",
-            )
-        if opts is not None and not isinstance(opts, InsertOpts):
-            raise ValidationError(f"{where}opts", "must be a river.InsertOpts or None")
-        args_opts = args.insert_opts()
-        # None means "not set"; an explicit 0 or "" is a bad value, not a request for the default.
-        queue = _checked(
-            "queue", _default(_pick("queue", opts, args_opts), "default"), f"{where}queue"
-        )
-        priority = _int_in(
-            _default(_pick("priority", opts, args_opts), 1), f"{where}priority", 1, 4
-        )
-        max_attempts = _int_in(
-            _default(_pick("max_attempts", opts, args_opts), defaults.max_attempts),
-            f"{where}max_attempts",
-            1,
-            _SMALLINT_MAX,
-        )
-        scheduled_at = _pick("scheduled_at", opts, args_opts)
-        if scheduled_at is not None and (
-            not isinstance(scheduled_at, datetime) or scheduled_at.tzinfo is None
-        ):
-            raise ValidationError(f"{where}scheduled_at", "must be a timezone-aware datetime")
-        tags = _pick("tags", opts, args_opts)
-        tags_text = _validated_tags(tags, f"{where}tags") if tags is not None else ""
-        metadata_text = _validated_metadata(
-            _pick("metadata", opts, args_opts), f"{where}metadata", allow_reserved_metadata
-        )
-        pending = bool((opts is not None and opts.pending) or (args_opts and args_opts.pending))
-        if pending:
-            state = JobState.PENDING
-        elif scheduled_at is not None:
-            state = JobState.SCHEDULED
+            queue, priority, max_attempts = "default", 1, default_max_attempts
+            scheduled_at, tags_text, metadata_text = None, "", "{}"
+            state, unique_opts = _AVAILABLE, None
         else:
-            state = JobState.AVAILABLE
+            if prefix:
+                where = f"{prefix}{index}]."
+            if not isinstance(args, JobArgs):
+                raise ValidationError(
+                    f"{where}args", f"must be a river.JobArgs instance, got {cls.__name__}"
+                )
+            kind = _checked("kind", kind, f"{where}kind")
+            if known_kinds is not None and kind not in known_kinds:
+                raise UnknownJobKindError(
+                    f"{where}kind",
+                    f"no worker is registered for kind {kind!r} on this client "
+                    "(register one, or set Config(skip_unknown_job_check=True))",
+                )
+            if opts is not None and not isinstance(opts, InsertOpts):
+                raise ValidationError(f"{where}opts", "must be a river.InsertOpts or None")
+            args_opts = args.insert_opts()
+            # None means "not set"; an explicit 0 or "" is a bad value, not a request for the
+            # default.
+            queue = _checked(
+                "queue", _default(_pick("queue", opts, args_opts), "default"), f"{where}queue"
+            )
+            priority = _int_in(
+                _default(_pick("priority", opts, args_opts), 1), f"{where}priority", 1, 4
+            )
+            max_attempts = _int_in(
+                _default(_pick("max_attempts", opts, args_opts), defaults.max_attempts),
+                f"{where}max_attempts",
+                1,
+                _SMALLINT_MAX,
+            )
+            scheduled_at = _pick("scheduled_at", opts, args_opts)
+            if scheduled_at is not None and (
+                not isinstance(scheduled_at, datetime) or scheduled_at.tzinfo is None
+            ):
+                raise ValidationError(f"{where}scheduled_at", "must be a timezone-aware datetime")
+            tags = _pick("tags", opts, args_opts)
+            tags_text = _validated_tags(tags, f"{where}tags") if tags is not None else ""
+            metadata_text = _validated_metadata(
+                _pick("metadata", opts, args_opts), f"{where}metadata", allow_reserved_metadata
+            )
+            pending = bool((opts is not None and opts.pending) or (args_opts and args_opts.pending))
+            if pending:
+                state = JobState.PENDING.value
+            elif scheduled_at is not None:
+                state = JobState.SCHEDULED.value
+            else:
+                state = _AVAILABLE
+            unique_opts = _pick("unique_opts", opts, args_opts)
         encoded = encode_args(args)
-        unique_opts = _pick("unique_opts", opts, args_opts)
         key: bytes | None = None
         mask: int | None = None
         if unique_opts is not None:
@@ -272,13 +267,13 @@ def build_batch(
         batch.queue.append(queue)
         batch.priority.append(priority)
         batch.max_attempts.append(max_attempts)
-        batch.state.append(state.value)
+        batch.state.append(state)
         batch.scheduled_at.append(scheduled_at)
         batch.tags.append(tags_text)
         batch.metadata.append(metadata_text)
         batch.unique_key.append(key)
         batch.unique_states.append(mask)
-        if state is JobState.AVAILABLE:
+        if state == _AVAILABLE:
             notify_queues[queue] = None
     for queue in notify_queues:
         if limiter is None or limiter.allow(queue):
