@@ -219,85 +219,41 @@ def build_cases(
             )
 
     rc, pq, pc = "river_cases.py", "peer_pgqueuer.py", "peer_procrastinate.py"
-    add(
-        "floor",
-        "postgres",
-        "one-row INSERT per commit",
-        rc,
-        ["pg-floor", "--n", str(i(s["insert_one_n"]))],
-    )
-    add(
-        "insert",
-        "river-queue",
-        "insert (one at a time)",
-        rc,
-        ["insert-one", "--n", str(i(s["insert_one_n"]))],
-    )
+
+    def one(case: str, n_key: str) -> list[str]:
+        return [case, "--n", str(i(s[n_key]))]
+
+    def batches(case: str, n_key: str, batch_key: str) -> list[str]:
+        return [case, "--n", str(i(s[n_key])), "--batch", str(i(s[batch_key]))]
+
+    single, many = "insert (one at a time)", "insert_many (batches)"
+    add("floor", "postgres", "one-row INSERT per commit", rc, one("pg-floor", "insert_one_n"))
+    add("insert", "river-queue", single, rc, one("insert-one", "insert_one_n"))
     add(
         "insert",
         "river-queue",
-        "insert_many (batches)",
+        many,
         rc,
-        [
-            "insert-many",
-            "--n",
-            str(i(s["insert_many_n"])),
-            "--batch",
-            str(i(s["insert_many_batch"])),
-        ],
+        batches("insert-many", "insert_many_n", "insert_many_batch"),
     )
     add(
         "insert",
         "river-queue",
         "insert_many_fast (COPY)",
         rc,
-        [
-            "insert-fast",
-            "--n",
-            str(i(s["insert_fast_n"])),
-            "--batch",
-            str(i(s["insert_fast_batch"])),
-        ],
+        batches("insert-fast", "insert_fast_n", "insert_fast_batch"),
     )
+    add("insert", "pgqueuer", single, pq, one("insert-one", "insert_one_n"))
     add(
-        "insert",
-        "pgqueuer",
-        "insert (one at a time)",
-        pq,
-        ["insert-one", "--n", str(i(s["insert_one_n"]))],
+        "insert", "pgqueuer", many, pq, batches("insert-many", "insert_many_n", "insert_many_batch")
     )
-    add(
-        "insert",
-        "pgqueuer",
-        "insert_many (batches)",
-        pq,
-        [
-            "insert-many",
-            "--n",
-            str(i(s["insert_many_n"])),
-            "--batch",
-            str(i(s["insert_many_batch"])),
-        ],
-    )
+    add("insert", "procrastinate", single, pc, one("insert-one", "procrastinate_insert_one_n"))
     add(
         "insert",
         "procrastinate",
-        "insert (one at a time)",
+        many,
         pc,
-        ["insert-one", "--n", str(i(s["procrastinate_insert_one_n"]))],
-    )
-    add(
-        "insert",
-        "procrastinate",
-        "insert_many (batches)",
-        pc,
-        [
-            "insert-many",
-            "--n",
-            str(i(s["procrastinate_insert_many_n"])),
-            "--batch",
-            str(i(s["insert_many_batch"])),
-        ],
+        batches("insert-many", "procrastinate_insert_many_n", "insert_many_batch"),
     )
     for c in levels:
         n = str(i(s["burndown_n_c10"] if c <= 10 else s["burndown_n"]))
