@@ -72,6 +72,17 @@ SIZES: dict[str, tuple[float, float]] = {
     "procrastinate_insert_many_n": (20_000, 1_000),
     "procrastinate_burndown_n": (1_500, 200),
 }
+#: The server settings recorded with the results (``SHOW`` of each) and shown in the report.
+PG_SETTINGS = [
+    "shared_buffers",
+    "fsync",
+    "synchronous_commit",
+    "wal_sync_method",
+    "max_wal_size",
+    "checkpoint_timeout",
+    "max_connections",
+    "work_mem",
+]
 GROUPS = ["floor", "insert", "burndown", "latency", "timed", "many-queues"]
 CONCURRENCY = [10, 100, 1000]
 TIMED_SLOTS = [32, 128]
@@ -168,17 +179,7 @@ def machine_info(server_url: str) -> dict[str, Any]:
                 info["ram_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)
     except OSError:
         pass
-    settings = [
-        "server_version",
-        "shared_buffers",
-        "fsync",
-        "synchronous_commit",
-        "wal_sync_method",
-        "max_wal_size",
-        "checkpoint_timeout",
-        "max_connections",
-        "work_mem",
-    ]
+    settings = ["server_version", *PG_SETTINGS]
     with psycopg.connect(server_url, autocommit=True) as conn:
         info["postgres"] = {}
         for name in settings:
@@ -645,16 +646,7 @@ def report(
     add(f"| OS | {info.get('platform')} |")
     add(f"| Python | {info.get('python')} |")
     add(f"| Postgres | {pg.get('server_version')} |")
-    for key in [
-        "shared_buffers",
-        "fsync",
-        "synchronous_commit",
-        "wal_sync_method",
-        "max_wal_size",
-        "checkpoint_timeout",
-        "max_connections",
-        "work_mem",
-    ]:
+    for key in PG_SETTINGS:
         add(f"| `SHOW {key}` | {pg.get(key)} |")
     versions = info.get("versions", {})
     add("| libraries | " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + " |")
