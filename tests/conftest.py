@@ -25,8 +25,10 @@ from psycopg import conninfo, sql
 from river import dev
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
-CONFORMANCE = SHARED / "river-conformance"
+#: Copies of the shared cross-language data the tests use (River's conformance fixtures, the
+#: schema catalog and its tool), so that a clone of the repository tests itself alone.
+DATA = REPO_ROOT / "tests" / "data"
+CONFORMANCE = DATA / "river-conformance"
 TEMPLATE_DB = "river_test_template_v7"
 
 

@@ -1,7 +1,7 @@
 """Migrations and the Migrator API against a real Postgres (PROTOCOL.md 2.6 to 2.9).
 
-The oracle is ../shared/river-schema/catalog-main-v7.json, compared with the output of
-../shared/tools/schema_catalog.py. That tool reads river_migration's line column, so it only works
+The oracle is tests/data/river-schema/catalog-main-v7.json, compared with the output of
+tests/data/tools/schema_catalog.py. That tool reads river_migration's line column, so it only works
 from version 5 on; for earlier versions these tests use :func:`catalog`, an in-process reading of
 the same catalog facts (checked against the oracle at version 7).
 """
@@ -37,9 +37,9 @@ from river.migrate import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
-ORACLE_PATH = SHARED / "river-schema" / "catalog-main-v7.json"
-CATALOG_TOOL = SHARED / "tools" / "schema_catalog.py"
+DATA = REPO_ROOT / "tests" / "data"
+ORACLE_PATH = DATA / "river-schema" / "catalog-main-v7.json"
+CATALOG_TOOL = DATA / "tools" / "schema_catalog.py"
 MIGRATIONS_DIR = REPO_ROOT / "migrations" / "main"
 
 NAMES = [

@@ -19,7 +19,7 @@ from river._errors import ValidationError
 from river._schedule import NEVER, Cron, PeriodicInterval, Schedule
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFORMANCE = REPO_ROOT.parent / "shared" / "river-conformance"
+CONFORMANCE = REPO_ROOT / "tests" / "data" / "river-conformance"
 FIXTURE_FILES = {
     "base": CONFORMANCE / "fixtures" / "maintenance_values.json",
     "alt": CONFORMANCE / "alt" / "fixtures" / "maintenance_values.json",

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from river._snooze import SNOOZES_KEY, next_snooze_count
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFORMANCE = REPO_ROOT.parent / "shared" / "river-conformance"
+CONFORMANCE = REPO_ROOT / "tests" / "data" / "river-conformance"
 FIXTURE_FILES = {
     "base": CONFORMANCE / "fixtures" / "maintenance_values.json",
     "alt": CONFORMANCE / "alt" / "fixtures" / "maintenance_values.json",

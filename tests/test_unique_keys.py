@@ -34,7 +34,7 @@ from river._unique import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = REPO_ROOT.parent / "shared" / "river-conformance" / "fixtures" / "unique_keys.json"
+FIXTURE = REPO_ROOT / "tests" / "data" / "river-conformance" / "fixtures" / "unique_keys.json"
 
 # The shared copy of the fixture lost two invisible characters that River (Go)'s generator put in
 # the args (and hashed): U+E000 (a private-use character) as the last key of
