@@ -23,6 +23,7 @@ from river._gojson import encode_value
 from river._insert import validate_queue_name
 from river._sansio import Op, Query
 from river._types import JobRow, JobState, parse_time
+from river._validate import DEFAULT_MAX_ENCODED_SIZE, MAX_ENCODED_SIZE_LIMIT, encode_json_value
 
 __all__ = [
     "JobListParams",
@@ -298,10 +299,9 @@ def job_delete_many_op(
 
 def job_update_op(q: Queries, job_id: int, *, output: Any) -> Op[JobRow]:
     """Record ``output`` in the job's metadata (allowed while it runs)."""
-    try:
-        encoded_output = encode_value(output)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError("output", f"must be JSON-encodable: {exc}") from None
+    # Refuses what Postgres or River (Go) cannot store (river._validate); the size is checked
+    # below, against River's limit for outputs.
+    encoded_output = encode_json_value(output, MAX_ENCODED_SIZE_LIMIT, "output")
     # The limit applies to the output's own encoding, in UTF-8 bytes (not characters).
     if len(encoded_output) > _MAX_OUTPUT_BYTES or (
         not encoded_output.isascii() and len(encoded_output.encode()) > _MAX_OUTPUT_BYTES
@@ -324,7 +324,11 @@ def job_complete_fenced_op(
             "id": job.id,
             "attempt": job.attempt,
             "finalized_at": finalized_at,
-            "metadata": encode_value(dict(metadata)) if metadata else None,
+            "metadata": (
+                encode_json_value(dict(metadata), DEFAULT_MAX_ENCODED_SIZE, "metadata")
+                if metadata
+                else None
+            ),
         },
         fetch="one",
     )
@@ -370,7 +374,7 @@ def queue_update_op(q: Queries, name: str, metadata: Mapping[str, Any]) -> Op[Qu
     """Replace a queue's metadata and broadcast ``metadata_changed``."""
     if not isinstance(metadata, Mapping):
         raise ValidationError("metadata", "must be a JSON object")
-    encoded = encode_value(dict(metadata))
+    encoded = encode_json_value(dict(metadata), DEFAULT_MAX_ENCODED_SIZE, "metadata")
     payload = (
         '{"action":"metadata_changed","metadata":' + encoded + ',"queue":' + json.dumps(name) + "}"
     )

@@ -64,6 +64,12 @@ def quote(text: str, *, html: bool = True) -> str:
     U+2028/U+2029 are escaped either way.
     """
     out = _encode_basestring(text)
+    if out.isascii():
+        # Substring searches cost less than a regex search; ASCII text has no U+2028/U+2029
+        # or surrogates to escape.
+        if not html or ("<" not in out and ">" not in out and "&" not in out):
+            return out
+        return _HTML_RE.sub(_fixup, out)
     pattern = _HTML_RE if html else _NO_HTML_RE
     if pattern.search(out) is None:
         return out
@@ -342,6 +348,10 @@ def _encode_dumped(value: Any, hint: Any) -> str:
     if cls is float:
         return format_float(value)
     if value is None:
+        if isinstance(hint, float) and not math.isfinite(hint):
+            # pydantic dumps a NaN or infinity it does not type as float (e.g. in an Any
+            # field) as None; Go refuses to encode it, and so do we.
+            raise ValueError(f"{hint!r} cannot be encoded as JSON")
         return "null"
     if cls is bool:
         return "true" if value else "false"
@@ -486,7 +496,12 @@ def encode_args(model: pydantic.BaseModel) -> str:
                 if "null" in out:
                     return _encode_model_exact(model)
                 out = _fix_floats(out)
-            if _HTML_RE.search(out) is None:
+            # Three substring searches cost less than the regex search for ASCII text (the
+            # common case; pydantic's output never holds a lone surrogate).
+            if out.isascii():
+                if "<" not in out and ">" not in out and "&" not in out:
+                    return out
+            elif _HTML_RE.search(out) is None:
                 return out
             return _HTML_RE.sub(_fixup, out)
         return _encode_model_exact(model)

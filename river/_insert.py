@@ -17,9 +17,9 @@ from typing import Any
 from river._args import JobArgs, validate_kind
 from river._driver import InsertBatch
 from river._errors import DuplicateUniqueKeyInBatchError, UnknownJobKindError, ValidationError
-from river._gojson import encode_args, encode_value
 from river._types import InsertOpts, JobState, UniqueOpts
 from river._unique import unique_key
+from river._validate import DEFAULT_MAX_ENCODED_SIZE, encode_job_args, encode_json_value
 
 __all__ = [
     "MAX_QUEUE_NAME_LENGTH",
@@ -59,6 +59,8 @@ class InsertDefaults:
     max_attempts: int = 25
     #: Kinds with a registered worker; None disables the unknown-kind check.
     known_kinds: frozenset[str] | None = None
+    #: Largest encoded args, and metadata, of one job in UTF-8 bytes (Config.max_encoded_size).
+    max_encoded_size: int = DEFAULT_MAX_ENCODED_SIZE
 
 
 def insert_payload(queue: str) -> str:
@@ -111,7 +113,12 @@ def _validated_tags(tags: object, field: str) -> str:
     return ",".join(tags)
 
 
-def _validated_metadata(metadata: object, field: str, reserved_ok: bool = False) -> str:
+def _validated_metadata(
+    metadata: object,
+    field: str,
+    reserved_ok: bool = False,
+    max_size: int = DEFAULT_MAX_ENCODED_SIZE,
+) -> str:
     if metadata is None:
         return "{}"
     if not isinstance(metadata, Mapping):
@@ -121,10 +128,7 @@ def _validated_metadata(metadata: object, field: str, reserved_ok: bool = False)
             raise ValidationError(field, f"keys must be strings, got {key!r}")
         if key.startswith("river:") and not reserved_ok:
             raise ValidationError(field, f"key {key!r}: keys starting with 'river:' are reserved")
-    try:
-        return encode_value(dict(metadata))
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(field, f"must be JSON-encodable: {exc}") from None
+    return encode_json_value(dict(metadata), max_size, field)
 
 
 def _int_in(value: object, field: str, low: int, high: int) -> int:
@@ -178,6 +182,7 @@ def build_batch(
     single = len(items) == 1 and not field_prefix
     known_kinds = defaults.known_kinds
     default_max_attempts = _int_in(defaults.max_attempts, "max_attempts", 1, _SMALLINT_MAX)
+    max_size = defaults.max_encoded_size
     plain_opts = JobArgs.insert_opts
     prefix = "" if single else f"{field_prefix or 'jobs'}["
     for index, (args, opts) in enumerate(items):
@@ -235,7 +240,10 @@ def build_batch(
             tags = _pick("tags", opts, args_opts)
             tags_text = _validated_tags(tags, f"{where}tags") if tags is not None else ""
             metadata_text = _validated_metadata(
-                _pick("metadata", opts, args_opts), f"{where}metadata", allow_reserved_metadata
+                _pick("metadata", opts, args_opts),
+                f"{where}metadata",
+                allow_reserved_metadata,
+                max_size,
             )
             pending = bool((opts is not None and opts.pending) or (args_opts and args_opts.pending))
             if pending:
@@ -245,7 +253,13 @@ def build_batch(
             else:
                 state = _AVAILABLE
             unique_opts = _pick("unique_opts", opts, args_opts)
-        encoded = encode_args(args)
+        try:
+            encoded = encode_job_args(args, max_size, where)
+        except ValidationError as exc:
+            if where or not prefix:
+                raise
+            # The fast path does not compute `where`: name the item now.
+            raise ValidationError(f"{prefix}{index}].{exc.field}", exc.rule) from None
         key: bytes | None = None
         mask: int | None = None
         if unique_opts is not None:

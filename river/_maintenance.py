@@ -33,6 +33,7 @@ from river._retry import RetryPolicy
 from river._sansio import run_async
 from river._schedule import NEVER, Schedule
 from river._types import AttemptError, InsertOpts, Job, JobRow
+from river._validate import DEFAULT_MAX_ENCODED_SIZE, encode_job_args, encode_json_value
 
 __all__ = [
     "DEFAULT_REINDEX_INDEXES",
@@ -518,10 +519,12 @@ class PeriodicJobEnqueuer:
         jobs: Sequence[PeriodicJob],
         insert: Callable[[list[tuple[JobArgs, InsertOpts | None]]], Awaitable[object]],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_encoded_size: int = DEFAULT_MAX_ENCODED_SIZE,
     ) -> None:
         self.jobs: list[PeriodicJob] = list(jobs)
         self._insert = insert
         self._clock = clock
+        self._max_encoded_size = max_encoded_size
         self._changed = anyio.Event()
         self._running = False
         #: run_on_start jobs added while running: inserted at the next pass (as River (Go)).
@@ -561,6 +564,19 @@ class PeriodicJobEnqueuer:
             metadata["periodic"] = True
             if job.id is not None:
                 metadata["river:periodic_job_id"] = job.id
+            try:
+                # Checked as constructed, so that one job's bad values (a NUL, NaN, an integer
+                # outside int64...) skip that job only, not the whole batch of this pass.
+                if isinstance(args, JobArgs):
+                    encode_job_args(args, self._max_encoded_size)
+                encode_json_value(metadata, self._max_encoded_size, "metadata")
+            except ValidationError as exc:
+                logger.error(
+                    "periodic job %s: constructed job not inserted: %s",
+                    job.id or job.schedule,
+                    exc,
+                )
+                continue
             base = opts or InsertOpts()
             items.append(
                 (

@@ -523,7 +523,7 @@ def _varied_items() -> list[tuple[river.JobArgs, river.InsertOpts | None]]:
                 priority=4,
                 max_attempts=1,
                 tags=["alpha", "beta_2"],
-                metadata={"n": 1.0, "big": 10**20, "s": "é<>&", "nested": {"b": 1, "a": [None]}},
+                metadata={"n": 1.0, "big": 2**63 - 1, "s": "é<>&", "nested": {"b": 1, "a": [None]}},
             ),
         ),
         (Email(n=3), river.InsertOpts(scheduled_at=datetime(2031, 5, 6, 7, 8, 9, 123456, tz))),
