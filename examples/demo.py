@@ -129,6 +129,8 @@ async def main() -> int:
             retry_policy=quick_retries,
             max_attempts=3,
             scheduler_interval=1.0,  # River's default is 5 s; the demo is short
+            # Webhooks fail on purpose here: a few log lines per kind (river.job) are enough.
+            job_log=river.JobLogConfig(max_lines=3, tracebacks="never"),
         )
         rng = random.Random(7)
         remind_at = datetime.now(UTC) + timedelta(seconds=3)
