@@ -11,6 +11,7 @@ from river._complete import job_complete_tx
 from river._config import Config, QueueConfig
 from river._driver import QueueRow
 from river._errors import (
+    DatabaseUnavailableError,
     DuplicateUniqueKeyInBatchError,
     InvalidConfigError,
     JobCancel,
@@ -18,6 +19,7 @@ from river._errors import (
     JobNotRunningError,
     JobRunningError,
     JobSnooze,
+    ListenUnavailableError,
     MigrationError,
     MigrationFailedError,
     MigrationStateError,
@@ -25,15 +27,18 @@ from river._errors import (
     QueueAlreadyAddedError,
     QueueNotFoundError,
     RiverError,
+    SchemaNotReadyError,
     UnknownJobKindError,
     UnknownMigrationLineError,
     ValidationError,
 )
 from river._events import Event, EventKind, JobStatistics, Subscription
 from river._executor import cancel_requested, current_job, record_output, set_metadata
+from river._joblog import JobLogConfig
 from river._maintenance import PeriodicJob
 from river._middleware import Middleware
 from river._schedule import Cron, PeriodicInterval, Schedule
+from river._supervisor import ClientHealth, ServiceHealth
 from river._sync_client import Client
 from river._types import (
     AttemptError,
@@ -52,8 +57,10 @@ __all__ = [
     "AsyncMigrator",
     "AttemptError",
     "Client",
+    "ClientHealth",
     "Config",
     "Cron",
+    "DatabaseUnavailableError",
     "DuplicateUniqueKeyInBatchError",
     "Event",
     "EventKind",
@@ -66,6 +73,7 @@ __all__ = [
     "JobCancel",
     "JobListParams",
     "JobListResult",
+    "JobLogConfig",
     "JobNotFoundError",
     "JobNotRunningError",
     "JobRow",
@@ -73,6 +81,7 @@ __all__ = [
     "JobSnooze",
     "JobState",
     "JobStatistics",
+    "ListenUnavailableError",
     "Middleware",
     "MigrateResult",
     "Migration",
@@ -92,6 +101,8 @@ __all__ = [
     "QueueRow",
     "RiverError",
     "Schedule",
+    "SchemaNotReadyError",
+    "ServiceHealth",
     "Subscription",
     "UniqueOpts",
     "UnknownJobKindError",

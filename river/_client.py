@@ -26,6 +26,7 @@ from river._args import JobArgs, Workers
 from river._completer import Completer, Outcome
 from river._config import Config, QueueConfig, default_client_id
 from river._driver import (
+    AttemptKey,
     InsertBatch,
     Queries,
     QueueRow,
@@ -55,9 +56,22 @@ from river._maintenance import (
     Scheduler,
 )
 from river._middleware import apply_insert_middleware
-from river._notifier import Notifier
+from river._notifier import (
+    InsertNotice,
+    LeadershipNotice,
+    Notice,
+    Notifier,
+    QueueStateNotice,
+)
+from river._preflight import (
+    SCHEMA_ERRORS,
+    check_schema_async,
+    open_pool_async,
+    schema_error_async,
+)
 from river._producer import JobBudget, Producer, QueueSettings
 from river._sansio import Op, run_async
+from river._supervisor import ClientHealth, Supervisor
 from river._telemetry import TELEMETRY
 from river._types import InsertOpts, InsertResult, JobRow, JobState
 
@@ -93,12 +107,14 @@ class _Runtime:
         executor: Executor,
         completer: Completer,
         client_id: str,
+        supervisor: Supervisor,
     ) -> None:
         self.pool = pool
         self.queries = queries
         self.executor = executor
         self.completer = completer
         self.client_id = client_id
+        self.supervisor = supervisor
         self.budget = JobBudget(completer.max_backlog, lambda: completer.backlog)
 
     async def fetch(self, queue: str, limit: int) -> list[JobRow]:
@@ -137,14 +153,8 @@ class AsyncClient:
                     "AsyncConnectionPool"
                 )
             self._conninfo = database
-            self._pool = AsyncConnectionPool(
-                database,
-                min_size=1,
-                max_size=pool_max_size,
-                open=False,
-                kwargs={"autocommit": True},
-                name=f"river-{self.id}",
-            )
+            self._pool_max_size = pool_max_size
+            self._pool = self._new_pool()
             self._owns_pool = True
         elif isinstance(database, AsyncConnectionPool):
             # A pool with a dynamic conninfo (a callable) gives no URL for the LISTEN
@@ -162,6 +172,7 @@ class AsyncClient:
         self._workers = workers if workers is not None else Workers()
         self._insert_defaults = InsertDefaults(
             max_attempts=self.config.max_attempts,
+            max_encoded_size=self.config.max_encoded_size,
             known_kinds=(
                 frozenset(self._workers.kinds())
                 if workers is not None and not self.config.skip_unknown_job_check
@@ -191,19 +202,52 @@ class AsyncClient:
         self._paused_changed: dict[str, float] = {}
         self._elector: Elector | None = None
         self._maintenance_scope: anyio.CancelScope | None = None
-        self._periodic = PeriodicJobEnqueuer(self.config.periodic_jobs, self._insert_periodic)
+        # Bumped at every leadership change: a maintenance term that starts late (after the
+        # leadership it was started for is gone) sees it and does not run.
+        self._maintenance_term = 0
+        self._supervisor = Supervisor()
+        self._periodic = PeriodicJobEnqueuer(
+            self.config.periodic_jobs,
+            self._insert_periodic,
+            max_encoded_size=self.config.max_encoded_size,
+        )
         self._events = EventBus(self.config.on_event)
         self.queues = QueueManager(self)
         self.periodic_jobs = PeriodicJobs(self._periodic)
 
     # --- connections ---------------------------------------------------------------------
 
+    def _new_pool(self) -> AsyncConnectionPool[Any]:
+        return AsyncConnectionPool(
+            self._conninfo,
+            min_size=1,
+            max_size=self._pool_max_size,
+            open=False,
+            kwargs={"autocommit": True, **self.config.connection_kwargs},
+            name=f"river-{self.id}",
+        )
+
     async def _open_pool(self) -> None:
+        # Bounded by config.connect_timeout; a bad host, port, password or database fails at
+        # once with the driver's reason (DatabaseUnavailableError, see river/_preflight.py).
         if self._owns_pool and not self._pool_opened:
             async with self._pool_lock:
                 if not self._pool_opened:
-                    await self._pool.open(wait=True, timeout=30)
+                    try:
+                        await open_pool_async(
+                            self._pool, self._conninfo, self.config.connect_timeout_seconds
+                        )
+                    except BaseException:
+                        self._pool = self._new_pool()  # a closed pool cannot be reopened
+                        raise
                     self._pool_opened = True
+
+    async def _preflight(self) -> None:
+        """Before any service starts: open the pool, then check that River's schema is
+        migrated (DatabaseUnavailableError, SchemaNotReadyError)."""
+        await self._open_pool()
+        timeout = self.config.connect_timeout_seconds
+        await check_schema_async(self._pool, self.config.schema, timeout, self._conninfo)
 
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -224,17 +268,28 @@ class AsyncClient:
             if conn.pgconn.transaction_status != TransactionStatus.IDLE:
                 await conn.commit()
             return result
-        except BaseException:
+        except BaseException as exc:
             if conn.pgconn.transaction_status != TransactionStatus.IDLE and not conn.closed:
                 with contextlib.suppress(Exception):
                     await conn.rollback()
+            if isinstance(exc, SCHEMA_ERRORS):  # River's tables missing or not migrated
+                mapped = await schema_error_async(conn, self.config.schema, exc, own=True)
+                if mapped is not None:
+                    raise mapped from exc
             raise
         finally:
             await pool.putconn(conn)
 
     async def _run_tx(self, op: Op[Any]) -> Any:
-        async with self._conn() as conn, conn.transaction():
-            return await run_async(conn, op)
+        async with self._conn() as conn:
+            try:
+                async with conn.transaction():
+                    return await run_async(conn, op)
+            except SCHEMA_ERRORS as exc:
+                mapped = await schema_error_async(conn, self.config.schema, exc, own=True)
+                if mapped is None:
+                    raise
+                raise mapped from exc
 
     async def close(self) -> None:
         """Stop the client if running, then close the pool it owns."""
@@ -423,13 +478,24 @@ class AsyncClient:
 
     async def start(self) -> None:
         """Start working jobs. Returns once every producer runs. Idempotent; safe to call
-        concurrently with other start/stop calls and queue changes (they serialise)."""
+        concurrently with other start/stop calls and queue changes (they serialise).
+
+        Before anything starts, the database is checked: DatabaseUnavailableError (with the
+        driver's reason) when it cannot be reached within ``config.connect_timeout``, and
+        SchemaNotReadyError when River's migrations are not all applied."""
         async with self._lock:
             if self._state == "running":
                 return
             if self.config.workers is None:
                 raise RiverError("a client needs Config(workers=...) to work jobs")
-            await self._open_pool()
+            if self.config.pooler == "transaction" and not self.config.poll_only:
+                raise InvalidConfigError(
+                    "poll_only",
+                    'must be True with pooler="transaction": LISTEN needs a server session '
+                    "of its own, which a transaction pooler lends to other clients between "
+                    "statements, so notifications would be lost (docs/production.md)",
+                )
+            await self._preflight()
             self._state = "starting"
             started = anyio.Event()
             failure: list[BaseException] = []
@@ -475,8 +541,12 @@ class AsyncClient:
             retry_policy=config.retry_policy,
             thread_limiter=anyio.CapacityLimiter(config.sync_worker_threads),
             middleware=self._middleware,
+            job_log=config.job_log,
         )
-        self._runtime = _Runtime(self._pool, self._queries, executor, completer, self.id)
+        self._supervisor.reset()
+        self._runtime = _Runtime(
+            self._pool, self._queries, executor, completer, self.id, self._supervisor
+        )
         completer.on_written = self._runtime.budget.wake_next
         try:
             # Two levels: producers and the completer live in the outer group; the services
@@ -484,7 +554,8 @@ class AsyncClient:
             # producer is done, after which the completer drains and the outer group ends.
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                await tg.start(completer.run)
+                supervise = self._supervisor.run
+                await tg.start(supervise, "completer", completer.run)
                 async with anyio.create_task_group() as services:
                     self._services_tg = services
                     self._services_scope = services.cancel_scope
@@ -503,6 +574,8 @@ class AsyncClient:
                         await anyio.sleep_forever()
                 completer.stop()
         finally:
+            if executor.job_log is not None:
+                executor.job_log.flush()  # summaries of failures still held back
             self._tg = None
             self._services_tg = None
             self._services_scope = None
@@ -520,11 +593,12 @@ class AsyncClient:
                 self.config.schema,
                 self._dispatch,
                 on_reconnect=self._wake_all,
-                connect_kwargs={"connect_timeout": 10},
+                connect_kwargs={"connect_timeout": 10, **self.config.connection_kwargs},
+                send_probe=self._send_probe,
             )
-            await tg.start(self._notifier.run)
-        await tg.start(self._poll_loop)
-        tg.start_soon(self._keepalive_loop)
+            await tg.start(self._supervisor.run, "notifier", self._notifier.run)
+        await tg.start(self._supervisor.run, "poller", self._poll_loop)
+        await tg.start(self._supervisor.run, "keepalive", self._keepalive_loop)
         if self.config.leader_election:
             assert self._runtime is not None
             self._elector = Elector(
@@ -535,7 +609,21 @@ class AsyncClient:
                 elect_interval=self.config.leader_elect_interval,
                 ttl=self.config.leader_ttl,
             )
-            await tg.start(self._elector.run)
+            await tg.start(self._supervisor.run, "elector", self._elector.run)
+
+    def health(self) -> ClientHealth:
+        """The health of this client's background services (notifier, poller, keep-alive,
+        elector, completer, each queue's fetch loop, and the maintenance services while
+        leading), by name, e.g. ``"notifier"``, ``"producer:default"``,
+        ``"maintenance:rescuer"``.
+
+        A service that crashes is restarted with capped exponential backoff (0.5 s doubling
+        up to 10 s) and its ``restarts`` counted; one that crashes five times in a row without
+        a stable minute in between is ``failed`` and makes the client unhealthy
+        (``healthy`` False, its name in ``failed``) until it runs a minute without crashing.
+        ``river worker`` exits when its client stays unhealthy (docs/reliability.md). Before
+        start and after stop the client is healthy with no services."""
+        return ClientHealth.of(self._supervisor.health())
 
     @property
     def is_leader(self) -> bool:
@@ -543,10 +631,13 @@ class AsyncClient:
         return self._elector is not None and self._elector.is_leader
 
     def _leadership_changed(self, leader: bool) -> None:
+        self._maintenance_term += 1
+        if self._maintenance_scope is not None:
+            self._maintenance_scope.cancel()  # the previous term, if one still runs
         if leader and self._services_tg is not None:
-            self._services_tg.start_soon(self._maintenance_main, name="river maintenance")
-        elif not leader and self._maintenance_scope is not None:
-            self._maintenance_scope.cancel()
+            self._services_tg.start_soon(
+                self._maintenance_main, self._maintenance_term, name="river maintenance"
+            )
 
     def maintenance_services(
         self,
@@ -555,7 +646,12 @@ class AsyncClient:
         scripts; the leader runs them in a loop on its own)."""
         c = self.config
         reindexer = (
-            Reindexer(self._conninfo, self._queries, c.reindexer_schedule)
+            Reindexer(
+                self._conninfo,
+                self._queries,
+                c.reindexer_schedule,
+                connect_kwargs=c.connection_kwargs,
+            )
             if c.reindexer_schedule is not None and self._conninfo
             else None
         )
@@ -589,17 +685,25 @@ class AsyncClient:
             reindexer,
         )
 
-    async def _maintenance_main(self) -> None:
+    async def _maintenance_main(self, term: int) -> None:
+        if term != self._maintenance_term:
+            return  # leadership changed again before this term began
+        supervise = self._supervisor.run
         with anyio.CancelScope() as scope:
             self._maintenance_scope = scope
             try:
                 async with anyio.create_task_group() as mtg:
                     for service in self.maintenance_services():
                         if service is not None:
-                            await mtg.start(service.run)
-                    await mtg.start(self._periodic.run)
+                            name = f"maintenance:{type(service).__name__.lower()}"
+                            await mtg.start(supervise, name, service.run)
+                    await mtg.start(supervise, "maintenance:periodic", self._periodic.run)
             finally:
-                self._maintenance_scope = None
+                # Only this term's scope: when leadership is lost and won again quickly, the
+                # next term may have set its own while this one was still unwinding, and
+                # clearing it would leave that term out of reach of the next loss.
+                if self._maintenance_scope is scope:
+                    self._maintenance_scope = None
 
     async def _insert_periodic(self, items: list[tuple[JobArgs, InsertOpts | None]]) -> None:
         batch = build_batch(items, self._insert_defaults, self._limiter, field_prefix="periodic",
@@ -709,15 +813,15 @@ class AsyncClient:
         self._events.publish(Event(kind, queue, details=details or None))
 
     def _publish_outcomes(
-        self, outcomes: list[Outcome], persisted: dict[int, JobRow | str]
+        self, outcomes: list[Outcome], persisted: dict[AttemptKey, JobRow | str]
     ) -> None:
         if not self._events.wants_job_rows:
             return
         now = time.monotonic()
         for o in outcomes:
-            value = persisted.get(o.job.id)
+            value = persisted.get((o.job.id, o.job.attempt))
             if value is None:
-                continue  # deleted while it ran
+                continue  # deleted while it ran, or a stale attempt (not applied)
             row = value if isinstance(value, JobRow) else o.job
             state = row.state.value if isinstance(value, JobRow) else value
             attempted = o.job.attempted_at
@@ -728,49 +832,49 @@ class AsyncClient:
             )
             self._events.publish(Event(job_event_kind(o.event, state), row.queue, row, stats))
 
+    async def _send_probe(self, topic: str) -> None:
+        # The notifier's start-up check (see Notifier._check_delivery): sent from the pool, as
+        # every insert notification is.
+        await self._run(notify_op(self._queries, topic, [""]))
+
     def _wake_all(self) -> None:
         for p in self._producers.values():
             p.wake()
 
-    def _dispatch(self, topic: str, payload: dict[str, Any]) -> None:
-        if topic == "river_leadership":
+    def _dispatch(self, notice: Notice) -> None:
+        # The notifier checked the payload's shape (parse_notice): the fields are typed.
+        if isinstance(notice, LeadershipNotice):
             if self._elector is not None:
-                self._elector.leadership_notification(payload)
-        elif topic == "river_insert":
-            queue = payload.get("queue")
-            producer = self._producers.get(queue) if isinstance(queue, str) else None
+                self._elector.leadership_notification(notice)
+        elif isinstance(notice, InsertNotice):
+            producer = self._producers.get(notice.queue)
             if producer is not None:
                 producer.wake(notified=True)
-        elif topic == "river_control":
-            action = payload.get("action")
-            queue = payload.get("queue")
-            if action in ("pause", "resume") and isinstance(queue, str):
-                # A hint: re-read river_queue for the queue(s) now rather than trusting it.
-                targets = list(self._producers) if queue == "*" else [queue]
-                for name in targets:
-                    if name in self._next_poll:
-                        self._next_poll[name] = 0.0
-                self._poll_now.set()
-            elif action == "cancel":
-                job_id = payload.get("job_id")
-                if isinstance(job_id, int) and self._services_tg is not None:
-                    for producer in self._producers.values():
-                        if job_id in producer.running:
-                            self._services_tg.start_soon(self._confirm_cancel, producer, job_id)
+        elif isinstance(notice, QueueStateNotice):
+            # A hint: re-read river_queue for the queue(s) now rather than trusting it.
+            targets = list(self._producers) if notice.queue == "*" else [notice.queue]
+            for name in targets:
+                if name in self._next_poll:
+                    self._next_poll[name] = 0.0
+            self._poll_now.set()
+        elif self._services_tg is not None:  # a CancelNotice
+            for producer in self._producers.values():
+                if producer.runs_job(notice.job_id):
+                    self._services_tg.start_soon(self._confirm_cancel, producer, notice.job_id)
 
     async def _confirm_cancel(self, producer: Producer, job_id: int) -> None:
         """Act on a cancel notification only after reading the row (notifications are hints)."""
-        running = producer.running.get(job_id)
-        if running is None:
-            return
         try:
             row: JobRow = await self._run(_admin.job_get_op(self._queries, job_id))
         except (psycopg.Error, OSError, RiverError) as exc:
             logger.warning("could not confirm cancel of job %d: %s", job_id, exc)
             return
+        # Only the attempt the row is at: a stale attempt still running here is not the one
+        # the cancel was for (its outcome will not apply anyway).
+        running = producer.running.get((job_id, row.attempt))
         if (
-            row.state is JobState.RUNNING
-            and row.attempt == running.row.attempt
+            running is not None
+            and row.state is JobState.RUNNING
             and "cancel_attempted_at" in row.metadata
         ):
             running.cancel(CancelReason.REMOTE)
@@ -853,7 +957,10 @@ class AsyncClient:
             self._poll_ticks[interval] = tick
         self._next_poll[name] = tick
 
-    async def _keepalive_loop(self) -> None:
+    async def _keepalive_loop(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
         while True:
             await anyio.sleep(_KEEPALIVE_INTERVAL)
             try:

@@ -27,9 +27,10 @@ import psycopg
 from anyio.abc import TaskStatus
 from psycopg_pool import AsyncConnectionPool
 
-from river._driver import CompletionBatch, Queries, set_state_many_op
+from river._driver import AttemptKey, CompletionBatch, Queries, set_state_many_op
 from river._errors import describe
 from river._sansio import run_async
+from river._telemetry import TELEMETRY
 from river._types import AttemptError, JobRow, JobState
 
 __all__ = ["Completer", "Outcome"]
@@ -69,7 +70,7 @@ class Completer:
         flush_interval: float = 0.025,
         max_backlog: int = 5_000,
         retry_backoff_max: float = 5.0,
-        on_persisted: Callable[[list[Outcome], dict[int, JobRow | str]], None] | None = None,
+        on_persisted: Callable[[list[Outcome], dict[AttemptKey, JobRow | str]], None] | None = None,
         want_rows: Callable[[], bool] = lambda: False,
     ) -> None:
         self._pool = pool
@@ -91,6 +92,9 @@ class Completer:
         self._stopping = False
         #: Outcomes the database refused for good (see :meth:`_write`; statistics, tests).
         self.given_up = 0
+        #: Outcomes written but not applied: their job was deleted meanwhile, or a newer
+        #: attempt of it owns the row (the attempt fence; statistics, metrics, tests).
+        self.stale = 0
         #: Called with no argument after each write (the backlog shrank).
         self.on_written: Callable[[], None] | None = None
 
@@ -139,7 +143,7 @@ class Completer:
         del self._pending[: len(outcomes)]
         self._in_flight += len(outcomes)
         full_rows = self._want_rows()
-        persisted: dict[int, JobRow | str] = {}
+        persisted: dict[AttemptKey, JobRow | str] = {}
         try:
             # Shielded: stop/cancellation must never lose a finished job's outcome.
             with anyio.CancelScope(shield=True):
@@ -147,6 +151,8 @@ class Completer:
         finally:
             self._in_flight -= len(outcomes)
         self._written += len(outcomes)
+        if len(persisted) < len(outcomes):
+            self._count_stale(outcomes, persisted)
         self._progress.set()
         self._progress = anyio.Event()
         if self._on_persisted is not None:
@@ -154,8 +160,25 @@ class Completer:
         if self.on_written is not None:
             self.on_written()
 
+    def _count_stale(
+        self, outcomes: list[Outcome], persisted: dict[AttemptKey, JobRow | str]
+    ) -> None:
+        for o in outcomes:
+            if (o.job.id, o.job.attempt) not in persisted:
+                self.stale += 1
+                TELEMETRY.record_stale_outcome(o.job.queue)
+                logger.debug(
+                    "outcome %s of job %d (kind %s, queue %s) attempt %d not applied: the job "
+                    "was deleted, or a newer attempt owns it",
+                    o.state.value,
+                    o.job.id,
+                    o.job.kind,
+                    o.job.queue,
+                    o.job.attempt,
+                )
+
     async def _write(
-        self, outcomes: list[Outcome], full_rows: bool, persisted: dict[int, JobRow | str]
+        self, outcomes: list[Outcome], full_rows: bool, persisted: dict[AttemptKey, JobRow | str]
     ) -> None:
         """Write ``outcomes``, retrying with capped backoff until it works (a lost connection,
         a database restarting: the outcomes wait, however long).
@@ -240,6 +263,7 @@ def _to_batch(outcomes: list[Outcome]) -> CompletionBatch:
     batch = CompletionBatch()
     for o in outcomes:
         batch.id.append(o.job.id)
+        batch.seen_attempt.append(o.job.attempt)
         batch.state.append(o.state.value)
         batch.finalized_at.append(o.finalized_at)
         batch.scheduled_at.append(o.scheduled_at)
@@ -249,10 +273,12 @@ def _to_batch(outcomes: list[Outcome]) -> CompletionBatch:
     return batch
 
 
-# jsonb rejects "\u0000" and lone surrogate escapes. One such string in an error text or in
-# staged metadata (record_output, set_metadata) would make the batch write fail on every retry,
-# holding back every outcome batched with it and blocking stop() forever; they are written as
-# U+FFFD instead (as Go writes invalid text).
+# jsonb rejects "\u0000" and lone surrogate escapes. One such string in an error text would
+# make the batch write fail on every retry, holding back every outcome batched with it and
+# blocking stop() forever; they are written as U+FFFD instead (as Go writes invalid text).
+# Staged metadata (record_output, set_metadata) is refused at the call (river._validate), so
+# the worker gets the ValidationError; this is only the last line of defence for it (a staged
+# value mutated after the call).
 _UNSAFE_ESCAPE = re.compile(r"\\u0000|\\ud[89a-f]", re.IGNORECASE)
 _UNSAFE_CHAR = re.compile("[\x00\ud800-\udfff]")
 

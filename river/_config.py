@@ -9,15 +9,17 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from river._args import Workers
 from river._errors import InvalidConfigError
 from river._insert import validate_queue_name
+from river._joblog import JobLogConfig
 from river._producer import QueueSettings
 from river._retry import RetryPolicy, next_retry_at
 from river._schedule import Schedule
 from river._schema import validate_schema
+from river._validate import DEFAULT_MAX_ENCODED_SIZE, MAX_ENCODED_SIZE_LIMIT
 
 if TYPE_CHECKING:
     from river._events import Event
@@ -118,12 +120,26 @@ class Config:
       inserting a kind with no registered worker raises (``skip_unknown_job_check`` disables it).
     - ``schema``: Postgres schema of the River tables (default: the connection's search_path).
     - ``id``: this client's id (leader election, ``attempted_by``); default host and start time.
+    - ``connect_timeout``: seconds (10) the first connection of the client's pool may take;
+      beyond it, or at once for a bad host, port, password or database name, the call fails
+      with :class:`river.DatabaseUnavailableError` carrying the driver's reason. The sync
+      client's bound is libpq's: whole seconds, at least 2.
     - ``max_attempts``: default attempts per job (25).
+    - ``max_encoded_size``: largest encoded args, and metadata, of one inserted job in UTF-8
+      bytes (16 MiB; at most 255 MiB, below jsonb's limit); larger ones raise
+      :class:`river.ValidationError` before any SQL (docs/inserting.md).
     - ``job_timeout``: seconds an attempt may run (60); -1 disables; workers may override.
     - ``max_workers``, ``fetch_cooldown``, ``fetch_poll_interval``: defaults inherited by queues.
     - ``retry_policy``: ``(error_count, now) -> next run time``; default ``errors**4`` s +-10%.
     - ``poll_only``: no LISTEN connection at all (PgBouncer transaction pooling); work is found
       by polling every ``fetch_poll_interval`` and pause/resume by re-reading river_queue.
+    - ``pooler``: ``"transaction"`` when the client's connections go through a pooler in
+      transaction mode (PgBouncer ``pool_mode = transaction``): no statement is prepared on
+      the server on any connection the client opens, and none keeps session state. A client
+      that works jobs then needs ``poll_only=True`` too (LISTEN needs a session of its own;
+      ``start()`` says so). None (default): direct connections or a session-mode pooler.
+      A pool passed in instead of a URL is the caller's: give it
+      ``kwargs={"prepare_threshold": None}`` yourself (docs/production.md).
     - ``sync_worker_threads``: threads shared by all sync (``def work``) workers (default 40).
     - ``completer_batch_size`` / ``completer_flush_interval``: batching of outcome writes
       (2,000 outcomes per statement, at most 25 ms after the first).
@@ -138,6 +154,9 @@ class Config:
       also ``client.subscribe``.
     - ``middleware``: :class:`river.Middleware` instances (hooks and middleware around inserts
       and attempts); the first is the outermost.
+    - ``job_log``: :class:`river.JobLogConfig`, the log lines (logger ``river.job``) of
+      attempts that fail (WARNING; ERROR when the job is discarded) or are cancelled (INFO),
+      rate-limited per kind and queue; None logs none of them.
 
     Leadership and maintenance (docs/maintenance.md; a started client competes for leadership
     with every client on the database, River (Go) included, and only the leader maintains):
@@ -159,12 +178,15 @@ class Config:
     schema: str | None = None
     id: str | None = None
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    max_encoded_size: int = DEFAULT_MAX_ENCODED_SIZE
     job_timeout: float | timedelta = DEFAULT_JOB_TIMEOUT
     max_workers: int = DEFAULT_MAX_WORKERS
     fetch_cooldown: float | timedelta = DEFAULT_FETCH_COOLDOWN
     fetch_poll_interval: float | timedelta = DEFAULT_FETCH_POLL_INTERVAL
     retry_policy: RetryPolicy = next_retry_at
     poll_only: bool = False
+    pooler: Literal["transaction"] | None = None
+    connect_timeout: float | timedelta = 10.0
     sync_worker_threads: int = 40
     completer_batch_size: int = 2000
     completer_flush_interval: float = 0.025
@@ -186,6 +208,7 @@ class Config:
     reindexer_schedule: Schedule | None = None
     on_event: Callable[[Event], None] | None = None
     middleware: Sequence[Middleware] = ()
+    job_log: JobLogConfig | None = field(default_factory=JobLogConfig)
 
     def __post_init__(self) -> None:
         validate_schema(self.schema)
@@ -193,6 +216,15 @@ class Config:
             raise InvalidConfigError("id", "must be 1 to 100 characters without whitespace")
         if isinstance(self.max_attempts, bool) or not 1 <= self.max_attempts <= 32767:
             raise InvalidConfigError("max_attempts", "must be an integer from 1 to 32767")
+        size = self.max_encoded_size
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, int)
+            or not 2 <= size <= MAX_ENCODED_SIZE_LIMIT
+        ):
+            raise InvalidConfigError(
+                "max_encoded_size", f"must be an integer from 2 to {MAX_ENCODED_SIZE_LIMIT} bytes"
+            )
         timeout = self.job_timeout
         seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
         if seconds != -1 and (math.isnan(seconds) or seconds <= 0):
@@ -200,6 +232,11 @@ class Config:
         _max_workers(self.max_workers, "max_workers")
         _duration(self.fetch_cooldown, "fetch_cooldown")
         _duration(self.fetch_poll_interval, "fetch_poll_interval")
+        _duration(self.connect_timeout, "connect_timeout")
+        if self.pooler not in (None, "transaction"):
+            raise InvalidConfigError(
+                "pooler", f'must be None or "transaction" (got {self.pooler!r})'
+            )
         if not isinstance(self.queues, Mapping):
             raise InvalidConfigError("queues", "must be a mapping of name -> QueueConfig")
         for name, qc in self.queues.items():
@@ -209,6 +246,8 @@ class Config:
             self.resolve(qc, name)
         if self.queues and self.workers is None:
             raise InvalidConfigError("workers", "is required when queues are configured")
+        if self.job_log is not None and not isinstance(self.job_log, JobLogConfig):
+            raise InvalidConfigError("job_log", "must be a river.JobLogConfig, or None for none")
         if self.sync_worker_threads < 1:
             raise InvalidConfigError("sync_worker_threads", "must be at least 1")
         if self.completer_batch_size < 1 or self.completer_max_backlog < 1:
@@ -255,10 +294,24 @@ class Config:
         return 3600.0
 
     @property
+    def connect_timeout_seconds(self) -> float:
+        """``connect_timeout`` in seconds."""
+        t = self.connect_timeout
+        return t.total_seconds() if isinstance(t, timedelta) else float(t)
+
+    @property
     def job_timeout_seconds(self) -> float:
         """``job_timeout`` in seconds (-1: none)."""
         t = self.job_timeout
         return t.total_seconds() if isinstance(t, timedelta) else float(t)
+
+    @property
+    def connection_kwargs(self) -> dict[str, Any]:
+        """Extra keyword arguments for every connection the client opens itself (pool,
+        LISTEN, reindexer): none, or, behind a transaction pooler, ``prepare_threshold=None``
+        (no server-side prepared statements, not even those the library asks for: PgBouncer
+        before 1.21 cannot route them)."""
+        return {"prepare_threshold": None} if self.pooler == "transaction" else {}
 
     def resolve(self, qc: QueueConfig, name: str = "queue") -> QueueSettings:
         """Merge a queue's config with this client's defaults (QueueConfig fields win)."""

@@ -54,9 +54,13 @@ class Queries:
         # The completer's statement returning full rows (used only when someone subscribes to
         # job events): the same statement with a wider RETURNING list.
         full = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
-        self._q["job_set_state_many_rows"] = self._q["job_set_state_many"].replace(
-            b"RETURNING j.id, j.state::text", f"RETURNING {full}".encode()
+        text, count = re.subn(
+            rb"RETURNING p\.seen_attempt, j\.id, j\.state::text$",
+            f"RETURNING p.seen_attempt, {full}".encode(),
+            self._q["job_set_state_many"],
         )
+        assert count == 1, "job_set_state_many"
+        self._q["job_set_state_many_rows"] = text
         # Inserts of jobs without unique keys cannot conflict, so the row persisted is the row
         # sent: the same statements then return only what the server chose (see _new_row).
         # Reading back and decoding whole rows cost about a fifth of a batch insert.
@@ -328,6 +332,8 @@ class CompletionBatch:
     """Parallel arrays for ``job_set_state_many`` (see river/_completer.py)."""
 
     id: list[int] = field(default_factory=list)
+    #: The attempt each outcome belongs to (the row's attempt when it was fetched): the fence.
+    seen_attempt: list[int] = field(default_factory=list)
     state: list[str] = field(default_factory=list)
     finalized_at: list[datetime | None] = field(default_factory=list)
     scheduled_at: list[datetime | None] = field(default_factory=list)
@@ -339,15 +345,22 @@ class CompletionBatch:
         return len(self.id)
 
 
+#: Identifies one attempt of one job: (job id, attempt number).
+AttemptKey = tuple[int, int]
+
+
 def set_state_many_op(
     q: Queries, batch: CompletionBatch, *, full_rows: bool = False
-) -> Op[dict[int, JobRow | str]]:
-    """Write a batch of outcomes. Returns, for rows that exist, {job id: persisted state} or,
-    with ``full_rows``, {job id: the row as persisted}."""
+) -> Op[dict[AttemptKey, JobRow | str]]:
+    """Write a batch of outcomes, each fenced by its attempt. Returns, for the outcomes that
+    applied, {(job id, attempt): persisted state} or, with ``full_rows``, {(job id, attempt):
+    the row as persisted}. An outcome missing from the result was not applied: its row was
+    deleted, or a newer attempt of the job owns it (see the fence in river/_sql/job.sql)."""
     rows = yield Query(
         q.job_set_state_many_rows if full_rows else q.job_set_state_many,
         {
             "id": batch.id,
+            "seen_attempt": batch.seen_attempt,
             "state": batch.state,
             "finalized_at": batch.finalized_at,
             "scheduled_at": batch.scheduled_at,
@@ -358,5 +371,5 @@ def set_state_many_op(
         prepare=True,
     )
     if full_rows:
-        return {r[0]: job_from_row(r) for r in rows}
-    return {r[0]: r[1] for r in rows}
+        return {(r[1], r[0]): job_from_row(r[1:]) for r in rows}
+    return {(r[1], r[0]): r[2] for r in rows}

@@ -31,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from river._driver import Queries
 from river._errors import describe
+from river._notifier import LeadershipNotice
 
 __all__ = ["Elector"]
 
@@ -68,13 +69,12 @@ class Elector:
         #: Terms won over this elector's life (tests and metrics).
         self.terms = 0
 
-    def leadership_notification(self, payload: dict[str, Any]) -> None:
-        """Handle a ``river_leadership`` payload (from the notifier)."""
-        action = payload.get("action")
-        if action == "resigned" and payload.get("leader_id") != self.client_id:
+    def leadership_notification(self, notice: LeadershipNotice) -> None:
+        """Handle a ``river_leadership`` notice (from the notifier, which checked its shape)."""
+        if notice.action == "resigned" and notice.leader_id != self.client_id:
             if not self.is_leader:
                 self._wake.set()
-        elif action == "request_resign" and self.is_leader:
+        elif notice.action == "request_resign" and self.is_leader:
             self._resign_requested = True
             self._wake.set()
 
@@ -91,14 +91,22 @@ class Elector:
             if self.is_leader:
                 with anyio.CancelScope(shield=True):
                     await self._resign(tries=3)
-                self._set_leader(False)
+                self._set_leader(False, "stopping", resigned=True)
 
-    def _set_leader(self, value: bool) -> None:
+    def _set_leader(self, value: bool, why: str = "", *, resigned: bool = False) -> None:
         if value != self.is_leader:
             self.is_leader = value
             if value:
                 self.terms += 1
-            logger.info("client %s %s leadership", self.client_id, "gained" if value else "lost")
+                change = "gained leadership"
+            else:
+                change = f"resigned leadership ({why})" if resigned else f"lost leadership: {why}"
+            logger.info(
+                "client %s %s",
+                self.client_id,
+                change,
+                extra={"client_id": self.client_id, "leader": value},
+            )
             self._on_change(value)
 
     async def _sleep(self, seconds: float) -> None:
@@ -141,7 +149,7 @@ class Elector:
         if self._resign_requested:
             self._resign_requested = False
             await self._resign(tries=1)
-            self._set_leader(False)
+            self._set_leader(False, "request_resign received", resigned=True)
             return
         backoff = 1.0
         while True:
@@ -151,7 +159,7 @@ class Elector:
                     self._trusted_until = started + self.ttl - 1.0
                     return
                 # The term is gone (expired, or deleted by someone): follower again.
-                self._set_leader(False)
+                self._set_leader(False, "its term expired or was taken over")
                 return
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 remaining = self._trusted_until - time.monotonic()
@@ -159,7 +167,7 @@ class Elector:
                     "leader re-election failed (%.1fs of term left): %s", remaining, describe(exc)
                 )
                 if remaining <= backoff:
-                    self._set_leader(False)
+                    self._set_leader(False, "could not renew its term in time")
                     return
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 4.0)

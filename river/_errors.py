@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from river.migrate import MigrationVersionResult
 
 __all__ = [
+    "DatabaseUnavailableError",
     "DuplicateUniqueKeyInBatchError",
     "InvalidConfigError",
     "JobNotFoundError",
@@ -22,6 +23,7 @@ __all__ = [
     "QueueAlreadyAddedError",
     "QueueNotFoundError",
     "RiverError",
+    "SchemaNotReadyError",
     "UnknownJobKindError",
     "UnknownMigrationLineError",
     "ValidationError",
@@ -123,6 +125,69 @@ class MigrationFailedError(MigrationError):
         self.applied = tuple(applied)
         detail = " ".join(str(cause).split())
         super().__init__(f"migration {version:03d} [{direction}] {name} failed: {detail}")
+
+
+class DatabaseUnavailableError(RiverError):
+    """The database could not be reached: unknown host, refused connection, bad credentials,
+    missing database, or no answer within ``Config.connect_timeout``.
+
+    Raised by :meth:`AsyncClient.start` and by the first call that needs the client's own
+    connection pool (which is then not opened; a later call tries again). ``reason`` is the
+    driver's one-line reason; ``str(error)`` is ``cannot connect to the database: <reason>``,
+    the wording of every ``river`` command. ``__cause__`` is the driver's error, if any.
+    """
+
+    def __init__(self, reason: str | BaseException) -> None:
+        text = reason if isinstance(reason, str) else describe(reason)
+        self.reason = " ".join(text.split())
+        super().__init__(f"cannot connect to the database: {self.reason}")
+
+
+class ListenUnavailableError(RiverError):
+    """LISTEN does not work through the client's connection: at start, a notification sent
+    from the client's pool did not reach its LISTEN connection in time.
+
+    Behind a connection pooler in transaction mode (PgBouncer ``pool_mode = transaction``) the
+    listening session is lent to other clients between statements, so notifications never
+    arrive; a client that went on would find work only by polling while believing it
+    listens. Raised by :meth:`AsyncClient.start`; the message says what to set
+    (``Config(pooler="transaction", poll_only=True)``, docs/production.md).
+    """
+
+    def __init__(self, waited: float) -> None:
+        self.waited = waited
+        super().__init__(
+            f"LISTEN does not work through this connection: a notification sent from the "
+            f"client's pool did not reach its LISTEN connection within {waited:g}s. A "
+            "connection pooler in transaction mode (PgBouncer pool_mode = transaction) does "
+            'this: set Config(pooler="transaction", poll_only=True) (river worker: --pooler '
+            "transaction --poll-only), or give the client a direct or session-pooled "
+            "connection (docs/production.md)"
+        )
+
+
+class SchemaNotReadyError(RiverError):
+    """River's tables are missing, or migrated to an older version than this library needs.
+
+    ``found_version`` is the highest version of line ``main`` recorded in ``river_migration``
+    (None when there is none, or when it could not be read); ``required_version`` the version
+    this library needs; ``schema`` the configured schema. ``str(error)`` is one line that
+    names the version found and says to run ``river migrate-up`` (with ``--schema`` when a
+    schema is configured).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        found_version: int | None,
+        required_version: int,
+        schema: str | None = None,
+    ) -> None:
+        self.found_version = found_version
+        self.required_version = required_version
+        self.schema = schema
+        super().__init__(message)
 
 
 class JobNotFoundError(RiverError):

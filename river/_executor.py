@@ -27,11 +27,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 from river._args import Workers
 from river._completer import Outcome
 from river._errors import JobCancel, JobSnooze, ValidationError
+from river._joblog import Cause, JobLogConfig, JobLogger
 from river._middleware import Middleware
 from river._retry import RetryPolicy, next_retry_at
 from river._snooze import next_snooze_count
 from river._telemetry import TELEMETRY
 from river._types import AttemptError, Job, JobRow, JobState
+from river._validate import check_json_value
 
 logger = logging.getLogger("river.executor")
 
@@ -135,8 +137,13 @@ def _running_or_raise(what: str) -> RunningJob:
 def record_output(value: Any) -> None:
     """Inside ``work``: record ``value`` (JSON-encodable, at most 32 MB encoded) as the job's
     output, stored in metadata ``output`` when the attempt's outcome is written (whatever the
-    outcome). Calling it again replaces the value."""
+    outcome). Calling it again replaces the value.
+
+    Values Postgres or River (Go) cannot store (NUL characters, lone surrogates, NaN or
+    infinities, integers outside int64) raise :class:`river.ValidationError` here, naming
+    their path (e.g. ``output.rows[2]``)."""
     running = _running_or_raise("record_output")
+    check_json_value(value, "output")
     try:
         encoded = json.dumps(value)
     except (TypeError, ValueError) as exc:
@@ -148,14 +155,19 @@ def record_output(value: Any) -> None:
 
 def set_metadata(key: str, value: Any) -> None:
     """Inside ``work``: stage ``metadata[key] = value`` (shallow merge at completion, kept even
-    if the job failed). Keys starting with ``river:`` are reserved."""
+    if the job failed). Keys starting with ``river:`` are reserved. The value is refused
+    (:class:`river.ValidationError`) as :func:`record_output`'s is, and when its encoding is
+    over 32 MB."""
     running = _running_or_raise("set_metadata")
     if not isinstance(key, str) or not key or key.startswith("river:"):
         raise ValidationError("key", "must be a non-empty string not starting with 'river:'")
+    check_json_value({key: value}, "metadata")
     try:
-        json.dumps(value)
+        encoded = json.dumps(value)
     except (TypeError, ValueError) as exc:
         raise ValidationError(key, f"must be JSON-encodable: {exc}") from None
+    if len(encoded) > MAX_OUTPUT_BYTES:  # ASCII: json.dumps escapes the rest
+        raise ValidationError(f"metadata[{json.dumps(key)}]", "encoded size must be at most 32 MB")
     running.staged = {**(running.staged or {}), key: value}
 
 
@@ -171,8 +183,11 @@ class Executor:
         thread_limiter: CapacityLimiter,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         middleware: Sequence[Middleware] = (),
+        job_log: JobLogConfig | None = None,
     ) -> None:
         self._middleware = tuple(middleware)
+        #: Log lines of attempts that did not complete (None: none, e.g. the testing kit).
+        self.job_log = JobLogger(job_log) if job_log is not None else None
         self._workers = workers
         self._job_timeout = job_timeout
         self._retry_policy = retry_policy
@@ -231,7 +246,7 @@ class Executor:
         token = _current.set(running)
         try:
             if registered is None:
-                error = _UnknownKind(row.kind)
+                error = _UnknownKind(row.kind, retried=row.attempt < row.max_attempts)
             else:
                 try:
                     args = registered.args_type.model_validate_json(row.encoded_args)
@@ -355,12 +370,18 @@ class Executor:
 
         if error is None:
             return outcome(JobState.COMPLETED, "job_completed", finalized_at=now)
+        log = self.job_log
         if reason == CancelReason.REMOTE:
+            if log is not None:
+                detail = None if isinstance(error, _RemoteCancelled) else _message(error)
+                log.cancelled(row, error, detail, remote=True)
             return outcome(
                 JobState.CANCELLED, "job_cancelled", finalized_at=now, error=failed_attempt(error)
             )
         if isinstance(error, JobSnooze):
             delay = error.seconds
+            if log is not None:
+                log.snoozed(row, delay)
             return outcome(
                 JobState.AVAILABLE if delay <= SCHEDULER_INTERVAL else JobState.SCHEDULED,
                 "job_snoozed",
@@ -369,10 +390,14 @@ class Executor:
                 metadata={"snoozes": next_snooze_count(row.metadata)},
             )
         if isinstance(error, JobCancel):
+            if log is not None:
+                log.cancelled(row, error, _message(error), remote=False)
             return outcome(
                 JobState.CANCELLED, "job_cancelled", finalized_at=now, error=failed_attempt(error)
             )
         if reason == CancelReason.STOP and not timed_out:
+            if log is not None:
+                log.interrupted(row)
             return outcome(
                 JobState.AVAILABLE,
                 "job_interrupted",
@@ -380,16 +405,30 @@ class Executor:
                 attempt=max(row.attempt - 1, 0),
             )
         attempt_error = failed_attempt(error)
+        retry_at: datetime | None = None
         if row.attempt >= row.max_attempts:
-            return outcome(JobState.DISCARDED, "job_failed", finalized_at=now, error=attempt_error)
-        retry_at = self._next_retry(row, job, now, known_kind)
-        short = (retry_at - now).total_seconds() <= SCHEDULER_INTERVAL
-        return outcome(
-            JobState.AVAILABLE if short else JobState.RETRYABLE,
-            "job_failed",
-            scheduled_at=retry_at,
-            error=attempt_error,
-        )
+            result = outcome(
+                JobState.DISCARDED, "job_failed", finalized_at=now, error=attempt_error
+            )
+        else:
+            retry_at = self._next_retry(row, job, now, known_kind)
+            short = (retry_at - now).total_seconds() <= SCHEDULER_INTERVAL
+            result = outcome(
+                JobState.AVAILABLE if short else JobState.RETRYABLE,
+                "job_failed",
+                scheduled_at=retry_at,
+                error=attempt_error,
+            )
+        if log is not None:
+            cause: Cause = "worker"
+            if isinstance(error, _UnknownKind):
+                cause = "unknown_kind"
+            elif job is None:
+                cause = "invalid_args" if known_kind else "internal"
+            elif timed_out:
+                cause = "timeout"
+            log.failed(row, error, attempt_error.error, cause, retry_at=retry_at, now=now)
+        return result
 
     def _next_retry(
         self, row: JobRow, job: Job[Any] | None, now: datetime, known: bool
@@ -426,10 +465,11 @@ def _plus_seconds(now: datetime, seconds: float) -> datetime:
 
 
 class _UnknownKind(Exception):
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, retried: bool) -> None:
+        outcome = "the job will be retried" if retried else "no attempts left: it is discarded"
         super().__init__(
             f"job kind {kind!r} is not registered in this client's workers "
-            "(register a worker for it; the job is retried by the retry policy)"
+            f"(register a worker for it; {outcome})"
         )
 
 

@@ -28,6 +28,7 @@ import anyio
 import psycopg
 from anyio.abc import TaskStatus
 
+from river._driver import AttemptKey
 from river._executor import CancelReason, RunningJob
 from river._types import JobRow, JobState
 
@@ -177,7 +178,9 @@ class Producer:
         self.queue = queue
         self.settings = settings
         self.paused = paused
-        self.running: dict[int, RunningJob] = {}
+        #: Jobs running here, by (job id, attempt): two attempts of one job can overlap in one
+        #: producer when the rescuer gave up on the first while it still ran.
+        self.running: dict[AttemptKey, RunningJob] = {}
         self._rt = runtime
         self._trigger = _Trigger()
         self._stopping = False
@@ -188,6 +191,8 @@ class Producer:
         self._done = asyncio.Event()
         # Held during a fetch, so a settings change never lands in the middle of one.
         self._fetch_lock = asyncio.Lock()
+        # Runs of the fetch loop (more than one after a crash and restart).
+        self._fetch_runs = 0
         # Monotonic times at which jobs this producer re-queued (short retries and snoozes go
         # straight to available with a future scheduled_at) become due: a local timer wakes the
         # loop then, instead of waiting for the next poll.
@@ -216,6 +221,10 @@ class Producer:
             and self.free_slots > 0
             and not self._rt.budget.is_waiting(self)
         )
+
+    def runs_job(self, job_id: int) -> bool:
+        """Whether an attempt of job ``job_id`` runs here."""
+        return any(key[0] == job_id for key in self.running)
 
     def wake(self, *, notified: bool = False) -> None:
         """Ask for a fetch (coalesced with the cooldown)."""
@@ -246,8 +255,11 @@ class Producer:
         """
         task_status.started()
         del task_status  # held by this frame for the producer's whole life otherwise
+        supervisor = self._rt.supervisor
         try:
-            await self._fetch_loop()
+            # Supervised: a crash of the fetch loop (a bug) is logged and the loop restarted;
+            # the jobs it started run on, in their own tasks.
+            await supervisor.run(f"producer:{self.queue}", self._fetch_service)
             await self._wait_jobs()
         except BaseException:
             # Cancelled from outside (the client's root crashed): interrupt the jobs and
@@ -257,7 +269,17 @@ class Producer:
                 await self._wait_jobs()
             raise
         finally:
+            supervisor.forget(f"producer:{self.queue}")
             self._done.set()
+
+    async def _fetch_service(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        if self._fetch_runs:
+            self._trigger.set()  # restarted after a crash: look for jobs at once
+        self._fetch_runs += 1
+        task_status.started()
+        await self._fetch_loop()
 
     async def _wait_jobs(self) -> None:
         while self._tasks:
@@ -374,7 +396,7 @@ class Producer:
         tasks = self._tasks
         for row in sorted(rows, key=lambda r: (r.priority, r.scheduled_at, r.id)):
             running = RunningJob(row, started)
-            self.running[row.id] = running
+            self.running[row.id, row.attempt] = running
             task = loop.create_task(self._work(running))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -384,7 +406,7 @@ class Producer:
         try:
             outcome = await rt.executor.execute(running)
         finally:
-            del self.running[running.row.id]
+            del self.running[running.row.id, running.row.attempt]
         self.finished += 1
         self.last_outcome = rt.completer.add(outcome)
         if outcome.state is JobState.AVAILABLE and outcome.scheduled_at is not None:

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -32,10 +32,13 @@ from river._elector import request_resign_payload
 from river._errors import RiverError
 from river._insert import InsertDefaults, NotifyLimiter, build_batch
 from river._middleware import apply_insert_middleware
+from river._preflight import SCHEMA_ERRORS, open_pool_sync, schema_error_sync
 from river._sansio import Op, run_sync
 from river._types import InsertOpts, InsertResult, JobRow
 
 __all__ = ["Client"]
+
+R = TypeVar("R")
 
 
 class Client:
@@ -51,6 +54,11 @@ class Client:
     notification limiter) and ``workers`` (when given, inserting a kind with no worker raises,
     unless ``skip_unknown_job_check``). Queues in the config are ignored: this client works no
     jobs. Thread-safe.
+
+    The pool is opened by the first call that needs it, bounded by ``config.connect_timeout``:
+    DatabaseUnavailableError (with the driver's reason) when the database cannot be reached;
+    the next call tries again. No schema check runs up front; a statement failing because
+    River's tables or columns are missing raises SchemaNotReadyError, naming the version found.
     """
 
     def __init__(
@@ -85,6 +93,7 @@ class Client:
         workers = self.config.workers
         self._insert_defaults = InsertDefaults(
             max_attempts=self.config.max_attempts,
+            max_encoded_size=self.config.max_encoded_size,
             known_kinds=(
                 frozenset(workers.kinds())
                 if workers is not None and not self.config.skip_unknown_job_check
@@ -105,14 +114,16 @@ class Client:
             )
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ConnectionPool(
+                pool: ConnectionPool[Any] = ConnectionPool(
                     self._conninfo,
                     min_size=1,
                     max_size=self._pool_max_size,
-                    kwargs={"autocommit": True},
-                    open=True,
+                    kwargs={"autocommit": True, **self.config.connection_kwargs},
+                    open=False,
                 )
-                self._pool.wait(timeout=30)
+                # Bounded by config.connect_timeout, failing with the driver's reason.
+                open_pool_sync(pool, self._conninfo, self.config.connect_timeout_seconds)
+                self._pool = pool
         return self._pool
 
     @contextmanager
@@ -122,7 +133,18 @@ class Client:
 
     def _run(self, op: Op[Any]) -> Any:
         with self._conn() as conn:
-            return run_sync(conn, op, own=True)
+            return self._run_on(conn, op, own=True)
+
+    def _run_on(self, conn: psycopg.Connection[Any], op: Op[R], *, own: bool = False) -> R:
+        # ``own``: a connection of the client's pool (else the caller's, whose transaction is
+        # never touched).
+        try:
+            return run_sync(conn, op, own=own)
+        except SCHEMA_ERRORS as exc:  # River's tables missing or not migrated
+            mapped = schema_error_sync(conn, self.config.schema, exc, own=own)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     def close(self) -> None:
         """Close the pool this client created (a caller's pool is left open)."""
@@ -159,7 +181,7 @@ class Client:
     ) -> InsertResult:
         """Insert one job in the caller's transaction (notification sent only on commit)."""
         batch = self._batch([(args, opts)], many=False)
-        return run_sync(conn, insert_many_op(self._queries, batch))[0]
+        return self._run_on(conn, insert_many_op(self._queries, batch))[0]
 
     def insert_many(self, items: Sequence[InsertManyItem]) -> list[InsertResult]:
         """Insert many jobs in one statement; results in input order."""
@@ -176,15 +198,22 @@ class Client:
         """:meth:`insert_many` in the caller's transaction."""
         if not items:
             return []
-        return run_sync(conn, insert_many_op(self._queries, self._batch(items, many=True)))
+        return self._run_on(conn, insert_many_op(self._queries, self._batch(items, many=True)))
 
     def insert_many_fast(self, items: Sequence[InsertManyItem]) -> int:
         """Insert many jobs with COPY; returns the count (see ``AsyncClient``)."""
         if not items:
             return 0
         batch = self._batch(items, many=True)
-        with self._conn() as conn, conn.transaction():
-            return run_sync(conn, copy_op(self._queries, batch, datetime.now(UTC)))
+        with self._conn() as conn:
+            try:
+                with conn.transaction():
+                    return run_sync(conn, copy_op(self._queries, batch, datetime.now(UTC)))
+            except SCHEMA_ERRORS as exc:
+                mapped = schema_error_sync(conn, self.config.schema, exc, own=True)
+                if mapped is None:
+                    raise
+                raise mapped from exc
 
     def insert_many_fast_tx(
         self, conn: psycopg.Connection[Any], items: Sequence[InsertManyItem]
@@ -193,7 +222,7 @@ class Client:
         if not items:
             return 0
         batch = self._batch(items, many=True)
-        return run_sync(conn, copy_op(self._queries, batch, datetime.now(UTC)))
+        return self._run_on(conn, copy_op(self._queries, batch, datetime.now(UTC)))
 
     # --- admin -----------------------------------------------------------------------------
 
@@ -204,7 +233,7 @@ class Client:
 
     def job_get_tx(self, conn: psycopg.Connection[Any], job_id: int) -> JobRow:
         """:meth:`job_get` on the caller's connection."""
-        return run_sync(conn, _admin.job_get_op(self._queries, job_id))
+        return self._run_on(conn, _admin.job_get_op(self._queries, job_id))
 
     def job_list(self, params: JobListParams | None = None) -> JobListResult:
         """A page of jobs (see :class:`river.JobListParams`)."""
@@ -217,7 +246,7 @@ class Client:
         self, conn: psycopg.Connection[Any], params: JobListParams | None = None
     ) -> JobListResult:
         """:meth:`job_list` on the caller's connection."""
-        return run_sync(conn, _admin.job_list_op(self._queries, params or JobListParams()))
+        return self._run_on(conn, _admin.job_list_op(self._queries, params or JobListParams()))
 
     def job_cancel(self, job_id: int) -> JobRow:
         """Cancel a job (see ``AsyncClient.job_cancel``)."""
@@ -226,7 +255,7 @@ class Client:
 
     def job_cancel_tx(self, conn: psycopg.Connection[Any], job_id: int) -> JobRow:
         """:meth:`job_cancel` in the caller's transaction."""
-        return run_sync(conn, _admin.job_cancel_op(self._queries, job_id, datetime.now(UTC)))
+        return self._run_on(conn, _admin.job_cancel_op(self._queries, job_id, datetime.now(UTC)))
 
     def job_retry(self, job_id: int) -> JobRow:
         """Make a job available now (see ``AsyncClient.job_retry``)."""
@@ -235,7 +264,7 @@ class Client:
 
     def job_retry_tx(self, conn: psycopg.Connection[Any], job_id: int) -> JobRow:
         """:meth:`job_retry` in the caller's transaction."""
-        return run_sync(conn, _admin.job_retry_op(self._queries, job_id))
+        return self._run_on(conn, _admin.job_retry_op(self._queries, job_id))
 
     def job_delete(self, job_id: int) -> JobRow:
         """Delete a non-running job and return it."""
@@ -244,7 +273,7 @@ class Client:
 
     def job_delete_tx(self, conn: psycopg.Connection[Any], job_id: int) -> JobRow:
         """:meth:`job_delete` in the caller's transaction."""
-        return run_sync(conn, _admin.job_delete_op(self._queries, job_id))
+        return self._run_on(conn, _admin.job_delete_op(self._queries, job_id))
 
     def job_delete_many(self, **filters: Any) -> list[JobRow]:
         """Delete non-running jobs matching filters (see ``AsyncClient.job_delete_many``)."""
@@ -272,7 +301,7 @@ class Client:
 
     def queue_pause_tx(self, conn: psycopg.Connection[Any], name: str) -> None:
         """:meth:`queue_pause` in the caller's transaction."""
-        run_sync(conn, _admin.queue_pause_op(self._queries, name, pause=True))
+        self._run_on(conn, _admin.queue_pause_op(self._queries, name, pause=True))
 
     def queue_resume(self, name: str) -> None:
         """Resume a paused queue (``"*"``: all)."""
@@ -280,7 +309,7 @@ class Client:
 
     def queue_resume_tx(self, conn: psycopg.Connection[Any], name: str) -> None:
         """:meth:`queue_resume` in the caller's transaction."""
-        run_sync(conn, _admin.queue_pause_op(self._queries, name, pause=False))
+        self._run_on(conn, _admin.queue_pause_op(self._queries, name, pause=False))
 
     def request_resign(self) -> None:
         """Ask the current leader (any client on the database, River (Go) ones included) to

@@ -3,7 +3,10 @@
 Spans: one ``river.insert`` (kind PRODUCER) per insert batch, one ``river.work`` (kind CONSUMER)
 per attempt, with the job kind, queue, attempt, id and outcome as attributes. Metrics: counter
 ``river.jobs`` (attributes ``river.kind``, ``river.queue``, ``river.status``) and histogram
-``river.job.duration`` in seconds with the same attributes; no job ids on metrics (cardinality).
+``river.job.duration`` in seconds with the same attributes; counter ``river.job.outcomes.stale``
+(attribute ``river.queue``): outcomes not applied because a newer attempt of the same job owned
+the row (the attempt fence) or the job was deleted while it ran. No job ids on metrics
+(cardinality).
 
 Without an SDK the API's providers are proxies that record nothing. Checking for that costs a
 type check per attempt, and the instrumentation is then skipped entirely, so an application
@@ -52,6 +55,7 @@ class Telemetry:
         self._meter_provider: object = None
         self._jobs: Counter | None = None
         self._duration: Histogram | None = None
+        self._stale: Counter | None = None
 
     def tracer(self) -> Tracer | None:
         """The tracer, or None when no SDK provider is installed."""
@@ -79,6 +83,12 @@ class Telemetry:
             self._duration = meter.create_histogram(
                 "river.job.duration", unit="s", description="Duration of job attempts"
             )
+            self._stale = meter.create_counter(
+                "river.job.outcomes.stale",
+                unit="{outcome}",
+                description="Outcomes not applied: a newer attempt owned the row, or the job "
+                "was deleted",
+            )
             self._meter_provider = provider
         assert self._jobs is not None and self._duration is not None
         return self._jobs, self._duration
@@ -91,6 +101,12 @@ class Telemetry:
         attributes = {"river.kind": kind, "river.queue": queue, "river.status": status}
         instruments[0].add(1, attributes)
         instruments[1].record(seconds, attributes)
+
+    def record_stale_outcome(self, queue: str) -> None:
+        """Count one outcome that was not applied (no-op without an SDK)."""
+        if self._instruments() is None or self._stale is None:
+            return
+        self._stale.add(1, {"river.queue": queue})
 
     @contextlib.contextmanager
     def insert_span(self, count: int, queues: Mapping[str, Any]) -> Iterator[Span | None]:

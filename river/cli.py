@@ -42,7 +42,7 @@ import psycopg
 from psycopg import conninfo
 
 from river import dev
-from river._errors import MigrationFailedError, RiverError
+from river._errors import DatabaseUnavailableError, MigrationFailedError, RiverError
 from river._schedule import parse_go_duration
 from river._schema import validate_schema
 from river._version import __version__
@@ -326,9 +326,14 @@ def connect(args: argparse.Namespace) -> psycopg.Connection[Any]:
     """
     params = connection_params(args)
     try:
-        return psycopg.connect(conninfo.make_conninfo("", **params), autocommit=True)
+        # Nothing prepared on the server: the commands run few statements each, and a
+        # connection through PgBouncer in transaction mode must not carry prepared statements.
+        return psycopg.connect(
+            conninfo.make_conninfo("", **params), autocommit=True, prepare_threshold=None
+        )
     except psycopg.Error as exc:
-        raise CommandError(f"cannot connect to the database: {_one_line(exc)}") from None
+        # The wording every client and command shares ("cannot connect to the database: ...").
+        raise CommandError(str(DatabaseUnavailableError(exc))) from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -432,6 +432,10 @@ class _Core:
                 raise MigrationStateError(
                     f"schema {name!r} does not exist; create it first (CREATE SCHEMA ...)"
                 )
+            if steps and self.schema is None:
+                # The schema the tables land in comes from search_path: it obeys the same
+                # rules as an explicit one, or clients could not NOTIFY on its channels.
+                validate_schema(state.current_schema, "schema (the current schema of search_path)")
         else:
             applied = [m for m in reversed(self.migrations) if m.version in recorded]
             target = request.target_version

@@ -466,3 +466,25 @@ def test_new_command_group_can_be_registered(
 
     monkeypatch.setattr(cli, "COMMAND_GROUPS", [*cli.COMMAND_GROUPS, register])
     assert run(capsys, "hello", "--name", "river") == (3, "hello river\n", "")
+
+
+def test_a_schema_from_search_path_obeys_the_schema_rules(
+    capsys: pytest.CaptureFixture[str], empty_db_url: str
+) -> None:
+    """A schema taken from search_path (here through the URL's options) is held to the same
+    46-character rule as --schema: <schema>.river_leadership must fit a channel name."""
+    long_name = "s" * 47
+    with psycopg.connect(empty_db_url, autocommit=True) as c:
+        c.execute(f"CREATE SCHEMA {long_name}")
+        c.execute("CREATE SCHEMA s46_" + "x" * 42)
+    url = f"{empty_db_url}?options=-csearch_path%3D{long_name}"
+    line = assert_one_error_line(*run(capsys, "migrate-up", "--database-url", url))
+    assert "schema (the current schema of search_path)" in line
+    assert "at most 46 characters (got 47)" in line
+    with psycopg.connect(url, autocommit=True) as c:
+        assert c.execute("SELECT to_regclass('river_migration')").fetchone() == (None,)
+    # 46 characters are fine.
+    ok = f"{empty_db_url}?options=-csearch_path%3Ds46_{'x' * 42}"
+    code, _, err = run(capsys, "migrate-up", "--database-url", ok)
+    assert (code, err) == (0, "")
+    assert applied(ok) == [1, 2, 3, 4, 5, 6, 7]

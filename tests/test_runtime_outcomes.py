@@ -895,8 +895,9 @@ async def test_job_complete_tx_with_sync_connection(db_url: str) -> None:
             "UPDATE river_job SET state = 'cancelled', finalized_at = now() WHERE id = %(id)s",
             "cancelled",
         ),
-        # Rescued and fetched again elsewhere: still running, but at another attempt.
-        ("rescue", "UPDATE river_job SET attempt = attempt + 1 WHERE id = %(id)s", "retryable"),
+        # Rescued and fetched again elsewhere: still running, but at another attempt, which
+        # this attempt's failure must not touch (the attempt fence).
+        ("rescue", "UPDATE river_job SET attempt = attempt + 1 WHERE id = %(id)s", "running"),
         (
             "complete",
             "UPDATE river_job SET state = 'completed', finalized_at = now() WHERE id = %(id)s",
@@ -911,12 +912,17 @@ async def test_job_complete_tx_fence_rolls_back_callers_transaction(
     async with open_db(db_url) as db:
         await _side_table(db)
         job_id = await insert(db, TxArgs(value="nope", tamper=tamper))
-        async with started_client(db_url, client_config(worker)):
+        async with started_client(db_url, client_config(worker)) as client:
             before = await db.wait_state(job_id, "running")
             await wait_for(worker.gate.entered.is_set, message="worker at the gate")
             await db.execute(sql, {"id": job_id})
             worker.gate.open()
             await wait_for(lambda: worker.errors, message="job_complete_tx to fail")
+            if tamper == "rescue":
+                await wait_for(
+                    lambda: client._runtime.completer.stale == 1,
+                    message="the stale outcome to be dropped",
+                )
             row = await db.wait_state(job_id, final_state)
         err = worker.errors[0]
         assert isinstance(err, river.JobNotRunningError)
@@ -927,8 +933,9 @@ async def test_job_complete_tx_fence_rolls_back_callers_transaction(
         assert await db.all("SELECT * FROM side_effects") == []
         assert "done_by" not in row["metadata"]
         if tamper == "rescue":
-            # The worker's error is recorded against the (still running) row.
-            assert row["errors"][0]["error"].startswith("JobNotRunningError")
+            # The stale attempt's failure was dropped: the newer attempt's row is untouched.
+            assert row["attempt"] == before["attempt"] + 1
+            assert row["errors"] is None
 
 
 async def test_job_complete_tx_on_job_not_running_or_missing_raises(db_url: str) -> None:
@@ -986,7 +993,16 @@ class FragileWorker(river.Worker[Fragile]):
         if mode == "nul":
             raise ValueError("bad \x00 byte \ud800 here")
         if mode == "output_nul":
-            river.record_output({"k\x00": ["a\x00b", "\udfff", "fine é 😀"]})
+            # Refused at the call: the worker gets the ValidationError.
+            try:
+                river.record_output({"k\x00": ["a\x00b"]})
+            except river.ValidationError as exc:
+                self.worked.append(str(exc))
+            # A staged value changed after the call still reaches the completer, whose last line
+            # of defence writes U+FFFD.
+            output: dict[str, Any] = {}
+            river.record_output(output)
+            output["k\x00"] = ["a\x00b", "\udfff", "fine é 😀"]
             return
         if mode == "own_cancelled_error":
             fut = asyncio.get_running_loop().create_future()
@@ -1013,8 +1029,10 @@ async def _run_fragile(db_url: str, modes: list[str]) -> tuple[dict[str, dict[st
 
 async def test_text_jsonb_cannot_hold_never_blocks_the_completer(db_url: str) -> None:
     """NUL and lone surrogates in an error message or in staged output would make every write
-    of the batch fail (and stop() hang); they are stored as U+FFFD."""
-    rows, _ = await _run_fragile(db_url, ["nul", "output_nul"])
+    of the batch fail (and stop() hang); they are stored as U+FFFD. (record_output refuses
+    them at the call; only a staged value changed afterwards gets here.)"""
+    rows, worker = await _run_fragile(db_url, ["nul", "output_nul"])
+    assert 'output["k\\u0000"]: key contains a NUL character (U+0000)' in "".join(worker.worked)
     nul = rows["nul"]
     assert nul["state"] == "retryable"
     err = nul["errors"][0]

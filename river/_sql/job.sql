@@ -150,22 +150,32 @@ RETURNING
     j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
 
 -- name: job_set_state_many
--- The completer's batch write (PROTOCOL.md 3.6). Rows are locked in id order first so that two
--- writers touching overlapping rows cannot deadlock. State, attempt, errors, finalized_at and
--- scheduled_at change only while the row is still running; staged metadata is merged (shallow,
--- top level) even when it is not. A running row marked with cancel_attempted_at whose requested
--- state is retryable or scheduled becomes cancelled instead (remote cancel seen).
+-- The completer's batch write (PROTOCOL.md 3.6). Every outcome is fenced by the attempt that
+-- produced it (seen_attempt, the row's attempt when it was fetched): it applies only to the row
+-- at that attempt. An attempt that outlived the rescuer (its row re-fetched, attempt + 1) must
+-- never write its outcome over the newer attempt's, or a job whose attempts all overrun would
+-- livelock (each stale failure sending the row back to available while the newer attempt runs).
+-- Rows at another attempt are neither locked nor written and are not returned: the completer
+-- counts the outcomes missing from the result as stale. Rows are locked in id order first so
+-- that two writers touching overlapping rows cannot deadlock. State, attempt, errors,
+-- finalized_at and scheduled_at change only while the row is still running; staged metadata is
+-- merged (shallow, top level) even when it is not (the same attempt completed it in the
+-- worker's own transaction through job_complete_tx). A running row marked with
+-- cancel_attempted_at whose requested state is retryable or scheduled becomes cancelled instead
+-- (remote cancel seen). Only the stricter WHERE differs from River (Go)'s write, so rows stay
+-- as River (Go) writes them.
 WITH params AS (
     SELECT *
     FROM unnest(
         %(id)b::bigint[],
+        %(seen_attempt)b::smallint[],
         %(state)b::text[],
         %(finalized_at)b::timestamptz[],
         %(scheduled_at)b::timestamptz[],
         %(attempt)b::smallint[],
         %(error)b::jsonb[],
         %(metadata)b::jsonb[]
-    ) AS t(id, state, finalized_at, scheduled_at, attempt, error, metadata)
+    ) AS t(id, seen_attempt, state, finalized_at, scheduled_at, attempt, error, metadata)
 ),
 locked AS (
     SELECT j.id,
@@ -174,7 +184,7 @@ locked AS (
              AND p.state IN ('retryable', 'scheduled')
              AND j.metadata ? 'cancel_attempted_at' AS to_cancel
     FROM /* schema */river_job AS j
-    JOIN params AS p ON p.id = j.id
+    JOIN params AS p ON p.id = j.id AND p.seen_attempt = j.attempt
     ORDER BY j.id
     FOR UPDATE OF j
 )
@@ -206,8 +216,8 @@ SET state = CASE
         ELSE j.metadata
     END
 FROM params AS p, locked AS l
-WHERE j.id = p.id AND l.id = p.id
-RETURNING j.id, j.state::text
+WHERE j.id = p.id AND l.id = p.id AND j.attempt = p.seen_attempt
+RETURNING p.seen_attempt, j.id, j.state::text
 
 -- name: job_complete_fenced
 -- job_complete_tx: complete one job inside the caller's transaction, only if it is still

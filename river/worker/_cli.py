@@ -102,6 +102,12 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         "variable named by database.url_env)",
     )
     db.add_argument("--schema", default=None, help="schema of the River tables")
+    db.add_argument(
+        "--connect-timeout",
+        type=_arg(parse_seconds),
+        metavar="DURATION",
+        help="give up starting when the database does not answer within it (default: 10s)",
+    )
     client = parser.add_argument_group("client defaults (override [client])")
     client.add_argument("--max-workers", type=_arg(_int_range(1, 10_000)), metavar="N")
     client.add_argument("--fetch-cooldown", type=_arg(parse_seconds), metavar="DURATION")
@@ -112,6 +118,13 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
     client.add_argument("--max-attempts", type=_arg(_int_range(1, 32767)), metavar="N")
     client.add_argument(
         "--poll-only", action="store_true", default=None, help="no LISTEN (PgBouncer)"
+    )
+    client.add_argument(
+        "--pooler",
+        choices=["transaction"],
+        default=None,
+        help="connections go through a transaction-mode pooler (PgBouncer): no prepared "
+        "statements (needs --poll-only)",
     )
     client.add_argument(
         "--queue",
@@ -172,10 +185,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
     put("database", "url", args.database_url)
     put("database", "schema", args.schema)
+    put("database", "connect_timeout", args.connect_timeout)
     for name in ("max_workers", "fetch_cooldown", "fetch_poll_interval", "job_timeout"):
         put("client", name, getattr(args, name))
     put("client", "max_attempts", args.max_attempts)
     put("client", "poll_only", args.poll_only)
+    put("client", "pooler", args.pooler)
     for name, max_workers in args.queue or []:
         out.setdefault("queues", {}).setdefault(name, {})
         if max_workers is not None:
@@ -196,11 +211,13 @@ def _child_argv(args: argparse.Namespace) -> Callable[[int, int | None], list[st
         for flag, value in (
             ("--database-url", args.database_url),
             ("--schema", args.schema),
+            ("--connect-timeout", args.connect_timeout),
             ("--max-workers", args.max_workers),
             ("--fetch-cooldown", args.fetch_cooldown),
             ("--fetch-poll-interval", args.fetch_poll_interval),
             ("--job-timeout", args.job_timeout),
             ("--max-attempts", args.max_attempts),
+            ("--pooler", args.pooler),
             ("--shutdown-timeout", args.shutdown_timeout),
         ):
             if value is not None:
@@ -222,13 +239,19 @@ def _child_argv(args: argparse.Namespace) -> Callable[[int, int | None], list[st
     return argv
 
 
+#: Loggers a worker shows at INFO although the CLI logs warnings only by default.
+_INFO_LOGGERS = ("river.worker", "river.elector", "river.job")
+
+
 def _configure_logging(args: argparse.Namespace) -> Callable[[], None]:
     # The CLI logs warnings only by default; a worker's lifecycle lines (started, reload
-    # summaries, stopped) are what operators read, so river.worker logs at INFO.
-    worker_logger = logging.getLogger("river.worker")
-    previous = worker_logger.level
+    # summaries, stopped), leadership changes and the job lines at the levels Config.job_log
+    # chose are what operators read, so those loggers log at INFO.
+    loggers = [logging.getLogger(name) for name in _INFO_LOGGERS]
+    previous = [lg.level for lg in loggers]
     if not getattr(args, "debug", False):
-        worker_logger.setLevel(logging.INFO)
+        for lg in loggers:
+            lg.setLevel(logging.INFO)
     index = os.environ.get(ENV_PROCESS_INDEX)
     restore: list[tuple[logging.Handler, logging.Formatter | None]] = []
     if index is not None and index.isdigit():
@@ -236,9 +259,24 @@ def _configure_logging(args: argparse.Namespace) -> Callable[[], None]:
         for handler in logging.getLogger("river").handlers:
             restore.append((handler, handler.formatter))
             handler.setFormatter(formatter)
+    # psycopg's own lines (psycopg.pool: "error connecting in 'river-...'") go through the same
+    # handlers, so they show their level and logger name; otherwise they reach Python's
+    # last-resort handler as bare messages. Not when the app gave the root logger a handler:
+    # that one prints them already.
+    psycopg_logger = logging.getLogger("psycopg")
+    borrowed = [
+        h
+        for h in logging.getLogger("river").handlers
+        if not logging.getLogger().handlers and h not in psycopg_logger.handlers
+    ]
+    for handler in borrowed:
+        psycopg_logger.addHandler(handler)
 
     def undo() -> None:
-        worker_logger.setLevel(previous)
+        for handler in borrowed:
+            psycopg_logger.removeHandler(handler)
+        for lg, level in zip(loggers, previous, strict=True):
+            lg.setLevel(level)
         for handler, old in restore:
             handler.setFormatter(old)
 

@@ -25,7 +25,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
@@ -34,6 +34,7 @@ from river._args import Workers
 from river._config import MAX_WORKERS_LIMIT, Config, QueueConfig
 from river._errors import InvalidConfigError, ValidationError
 from river._insert import validate_queue_name
+from river._joblog import JobLogConfig, check_level
 from river._maintenance import PeriodicJob
 from river._schedule import Cron, PeriodicInterval, Schedule, parse_go_duration
 from river._schema import validate_schema
@@ -161,6 +162,22 @@ def _schema_name(value: str | None) -> str | None:
         raise ValueError(exc.rule) from None
 
 
+def _log_level(value: object) -> object:
+    try:
+        check_level(value)
+    except ValidationError as exc:
+        raise ValueError(exc.rule) from None
+    return value
+
+
+def _max_lines(value: object) -> object:
+    if value == "unlimited":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be an integer >= 1 or 'unlimited', got {value!r}")
+    return value
+
+
 Seconds = Annotated[float, BeforeValidator(_seconds)]
 SecondsOrZero = Annotated[float, BeforeValidator(_seconds_or_zero)]
 SecondsOrForever = Annotated[float, BeforeValidator(_seconds_or_forever)]
@@ -169,6 +186,7 @@ StrictBool = Annotated[bool, Field(strict=True)]
 MaxWorkers = Annotated[int, Field(strict=True, ge=1, le=MAX_WORKERS_LIMIT)]
 MaxAttempts = Annotated[int, Field(strict=True, ge=1, le=32767)]
 QueueName = Annotated[str, AfterValidator(_queue_name)]
+LogLevel = Annotated[int | str, BeforeValidator(_log_level)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +199,7 @@ class _Section(pydantic.BaseModel):
 
 
 class DatabaseSection(_Section):
-    """``[database]``: where the River tables are. Both keys need a restart to change."""
+    """``[database]``: where the River tables are. Every key needs a restart to change."""
 
     #: A postgres:// URL. Prefer ``url_env`` so that passwords stay out of the file.
     url: str | None = None
@@ -190,6 +208,8 @@ class DatabaseSection(_Section):
     schema_name: Annotated[str | None, AfterValidator(_schema_name)] = Field(
         default=None, alias="schema"
     )
+    #: Bound on reaching the database at start-up (``Config.connect_timeout``, default 10s).
+    connect_timeout: Seconds | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DatabaseSection:
@@ -200,6 +220,20 @@ class DatabaseSection(_Section):
         ):
             raise ValueError("url must be a postgres:// or postgresql:// URL")
         return self
+
+
+class JobLogSection(_Section):
+    """``[client.job_log]``: river.JobLogConfig (restart to change). Unset keys keep the app's
+    values (or the defaults); ``enabled = false`` logs no job lines (``Config(job_log=None)``)."""
+
+    enabled: StrictBool | None = None
+    failure_level: LogLevel | None = None
+    discard_level: LogLevel | None = None
+    cancel_level: LogLevel | None = None
+    tracebacks: Literal["discard", "always", "never"] | None = None
+    #: Lines per kind, queue and outcome per interval, or "unlimited".
+    max_lines: Annotated[int | str, BeforeValidator(_max_lines)] | None = None
+    interval: Seconds | None = None
 
 
 class ClientSection(_Section):
@@ -214,12 +248,14 @@ class ClientSection(_Section):
     job_timeout: SecondsOrForever | None = None
     max_attempts: MaxAttempts | None = None
     poll_only: StrictBool | None = None
+    pooler: Literal["transaction"] | None = None
     leader_election: StrictBool | None = None
     sync_worker_threads: Annotated[int, Field(strict=True, ge=1, le=10_000)] | None = None
     rescue_stuck_jobs_after: Seconds | None = None
     completed_job_retention: SecondsOrForever | None = None
     cancelled_job_retention: SecondsOrForever | None = None
     discarded_job_retention: SecondsOrForever | None = None
+    job_log: JobLogSection | None = None
 
     @model_validator(mode="after")
     def _job_timeout(self) -> ClientSection:
@@ -418,6 +454,7 @@ _STATIC_CLIENT_FIELDS = (
     "max_attempts",
     "job_timeout",
     "poll_only",
+    "pooler",
     "leader_election",
     "sync_worker_threads",
     "rescue_stuck_jobs_after",
@@ -425,6 +462,19 @@ _STATIC_CLIENT_FIELDS = (
     "cancelled_job_retention",
     "discarded_job_retention",
 )
+
+
+def _job_log(section: JobLogSection, base: JobLogConfig | None) -> JobLogConfig | None:
+    given: dict[str, Any] = section.model_dump(exclude_none=True)
+    enabled = given.pop("enabled", None)
+    if enabled is False or (enabled is None and base is None and not given):
+        return None
+    if given.get("max_lines") == "unlimited":
+        given["max_lines"] = None
+    try:
+        return dataclasses.replace(base or JobLogConfig(), **given)
+    except InvalidConfigError as exc:
+        raise WorkerConfigError(f"client.{exc.field}", exc.rule) from None
 
 
 def _config_field_key(field: str) -> str:
@@ -560,10 +610,15 @@ def _build_plan(file: WorkerFile, base: Config) -> Plan:
         for name in _STATIC_CLIENT_FIELDS
         if getattr(client, name) is not None
     }
+    if client.job_log is not None:
+        changes["job_log"] = _job_log(client.job_log, base.job_log)
     try:
         config = dataclasses.replace(
             base,
             schema=db.schema_name if db.schema_name is not None else base.schema,
+            connect_timeout=(
+                db.connect_timeout if db.connect_timeout is not None else base.connect_timeout
+            ),
             queues=queue_configs,
             periodic_jobs=[*base.periodic_jobs, *(spec.job for spec in periodic.values())],
             **changes,
@@ -576,7 +631,9 @@ def _build_plan(file: WorkerFile, base: Config) -> Plan:
     restart_only: dict[str, object] = {
         "database.url": url,
         "database.schema": config.schema,
+        "database.connect_timeout": config.connect_timeout_seconds,
         **{f"client.{name}": getattr(config, name) for name in _STATIC_CLIENT_FIELDS},
+        "client.job_log": config.job_log,
         "worker.health_addr": health,
         "worker.processes": file.worker.processes,
     }

@@ -16,6 +16,7 @@ soft stop. Outcomes of finished jobs are always written before the process exits
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ from river._client import AsyncClient
 from river._config import Config
 from river._errors import RiverError
 from river._events import EventKind, Subscription
+from river._supervisor import ClientHealth, Supervisor, started_at_once
 from river.worker._config import (
     PeriodicSpec,
     Plan,
@@ -57,6 +59,10 @@ logger = logging.getLogger("river.worker")
 _PARENT_CHECK_INTERVAL = 1.0
 #: Readiness gives the database this long to answer.
 _READY_QUERY_TIMEOUT = 2.0
+#: How often the process checks its client's health (see _watch_health).
+_HEALTH_CHECK_INTERVAL = 0.5
+#: Exit status of a process that stopped because a service of its client kept failing.
+EXIT_UNHEALTHY = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +118,24 @@ class WorkerRunner:
         self._hard = anyio.Event()
         self._reload = anyio.Event()
         self._reload_reasons: list[str] = []
+        #: The exit status run() returns (EXIT_UNHEALTHY after a failed service).
+        self.exit_status = 0
+        #: Supervises the process's own services (health server, reload, config watcher).
+        self._supervisor = Supervisor()
+        #: Cancelled by a stop requested before the client has started (nothing runs yet).
+        self._start_scope: anyio.CancelScope | None = None
 
     # --- requests (from signals, watchers, tests) ----------------------------------------
 
     def request_stop(self, reason: str) -> None:
-        """First call: soft stop. Second: hard stop now. Later calls are ignored."""
-        if not self._stop.is_set():
+        """First call: soft stop (during start-up: abandon the start at once). Second: hard
+        stop now. Later calls are ignored."""
+        if not self._stop.is_set() and self.state == "starting":
+            logger.info("%s during start-up: stopping before the worker started", reason)
+            self._stop.set()
+            if self._start_scope is not None:
+                self._start_scope.cancel()
+        elif not self._stop.is_set():
             logger.info(
                 "%s: stopping (running jobs get up to %gs; send it again to stop now)",
                 reason,
@@ -157,24 +175,38 @@ class WorkerRunner:
                     if subscription is not None:
                         tg.start_soon(self._count_events, subscription)
                     try:
+                        supervise = self._supervisor.run
                         if self.plan.health_addr is not None:
                             host, port = self.plan.health_addr
-                            await tg.start(serve, host, port, self._routes)
-                        await self._start()
+                            await tg.start(
+                                supervise,
+                                "worker:health-server",
+                                functools.partial(serve, host, port, self._routes),
+                            )
+                        # A stop requested meanwhile cancels the start (e.g. while the
+                        # database does not answer): the stop below then finds nothing to do.
+                        with anyio.CancelScope() as self._start_scope:
+                            if self._stop.is_set():  # requested while the health server started
+                                self._start_scope.cancel()
+                            await self._start()
                     except (RiverError, psycopg.Error, OSError) as exc:
                         error = exc
                     else:
-                        tg.start_soon(self._reload_loop)
+                        await tg.start(
+                            supervise, "worker:reload", started_at_once(self._reload_loop)
+                        )
                         if self.options.watch_config and self.options.config_path is not None:
-                            tg.start_soon(
+                            watcher = started_at_once(
                                 watch_file,
                                 self.options.config_path,
                                 self.options.watch_interval,
                                 lambda: self.request_reload("config file changed"),
                                 self.options.config_signature,
                             )
+                            await tg.start(supervise, "worker:config-watcher", watcher)
                         if self.options.supervisor_pid is not None:
                             tg.start_soon(self._watch_parent, self.options.supervisor_pid)
+                        tg.start_soon(self._watch_health)
                         await self._stop.wait()
                         await self._shutdown()
                     tg.cancel_scope.cancel()
@@ -186,7 +218,7 @@ class WorkerRunner:
             self.state = "stopped"
         if error is not None:
             raise error
-        return 0
+        return self.exit_status
 
     async def _start(self) -> None:
         missing = await prepare_pauses(self.client, self.queues)
@@ -244,6 +276,29 @@ class WorkerRunner:
             await anyio.sleep(_PARENT_CHECK_INTERVAL)
         logger.error("the supervisor (pid %d) is gone", pid)
         self.request_stop("supervisor gone")
+
+    def health(self) -> ClientHealth:
+        """The client's services and this process's own, together."""
+        return ClientHealth.of({**self.client.health().services, **self._supervisor.health()})
+
+    async def _watch_health(self) -> None:
+        # A process that can no longer work must say so by exiting: a service of the client
+        # that keeps crashing (restarted with backoff by the client's supervisor, failed after
+        # five crashes in a row) stops the process with EXIT_UNHEALTHY, so that systemd,
+        # Kubernetes or the --processes parent starts a fresh one.
+        while True:
+            await anyio.sleep(_HEALTH_CHECK_INTERVAL)
+            health = self.health()
+            if not health.healthy and self.state == "running":
+                details = "; ".join(
+                    f"{name}: {health.services[name].last_error}" for name in health.failed
+                )
+                logger.error(
+                    "services failed (%s): stopping, exit status %d", details, EXIT_UNHEALTHY
+                )
+                self.exit_status = EXIT_UNHEALTHY
+                self.request_stop("unhealthy")
+                return
 
     # --- reload --------------------------------------------------------------------------
 
@@ -330,6 +385,9 @@ class WorkerRunner:
         if not self.client.running:
             return ["client not running"]
         problems = []
+        health = self.health()
+        if not health.healthy:
+            problems.append("services failed: " + ",".join(health.failed))
         inactive = [name for name, q in self.client.queues.list().items() if not q.active]
         if inactive:
             problems.append("queues not running: " + ",".join(inactive))
@@ -367,6 +425,19 @@ class WorkerRunner:
         family("river_queue_paused", "gauge", "1 when the queue is paused.")
         for name, info in queues.items():
             lines.append(metric_line("river_queue_paused", int(info.paused), {"queue": name}))
+        services = self.health().services
+        family(
+            "river_service_restarts_total",
+            "counter",
+            "Restarts of the client's background services after a crash.",
+        )
+        for name, service in sorted(services.items()):
+            lines.append(
+                metric_line("river_service_restarts_total", service.restarts, {"service": name})
+            )
+        family("river_service_up", "gauge", "0 while a background service is failed.")
+        for name, service in sorted(services.items()):
+            lines.append(metric_line("river_service_up", int(service.healthy), {"service": name}))
         family("river_worker_config_generation", "gauge", "Configuration generation in use.")
         lines.append(metric_line("river_worker_config_generation", self.generation))
         family("river_worker_reload_failures_total", "counter", "Reloads rejected or failed.")
