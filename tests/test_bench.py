@@ -180,3 +180,22 @@ def test_suite_smoke(server_url: str) -> None:
     assert "12 cases, 0 with failures" in result.stdout
     for group in ["insert", "burndown", "latency", "timed", "many-queues", "floor"]:
         assert f"{group} / " in result.stdout
+
+
+def test_faults_smoke() -> None:
+    """bench/faults.py's fast scenarios at smoke scale, in their own private Postgres (they
+    restart and kill it, never the test server): every one meets its invariants (exit 0) and
+    the report table is printed."""
+    fast = "bad-input,crashing-service,leader-sigterm,leader-kill9,pg-restart-fast"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "faults.py"), "--smoke", "--only", fast],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
+    assert "| scenario | what happened | figures | command |" in result.stdout
+    for name in fast.split(","):
+        assert f"| `{name}` |" in result.stdout
