@@ -36,10 +36,15 @@ demo: $(STAMP) ## Run the demo on the embedded Postgres (or DATABASE_URL)
 	$(BIN)/python examples/demo.py
 
 .PHONY: check
-check: $(STAMP) ## ruff format --check, ruff check, mypy --strict on river/
+check: $(STAMP) ## ruff format --check, ruff check, mypy --strict on river/, generated code current
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy river
+	$(BIN)/python tools/gen_sync_surface.py --check
+
+.PHONY: generate
+generate: $(STAMP) ## Regenerate river/_surface_sync.py (the sync Client) from river/_surface.py
+	$(BIN)/python tools/gen_sync_surface.py
 
 .PHONY: fmt
 fmt: $(STAMP) ## Apply ruff formatting and safe lint fixes

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from river._driver import JOB_COLUMNS, Queries, QueueRow, job_from_row, queue_from_row
+from psycopg import sql
+
+from river._driver import Queries, QueueRow, job_from_row, queue_from_row
 from river._errors import (
     JobNotFoundError,
     JobNotRunningError,
@@ -24,6 +26,7 @@ from river._insert import validate_queue_name
 from river._sansio import Op, Query
 from river._types import JobRow, JobState, parse_time
 from river._validate import DEFAULT_MAX_ENCODED_SIZE, MAX_ENCODED_SIZE_LIMIT, encode_json_value
+from river._validate import MAX_OUTPUT_BYTES as _MAX_OUTPUT_BYTES
 
 __all__ = [
     "JobListParams",
@@ -36,7 +39,6 @@ OrderBy = Literal["id", "time", "scheduled_at", "finalized_at", "created_at", "a
 _FINALIZED = frozenset({JobState.CANCELLED, JobState.COMPLETED, JobState.DISCARDED})
 _ZERO_TIME = "0001-01-01T00:00:00Z"
 _ZERO_DATETIME = datetime(1, 1, 1, tzinfo=UTC)
-_MAX_OUTPUT_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,30 @@ def decode_cursor(text: str) -> dict[str, Any]:
         raise ValidationError("after", f"is not a valid job list cursor ({exc})") from None
 
 
+class _Filters:
+    """The WHERE conditions of a job list or bulk delete, composed from the ``job_filter_*``
+    fragments of river/_sql/job.sql, and their parameters."""
+
+    def __init__(self, q: Queries) -> None:
+        self._q = q
+        self.where: list[sql.Composable] = []
+        self.args: dict[str, Any] = {}
+
+    def add(self, name: str, values: Sequence[Any] | None) -> None:
+        """Match any of ``values`` (no filter when None or empty)."""
+        if values:
+            self.condition(name, list(values))
+
+    def condition(self, name: str, value: Any) -> None:
+        """Add fragment ``job_filter_<name>``, whose parameter ``name`` is ``value``."""
+        self.where.append(self._q.fragment(f"job_filter_{name}"))
+        self.args[name] = value
+
+    def conditions(self) -> sql.Composable:
+        """The conditions AND-ed (``job_filter_none`` when there is none)."""
+        return sql.SQL(" AND ").join(self.where or [self._q.fragment("job_filter_none")])
+
+
 def job_list_op(q: Queries, params: JobListParams) -> Op[JobListResult]:
     """List jobs (see :class:`JobListParams`)."""
     if isinstance(params.limit, bool) or not 1 <= params.limit <= 10_000:
@@ -150,63 +176,42 @@ def job_list_op(q: Queries, params: JobListParams) -> Op[JobListResult]:
         except ValueError:
             raise ValidationError("states", f"{s!r} is not a job state") from None
     sort = _sort_column(params, states)
-    where: list[str] = []
-    args: dict[str, Any] = {}
-    if params.ids:
-        where.append("id = ANY(%(ids)s::bigint[])")
-        args["ids"] = list(params.ids)
-    if params.kinds:
-        where.append("kind = ANY(%(kinds)s::text[])")
-        args["kinds"] = list(params.kinds)
-    if params.queues:
-        where.append("queue = ANY(%(queues)s::text[])")
-        args["queues"] = list(params.queues)
-    if states:
-        where.append("state::text = ANY(%(states)s::text[])")
-        args["states"] = [s.value for s in states]
-    if params.priorities:
-        where.append("priority = ANY(%(priorities)s::smallint[])")
-        args["priorities"] = list(params.priorities)
-    if params.tags_all:
-        where.append("tags @> %(tags_all)s::varchar(255)[]")
-        args["tags_all"] = list(params.tags_all)
-    if params.tags_any:
-        where.append("tags && %(tags_any)s::varchar(255)[]")
-        args["tags_any"] = list(params.tags_any)
+    filters = _Filters(q)
+    filters.add("ids", params.ids)
+    filters.add("kinds", params.kinds)
+    filters.add("queues", params.queues)
+    filters.add("states", [s.value for s in states])
+    filters.add("priorities", params.priorities)
+    filters.add("tags_all", params.tags_all)
+    filters.add("tags_any", params.tags_any)
     if params.metadata is not None:
         if not isinstance(params.metadata, Mapping):
             raise ValidationError("metadata", "must be a JSON object")
-        where.append("metadata @> %(metadata)s::jsonb")
-        args["metadata"] = encode_value(dict(params.metadata))
-    op = "<" if params.descending else ">"
-    direction = "DESC" if params.descending else "ASC"
+        filters.condition("metadata", encode_value(dict(params.metadata)))
+    # Tokens of the order direction, composed into the job_filter_after_* / job_order_*
+    # fragments of river/_sql/job.sql.
+    op = sql.SQL("<" if params.descending else ">")
+    direction = sql.SQL("DESC" if params.descending else "ASC")
+    column = sql.Identifier(sort)
     if params.after:
         cursor = decode_cursor(params.after)
-        args["cursor_id"] = cursor["id"]
+        filters.args["cursor_id"] = cursor["id"]
         if sort == "id":
-            where.append(f"id {op} %(cursor_id)s")
+            filters.where.append(q.compose("job_filter_after_id", op=op))
         else:
-            # Nulls sort as +infinity, as Postgres (and so River (Go)) orders them: last
-            # ascending, first descending. A row without a value has the zero time in its
-            # cursor, which therefore stands for +infinity here.
+            # A row without a value has the zero time in its cursor: it stands for +infinity
+            # (how nulls sort, see job_filter_after_time).
             cursor_time: datetime = cursor["time"]
-            args["cursor_time"] = "infinity" if cursor_time == _ZERO_DATETIME else cursor_time
-            where.append(
-                f"(coalesce({sort}, 'infinity'), id) {op} (%(cursor_time)s::timestamptz, "
-                "%(cursor_id)s)"
+            filters.args["cursor_time"] = (
+                "infinity" if cursor_time == _ZERO_DATETIME else cursor_time
             )
-    order = (
-        f"id {direction}"
-        if sort == "id"
-        else f"coalesce({sort}, 'infinity') {direction}, id {direction}"
-    )
-    text = (
-        f"SELECT {JOB_COLUMNS} FROM /* schema */river_job"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + f" ORDER BY {order} LIMIT %(limit)s"
-    )
-    args["limit"] = params.limit
-    rows = yield Query(q.sql(text), args)
+            filters.where.append(q.compose("job_filter_after_time", column=column, op=op))
+    if sort == "id":
+        order = q.compose("job_order_id", direction=direction)
+    else:
+        order = q.compose("job_order_time", column=column, direction=direction)
+    filters.args["limit"] = params.limit
+    rows = yield Query(q.compose("job_list", where=filters.conditions(), order=order), filters.args)
     jobs = [job_from_row(r) for r in rows]
     return JobListResult(jobs, encode_cursor(jobs[-1], params.order_by, sort) if jobs else None)
 
@@ -266,34 +271,18 @@ def job_delete_many_op(
         )
     if isinstance(limit, bool) or not 1 <= limit <= 10_000:
         raise ValidationError("limit", "must be between 1 and 10000")
-    where = ["state <> 'running'"]
-    args: dict[str, Any] = {"limit": limit}
-    if ids:
-        where.append("id = ANY(%(ids)s::bigint[])")
-        args["ids"] = list(ids)
-    if kinds:
-        where.append("kind = ANY(%(kinds)s::text[])")
-        args["kinds"] = list(kinds)
-    if queues:
-        where.append("queue = ANY(%(queues)s::text[])")
-        args["queues"] = list(queues)
+    filters = _Filters(q)
+    filters.add("ids", ids)
+    filters.add("kinds", kinds)
+    filters.add("queues", queues)
     if states:
         try:
-            args["states"] = [JobState(s).value for s in states]
+            filters.add("states", [JobState(s).value for s in states])
         except ValueError as exc:
             raise ValidationError("states", str(exc)) from None
-        where.append("state::text = ANY(%(states)s::text[])")
-    if priorities:
-        where.append("priority = ANY(%(priorities)s::smallint[])")
-        args["priorities"] = list(priorities)
-    text = (
-        "WITH doomed AS (SELECT id FROM /* schema */river_job WHERE "
-        + " AND ".join(where)
-        + " ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
-        "DELETE FROM /* schema */river_job AS j USING doomed WHERE j.id = doomed.id "
-        "RETURNING " + ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
-    )
-    rows = yield Query(q.sql(text), args)
+    filters.add("priorities", priorities)
+    filters.args["limit"] = limit
+    rows = yield Query(q.compose("job_delete_many", where=filters.conditions()), filters.args)
     return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
 
 

@@ -42,8 +42,8 @@ from psycopg import sql
 from river._args import JobArgs, Worker, Workers
 from river._client import AsyncClient, InsertManyItem
 from river._config import MAX_WORKERS_LIMIT, Config, QueueConfig
+from river._duration import DurationError, parse_duration
 from river._errors import RiverError
-from river._schedule import parse_go_duration
 from river._schema import validate_schema
 from river._types import InsertOpts, Job
 from river.migrate import AsyncMigrator
@@ -218,14 +218,11 @@ def parse_seconds(text: str) -> float:
     """Seconds from ``30``, ``2.5``, or a Go duration such as ``500ms``, ``1m30s``."""
     text = text.strip()
     try:
-        value = float(text)
-    except ValueError:
-        try:
-            value = parse_go_duration(text) / 1e9
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"invalid duration {text!r} (seconds, or e.g. 500ms, 30s, 1m30s)"
-            ) from None
+        value = parse_duration(text, text="go_or_seconds")
+    except DurationError:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r} (seconds, or e.g. 500ms, 30s, 1m30s)"
+        ) from None
     if math.isnan(value) or value < 0:
         raise argparse.ArgumentTypeError(f"duration must be >= 0, got {text!r}")
     return value

@@ -13,13 +13,9 @@ unreachable database cannot make memory grow without bound.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import anyio
@@ -29,33 +25,21 @@ from psycopg_pool import AsyncConnectionPool
 
 from river._driver import AttemptKey, CompletionBatch, Queries, set_state_many_op
 from river._errors import describe
+from river._outcome import Outcome
 from river._sansio import run_async
 from river._telemetry import TELEMETRY
-from river._types import AttemptError, JobRow, JobState
+from river._types import JobRow
+from river._validate import jsonb_dumps
 
 __all__ = ["Completer", "Outcome"]
 
 logger = logging.getLogger("river.completer")
 
 
-@dataclass(slots=True)
-class Outcome:
-    """What one attempt ended with, as it will be written (PROTOCOL.md 3.5)."""
-
-    job: JobRow
-    state: JobState
-    #: The event kind: job_completed, job_failed, job_cancelled, job_snoozed, job_interrupted.
-    event: str
-    finalized_at: datetime | None = None
-    scheduled_at: datetime | None = None
-    #: New attempt value (snooze and interruption restore it), None keeps the row's.
-    attempt: int | None = None
-    error: AttemptError | None = None
-    #: Staged metadata to merge (shallow) into the row, or None.
-    metadata: dict[str, Any] | None = None
-    #: Monotonic seconds when the attempt started and ended (for statistics).
-    started: float = 0.0
-    finished: float = 0.0
+#: Seconds one try of a batch write may take, connection checkout included, before it is
+#: abandoned and retried on another connection: a batch of 2,000 outcomes takes well under a
+#: second; a try that takes this long is on a dead link or a database that does not answer.
+WRITE_TIMEOUT = 15.0
 
 
 class Completer:
@@ -70,6 +54,7 @@ class Completer:
         flush_interval: float = 0.025,
         max_backlog: int = 5_000,
         retry_backoff_max: float = 5.0,
+        write_timeout: float = WRITE_TIMEOUT,
         on_persisted: Callable[[list[Outcome], dict[AttemptKey, JobRow | str]], None] | None = None,
         want_rows: Callable[[], bool] = lambda: False,
     ) -> None:
@@ -79,6 +64,7 @@ class Completer:
         self.flush_interval = flush_interval
         self.max_backlog = max_backlog
         self.retry_backoff_max = retry_backoff_max
+        self.write_timeout = write_timeout
         self._on_persisted = on_persisted
         self._want_rows = want_rows
         self._pending: list[Outcome] = []
@@ -144,14 +130,25 @@ class Completer:
         self._in_flight += len(outcomes)
         full_rows = self._want_rows()
         persisted: dict[AttemptKey, JobRow | str] = {}
+        failed = False
         try:
             # Shielded: stop/cancellation must never lose a finished job's outcome.
             with anyio.CancelScope(shield=True):
                 await self._write(outcomes, full_rows, persisted)
+        except Exception:
+            # Not the database (that is retried in _write): a bug. The flusher must go on,
+            # and flushed() waiters must not wait for these outcomes for ever.
+            failed = True
+            self.given_up += len(outcomes) - len(persisted)
+            logger.exception(
+                "writing %d job outcomes failed unexpectedly; those not written stay running "
+                "until the rescuer retries them",
+                len(outcomes),
+            )
         finally:
             self._in_flight -= len(outcomes)
-        self._written += len(outcomes)
-        if len(persisted) < len(outcomes):
+            self._written += len(outcomes)
+        if len(persisted) < len(outcomes) and not failed:
             self._count_stale(outcomes, persisted)
         self._progress.set()
         self._progress = anyio.Event()
@@ -194,14 +191,19 @@ class Completer:
         attempt = refused = 0
         while True:
             try:
-                async with self._pool.connection() as conn:
-                    persisted.update(
-                        await run_async(
-                            conn, set_state_many_op(self._q, batch, full_rows=full_rows)
+                # A deadline: a connection whose link died silently (half-open TCP, a frozen
+                # network path) would otherwise hold the write, and with it every outcome,
+                # for as long as the kernel keeps the socket (many minutes). On expiry psycopg
+                # closes that connection and the next try takes a fresh one.
+                with anyio.fail_after(self.write_timeout):
+                    async with self._pool.connection() as conn:
+                        persisted.update(
+                            await run_async(
+                                conn, set_state_many_op(self._q, batch, full_rows=full_rows)
+                            )
                         )
-                    )
                 return
-            except (psycopg.Error, OSError) as exc:
+            except (psycopg.Error, OSError, TimeoutError) as exc:
                 attempt += 1
                 refused = refused + 1 if _refused(exc) else 0
                 if refused >= _MAX_REFUSALS:
@@ -268,33 +270,25 @@ def _to_batch(outcomes: list[Outcome]) -> CompletionBatch:
         batch.finalized_at.append(o.finalized_at)
         batch.scheduled_at.append(o.scheduled_at)
         batch.attempt.append(o.attempt)
-        batch.error.append(_jsonb(o.error.to_json()) if o.error is not None else None)
-        batch.metadata.append(_jsonb(o.metadata) if o.metadata else None)
+        batch.error.append(jsonb_dumps(o.error.to_json()) if o.error is not None else None)
+        batch.metadata.append(_staged_metadata(o) if o.metadata else None)
     return batch
 
 
-# jsonb rejects "\u0000" and lone surrogate escapes. One such string in an error text would
-# make the batch write fail on every retry, holding back every outcome batched with it and
-# blocking stop() forever; they are written as U+FFFD instead (as Go writes invalid text).
-# Staged metadata (record_output, set_metadata) is refused at the call (river._validate), so
-# the worker gets the ValidationError; this is only the last line of defence for it (a staged
-# value mutated after the call).
-_UNSAFE_ESCAPE = re.compile(r"\\u0000|\\ud[89a-f]", re.IGNORECASE)
-_UNSAFE_CHAR = re.compile("[\x00\ud800-\udfff]")
-
-
-def _jsonb(value: Any) -> str:
-    text = json.dumps(value)
-    if _UNSAFE_ESCAPE.search(text):
-        text = json.dumps(_jsonb_safe(value))
-    return text
-
-
-def _jsonb_safe(value: Any) -> Any:
-    if isinstance(value, str):
-        return _UNSAFE_CHAR.sub("\ufffd", value)
-    if isinstance(value, dict):
-        return {_jsonb_safe(k): _jsonb_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonb_safe(v) for v in value]
-    return value
+def _staged_metadata(o: Outcome) -> str | None:
+    # Staged metadata (record_output, set_metadata) is refused at the call (river._validate),
+    # so the worker gets the ValidationError; this is the last line of defence against a
+    # staged value the job changed after the call: sanitised, or, when it cannot be encoded
+    # at all, left out (the outcome itself is still written).
+    try:
+        return jsonb_dumps(o.metadata)
+    except (TypeError, ValueError) as exc:
+        logger.error(
+            "the metadata staged by job %d (kind %s, queue %s) cannot be encoded (%s); its "
+            "outcome is written without it",
+            o.job.id,
+            o.job.kind,
+            o.job.queue,
+            exc,
+        )
+        return None

@@ -12,13 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from river._args import Workers
+from river._duration import DurationError, parse_duration
 from river._errors import InvalidConfigError
-from river._insert import validate_queue_name
 from river._joblog import JobLogConfig
-from river._producer import QueueSettings
+from river._names import validate_queue_name, validate_schema
 from river._retry import RetryPolicy, next_retry_at
 from river._schedule import Schedule
-from river._schema import validate_schema
 from river._validate import DEFAULT_MAX_ENCODED_SIZE, MAX_ENCODED_SIZE_LIMIT
 
 if TYPE_CHECKING:
@@ -35,6 +34,7 @@ __all__ = [
     "MAX_WORKERS_LIMIT",
     "Config",
     "QueueConfig",
+    "QueueSettings",
     "default_client_id",
 ]
 
@@ -54,12 +54,24 @@ MAX_WORKERS_LIMIT = 10_000
 _MIN_DURATION = 0.001
 
 
+def _seconds(value: float | timedelta, field_name: str) -> float:
+    """``value`` (seconds, or a timedelta) in seconds, not range-checked."""
+    try:
+        return parse_duration(value, text="seconds")
+    except DurationError as exc:
+        if exc.problem == "bool":
+            raise InvalidConfigError(
+                field_name, "must be a duration in seconds, not a bool"
+            ) from None
+        raise InvalidConfigError(
+            field_name, f"must be a duration in seconds or a timedelta, got {value!r}"
+        ) from None
+
+
 def _duration(value: float | timedelta | None, field_name: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise InvalidConfigError(field_name, "must be a duration in seconds, not a bool")
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    seconds = _seconds(value, field_name)
     if math.isnan(seconds) or seconds < _MIN_DURATION:
         raise InvalidConfigError(field_name, f"must be at least {_MIN_DURATION}s, got {value!r}")
     return seconds
@@ -75,6 +87,15 @@ def _max_workers(value: int | None, field_name: str) -> int | None:
             field_name, f"must be between 1 and {MAX_WORKERS_LIMIT}, got {value}"
         )
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """A queue's effective settings (its QueueConfig merged with the client's defaults)."""
+
+    max_workers: int
+    fetch_cooldown: float
+    fetch_poll_interval: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +185,8 @@ class Config:
     - ``leader_election``: False never writes river_leader and runs no maintenance here.
     - ``leader_elect_interval`` (5 s) and ``leader_ttl`` (15 s): election rhythm and lease.
     - ``periodic_jobs``: :class:`river.PeriodicJob` list (more via ``client.periodic_jobs``).
-    - ``scheduler_interval`` (5 s): promotion of due scheduled/retryable jobs.
+    - ``scheduler_interval`` (5 s): promotion of due scheduled/retryable jobs; retries and
+      snoozes due within one interval skip it and go straight back to ``available``.
     - ``rescue_stuck_jobs_after`` (1 h; job_timeout + 1 h when job_timeout was changed) and
       ``rescuer_interval`` (30 s).
     - ``completed_job_retention`` (24 h), ``cancelled_job_retention`` (24 h),
@@ -225,8 +247,7 @@ class Config:
             raise InvalidConfigError(
                 "max_encoded_size", f"must be an integer from 2 to {MAX_ENCODED_SIZE_LIMIT} bytes"
             )
-        timeout = self.job_timeout
-        seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+        seconds = _seconds(self.job_timeout, "job_timeout")
         if seconds != -1 and (math.isnan(seconds) or seconds <= 0):
             raise InvalidConfigError("job_timeout", "must be positive seconds, or -1 for none")
         _max_workers(self.max_workers, "max_workers")
@@ -296,14 +317,12 @@ class Config:
     @property
     def connect_timeout_seconds(self) -> float:
         """``connect_timeout`` in seconds."""
-        t = self.connect_timeout
-        return t.total_seconds() if isinstance(t, timedelta) else float(t)
+        return _seconds(self.connect_timeout, "connect_timeout")
 
     @property
     def job_timeout_seconds(self) -> float:
         """``job_timeout`` in seconds (-1: none)."""
-        t = self.job_timeout
-        return t.total_seconds() if isinstance(t, timedelta) else float(t)
+        return _seconds(self.job_timeout, "job_timeout")
 
     @property
     def connection_kwargs(self) -> dict[str, Any]:

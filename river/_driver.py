@@ -1,8 +1,22 @@
 """Every SQL statement of the runtime: loading the named queries, decoding rows, and the
 write-once operations (see river/_sansio.py) that both clients run.
 
-Query text lives in ``river/_sql/*.sql`` (one file per table). It is read once at import and
-rendered once per schema (:func:`queries_for`), so the hot path only executes prepared text.
+Query text lives in ``river/_sql/*.sql`` (one file per table, or per service for statements
+on no table of River's). It is read once at import and rendered once per schema
+(:func:`queries_for`), so the hot path only executes prepared text. A file is a sequence of
+entries, each opened by a header line:
+
+- ``-- name: <name>``: a complete statement, run as ``queries.<name>`` (bytes).
+- ``-- name: <name>  returning: <fragment>``: a statement whose ``RETURNING /* returning */``
+  gets the list of columns of ``<fragment>``, once at import. Consecutive headers with no text
+  between them share the text that follows: one statement, one name per result shape, and no
+  copy of a long statement per shape.
+- ``-- fragment: <name>``: a piece of SQL, composed with :mod:`psycopg.sql` where statements are
+  built per call (:meth:`Queries.fragment`, :meth:`Queries.compose`): a filter, an order, or a
+  statement with ``{field}`` slots for identifiers and other fragments.
+
+Lines starting with ``--`` are comments (they say why) and are dropped; ``/* schema */`` before
+an object name is replaced by the quoted schema and a dot, or nothing (river/_schema.py).
 """
 
 from __future__ import annotations
@@ -16,33 +30,83 @@ from datetime import datetime
 from importlib import resources
 from typing import Any
 
+from psycopg import sql
+
 from river._errors import RiverError
 from river._sansio import Op, Query
 from river._schema import qualify
 from river._types import AttemptError, InsertResult, JobRow, JobState
 
-__all__ = ["JOB_COLUMNS", "Queries", "QueueRow", "job_from_row", "queries_for"]
+__all__ = ["Queries", "QueueRow", "job_from_row", "load_sql", "parse_sql", "queries_for"]
 
-_NAME_RE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
-
-
-def _load(filename: str) -> dict[str, str]:
-    text = resources.files("river._sql").joinpath(filename).read_text(encoding="utf-8")
-    parts = _NAME_RE.split(text)
-    # parts = [preamble, name1, body1, name2, body2, ...]
-    out: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
-        out[name] = "\n".join(lines).strip()
-    return out
+_HEADER_RE = re.compile(
+    r"^-- (name|fragment): (\w+)(?:[ \t]+returning: (\w+))?[ \t]*$", re.MULTILINE
+)
+#: Where a statement's RETURNING columns go (see the module doc).
+RETURNING_MARKER = "/* returning */"
+#: The files of the runtime's queries (river_migration.sql is the migrator's, river/migrate.py).
+_FILES = ("job.sql", "queue.sql", "leader.sql", "maintenance.sql", "notifier.sql", "dev.sql")
 
 
-_RAW: dict[str, str] = {
-    **_load("job.sql"),
-    **_load("queue.sql"),
-    **_load("leader.sql"),
-    **_load("maintenance.sql"),
-}
+def _body(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if not ln.lstrip().startswith("--")]
+    return "\n".join(lines).strip()
+
+
+def load_sql(*filenames: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The statements and the fragments of ``filenames`` (in ``river/_sql``): see
+    :func:`parse_sql`."""
+    files = resources.files("river._sql")
+    return parse_sql({name: files.joinpath(name).read_text(encoding="utf-8") for name in filenames})
+
+
+def parse_sql(files: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The statements and the fragments of ``files`` ({file name: text}), by name, with every
+    statement's RETURNING marker filled (see the module doc). Names are unique across all the
+    files; a malformed file raises RiverError (at import: a broken catalog never ships)."""
+    texts: dict[str, tuple[str, str | None]] = {}
+    fragments: dict[str, str] = {}
+    for filename, text in files.items():
+        headers = list(_HEADER_RE.finditer(text))
+        if _body(text[: headers[0].start()] if headers else text):
+            raise RiverError(f"river/_sql/{filename}: text before the first header")
+        waiting: list[re.Match[str]] = []
+        for i, header in enumerate(headers):
+            end = headers[i + 1].start() if i + 1 < len(headers) else len(text)
+            body = _body(text[header.end() : end])
+            waiting.append(header)
+            if not body:
+                continue  # shares the text of the next header (see the module doc)
+            for kind, name, returning in (h.groups() for h in waiting):
+                if name in texts or name in fragments:
+                    raise RiverError(f"river/_sql/{filename}: {name!r} is defined twice")
+                if kind == "fragment":
+                    if returning is not None or len(waiting) > 1:
+                        raise RiverError(
+                            f"river/_sql/{filename}: fragment {name!r} needs a text of its own"
+                        )
+                    fragments[name] = body
+                else:
+                    texts[name] = (body, returning)
+            waiting = []
+        if waiting:
+            raise RiverError(f"river/_sql/{filename}: {waiting[-1][2]!r} has no text")
+    statements: dict[str, str] = {}
+    for name, (body, returning) in texts.items():
+        marks = body.count(RETURNING_MARKER)
+        if returning is None and marks == 0:
+            statements[name] = body
+        elif returning in fragments and marks == 1:
+            statements[name] = body.replace(RETURNING_MARKER, fragments[returning])
+        else:
+            raise RiverError(
+                f"river/_sql: {name!r} needs exactly one {RETURNING_MARKER} and a known "
+                f"'returning:' fragment, or neither (markers: {marks}, returning: {returning})"
+            )
+    return statements, fragments
+
+
+_STATEMENTS, _FRAGMENTS = load_sql(*_FILES)
 
 
 class Queries:
@@ -50,24 +114,10 @@ class Queries:
 
     def __init__(self, schema: str | None) -> None:
         self.schema = schema
-        self._q = {name: qualify(text, schema).encode() for name, text in _RAW.items()}
-        # The completer's statement returning full rows (used only when someone subscribes to
-        # job events): the same statement with a wider RETURNING list.
-        full = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
-        text, count = re.subn(
-            rb"RETURNING p\.seen_attempt, j\.id, j\.state::text$",
-            f"RETURNING p.seen_attempt, {full}".encode(),
-            self._q["job_set_state_many"],
-        )
-        assert count == 1, "job_set_state_many"
-        self._q["job_set_state_many_rows"] = text
-        # Inserts of jobs without unique keys cannot conflict, so the row persisted is the row
-        # sent: the same statements then return only what the server chose (see _new_row).
-        # Reading back and decoding whole rows cost about a fifth of a batch insert.
-        for name in ("job_insert_many", "job_insert_one"):
-            text, count = _FULL_RETURNING.subn(_NEW_RETURNING, self._q[name])
-            assert count == 1, name
-            self._q[f"{name}_new"] = text
+        self._q = {name: qualify(text, schema).encode() for name, text in _STATEMENTS.items()}
+        self._fragments = {
+            name: sql.SQL(qualify(text, schema)) for name, text in _FRAGMENTS.items()
+        }
 
     def __getattr__(self, name: str) -> bytes:
         try:
@@ -75,9 +125,14 @@ class Queries:
         except KeyError:
             raise AttributeError(name) from None
 
-    def sql(self, text: str) -> bytes:
-        """Render ad-hoc SQL text (with schema placeholders) for this schema."""
-        return qualify(text, self.schema).encode()
+    def fragment(self, name: str) -> sql.SQL:
+        """The fragment ``name`` (``-- fragment:`` in river/_sql), rendered for this schema."""
+        return self._fragments[name]
+
+    def compose(self, name: str, **fields: sql.Composable) -> sql.Composed:
+        """The fragment ``name`` with its ``{field}`` slots filled (``psycopg.sql.SQL.format``):
+        identifiers as ``sql.Identifier``, other fragments, or tokens as ``sql.SQL``."""
+        return self._fragments[name].format(**fields)
 
 
 @functools.lru_cache(maxsize=64)
@@ -85,13 +140,6 @@ def queries_for(schema: str | None) -> Queries:
     """Queries rendered for ``schema`` (cached)."""
     return Queries(schema)
 
-
-#: The job row shape every job-returning query selects, in order.
-JOB_COLUMNS = (
-    "id, kind, queue, state::text, args::text, attempt, max_attempts, priority, created_at, "
-    "scheduled_at, attempted_at, finalized_at, attempted_by, errors, metadata::text, tags, "
-    "unique_key, unique_states::integer"
-)
 
 _STATES = {s.value: s for s in JobState}
 
@@ -107,7 +155,8 @@ def _metadata(value: Any) -> dict[str, Any]:
 
 
 def job_from_row(row: Sequence[Any]) -> JobRow:
-    """Decode one row of the JOB_COLUMNS shape (lenient: rows from any writer)."""
+    """Decode one row of the job row shape (river/_sql/job.sql; lenient: rows from any
+    writer)."""
     errors = row[13]
     return JobRow(
         id=row[0],
@@ -159,11 +208,6 @@ def queue_from_row(row: Sequence[Any]) -> QueueRow:
 
 
 # --- insert -------------------------------------------------------------------------------------
-
-_FULL_RETURNING = re.compile(
-    rb"RETURNING\s+j\.id, j\.kind,.*?AS unique_skipped_as_duplicate", re.DOTALL
-)
-_NEW_RETURNING = b"RETURNING j.id, j.args::text, j.created_at, j.scheduled_at"
 
 
 @dataclass(slots=True)
@@ -373,3 +417,12 @@ def set_state_many_op(
     if full_rows:
         return {(r[1], r[0]): job_from_row(r[1:]) for r in rows}
     return {(r[1], r[0]): r[2] for r in rows}
+
+
+def upsert_queues_op(q: Queries, names: list[str]) -> Op[set[str]]:
+    """Make sure ``river_queue`` has a row for each queue (touching ``updated_at``, which the
+    queue cleaner reads); return the names of those that are paused."""
+    if not names:
+        return set()
+    rows = yield Query(q.queue_upsert_many, {"names": names})
+    return {r[0] for r in rows if r[3] is not None}

@@ -32,6 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 from river._driver import Queries
 from river._errors import describe
 from river._notifier import LeadershipNotice
+from river._sansio import Op, Query, run_async
 
 __all__ = ["Elector"]
 
@@ -133,11 +134,7 @@ class Elector:
         started = time.monotonic()
         with anyio.fail_after(self.db_timeout):
             async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute(self._q.leader_delete_expired)
-                cur = await conn.execute(
-                    self._q.leader_insert, {"leader_id": self.client_id, "ttl": self.ttl}
-                )
-                row = await cur.fetchone()
+                row = await run_async(conn, _elect_op(self._q, self.client_id, self.ttl))
         if row is None:
             return False
         self._term = row[0]
@@ -177,28 +174,46 @@ class Elector:
             min(self.db_timeout, max(self._trusted_until - time.monotonic(), 0.1))
         ):
             async with self._pool.connection() as conn:
-                cur = await conn.execute(
-                    self._q.leader_reelect,
-                    {"leader_id": self.client_id, "elected_at": self._term, "ttl": self.ttl},
+                return await run_async(
+                    conn, _reelect_op(self._q, self.client_id, self._term, self.ttl)
                 )
-                return await cur.fetchone() is not None
 
     async def _resign(self, tries: int) -> None:
         for attempt in range(1, tries + 1):
             try:
                 with anyio.fail_after(float(attempt)):
                     async with self._pool.connection() as conn:
-                        await conn.execute(
-                            self._q.leader_resign,
-                            {
-                                "leader_id": self.client_id,
-                                "elected_at": self._term,
-                                "schema": self._q.schema,
-                            },
-                        )
+                        await run_async(conn, _resign_op(self._q, self.client_id, self._term))
                 return
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 logger.warning("leader resignation attempt %d failed: %s", attempt, describe(exc))
+
+
+def _elect_op(q: Queries, leader_id: str, ttl: float) -> Op[tuple[Any, ...] | None]:
+    """Clear an expired term, then take the seat if it is free: the new term's (elected_at,
+    expires_at), or None when another client holds it. Run in one transaction."""
+    yield Query(q.leader_delete_expired, fetch="none")
+    row: tuple[Any, ...] | None = yield Query(
+        q.leader_insert, {"leader_id": leader_id, "ttl": ttl}, fetch="one"
+    )
+    return row
+
+
+def _reelect_op(q: Queries, leader_id: str, term: datetime | None, ttl: float) -> Op[bool]:
+    """Extend this exact term if it has not expired; whether it was."""
+    row = yield Query(
+        q.leader_reelect, {"leader_id": leader_id, "elected_at": term, "ttl": ttl}, fetch="one"
+    )
+    return row is not None
+
+
+def _resign_op(q: Queries, leader_id: str, term: datetime | None) -> Op[None]:
+    """Delete this exact term and announce it (nothing when it is not current)."""
+    yield Query(
+        q.leader_resign,
+        {"leader_id": leader_id, "elected_at": term, "schema": q.schema},
+        fetch="none",
+    )
 
 
 def request_resign_payload() -> str:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from river.migrate import MigrationVersionResult
+    from river._migrate_types import MigrationVersionResult
 
 __all__ = [
     "DatabaseUnavailableError",
@@ -249,8 +249,8 @@ class JobSnooze(Exception):
     """Raise from ``work`` to run the job again after ``seconds`` without using an attempt.
 
     The job's ``attempt`` is restored, no error is recorded, and metadata ``snoozes`` counts the
-    snoozes. Up to 5 s the job goes straight back to ``available`` (scheduled in the future);
-    longer snoozes make it ``scheduled``.
+    snoozes. Up to the client's ``scheduler_interval`` (5 s by default) the job goes straight
+    back to ``available`` (scheduled in the future); longer snoozes make it ``scheduled``.
     """
 
     def __init__(self, seconds: float) -> None:

@@ -1,7 +1,18 @@
-"""One job attempt: look up the worker, decode args, run with a timeout, map the outcome.
+"""One job attempt, in three steps: resolve, invoke, classify.
 
-The executor never touches the database: it returns an :class:`Outcome` that the completer
-writes. Outcome precedence follows PROTOCOL.md 3.4; rows follow the table of 3.5.
+1. **resolve**: look up the worker of the job's kind, decode its args, compute its timeout. A
+   failure here (an unknown kind, args that do not validate) skips the hooks and the worker.
+2. **invoke**: the ``work_begin`` hooks, then the worker through the middleware chain, under
+   the attempt's deadline; a cancellation by the runtime (the job timeout, this client
+   stopping, a remote cancel) comes back as an error; then the ``work_end`` hooks. One
+   sync/async dispatch (:meth:`Executor._dispatch`) is the innermost call, with or without
+   middleware.
+3. **classify**: the attempt's facts mapped to an :class:`Outcome` by the outcome table and its
+   precedence (river/_outcome.py, pure and tested without a database). Only what a rule needs
+   from user code or the file system is computed here first: the retry time (the worker's
+   ``next_retry``, the retry policy) and the traceback text.
+
+The executor never touches the database: the completer writes the outcome it returns.
 """
 
 from __future__ import annotations
@@ -12,32 +23,48 @@ import functools
 import json
 import logging
 import math
-import re
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from anyio import CapacityLimiter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from river._args import Workers
-from river._completer import Outcome
-from river._errors import JobCancel, JobSnooze, ValidationError
+from river._errors import JobSnooze, ValidationError
 from river._joblog import Cause, JobLogConfig, JobLogger
 from river._middleware import Middleware
+from river._outcome import (
+    SCHEDULER_INTERVAL,
+    Attempt,
+    CancelReason,
+    Interrupted,
+    Outcome,
+    RemoteCancelled,
+    Rule,
+    UnknownKind,
+    classify,
+    completed,
+    message,
+    precedence,
+    records_trace,
+)
 from river._retry import RetryPolicy, next_retry_at
-from river._snooze import next_snooze_count
 from river._telemetry import TELEMETRY
-from river._types import AttemptError, Job, JobRow, JobState
-from river._validate import check_json_value
+from river._types import Job, JobRow
+from river._validate import MAX_OUTPUT_BYTES, check_json_value
+
+if TYPE_CHECKING:
+    from river._args import _Registered
 
 logger = logging.getLogger("river.executor")
 
 __all__ = [
+    "SCHEDULER_INTERVAL",
     "CancelReason",
     "Executor",
     "RunningJob",
@@ -46,16 +73,6 @@ __all__ = [
     "record_output",
     "set_metadata",
 ]
-
-#: Delays up to this go straight back to ``available`` (the scheduler's interval).
-SCHEDULER_INTERVAL = 5.0
-
-
-class CancelReason:
-    """Why a running job's attempt was cancelled by the runtime."""
-
-    STOP = "stop"  # this client (or this queue) is stopping: the job is interrupted
-    REMOTE = "remote"  # job_cancel from any process reached this client
 
 
 @dataclass(eq=False, slots=True)
@@ -123,10 +140,6 @@ def cancel_requested() -> bool:
     return requested
 
 
-#: Largest encoded output River accepts (metadata key "output").
-MAX_OUTPUT_BYTES = 32 * 1024 * 1024
-
-
 def _running_or_raise(what: str) -> RunningJob:
     running = _current.get()
     if running is None:
@@ -172,7 +185,11 @@ def set_metadata(key: str, value: Any) -> None:
 
 
 class Executor:
-    """Runs attempts for one client (shared by all its producers)."""
+    """Runs attempts for one client (shared by all its producers).
+
+    ``scheduler_interval`` is the client's ``Config.scheduler_interval``: retries and snoozes
+    due within it go straight back to ``available`` instead of waiting for the scheduler.
+    """
 
     def __init__(
         self,
@@ -184,6 +201,7 @@ class Executor:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         middleware: Sequence[Middleware] = (),
         job_log: JobLogConfig | None = None,
+        scheduler_interval: float = SCHEDULER_INTERVAL,
     ) -> None:
         self._middleware = tuple(middleware)
         #: Log lines of attempts that did not complete (None: none, e.g. the testing kit).
@@ -193,6 +211,7 @@ class Executor:
         self._retry_policy = retry_policy
         self._limiter = thread_limiter
         self._clock = clock
+        self._scheduler_interval = scheduler_interval
 
     def now(self) -> datetime:
         """The executor's clock (UTC)."""
@@ -204,7 +223,7 @@ class Executor:
         row = running.row
         tracer = TELEMETRY.tracer()
         if tracer is None:
-            outcome = await self._execute_safe(running)
+            outcome = await self._execute(running)
         else:
             with tracer.start_as_current_span(
                 "river.work",
@@ -217,7 +236,7 @@ class Executor:
                     "river.attempt": row.attempt,
                 },
             ) as span:
-                outcome = await self._execute_safe(running)
+                outcome = await self._execute(running)
                 span.set_attribute("river.outcome", outcome.event)
                 if outcome.error is not None:
                     span.set_status(StatusCode.ERROR, outcome.error.error)
@@ -226,226 +245,210 @@ class Executor:
         )
         return outcome
 
-    async def _execute_safe(self, running: RunningJob) -> Outcome:
-        try:
-            return await self._execute(running)
-        except Exception as exc:
-            # A bug in a hook, a middleware or here must never lose the job (it would stay
-            # "running" until rescued) nor crash the producer, and with it the client.
-            logger.exception("job %d: evaluating the attempt failed", running.row.id)
-            start = running.row.attempted_at or self._clock()
-            return self._outcome(running, None, exc, False, start, False)
-
     async def _execute(self, running: RunningJob) -> Outcome:
+        """resolve -> invoke (with the hooks) -> classify. Never raises an exception."""
         row = running.row
-        start_time = row.attempted_at or self._clock()
-        error: BaseException | None = None
-        timed_out = False
-        job: Job[Any] | None = None
-        registered = self._workers.get(row.kind)
-        token = _current.set(running)
+        started_at = row.attempted_at or self._clock()
         try:
-            if registered is None:
-                error = _UnknownKind(row.kind, retried=row.attempt < row.max_attempts)
-            else:
-                try:
-                    args = registered.args_type.model_validate_json(row.encoded_args)
-                except Exception as exc:  # pydantic's errors, or anything a validator raised
-                    error = exc
-                else:
-                    job = Job(row, args)
-                    timeout: float | None = None
-                    cancelled = False
-                    expiry: asyncio.Timeout | None = None
-                    try:
-                        # Inside the try: a timeout() that raises fails the attempt like any
-                        # worker error instead of escaping into the producer.
-                        timeout = registered.worker.timeout(job)
-                        if timeout is None or timeout == 0:
-                            timeout = self._job_timeout
-                        if timeout is not None and timeout > 0:
-                            running.deadline = time.monotonic() + timeout
-                        if self._middleware:
-                            for mw in self._middleware:
-                                mw.work_begin(job)
-                        if running.cancel_reason is not None:
-                            cancelled = True  # stopped or cancelled before it could start
-                        elif registered.is_async:
-                            loop = asyncio.get_running_loop()
-                            expiry = asyncio.timeout_at(
-                                loop.time() + timeout if timeout and timeout > 0 else None
-                            )
-                            running.interruptible = asyncio.current_task()
-                            try:
-                                async with expiry:
-                                    if self._middleware:
-                                        await self._chain(registered, job)()
-                                    else:
-                                        await registered.worker.work(job)  # type: ignore[misc]
-                            finally:
-                                running.interruptible = None
-                        elif self._middleware:
-                            await self._chain(registered, job)()
-                        else:
-                            await anyio.to_thread.run_sync(
-                                registered.worker.work, job, limiter=self._limiter
-                            )
-                    except TimeoutError as exc:
-                        if expiry is not None and expiry.expired():
-                            cancelled = True  # the job timeout fired (mapped below)
-                        else:
-                            error = exc
-                    except Exception as exc:
-                        error = exc
-                    except asyncio.CancelledError as exc:
-                        task = asyncio.current_task()
-                        if running.task_cancelled and task is not None and task.cancelling():
-                            task.uncancel()  # our own cancellation of this attempt
-                            cancelled = True
-                        elif task is not None and task.cancelling():
-                            raise  # a real cancellation from outside: not ours to absorb
-                        else:
-                            # A CancelledError the worker raised on its own (e.g. it awaited a
-                            # future someone cancelled) is an ordinary failure.
-                            error = exc
-                    # A sync worker cannot be interrupted: one that saw cancel_requested() and
-                    # returned stopped early, exactly like a cancelled async worker.
-                    cancelled = cancelled or running.cancel_observed
-                    if cancelled and error is None:
-                        if running.cancel_reason is None:
-                            timed_out = True
-                            error = TimeoutError(f"job timed out after {timeout or 0:g}s")
-                        elif running.cancel_reason == CancelReason.REMOTE:
-                            error = _RemoteCancelled()
-                        else:
-                            error = _Interrupted()
+            token = _current.set(running)
+            try:
+                registered, job, timeout, error = self._resolve(row)
+                timed_out = False
+                if registered is not None and job is not None:
+                    if error is None:
+                        error, timed_out = await self._invoke(running, registered, job, timeout)
                     for mw in self._middleware:
                         error = mw.work_end(job, error)
-        finally:
-            _current.reset(token)
-        return self._outcome(running, job, error, timed_out, start_time, registered is not None)
+            finally:
+                _current.reset(token)
+            return self._classify(running, error, timed_out, started_at, registered, job)
+        except Exception as exc:
+            # A bug in a hook, a middleware or here must never lose the job (it would stay
+            # "running" until rescued) nor crash the producer, and with it the client. (One
+            # coroutine, not a wrapper around another: this runs for every job.)
+            logger.exception("job %d: evaluating the attempt failed", row.id)
+            return self._classify(running, exc, False, started_at, None, None, internal=True)
 
-    def _chain(self, registered: Any, job: Job[Any]) -> Callable[[], Awaitable[None]]:
-        async def call_worker() -> None:
-            if registered.is_async:
-                await registered.worker.work(job)
+    # ----------------------------------------------------------------------------------------
+    # 1. resolve
+    # ----------------------------------------------------------------------------------------
+
+    def _resolve(
+        self, row: JobRow
+    ) -> tuple[_Registered | None, Job[Any] | None, float, BaseException | None]:
+        """The worker of ``row``, its decoded job and its timeout in seconds (0: none), or the
+        error that stops the attempt before the worker runs. With no job (an unknown kind,
+        args that do not decode), the hooks do not run either."""
+        registered = self._workers.get(row.kind)
+        if registered is None:
+            return None, None, 0.0, UnknownKind(row.kind, retried=row.attempt < row.max_attempts)
+        try:
+            job = Job(row, registered.args_type.model_validate_json(row.encoded_args))
+        except Exception as exc:  # pydantic's errors, or anything a validator raised
+            return registered, None, 0.0, exc
+        try:
+            timeout = registered.worker.timeout(job)
+            if timeout is None or timeout == 0:
+                timeout = self._job_timeout
+            # A NaN or a negative value means no timeout, like -1.
+            return registered, job, timeout if timeout > 0 else 0.0, None
+        except (Exception, asyncio.CancelledError) as exc:
+            # A timeout() that raises fails the attempt like any worker error (its job is
+            # decoded: the work_end hooks see it). A sync method cannot be cancelled by the
+            # runtime, so a CancelledError from it is its own doing, an ordinary error too.
+            return registered, job, 0.0, exc
+
+    # ----------------------------------------------------------------------------------------
+    # 2. invoke
+    # ----------------------------------------------------------------------------------------
+
+    async def _invoke(
+        self, running: RunningJob, registered: _Registered, job: Job[Any], timeout: float
+    ) -> tuple[BaseException | None, bool]:
+        """Run the ``work_begin`` hooks, then the worker through the middleware chain. Returns
+        the attempt's error (None: success) and whether the job timeout ended it; a
+        cancellation by the runtime comes back as an error (see :func:`_cancellation`).
+
+        Async workers run under an ``asyncio.timeout_at`` and can be interrupted
+        (:meth:`RunningJob.cancel`); sync workers run in a thread, which cannot be: the
+        deadline and cancellations only reach them through :func:`cancel_requested`."""
+        if timeout > 0:
+            running.deadline = time.monotonic() + timeout
+        error: BaseException | None = None
+        cancelled = False
+        expiry: asyncio.Timeout | None = None
+        try:
+            if self._middleware:
+                for mw in self._middleware:
+                    mw.work_begin(job)
+            if running.cancel_reason is not None:
+                cancelled = True  # stopped or cancelled before it could start
+            elif registered.is_async:
+                expiry = asyncio.timeout(timeout if timeout > 0 else None)
+                running.interruptible = asyncio.current_task()
+                try:
+                    async with expiry:
+                        if self._middleware:
+                            await self._chain(registered, job)
+                        else:
+                            await self._dispatch(registered, job)
+                finally:
+                    running.interruptible = None
+            elif self._middleware:
+                await self._chain(registered, job)
             else:
-                await anyio.to_thread.run_sync(registered.worker.work, job, limiter=self._limiter)
+                await self._dispatch(registered, job)
+        except TimeoutError as exc:
+            if expiry is not None and expiry.expired():
+                cancelled = True  # the job timeout fired
+            else:
+                error = exc
+        except Exception as exc:
+            error = exc
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if running.task_cancelled and task is not None and task.cancelling():
+                task.uncancel()  # our own cancellation of this attempt
+                cancelled = True
+            elif task is not None and task.cancelling():
+                raise  # a real cancellation from outside: not ours to absorb
+            else:
+                # A CancelledError the worker raised on its own (e.g. it awaited a future
+                # someone cancelled) is an ordinary failure.
+                error = exc
+        # A sync worker cannot be interrupted: one that saw cancel_requested() and returned
+        # stopped early, exactly like a cancelled async worker.
+        if error is None:
+            if cancelled or running.cancel_observed:
+                return _cancellation(running.cancel_reason, timeout)
+            return _SUCCEEDED
+        return error, False
 
-        call: Callable[[], Awaitable[None]] = call_worker
-        for mw in reversed(self._middleware):  # the first entry ends up outermost
+    def _chain(self, registered: _Registered, job: Job[Any]) -> Awaitable[None]:
+        """The worker inside the middleware chain (the first entry outermost), started."""
+        call: Callable[[], Awaitable[None]] = functools.partial(self._dispatch, registered, job)
+        for mw in reversed(self._middleware):
             call = functools.partial(mw.work, job, call)
-        return call
+        return call()
 
-    def _outcome(
+    def _dispatch(self, registered: _Registered, job: Job[Any]) -> Awaitable[Any]:
+        """The one sync/async dispatch: an async worker's coroutine, or a sync worker run in a
+        thread of the client's limiter. A plain function returning the awaitable, so that the
+        hot path (an async worker without middleware) adds no coroutine frame."""
+        if registered.is_async:
+            return cast(Awaitable[None], registered.worker.work(job))
+        return anyio.to_thread.run_sync(registered.worker.work, job, limiter=self._limiter)
+
+    # ----------------------------------------------------------------------------------------
+    # 3. classify
+    # ----------------------------------------------------------------------------------------
+
+    def _classify(
         self,
         running: RunningJob,
-        job: Job[Any] | None,
         error: BaseException | None,
         timed_out: bool,
-        start_time: datetime,
-        known_kind: bool,
+        started_at: datetime,
+        registered: _Registered | None,
+        job: Job[Any] | None,
+        *,
+        internal: bool = False,
     ) -> Outcome:
-        row = running.row
+        """The outcome of the attempt (river._outcome.classify), with what its rule needs
+        from user code first, and its log line."""
+        if error is None:  # the hot path: classify's first row, without building an Attempt
+            finished = time.monotonic()
+            return completed(running.row, self._clock(), running.staged, running.started, finished)
+        attempt = Attempt(
+            row=running.row,
+            error=error,
+            timed_out=timed_out,
+            cancel_reason=running.cancel_reason,
+            staged=running.staged,
+            started_at=started_at,
+            started=running.started,
+            finished=time.monotonic(),
+        )
         now = self._clock()
-        started = running.started
-        finished = time.monotonic()
-        reason = running.cancel_reason
-
-        def failed_attempt(exc: BaseException) -> AttemptError:
-            trace = ""
-            if not isinstance(exc, JobCancel | _RemoteCancelled | _UnknownKind):
-                trace = "".join(traceback.format_exception(exc))
-            return AttemptError(
-                at=start_time,
-                attempt=row.attempt,
-                error=_jsonb_text(_message(exc)),
-                trace=_jsonb_text(trace),
-            )
-
-        def outcome(state: JobState, event: str, **fields: Any) -> Outcome:
-            if running.staged:
-                fields["metadata"] = {**running.staged, **(fields.get("metadata") or {})}
-            return Outcome(row, state, event, started=started, finished=finished, **fields)
-
-        if error is None:
-            return outcome(JobState.COMPLETED, "job_completed", finalized_at=now)
-        log = self.job_log
-        if reason == CancelReason.REMOTE:
-            if log is not None:
-                detail = None if isinstance(error, _RemoteCancelled) else _message(error)
-                log.cancelled(row, error, detail, remote=True)
-            return outcome(
-                JobState.CANCELLED, "job_cancelled", finalized_at=now, error=failed_attempt(error)
-            )
-        if isinstance(error, JobSnooze):
-            delay = error.seconds
-            if log is not None:
-                log.snoozed(row, delay)
-            return outcome(
-                JobState.AVAILABLE if delay <= SCHEDULER_INTERVAL else JobState.SCHEDULED,
-                "job_snoozed",
-                scheduled_at=_plus_seconds(now, delay),
-                attempt=max(row.attempt - 1, 0),
-                metadata={"snoozes": next_snooze_count(row.metadata)},
-            )
-        if isinstance(error, JobCancel):
-            if log is not None:
-                log.cancelled(row, error, _message(error), remote=False)
-            return outcome(
-                JobState.CANCELLED, "job_cancelled", finalized_at=now, error=failed_attempt(error)
-            )
-        if reason == CancelReason.STOP and not timed_out:
-            if log is not None:
-                log.interrupted(row)
-            return outcome(
-                JobState.AVAILABLE,
-                "job_interrupted",
-                scheduled_at=now,
-                attempt=max(row.attempt - 1, 0),
-            )
-        attempt_error = failed_attempt(error)
-        retry_at: datetime | None = None
-        if row.attempt >= row.max_attempts:
-            result = outcome(
-                JobState.DISCARDED, "job_failed", finalized_at=now, error=attempt_error
-            )
-        else:
-            retry_at = self._next_retry(row, job, now, known_kind)
-            short = (retry_at - now).total_seconds() <= SCHEDULER_INTERVAL
-            result = outcome(
-                JobState.AVAILABLE if short else JobState.RETRYABLE,
-                "job_failed",
-                scheduled_at=retry_at,
-                error=attempt_error,
-            )
-        if log is not None:
-            cause: Cause = "worker"
-            if isinstance(error, _UnknownKind):
+        rule = precedence(attempt)
+        retry_at = (
+            self._next_retry(running.row, registered, job, now) if rule is Rule.RETRY else None
+        )
+        trace = "".join(traceback.format_exception(error)) if records_trace(rule, error) else ""
+        outcome = classify(
+            attempt,
+            now=now,
+            scheduler_interval=self._scheduler_interval,
+            retry_at=retry_at,
+            trace=trace,
+        )
+        if self.job_log is not None:
+            cause: Cause
+            if internal:
+                cause = "internal"  # the executor failed, not the attempt
+            elif registered is None:
                 cause = "unknown_kind"
             elif job is None:
-                cause = "invalid_args" if known_kind else "internal"
-            elif timed_out:
-                cause = "timeout"
-            log.failed(row, error, attempt_error.error, cause, retry_at=retry_at, now=now)
-        return result
+                cause = "invalid_args"
+            else:
+                cause = "timeout" if timed_out else "worker"
+            self._log(self.job_log, attempt, rule, outcome, cause, now)
+        return outcome
 
     def _next_retry(
-        self, row: JobRow, job: Job[Any] | None, now: datetime, known: bool
+        self, row: JobRow, registered: _Registered | None, job: Job[Any] | None, now: datetime
     ) -> datetime:
-        if job is not None and known:
-            registered = self._workers.get(row.kind)
-            if registered is not None:
-                try:
-                    custom = registered.worker.next_retry(job)
-                    if custom is not None and custom > now:  # naive datetimes raise here
-                        return custom
-                except Exception:
-                    logger.exception(
-                        "job %d: %s.next_retry failed; using the retry policy",
-                        row.id,
-                        type(registered.worker).__qualname__,
-                    )
+        if registered is not None and job is not None:
+            try:
+                custom = registered.worker.next_retry(job)
+                if custom is not None and custom > now:  # naive datetimes raise here
+                    return custom
+            except Exception:
+                logger.exception(
+                    "job %d: %s.next_retry failed; using the retry policy",
+                    row.id,
+                    type(registered.worker).__qualname__,
+                )
         try:
             retry_at = self._retry_policy(len(row.errors) + 1, now)
             if not isinstance(retry_at, datetime) or retry_at.tzinfo is None:
@@ -455,49 +458,35 @@ class Executor:
             logger.exception("job %d: the retry policy failed; using the default", row.id)
             return next_retry_at(len(row.errors) + 1, now)
 
-
-def _plus_seconds(now: datetime, seconds: float) -> datetime:
-    """``now + seconds``, saturating at the largest datetime instead of overflowing."""
-    try:
-        return now + timedelta(seconds=seconds)
-    except OverflowError:
-        return datetime.max.replace(tzinfo=now.tzinfo)
-
-
-class _UnknownKind(Exception):
-    def __init__(self, kind: str, *, retried: bool) -> None:
-        outcome = "the job will be retried" if retried else "no attempts left: it is discarded"
-        super().__init__(
-            f"job kind {kind!r} is not registered in this client's workers "
-            f"(register a worker for it; {outcome})"
-        )
-
-
-class _Interrupted(Exception):
-    def __init__(self) -> None:
-        super().__init__("job interrupted: the client stopped")
+    @staticmethod
+    def _log(
+        log: JobLogger, a: Attempt, rule: Rule, outcome: Outcome, cause: Cause, now: datetime
+    ) -> None:
+        row, error = a.row, a.error
+        assert error is not None
+        if rule is Rule.REMOTE_CANCEL:
+            detail = None if isinstance(error, RemoteCancelled) else message(error)
+            log.cancelled(row, error, detail, remote=True)
+        elif rule is Rule.SNOOZE:
+            log.snoozed(row, cast(JobSnooze, error).seconds)
+        elif rule is Rule.CANCEL:
+            log.cancelled(row, error, message(error), remote=False)
+        elif rule is Rule.INTERRUPT:
+            log.interrupted(row)
+        else:
+            assert outcome.error is not None
+            retry_at = outcome.scheduled_at if rule is Rule.RETRY else None
+            log.failed(row, error, outcome.error.error, cause, retry_at=retry_at, now=now)
 
 
-class _RemoteCancelled(Exception):
-    def __init__(self) -> None:
-        super().__init__("job cancelled remotely")
+#: What :meth:`Executor._invoke` returns for an attempt that succeeded (one tuple for all).
+_SUCCEEDED: tuple[None, bool] = (None, False)
 
 
-# Postgres text and jsonb cannot hold NUL, and jsonb rejects lone surrogate escapes: one such
-# character in an error message would make the completer's write fail forever (and with it
-# every outcome batched alongside). They become U+FFFD, as Go writes invalid text.
-_JSONB_UNSAFE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _jsonb_text(text: str) -> str:
-    return _JSONB_UNSAFE.sub("\ufffd", text)
-
-
-def _message(exc: BaseException) -> str:
-    if isinstance(exc, JobCancel):
-        reason = exc.reason
-        return _message(reason) if isinstance(reason, BaseException) else str(reason)
-    text = str(exc)
-    if isinstance(exc, _UnknownKind | _RemoteCancelled | _Interrupted):
-        return text  # the runtime's own conditions: no (private) class name
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _cancellation(reason: str | None, timeout: float) -> tuple[BaseException, bool]:
+    """The error of an attempt the runtime cancelled, and whether it is the job timeout."""
+    if reason is None:
+        return TimeoutError(f"job timed out after {timeout:g}s"), True
+    if reason == CancelReason.REMOTE:
+        return RemoteCancelled(), False
+    return Interrupted(), False

@@ -17,6 +17,7 @@ from typing import Any
 from river._args import JobArgs, validate_kind
 from river._driver import InsertBatch
 from river._errors import DuplicateUniqueKeyInBatchError, UnknownJobKindError, ValidationError
+from river._names import MAX_QUEUE_NAME_LENGTH, validate_queue_name
 from river._types import InsertOpts, JobState, UniqueOpts
 from river._unique import unique_key
 from river._validate import DEFAULT_MAX_ENCODED_SIZE, encode_job_args, encode_json_value
@@ -30,26 +31,9 @@ __all__ = [
     "validate_queue_name",
 ]
 
-MAX_QUEUE_NAME_LENGTH = 64
-_QUEUE_RE = re.compile(r"(?:[a-z0-9])+(?:[_|\-]?[a-z0-9]+)*")
 _TAG_RE = re.compile(r"[\w][\w\-]+[\w]", re.ASCII)
 _SMALLINT_MAX = 32767
 _AVAILABLE = JobState.AVAILABLE.value
-
-
-def validate_queue_name(name: object, field: str = "queue") -> str:
-    """Return ``name`` if it is a valid queue name (PROTOCOL.md section 10), else raise."""
-    if not isinstance(name, str):
-        raise ValidationError(field, f"must be a string, not {type(name).__name__}")
-    if not name or len(name) > MAX_QUEUE_NAME_LENGTH:
-        raise ValidationError(field, f"must be 1 to {MAX_QUEUE_NAME_LENGTH} characters")
-    if not _QUEUE_RE.fullmatch(name):
-        raise ValidationError(
-            field,
-            f"{name!r} must be lowercase letters and digits, optionally split by single '_', "
-            "'-' or '|' characters (no leading, trailing or doubled separators)",
-        )
-    return name
 
 
 @dataclass(frozen=True, slots=True)

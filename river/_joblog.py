@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from river._duration import DurationError, parse_duration
 from river._errors import InvalidConfigError
 from river._types import JobRow
 
@@ -114,9 +115,16 @@ class JobLogConfig:
     def interval_seconds(self) -> float:
         """``interval`` in seconds."""
         value = self.interval
-        if isinstance(value, bool):
-            raise InvalidConfigError("job_log.interval", "must be seconds, not a bool")
-        return value.total_seconds() if isinstance(value, timedelta) else float(value)
+        try:
+            return parse_duration(value, text="seconds")
+        except DurationError as exc:
+            if exc.problem == "bool":
+                raise InvalidConfigError(
+                    "job_log.interval", "must be seconds, not a bool"
+                ) from None
+            raise InvalidConfigError(
+                "job_log.interval", f"must be seconds or a timedelta, got {value!r}"
+            ) from None
 
 
 class _Window:

@@ -27,10 +27,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from river._args import JobArgs, Workers, validate_kind
 from river._driver import Queries, job_from_row, notify_op
-from river._errors import ValidationError, describe
+from river._errors import RiverError, ValidationError, describe
 from river._insert import NotifyLimiter, insert_payload
 from river._retry import RetryPolicy
-from river._sansio import run_async
+from river._sansio import Op, Query, run_async, single
 from river._schedule import NEVER, Schedule
 from river._types import AttemptError, InsertOpts, Job, JobRow
 from river._validate import DEFAULT_MAX_ENCODED_SIZE, encode_job_args, encode_json_value
@@ -127,17 +127,19 @@ class Scheduler:
 
     async def _promote(self) -> SchedulerResult:
         async with self._pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(self._q.scheduler_promote, {"limit": self.limit})
-            rows = await cur.fetchall()
-            queues = [(q, due, n) for q, due, n in rows if q is not None]
-            discarded = sum(n for q, _, n in rows if q is None)
-            payloads = [
-                insert_payload(queue)
-                for queue, due_now, _ in queues
-                if due_now and (self._limiter is None or self._limiter.allow(queue))
-            ]
-            if payloads:
-                await run_async(conn, notify_op(self._q, "river_insert", payloads))
+            return await run_async(conn, self._promote_op())
+
+    def _promote_op(self) -> Op[SchedulerResult]:
+        rows = yield Query(self._q.scheduler_promote, {"limit": self.limit})
+        queues = [(q, due, n) for q, due, n in rows if q is not None]
+        discarded = sum(n for q, _, n in rows if q is None)
+        payloads = [
+            insert_payload(queue)
+            for queue, due_now, _ in queues
+            if due_now and (self._limiter is None or self._limiter.allow(queue))
+        ]
+        if payloads:
+            yield from notify_op(self._q, "river_insert", payloads)
         promoted = sum(n for _, _, n in queues)
         return SchedulerResult(promoted, discarded, tuple(q for q, _, _ in queues))
 
@@ -238,12 +240,15 @@ class Rescuer:
 
     async def _select(self, after_id: int) -> tuple[list[Any], Any]:
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                self._q.rescuer_select,
-                {"after": self.rescue_after, "after_id": after_id, "limit": self.limit},
-            )
-            rows = await cur.fetchall()
-            now_row = await (await conn.execute("SELECT now()")).fetchone()
+            return await run_async(conn, self._select_op(after_id))
+
+    def _select_op(self, after_id: int) -> Op[tuple[list[Any], Any]]:
+        """A page of stuck jobs after ``after_id``, and the database clock's (now,) row."""
+        rows = yield Query(
+            self._q.rescuer_select,
+            {"after": self.rescue_after, "after_id": after_id, "limit": self.limit},
+        )
+        now_row = yield Query(self._q.rescuer_now, fetch="one")
         return rows, now_row
 
     def _decisions(self, jobs: list[JobRow], db_now: datetime) -> dict[str, list[Any]]:
@@ -267,9 +272,10 @@ class Rescuer:
         return params
 
     async def _update(self, params: dict[str, list[Any]]) -> list[str]:
+        update = Query(self._q.rescuer_update, {**params, "after": self.rescue_after})
         async with self._pool.connection() as conn:
-            cur = await conn.execute(self._q.rescuer_update, {**params, "after": self.rescue_after})
-            return [state for _, state in await cur.fetchall()]
+            rows = await run_async(conn, single(update))
+        return [state for _, state in rows]
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Loop until cancelled."""
@@ -321,11 +327,11 @@ class JobCleaner:
             "discarded": _retention(self.discarded_retention),
             "limit": self.limit,
         }
+        delete = Query(self._q.cleaner_delete, params, fetch="rowcount")
         while True:
             with _statement_guard(self.timeout):
                 async with self._pool.connection() as conn:
-                    cur = await conn.execute(self._q.cleaner_delete, params)
-                    deleted: int = cur.rowcount
+                    deleted: int = await run_async(conn, single(delete))
             total += deleted
             if deleted < self.limit:
                 return total
@@ -365,12 +371,11 @@ class QueueCleaner:
             return await self._delete()
 
     async def _delete(self) -> int:
+        params = {"idle": self.idle, "limit": self.limit}
+        delete = Query(self._q.queue_cleaner_delete, params, fetch="rowcount")
         async with self._pool.connection() as conn:
-            cur = await conn.execute(
-                self._q.queue_cleaner_delete, {"idle": self.idle, "limit": self.limit}
-            )
-            count: int = cur.rowcount
-            return count
+            count: int = await run_async(conn, single(delete))
+        return count
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Loop until cancelled."""
@@ -409,6 +414,15 @@ class Reindexer:
             return sql.Identifier(self._q.schema, name)
         return sql.Identifier(name)
 
+    def _artifacts_op(self, index: str) -> Op[list[str]]:
+        """Names of the leftovers of an interrupted rebuild of ``index``."""
+        rows = yield Query(self._q.reindex_artifacts, {"schema": self._q.schema, "index": index})
+        return [name for (name,) in rows]
+
+    def _ddl_op(self, fragment: str, index: str) -> Op[None]:
+        """Run ``fragment`` (reindex_index or reindex_drop_leftover) on ``index``."""
+        yield Query(self._q.compose(fragment, index=self._qualified(index)), fetch="none")
+
     async def run_once(self) -> dict[str, str]:
         """Reindex every configured index; return index -> "reindexed" | "skipped" | error."""
         results: dict[str, str] = {}
@@ -418,18 +432,13 @@ class Reindexer:
             self._conninfo, autocommit=True, **self._connect_kwargs
         ) as conn:
             for index in self.indexes:
-                cur = await conn.execute(
-                    self._q.reindex_artifacts, {"schema": self._q.schema, "index": index}
-                )
-                if await cur.fetchall():
+                if await run_async(conn, self._artifacts_op(index)):
                     logger.warning("reindexer: skipping %s: leftovers of a rebuild exist", index)
                     results[index] = "skipped"
                     continue
                 try:
                     with anyio.fail_after(self.timeout):
-                        await conn.execute(
-                            sql.SQL("REINDEX INDEX CONCURRENTLY {}").format(self._qualified(index))
-                        )
+                        await run_async(conn, self._ddl_op("reindex_index", index))
                     results[index] = "reindexed"
                 except (TimeoutError, psycopg.Error) as exc:
                     results[index] = f"failed: {exc}"
@@ -441,15 +450,8 @@ class Reindexer:
             try:
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     await conn.cancel_safe()
-                cur = await conn.execute(
-                    self._q.reindex_artifacts, {"schema": self._q.schema, "index": index}
-                )
-                for (name,) in await cur.fetchall():
-                    await conn.execute(
-                        sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-                            self._qualified(name)
-                        )
-                    )
+                for name in await run_async(conn, self._artifacts_op(index)):
+                    await run_async(conn, self._ddl_op("reindex_drop_leftover", name))
             except psycopg.Error as exc:
                 logger.warning("reindexer: could not drop leftovers of %s: %s", index, exc)
 
@@ -549,8 +551,10 @@ class PeriodicJobEnqueuer:
         self._changed.set()
         return len(self.jobs) != before
 
-    def _items(self, due: list[PeriodicJob]) -> list[tuple[JobArgs, InsertOpts | None]]:
-        items: list[tuple[JobArgs, InsertOpts | None]] = []
+    def _items(
+        self, due: list[PeriodicJob]
+    ) -> list[tuple[PeriodicJob, tuple[JobArgs, InsertOpts | None]]]:
+        items: list[tuple[PeriodicJob, tuple[JobArgs, InsertOpts | None]]] = []
         for job in due:
             try:
                 made = job.construct()
@@ -580,16 +584,19 @@ class PeriodicJobEnqueuer:
             base = opts or InsertOpts()
             items.append(
                 (
-                    args,
-                    InsertOpts(
-                        queue=base.queue,
-                        priority=base.priority,
-                        scheduled_at=base.scheduled_at,
-                        max_attempts=base.max_attempts,
-                        tags=base.tags,
-                        metadata=metadata,
-                        pending=base.pending,
-                        unique_opts=base.unique_opts,
+                    job,
+                    (
+                        args,
+                        InsertOpts(
+                            queue=base.queue,
+                            priority=base.priority,
+                            scheduled_at=base.scheduled_at,
+                            max_attempts=base.max_attempts,
+                            tags=base.tags,
+                            metadata=metadata,
+                            pending=base.pending,
+                            unique_opts=base.unique_opts,
+                        ),
                     ),
                 )
             )
@@ -616,16 +623,45 @@ class PeriodicJobEnqueuer:
             pending, self._start_pending = self._start_pending, []
             due += [j for j in pending if any(j is k for k in self.jobs) and j not in due]
         items = self._items(due)
-        if items:
-            await self._insert(items)
+        if not items:
+            return 0
+        try:
+            await self._insert([item for _, item in items])
+        except RiverError:
+            # One job's options or kind refused (a bad queue name, a kind no worker handles):
+            # insert the others one by one, so that it alone is skipped.
+            return await self._insert_each(items)
         return len(items)
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Insert run-on-start jobs, then sleep until each next run; until cancelled."""
+    async def _insert_each(
+        self, items: list[tuple[PeriodicJob, tuple[JobArgs, InsertOpts | None]]]
+    ) -> int:
+        inserted = 0
+        for job, item in items:
+            try:
+                await self._insert([item])
+            except RiverError as exc:
+                logger.error(
+                    "periodic job %s: constructed job not inserted: %s", job.id or job.schedule, exc
+                )
+            else:
+                inserted += 1
+        return inserted
+
+    async def run(
+        self,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+        on_start: bool = True,
+    ) -> None:
+        """Insert run-on-start jobs (unless ``on_start`` is False: a restart within the same
+        leadership term, after a crash, must not insert them again), then sleep until each
+        next run; until cancelled."""
         self._running = True
         try:
             task_status.started()
-            await self._safe_once(on_start=True)
+            if on_start:
+                await self._safe_once(on_start=True)
             while True:
                 upcoming = min((j._next for j in self.jobs), default=NEVER)
                 delay = (upcoming - self._clock()).total_seconds() - 0.1

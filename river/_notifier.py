@@ -33,7 +33,9 @@ import psycopg
 from anyio.abc import TaskStatus
 from psycopg import sql
 
-from river._errors import ListenUnavailableError
+from river._driver import Queries, queries_for
+from river._errors import ListenUnavailableError, describe
+from river._sansio import Op, Query, run_async, single
 
 __all__ = [
     "TOPICS",
@@ -210,6 +212,7 @@ class Notifier:
     ) -> None:
         self._conninfo = conninfo
         self._schema = schema
+        self._q = queries_for(schema)
         self._dispatch = dispatch
         self._on_reconnect = on_reconnect
         self.probe_interval = probe_interval
@@ -255,7 +258,10 @@ class Notifier:
             try:
                 async with conn:
                     await self._listen(conn)
-                    if not started and self._send_probe is not None:
+                    if self.connections == 0 and self._send_probe is not None:
+                        # Once, on the first connection: when it comes after start() has
+                        # returned (the database was down then), a failed check is a crash of
+                        # this service, which the supervisor logs and, repeated, reports.
                         await self._check_delivery(conn, self._send_probe)
                     self._conn = conn
                     self.connections += 1
@@ -270,7 +276,14 @@ class Notifier:
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 failures += 1
                 delay = min(self.backoff_max, 0.25 * 2**failures) * random.uniform(0.9, 1.0)
-                logger.warning("notifier: connection lost, reconnecting in %.2fs: %s", delay, exc)
+                reason = (
+                    "no answer to the liveness probe"
+                    if isinstance(exc, TimeoutError)
+                    else describe(exc)
+                )
+                logger.warning(
+                    "notifier: connection lost, reconnecting in %.2fs: %s", delay, reason
+                )
                 self._conn = None
                 self._connected = anyio.Event()
                 if not started:
@@ -279,17 +292,15 @@ class Notifier:
                 await anyio.sleep(delay)
             finally:
                 self._conn = None
+                if self._connected.is_set():  # also after a crash the supervisor restarts
+                    self._connected = anyio.Event()
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         schema = self._schema
         if schema is None:
-            row = await (await conn.execute("SELECT current_schema()")).fetchone()
-            value = row[0] if row else "public"
-            # bytes in a SQL_ASCII database, where psycopg does not decode text.
-            schema = value.decode() if isinstance(value, bytes) else str(value)
+            schema = await run_async(conn, _current_schema_op(self._q))
         self.channel_schema = schema
-        for topic in TOPICS:
-            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(f"{schema}.{topic}")))
+        await run_async(conn, _listen_op(self._q, [f"{schema}.{topic}" for topic in TOPICS]))
 
     async def _check_delivery(
         self, conn: psycopg.AsyncConnection[Any], send: Callable[[str], Awaitable[None]]
@@ -303,7 +314,7 @@ class Notifier:
         # topics are 16 characters); a clash with another client's probe is harmless.
         topic = f"river_probe_{secrets.token_hex(2)}"
         channel = f"{self.channel_schema}.{topic}"
-        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        await run_async(conn, _listen_op(self._q, [channel]))
         await send(topic)
         prefix_len = len(self.channel_schema or "") + 1
         deadline = time.monotonic() + self.probe_timeout
@@ -316,7 +327,7 @@ class Notifier:
             raise ListenUnavailableError(self.probe_timeout)
         finally:
             with contextlib.suppress(psycopg.Error):
-                await conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+                await run_async(conn, _listen_op(self._q, [channel], listen=False))
 
     async def _loop(self, conn: psycopg.AsyncConnection[Any]) -> None:
         prefix_len = len(self.channel_schema or "") + 1
@@ -338,7 +349,7 @@ class Notifier:
                 continue
             # Quiet for probe_interval: prove the connection is alive with a round trip.
             with anyio.fail_after(self.probe_timeout):
-                await conn.execute("SELECT 1")
+                await run_async(conn, single(Query(self._q.notifier_probe, fetch="none")))
 
     def _handle(self, topic: str, payload: str) -> None:
         """Parse and dispatch one payload. Never raises (a consumer's error is logged)."""
@@ -349,3 +360,19 @@ class Notifier:
             self._dispatch(notice)
         except Exception:
             logger.exception("notifier: dispatch of %.200s failed", notice)
+
+
+def _current_schema_op(q: Queries) -> Op[str]:
+    """The schema unqualified names resolve to (channels are named after it)."""
+    row = yield Query(q.notifier_current_schema, fetch="one")
+    value = row[0] if row else "public"
+    # bytes in a SQL_ASCII database, where psycopg does not decode text.
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _listen_op(q: Queries, channels: list[str], *, listen: bool = True) -> Op[None]:
+    """LISTEN (or UNLISTEN) on each channel. A channel name is one identifier, dot included:
+    composed with ``sql.Identifier``, since LISTEN takes no parameter."""
+    fragment = "notifier_listen" if listen else "notifier_unlisten"
+    for channel in channels:
+        yield Query(q.compose(fragment, channel=sql.Identifier(channel)), fetch="none")

@@ -94,17 +94,23 @@ async def open_pool_async(pool: AsyncConnectionPool[Any], conninfo: str, timeout
     """Open a pool that was created with ``open=False``, failing like :func:`probe_async`.
 
     On failure the pool is closed, and psycopg_pool cannot reopen a closed pool: the caller
-    makes a new one before trying again."""
-    await probe_async(conninfo, timeout)
+    makes a new one before trying again. The whole call is bounded by ``timeout``."""
     try:
-        await pool.open(wait=True, timeout=timeout)
+        with anyio.fail_after(timeout):
+            await probe_async(conninfo, timeout)
+            try:
+                await pool.open(wait=True, timeout=timeout)
+            except PoolTimeout as exc:
+                # The server answered the probe a moment ago: ask again for the reason.
+                await probe_async(conninfo, timeout)
+                raise DatabaseUnavailableError(exc) from exc
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             await pool.close()
-        if isinstance(exc, PoolTimeout):
-            # The server answered the probe a moment ago: ask again for the reason.
-            await probe_async(conninfo, timeout)
-            raise DatabaseUnavailableError(exc) from exc
+        if isinstance(exc, TimeoutError):
+            raise DatabaseUnavailableError(
+                f"no answer within {timeout:g}s (connect_timeout)"
+            ) from exc
         raise
 
 

@@ -21,32 +21,39 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import psycopg
 from anyio.abc import TaskStatus
 
+from river._config import QueueSettings
 from river._driver import AttemptKey
+from river._errors import describe
 from river._executor import CancelReason, RunningJob
 from river._types import JobRow, JobState
 
 if TYPE_CHECKING:
-    from river._client import _Runtime
+    from river._completer import Completer
+    from river._executor import Executor
+    from river._supervisor import Supervisor
 
-__all__ = ["JobBudget", "Producer", "QueueSettings"]
+__all__ = ["JobBudget", "Producer"]
 
 logger = logging.getLogger("river.producer")
 
 
-@dataclass(frozen=True, slots=True)
-class QueueSettings:
-    """A queue's effective settings (its QueueConfig merged with the client's defaults)."""
+class ProducerHost(Protocol):
+    """What a producer needs from the runtime that started it (river/_runtime.py)."""
 
-    max_workers: int
-    fetch_cooldown: float
-    fetch_poll_interval: float
+    executor: Executor
+    completer: Completer
+    budget: JobBudget
+    supervisor: Supervisor
+
+    async def fetch(self, queue: str, limit: int) -> list[JobRow]:
+        """Lock and return up to ``limit`` due jobs of ``queue``."""
+        ...
 
 
 class _Trigger:
@@ -173,7 +180,7 @@ class Producer:
     """Fetches and runs the jobs of one queue (see module doc)."""
 
     def __init__(
-        self, runtime: _Runtime, queue: str, settings: QueueSettings, paused: bool = False
+        self, runtime: ProducerHost, queue: str, settings: QueueSettings, paused: bool = False
     ) -> None:
         self.queue = queue
         self.settings = settings
@@ -328,7 +335,7 @@ class Producer:
         finally:
             budget.leave(self)
 
-    async def _fetch_loop_body(self, rt: _Runtime, budget: JobBudget) -> None:
+    async def _fetch_loop_body(self, rt: ProducerHost, budget: JobBudget) -> None:
         trailing = False
         while not self._stopping:
             if self.paused or self.free_slots <= 0:
@@ -360,8 +367,10 @@ class Producer:
                 if limit > 0:
                     try:
                         rows = await rt.fetch(self.queue, limit)
-                    except (psycopg.Error, OSError) as exc:
-                        logger.warning("queue %s: fetch failed, retrying: %s", self.queue, exc)
+                    except (psycopg.Error, OSError, TimeoutError) as exc:
+                        logger.warning(
+                            "queue %s: fetch failed, retrying: %s", self.queue, describe(exc)
+                        )
                     finally:
                         budget.release(limit)  # also on failure and cancellation
             if limit <= 0:

@@ -28,8 +28,9 @@ from typing import Any, Literal, TypeVar, overload
 import psycopg
 from psycopg.pq import ExecStatus
 from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Composed
 
-__all__ = ["Op", "Query", "run_async", "run_sync"]
+__all__ = ["Op", "Query", "run_async", "run_sync", "single"]
 
 R = TypeVar("R")
 Fetch = Literal["all", "one", "none", "rowcount", "copy"]
@@ -37,9 +38,10 @@ Fetch = Literal["all", "one", "none", "rowcount", "copy"]
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """One statement of an operation."""
+    """One statement of an operation: a named query of river/_sql (bytes), or a statement
+    composed from its fragments (``psycopg.sql``)."""
 
-    sql: bytes | str
+    sql: bytes | str | SQL | Composed
     params: Sequence[Any] | Mapping[str, Any] | None = None
     fetch: Fetch = "all"
     #: Rows to write when ``fetch == "copy"``.
@@ -56,6 +58,11 @@ class Query:
 
 
 Op = Generator[Query, Any, R]
+
+
+def single(query: Query) -> Op[Any]:
+    """The operation of one statement; its result is the statement's (see ``Query.fetch``)."""
+    return (yield query)
 
 
 def run_sync(conn: psycopg.Connection[Any], op: Op[R], *, own: bool = False) -> R:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Final, Protocol, runtime_checkable
 
+from river._duration import DurationError, parse_duration, parse_go_duration
 from river._errors import ValidationError
 
 __all__ = ["NEVER", "Cron", "PeriodicInterval", "Schedule"]
@@ -184,79 +185,6 @@ def _parse_field(text: str, bounds: _Bounds) -> tuple[tuple[int, ...], bool]:
         values |= part_values
         star = star or part_star
     return tuple(sorted(values)), star
-
-
-# --------------------------------------------------------------------------------------------
-# Go durations (for @every)
-# --------------------------------------------------------------------------------------------
-
-_DURATION_UNITS: Final = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,  # U+00B5 micro sign
-    "μs": 1_000,  # U+03BC Greek small letter mu
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
-_DURATION_PART: Final = re.compile(r"([0-9]*)(?:\.([0-9]*))?([^0-9.]*)", re.ASCII)
-_GO_DURATION_MAX: Final = (1 << 63) - 1
-
-
-def parse_go_duration(text: str) -> int:
-    """Parse Go's ``time.ParseDuration`` syntax into nanoseconds, with Go's rounding.
-
-    Accepted: an optional sign, then one or more ``<number><unit>`` parts, numbers with an
-    optional fraction (``1.5h``, ``.5s``, ``1.s``), units ``ns us µs μs ms s m h``; a lone ``0``
-    needs no unit. Fractions are converted the way Go does (float64, truncated to a nanosecond).
-    Raises ``ValueError`` with Go's wording on anything else or on int64 overflow.
-    """
-    rest = text
-    negative = False
-    if rest[:1] in ("+", "-") and rest:
-        negative = rest[0] == "-"
-        rest = rest[1:]
-    if rest == "0":
-        return 0
-    if not rest:
-        raise ValueError(f"invalid duration {text!r}")
-    total = 0
-    position = 0
-    while position < len(rest):
-        match = _DURATION_PART.match(rest, position)
-        assert match is not None  # every group can match empty
-        whole, fraction, unit = match.groups()
-        position = match.end()
-        if not whole and not fraction:
-            raise ValueError(f"invalid duration {text!r}")
-        if not unit:
-            raise ValueError(f"missing unit in duration {text!r}")
-        unit_ns = _DURATION_UNITS.get(unit)
-        if unit_ns is None:
-            raise ValueError(f"unknown unit {unit!r} in duration {text!r}")
-        value = int(whole) if whole else 0
-        if value > (1 << 63) // unit_ns:
-            raise ValueError(f"invalid duration {text!r}")
-        value *= unit_ns
-        if fraction:
-            # Like Go: keep fraction digits while they fit in an int64, ignore the rest.
-            digits = 0
-            scaled = 0
-            for char in fraction:
-                candidate = scaled * 10 + int(char)
-                if scaled > _GO_DURATION_MAX // 10 or candidate > 1 << 63:
-                    break
-                scaled = candidate
-                digits += 1
-            if scaled:
-                value += int(float(scaled) * (float(unit_ns) / float(10**digits)))
-        total += value
-        if value > 1 << 63 or total > 1 << 63:
-            raise ValueError(f"invalid duration {text!r}")
-    if not negative and total > _GO_DURATION_MAX:
-        raise ValueError(f"invalid duration {text!r}")
-    return -total if negative else total
 
 
 # --------------------------------------------------------------------------------------------
@@ -615,17 +543,19 @@ class PeriodicInterval:
     def __init__(self, seconds: float | timedelta) -> None:
         interval: timedelta
         if isinstance(seconds, timedelta):
-            interval = seconds
-        elif isinstance(seconds, bool) or not isinstance(seconds, int | float):
-            raise ValidationError(
-                "interval",
-                f"must be a number of seconds or a timedelta, got {type(seconds).__name__}",
-            )
-        elif not math.isfinite(seconds):
-            raise ValidationError("interval", f"must be finite, got {seconds!r}")
+            interval = seconds  # kept exact (a float of seconds would round long intervals)
         else:
             try:
-                interval = timedelta(seconds=seconds)
+                value = parse_duration(seconds, timedeltas=False)
+            except DurationError:
+                raise ValidationError(
+                    "interval",
+                    f"must be a number of seconds or a timedelta, got {type(seconds).__name__}",
+                ) from None
+            if not math.isfinite(value):
+                raise ValidationError("interval", f"must be finite, got {seconds!r}")
+            try:
+                interval = timedelta(seconds=value)
             except OverflowError:
                 raise ValidationError("interval", f"{seconds!r} seconds is too large") from None
         if interval <= timedelta(0):

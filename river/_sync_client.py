@@ -2,46 +2,39 @@
 
 For sync applications (Django, Flask, scripts) that insert jobs inside their own psycopg
 transactions. It works no jobs: run workers with ``river worker`` or an ``AsyncClient``. Every
-statement and decision is shared with ``AsyncClient`` (river/_sansio.py operations).
+statement and decision is shared with ``AsyncClient`` (river/_sansio.py operations), and its
+insert and admin methods are generated from ``AsyncClient``'s (river/_surface_sync.py).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from river import _admin
-from river._admin import JobListParams, JobListResult
 from river._client import InsertManyItem, _normalise_items
 from river._config import Config, QueueConfig
 from river._driver import (
     InsertBatch,
-    QueueRow,
-    copy_op,
-    insert_many_op,
-    notify_op,
     queries_for,
 )
-from river._elector import request_resign_payload
 from river._errors import RiverError
 from river._insert import InsertDefaults, NotifyLimiter, build_batch
 from river._middleware import apply_insert_middleware
 from river._preflight import SCHEMA_ERRORS, open_pool_sync, schema_error_sync
 from river._sansio import Op, run_sync
-from river._types import InsertOpts, InsertResult, JobRow
+from river._surface_sync import SyncSurface
 
 __all__ = ["Client"]
 
 R = TypeVar("R")
 
 
-class Client:
+class Client(SyncSurface):
     """Synchronous insert and admin client.
 
     ``database`` is a ``postgresql://`` URL (the client then owns a small connection pool,
@@ -135,6 +128,17 @@ class Client:
         with self._conn() as conn:
             return self._run_on(conn, op, own=True)
 
+    def _run_in_tx(self, op: Op[Any]) -> Any:
+        with self._conn() as conn:
+            try:
+                with conn.transaction():
+                    return run_sync(conn, op)
+            except SCHEMA_ERRORS as exc:  # after the rollback: the version can be read
+                mapped = schema_error_sync(conn, self.config.schema, exc, own=True)
+                if mapped is None:
+                    raise
+                raise mapped from exc
+
     def _run_on(self, conn: psycopg.Connection[Any], op: Op[R], *, own: bool = False) -> R:
         # ``own``: a connection of the client's pool (else the caller's, whose transaction is
         # never touched).
@@ -168,156 +172,3 @@ class Client:
                 self._limiter,
                 field_prefix="jobs" if many else "",
             )
-
-    def insert(self, args: Any, opts: InsertOpts | None = None) -> InsertResult:
-        """Insert one job in its own transaction (see ``AsyncClient.insert``)."""
-        results: list[InsertResult] = self._run(
-            insert_many_op(self._queries, self._batch([(args, opts)], many=False))
-        )
-        return results[0]
-
-    def insert_tx(
-        self, conn: psycopg.Connection[Any], args: Any, opts: InsertOpts | None = None
-    ) -> InsertResult:
-        """Insert one job in the caller's transaction (notification sent only on commit)."""
-        batch = self._batch([(args, opts)], many=False)
-        return self._run_on(conn, insert_many_op(self._queries, batch))[0]
-
-    def insert_many(self, items: Sequence[InsertManyItem]) -> list[InsertResult]:
-        """Insert many jobs in one statement; results in input order."""
-        if not items:
-            return []
-        results: list[InsertResult] = self._run(
-            insert_many_op(self._queries, self._batch(items, many=True))
-        )
-        return results
-
-    def insert_many_tx(
-        self, conn: psycopg.Connection[Any], items: Sequence[InsertManyItem]
-    ) -> list[InsertResult]:
-        """:meth:`insert_many` in the caller's transaction."""
-        if not items:
-            return []
-        return self._run_on(conn, insert_many_op(self._queries, self._batch(items, many=True)))
-
-    def insert_many_fast(self, items: Sequence[InsertManyItem]) -> int:
-        """Insert many jobs with COPY; returns the count (see ``AsyncClient``)."""
-        if not items:
-            return 0
-        batch = self._batch(items, many=True)
-        with self._conn() as conn:
-            try:
-                with conn.transaction():
-                    return run_sync(conn, copy_op(self._queries, batch, datetime.now(UTC)))
-            except SCHEMA_ERRORS as exc:
-                mapped = schema_error_sync(conn, self.config.schema, exc, own=True)
-                if mapped is None:
-                    raise
-                raise mapped from exc
-
-    def insert_many_fast_tx(
-        self, conn: psycopg.Connection[Any], items: Sequence[InsertManyItem]
-    ) -> int:
-        """:meth:`insert_many_fast` in the caller's transaction."""
-        if not items:
-            return 0
-        batch = self._batch(items, many=True)
-        return self._run_on(conn, copy_op(self._queries, batch, datetime.now(UTC)))
-
-    # --- admin -----------------------------------------------------------------------------
-
-    def job_get(self, job_id: int) -> JobRow:
-        """The job with this id (JobNotFoundError when there is none)."""
-        row: JobRow = self._run(_admin.job_get_op(self._queries, job_id))
-        return row
-
-    def job_get_tx(self, conn: psycopg.Connection[Any], job_id: int) -> JobRow:
-        """:meth:`job_get` on the caller's connection."""
-        return self._run_on(conn, _admin.job_get_op(self._queries, job_id))
-
-    def job_list(self, params: JobListParams | None = None) -> JobListResult:
-        """A page of jobs (see :class:`river.JobListParams`)."""
-        result: JobListResult = self._run(
-            _admin.job_list_op(self._queries, params or JobListParams())
-        )
-        return result
-
-    def job_list_tx(
-        self, conn: psycopg.Connection[Any], params: JobListParams | None = None
-    ) -> JobListResult:
-        """:meth:`job_list` on the caller's connection."""
-        return self._run_on(conn, _admin.job_list_op(self._queries, params or JobListParams()))
-
-    def job_cancel(self, job_id: int) -> JobRow:
-        """Cancel a job (see ``AsyncClient.job_cancel``)."""
-        row: JobRow = self._run(_admin.job_cancel_op(self._queries, job_id, datetime.now(UTC)))
-        return row
-
-    def job_cancel_tx(self, conn: psycopg.Connection[Any], job_id: int) -> JobRow:
-        """:meth:`job_cancel` in the caller's transaction."""
-        return self._run_on(conn, _admin.job_cancel_op(self._queries, job_id, datetime.now(UTC)))
-
-    def job_retry(self, job_id: int) -> JobRow:
-        """Make a job available now (see ``AsyncClient.job_retry``)."""
-        row: JobRow = self._run(_admin.job_retry_op(self._queries, job_id))
-        return row
-
-    def job_retry_tx(self, conn: psycopg.Connection[Any], job_id: int) -> JobRow:
-        """:meth:`job_retry` in the caller's transaction."""
-        return self._run_on(conn, _admin.job_retry_op(self._queries, job_id))
-
-    def job_delete(self, job_id: int) -> JobRow:
-        """Delete a non-running job and return it."""
-        row: JobRow = self._run(_admin.job_delete_op(self._queries, job_id))
-        return row
-
-    def job_delete_tx(self, conn: psycopg.Connection[Any], job_id: int) -> JobRow:
-        """:meth:`job_delete` in the caller's transaction."""
-        return self._run_on(conn, _admin.job_delete_op(self._queries, job_id))
-
-    def job_delete_many(self, **filters: Any) -> list[JobRow]:
-        """Delete non-running jobs matching filters (see ``AsyncClient.job_delete_many``)."""
-        rows: list[JobRow] = self._run(_admin.job_delete_many_op(self._queries, **filters))
-        return rows
-
-    def job_update(self, job_id: int, *, output: Any) -> JobRow:
-        """Set the job's recorded output."""
-        row: JobRow = self._run(_admin.job_update_op(self._queries, job_id, output=output))
-        return row
-
-    def queue_get(self, name: str) -> QueueRow:
-        """The river_queue row of a queue."""
-        row: QueueRow = self._run(_admin.queue_get_op(self._queries, name))
-        return row
-
-    def queue_list(self, limit: int = 100) -> list[QueueRow]:
-        """Queues known to the database, ordered by name."""
-        rows: list[QueueRow] = self._run(_admin.queue_list_op(self._queries, limit))
-        return rows
-
-    def queue_pause(self, name: str) -> None:
-        """Pause a queue (``"*"``: all) for every client on the database."""
-        self._run(_admin.queue_pause_op(self._queries, name, pause=True))
-
-    def queue_pause_tx(self, conn: psycopg.Connection[Any], name: str) -> None:
-        """:meth:`queue_pause` in the caller's transaction."""
-        self._run_on(conn, _admin.queue_pause_op(self._queries, name, pause=True))
-
-    def queue_resume(self, name: str) -> None:
-        """Resume a paused queue (``"*"``: all)."""
-        self._run(_admin.queue_pause_op(self._queries, name, pause=False))
-
-    def queue_resume_tx(self, conn: psycopg.Connection[Any], name: str) -> None:
-        """:meth:`queue_resume` in the caller's transaction."""
-        self._run_on(conn, _admin.queue_pause_op(self._queries, name, pause=False))
-
-    def request_resign(self) -> None:
-        """Ask the current leader (any client on the database, River (Go) ones included) to
-        resign; it then competes again with the others. Useful before maintenance of a
-        leader's host, e.g. from a deploy script."""
-        self._run(notify_op(self._queries, "river_leadership", [request_resign_payload()]))
-
-    def queue_update(self, name: str, *, metadata: Mapping[str, Any]) -> QueueRow:
-        """Replace a queue's metadata (broadcast as ``metadata_changed``)."""
-        row: QueueRow = self._run(_admin.queue_update_op(self._queries, name, metadata))
-        return row

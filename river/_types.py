@@ -8,12 +8,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from river._duration import DurationError, parse_duration
 from river._errors import ValidationError
-
-if TYPE_CHECKING:
-    from river._args import JobArgs
 
 __all__ = [
     "DEFAULT_UNIQUE_STATES",
@@ -122,9 +120,19 @@ class AttemptError:
         """Decode a stored error leniently (rows written by other implementations)."""
         at = value.get("at")
         attempt = value.get("attempt")
+        # Never raise: a row must decode whatever another writer put in its errors, or a fetch
+        # of it would fail after the row was locked and its attempt counted.
+        try:
+            when = parse_time(at) if isinstance(at, str) else datetime.min
+        except ValueError:
+            when = datetime.min
+        try:
+            number = int(attempt) if isinstance(attempt, int | float) else 0
+        except (ValueError, OverflowError):
+            number = 0
         return cls(
-            at=parse_time(at) if isinstance(at, str) else datetime.min,
-            attempt=int(attempt) if isinstance(attempt, int | float) else 0,
+            at=when,
+            attempt=number,
             error=str(value.get("error", "")),
             trace=str(value.get("trace") or ""),
         )
@@ -161,7 +169,15 @@ class JobRow:
         return value if isinstance(value, dict) else {"": value}
 
 
-T = TypeVar("T", bound="JobArgs")
+class _HasKind(Protocol):
+    """What :class:`Job` asks of its args type: a job kind. :class:`river.JobArgs` is the type
+    meant here; the bound is structural because this module is pure data and ``river._args``
+    (pydantic models) imports it, not the other way round."""
+
+    kind: ClassVar[str]
+
+
+T = TypeVar("T", bound=_HasKind)
 
 
 @dataclass(slots=True)
@@ -231,7 +247,10 @@ class Job(Generic[T]):
 def _seconds(value: float | timedelta | None, field_name: str) -> float:
     if value is None:
         return 0.0
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    try:
+        seconds = parse_duration(value, text="seconds")
+    except DurationError:
+        seconds = math.nan  # refused below, with the same words
     if math.isnan(seconds) or seconds < 0:
         raise ValidationError(field_name, "must be zero or a positive duration")
     return seconds

@@ -47,10 +47,13 @@ __all__ = [
     "INT64_MAX",
     "INT64_MIN",
     "MAX_ENCODED_SIZE_LIMIT",
+    "MAX_OUTPUT_BYTES",
     "check_json_value",
     "encode_job_args",
     "encode_json_value",
     "find_violation",
+    "jsonb_dumps",
+    "jsonb_safe",
 ]
 
 INT64_MIN = -(2**63)
@@ -65,6 +68,9 @@ INT64_MAX = 2**63 - 1
 DEFAULT_MAX_ENCODED_SIZE = 16 * 1024 * 1024
 #: The largest cap allowed: below jsonb's hard limit of 268,435,455 bytes per value.
 MAX_ENCODED_SIZE_LIMIT = 255 * 1024 * 1024
+#: Largest encoded job output River accepts (metadata key "output": ``record_output``,
+#: ``job_update(output=...)``), as River (Go) caps it.
+MAX_OUTPUT_BYTES = 32 * 1024 * 1024
 
 RULE_NUL = "contains a NUL character (U+0000), which Postgres text and jsonb cannot store"
 RULE_SURROGATE = (
@@ -423,3 +429,37 @@ def check_json_value(value: object, field: str) -> None:
     found = find_violation(value, field)
     if found is not None:
         raise ValidationError(*found)
+
+
+# --------------------------------------------------------------------------------------------
+# Text the runtime writes itself: replaced, not refused
+# --------------------------------------------------------------------------------------------
+
+# Error messages and tracebacks come from arbitrary exceptions, and jsonb rejects "\u0000" and
+# lone surrogate escapes: one such character would make the completer's batch write fail on
+# every retry, holding back every outcome batched with it and blocking stop() forever. They
+# are written as U+FFFD instead, as Go writes invalid text. (User data is refused, above:
+# storing different args than the ones given would be worse than an error.)
+_UNSAFE_CHAR = re.compile("[\x00\ud800-\udfff]")
+_UNSAFE_ESCAPE = re.compile(r"\\u0000|\\ud[89a-f]", re.IGNORECASE)
+
+
+def jsonb_safe(value: Any) -> Any:
+    """``value`` with every NUL and lone surrogate in its strings (keys included, through
+    dicts, lists and tuples) replaced by U+FFFD; anything else is returned as is."""
+    if isinstance(value, str):
+        return _UNSAFE_CHAR.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {jsonb_safe(k): jsonb_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonb_safe(v) for v in value]
+    return value
+
+
+def jsonb_dumps(value: Any) -> str:
+    """``json.dumps(value)``, sanitised by :func:`jsonb_safe` when the text holds an escape
+    jsonb would refuse (the common case costs one search of the encoded text)."""
+    text = json.dumps(value)
+    if _UNSAFE_ESCAPE.search(text):
+        text = json.dumps(jsonb_safe(value))
+    return text

@@ -34,16 +34,16 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import conninfo
 
 from river import dev
+from river._commands import CommandError, Commands, Handler, Parser, UsageError, help_handler
+from river._duration import parse_go_duration
 from river._errors import DatabaseUnavailableError, MigrationFailedError, RiverError
-from river._schedule import parse_go_duration
 from river._schema import validate_schema
 from river._version import __version__
 from river.migrate import (
@@ -81,73 +81,6 @@ IDLE_IN_TRANSACTION_TIMEOUT_MS = 11_000
 CONNECT_TIMEOUT_S = 10
 
 _log = logging.getLogger("river.cli")
-
-#: A command's handler: parsed flags in, exit status out.
-Handler = Callable[[argparse.Namespace], int]
-
-
-class CommandError(Exception):
-    """A command failed; :func:`main` prints ``Error: <message>`` and exits 1."""
-
-
-class _UsageError(Exception):
-    def __init__(self, message: str, parser: argparse.ArgumentParser) -> None:
-        super().__init__(message)
-        self.parser = parser
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors return to :func:`main` instead of exiting with status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message, self)
-
-
-@dataclass(frozen=True)
-class Commands:
-    """Where a command group adds its subcommands (see the module docstring)."""
-
-    _subparsers: argparse._SubParsersAction[_Parser]
-    _parents: tuple[_Parser, ...]
-
-    def add(
-        self, name: str, *, help: str, handler: Handler, description: str | None = None
-    ) -> argparse.ArgumentParser:
-        """Add subcommand ``name`` running ``handler``; return its parser for flags."""
-        parser = self._subparsers.add_parser(
-            name,
-            help=help,
-            description=description or help,
-            parents=list(self._parents),
-            allow_abbrev=False,
-        )
-        parser.set_defaults(handler=handler)
-        return parser
-
-    def group(self, name: str, *, help: str, description: str | None = None) -> Commands:
-        """Add subcommand ``name`` with subcommands of its own (``river dev start``).
-
-        Without a subcommand it prints its help and exits 0.
-        """
-        parser = self._subparsers.add_parser(
-            name,
-            help=help,
-            description=description or help,
-            parents=list(self._parents),
-            allow_abbrev=False,
-        )
-        parser.set_defaults(handler=_help_handler(parser))
-        subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
-        return Commands(subparsers, self._parents)
-
-
-def _help_handler(parser: argparse.ArgumentParser) -> Handler:
-    def handler(args: argparse.Namespace) -> int:
-        parser.print_help()
-        return 0
-
-    return handler
-
 
 # --------------------------------------------------------------------------------------------
 # Durations (Go's syntax, for flags and output that match River (Go)'s CLI)
@@ -651,10 +584,10 @@ COMMAND_GROUPS: list[Callable[[Commands], None]] = [
 ]
 
 
-def _global_flags(*, suppress: bool) -> _Parser:
+def _global_flags(*, suppress: bool) -> Parser:
     # The root parser holds the defaults; subcommands repeat the flags with SUPPRESS defaults so
     # that `river migrate-up --debug` works like `river --debug migrate-up` without resetting them.
-    parser = _Parser(add_help=False)
+    parser = Parser(add_help=False)
     levels = parser.add_mutually_exclusive_group()
     levels.add_argument(
         "--debug",
@@ -691,14 +624,14 @@ class _VersionAction(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``river`` argument parser with every group of :data:`COMMAND_GROUPS`."""
-    parser = _Parser(
+    parser = Parser(
         prog="river",
         description="River job queue: migrations, development database, and more.",
         parents=[_global_flags(suppress=False)],
         allow_abbrev=False,
     )
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
-    parser.set_defaults(handler=_help_handler(parser))
+    parser.set_defaults(handler=help_handler(parser))
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     commands = Commands(subparsers, (_global_flags(suppress=True),))
     for register in COMMAND_GROUPS:
@@ -731,8 +664,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.debug and args.verbose:
-            raise _UsageError("--debug and --verbose cannot be used together", parser)
-    except _UsageError as exc:
+            raise UsageError("--debug and --verbose cannot be used together", parser)
+    except UsageError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         print(exc.parser.format_usage().rstrip(), file=sys.stderr)
         return 1

@@ -337,17 +337,24 @@ def _pg_ctl_start(server: DevServer, user: _RunAs | None) -> subprocess.Complete
 
 
 def _ensure_database(server: DevServer) -> None:
+    # Imported here: river.dev itself needs neither psycopg nor the query catalog to import.
     import psycopg
+    from psycopg import sql
 
+    from river._driver import queries_for
+    from river._sansio import Query, run_sync, single
+
+    q = queries_for(None)
+    exists = Query(q.dev_database_exists, {"name": DEV_DATABASE}, fetch="one")
+    create = Query(
+        q.compose("dev_database_create", database=sql.Identifier(DEV_DATABASE)), fetch="none"
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
             with psycopg.connect(server.url_for("postgres"), autocommit=True) as conn:
-                exists = conn.execute(
-                    "SELECT 1 FROM pg_database WHERE datname = %s", (DEV_DATABASE,)
-                ).fetchone()
-                if not exists:
-                    conn.execute(f'CREATE DATABASE "{DEV_DATABASE}"')
+                if not run_sync(conn, single(exists)):
+                    run_sync(conn, single(create))
                 return
         except psycopg.OperationalError as exc:
             if time.monotonic() > deadline:

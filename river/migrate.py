@@ -28,15 +28,15 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cache
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 
+from river._driver import load_sql
 from river._errors import (
     MigrationError,
     MigrationFailedError,
@@ -44,8 +44,19 @@ from river._errors import (
     MigrationTargetError,
     UnknownMigrationLineError,
 )
+
+# The public data types live in a pure-data module that river._errors can name too; they are
+# part of this module's API (__all__).
+from river._migrate_types import (
+    AppliedMigration,
+    Direction,
+    MigrateResult,
+    Migration,
+    MigrationVersionResult,
+    ValidateResult,
+)
 from river._sansio import Op, Query, run_async, run_sync
-from river._schema import qualify, validate_schema
+from river._schema import prefix, qualify, validate_schema
 
 __all__ = [
     "MAIN_LINE",
@@ -65,9 +76,6 @@ __all__ = [
 #: The migration line of open-source River (Go), and the only one this library ships.
 MAIN_LINE = "main"
 
-#: ``"up"`` applies versions, ``"down"`` reverts them.
-Direction = Literal["up", "down"]
-
 _log = logging.getLogger("river.migrate")
 
 #: Version of line ``main`` that rebuilds river_migration with a ``line`` column. Below it, rows
@@ -75,82 +83,6 @@ _log = logging.getLogger("river.migrate")
 _LINED_SINCE = 5
 
 _FILE_RE = re.compile(r"^(\d+)_(\w+)\.(up|down)\.sql$")
-_QUERY_NAME_RE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
-
-
-# --------------------------------------------------------------------------------------------
-# Public data types
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Migration:
-    """One version of a migration line.
-
-    ``name`` is the file stem after the number with ``_`` shown as spaces (``initial schema``),
-    as River (Go) displays it. ``up_sql`` and ``down_sql`` are already qualified for the schema
-    they were loaded for (no schema: unqualified names, resolved through ``search_path``).
-    """
-
-    version: int
-    name: str
-    up_sql: str
-    down_sql: str
-
-    def sql(self, direction: Direction) -> str:
-        """``up_sql`` or ``down_sql``."""
-        return self.up_sql if direction == "up" else self.down_sql
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedMigration:
-    """One row of ``river_migration`` for the migrator's line."""
-
-    version: int
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class MigrationVersionResult:
-    """One version applied (or, in a dry run, that would be applied).
-
-    ``duration`` is the wall time of the version's SQL in seconds (0.0 in a dry run); ``sql`` is
-    the text that ran.
-    """
-
-    version: int
-    name: str
-    direction: Direction
-    duration: float
-    sql: str
-
-
-@dataclass(frozen=True, slots=True)
-class MigrateResult:
-    """Outcome of :meth:`Migrator.migrate_up` / :meth:`Migrator.migrate_down`.
-
-    ``versions`` lists the versions applied by this call in the order they ran (ascending for up,
-    descending for down); empty when there was nothing to do. Versions that a concurrent migrator
-    applied first are not listed. With ``dry_run`` nothing ran and ``versions`` is the plan.
-    """
-
-    direction: Direction
-    versions: tuple[MigrationVersionResult, ...]
-    dry_run: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ValidateResult:
-    """Outcome of :meth:`Migrator.validate`.
-
-    ``ok`` is true when every version the line knows is recorded (extra recorded versions, such as
-    River (Go)'s version 8, do not matter). Otherwise ``unapplied`` lists the missing versions and
-    ``messages`` holds ``Unapplied migrations: [6 7]``, River (Go)'s wording.
-    """
-
-    ok: bool
-    unapplied: tuple[int, ...] = ()
-    messages: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,13 +193,9 @@ def get_sql(
 
 @cache
 def _queries() -> dict[str, str]:
-    text = resources.files("river._sql").joinpath("river_migration.sql").read_text("utf-8")
-    parts = _QUERY_NAME_RE.split(text)
-    queries = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
-        queries[name] = "\n".join(lines).strip()
-    return queries
+    # The migrator's statements, read by the driver's loader (its own names: not the runtime's).
+    statements, _ = load_sql("river_migration.sql")
+    return statements
 
 
 def _go_list(values: Iterable[int]) -> str:
@@ -339,7 +267,9 @@ class _Core:
         self.migrations = tuple(load_migrations(line, schema=self.schema))
         self.by_version = {m.version: m for m in self.migrations}
         self.latest = self.migrations[-1].version if self.migrations else 0
-        self.table = qualify("/* schema */river_migration", self.schema)
+        # A parameter of the state query (to_regclass), not SQL text: the table's name as
+        # Postgres parses it, schema-qualified when a schema is configured.
+        self.table = prefix(self.schema) + "river_migration"
         self.q = {name: qualify(text, self.schema) for name, text in _queries().items()}
 
     # -- requests (validated before any SQL) --------------------------------------------------

@@ -31,7 +31,6 @@ from river._args import JobArgs, Worker, Workers
 from river._completer import Outcome, _to_batch
 from river._config import DEFAULT_JOB_TIMEOUT
 from river._driver import (
-    JOB_COLUMNS,
     InsertBatch,
     insert_many_op,
     job_from_row,
@@ -97,13 +96,7 @@ def _kind_of(args_type: type[JobArgs]) -> str:
 
 def _jobs_of_kinds(schema: str | None, kinds: list[str]) -> Op[list[JobRow]]:
     q = queries_for(validate_schema(schema))
-    rows = yield Query(
-        q.sql(
-            f"SELECT {JOB_COLUMNS} FROM /* schema */river_job "
-            "WHERE kind = ANY(%(kinds)s::text[]) ORDER BY id"
-        ),
-        {"kinds": kinds},
-    )
+    rows = yield Query(q.job_get_by_kinds, {"kinds": kinds})
     return [job_from_row(r) for r in rows]
 
 
@@ -249,13 +242,7 @@ def _insert_and_fetch(schema: str | None, batch: InsertBatch, client_id: str) ->
     (inserted,) = yield from insert_many_op(q, batch)
     # Take exactly this job as a fetch would (other jobs in the database are left alone).
     row = yield Query(
-        q.sql(
-            "UPDATE /* schema */river_job SET state = 'running', attempt = attempt + 1, "
-            "attempted_at = now(), attempted_by = array_append(attempted_by, %(client_id)s) "
-            f"WHERE id = %(id)s RETURNING {JOB_COLUMNS}"
-        ),
-        {"id": inserted.job.id, "client_id": client_id},
-        fetch="one",
+        q.job_fetch_by_id, {"id": inserted.job.id, "client_id": client_id}, fetch="one"
     )
     return job_from_row(row)
 

@@ -8,6 +8,11 @@ that asks for a database gets its own, created for it and dropped after it:
   migrated once per session), for everything else.
 
 Async tests run on asyncio through anyio's pytest plugin (``@pytest.mark.anyio``).
+
+Also under pytest-xdist (``pytest -n 2``): the workers share the embedded server (started once,
+under a file lock), each migrates a template of its own (named by its pid), and every database
+a test uses is its own. A test that acts on the server as a whole (``pg_stat_activity``,
+``pg_terminate_backend``) must filter on ``current_database()``.
 """
 
 from __future__ import annotations

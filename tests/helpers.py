@@ -2,7 +2,8 @@
 client configs and a client context that always stops.
 
 Nothing here sleeps and hopes: every wait polls a condition until a deadline and fails with a
-message naming what it waited for.
+message naming what it waited for. A negative assertion ("nothing happens") watches its
+condition over a named window with :func:`assert_stays` instead of a bare sleep.
 """
 
 from __future__ import annotations
@@ -50,6 +51,34 @@ async def wait_for(
             text = message() if callable(message) else message
             raise AssertionError(f"timed out after {timeout}s waiting for: {text}")
         await anyio.sleep(interval)
+
+
+async def assert_stays(
+    predicate: Callable[[], Any | Awaitable[Any]],
+    seconds: float,
+    interval: float = 0.01,
+    message: str | Callable[[], str] = "condition",
+) -> None:
+    """Assert that ``predicate`` (sync or async) stays truthy for ``seconds``.
+
+    For negative assertions ("nothing is fetched", "no second leader"): no event marks that
+    nothing happened, so they need a bounded observation window, and this names it. The
+    predicate is checked at once, every ``interval`` and at the end of the window; the first
+    falsy result fails the test with ``message`` (evaluated then, so it can describe the
+    state), without waiting for the rest of the window."""
+    deadline = time.monotonic() + seconds
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if not result:
+            text = message() if callable(message) else message
+            elapsed = seconds - (deadline - time.monotonic())
+            raise AssertionError(f"no longer true after {elapsed:.3f}s of {seconds}s: {text}")
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        await anyio.sleep(min(interval, remaining))
 
 
 def wait_for_sync(
@@ -107,6 +136,10 @@ class DB:
             "SELECT state::text AS s FROM river_job WHERE id = %(id)s", {"id": job_id}
         )
         return rows[0]["s"] if rows else None
+
+    async def in_state(self, job_id: int, *states: str) -> bool:
+        """Whether the job is in one of ``states`` (a predicate for :func:`assert_stays`)."""
+        return await self.state(job_id) in states
 
     async def wait_state(self, job_id: int, *states: str, timeout: float = 10.0) -> dict[str, Any]:
         """Wait until the job is in one of ``states``; return its row."""

@@ -181,7 +181,7 @@ async def test_overlapping_attempts_end_in_their_latest_attempts_outcome(
         await db.wait_count(len(ids), "state = 'completed'", timeout=60)
         # Every stale attempt still running finishes too (its outcome is then dropped).
         await wait_for(
-            lambda: not any(p.running for p in client._producers.values()),
+            lambda: not any(p.running for p in client.queues.producers.values()),
             timeout=30,
             message="stale attempts to finish",
         )

@@ -143,7 +143,7 @@ async def test_a_queue_waiting_for_room_can_be_updated_paused_and_removed_at_onc
         await wait_for(lambda: len(tracker.completions) >= 1, timeout=10)
         assert client._runtime is not None
         budget = client._runtime.budget
-        producer = client._producers["lined"]
+        producer = client.queues.producers["lined"]
         await wait_for(lambda: budget.is_waiting(producer), timeout=10)
         with anyio.fail_after(1.0):
             await client.queues.update("lined", max_workers=3)

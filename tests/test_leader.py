@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import anyio
 import psycopg
 import pytest
-from helpers import DB, fast_config, make_workers, open_db, started_client, wait_for
+from helpers import DB, assert_stays, fast_config, make_workers, open_db, started_client, wait_for
 from netproxy import CuttableProxy, server_address
 from psycopg import sql
 
@@ -124,7 +124,9 @@ async def listening(db_url: str, topic: str) -> AsyncIterator[Listener]:
 async def terminate_app(db: DB, application_name: str) -> int:
     rows = await db.all(
         "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity"
-        " WHERE application_name = %(app)s AND pid <> pg_backend_pid()",
+        # This test's database only: client ids repeat across tests (and pytest-xdist workers).
+        " WHERE application_name = %(app)s AND datname = current_database()"
+        " AND pid <> pg_backend_pid()",
         {"app": application_name},
     )
     return len(rows)
@@ -145,17 +147,19 @@ async def test_two_clients_elect_exactly_one_leader_and_keep_the_term(db_url: st
         assert first["live"]
         # Over several renewals (each 0.2-1.2 s) the term stays the same and keeps being
         # extended, and the other client never claims leadership.
-        deadline = time.monotonic() + 2.5
-        while time.monotonic() < deadline:
-            assert [c.id for c in (a, b) if c.is_leader] == [leader.id]
-            await anyio.sleep(0.05)
+        await assert_stays(
+            lambda: [c.id for c in (a, b) if c.is_leader] == [leader.id],
+            2.5,
+            interval=0.05,
+            message=f"{leader.id} the only leader",
+        )
         row = await leader_row(db)
         assert row is not None
         assert (row["leader_id"], row["elected_at"]) == (first["leader_id"], first["elected_at"])
         assert row["expires_at"] > first["expires_at"]
         assert row["live"]
-        assert leader._elector is not None
-        assert leader._elector.terms == 1
+        assert leader._runtime.elector is not None
+        assert leader._runtime.elector.terms == 1
 
 
 async def test_a_short_ttl_close_to_the_interval_keeps_one_stable_term(db_url: str) -> None:
@@ -166,15 +170,12 @@ async def test_a_short_ttl_close_to_the_interval_keeps_one_stable_term(db_url: s
         await wait_leader(db, [client])
         first = await leader_row(db)
         assert first is not None
-        deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline:
-            assert client.is_leader
-            await anyio.sleep(0.05)
+        await assert_stays(lambda: client.is_leader, 3.0, interval=0.05, message="still leader")
         row = await leader_row(db)
         assert row is not None
         assert row["elected_at"] == first["elected_at"]
-        assert client._elector is not None
-        assert client._elector.terms == 1
+        assert client._runtime.elector is not None
+        assert client._runtime.elector.terms == 1
 
 
 async def test_leader_resigns_on_stop_and_the_follower_takes_over_at_once(db_url: str) -> None:
@@ -255,13 +256,17 @@ async def test_failover_when_the_leaders_connections_are_terminated(db_url: str)
         # The old leader comes back as a follower and does not take leadership back.
         proxies[leader.id].mend()
         await wait_for(
-            lambda: leader._notifier is not None and leader._notifier.connections >= 2,
+            lambda: (
+                leader._runtime.notifier is not None and leader._runtime.notifier.connections >= 2
+            ),
             timeout=15,
             message="old leader's notifier reconnected",
         )
-        await anyio.sleep(ELECT + JITTER)
-        assert follower.is_leader
-        assert not leader.is_leader
+        await assert_stays(
+            lambda: follower.is_leader and not leader.is_leader,
+            ELECT + JITTER,  # one election attempt of the old leader
+            message="the follower keeps leading",
+        )
         row = await leader_row(db)
         assert row is not None
         assert row["leader_id"] == follower.id
@@ -297,7 +302,7 @@ async def test_request_resign_makes_the_leader_resign_and_someone_lead_again(
 
         await wait_for(new_term, timeout=5, message="a new term after request_resign")
         leader = await wait_leader(db, [a, b])
-        terms = sum(c._elector.terms for c in (a, b) if c._elector is not None)
+        terms = sum(c._runtime.elector.terms for c in (a, b) if c._runtime.elector is not None)
         assert terms == 2, f"one term before the request and one after (leader {leader.id})"
 
 
@@ -315,11 +320,16 @@ async def test_a_foreign_leader_blocks_election_until_its_term_expires(db_url: s
         )
         async with started_client(db_url, leader_config("client-a")) as client:
             expires = await db.scalar("SELECT expires_at - now() AS left FROM river_leader")
-            deadline = time.monotonic() + expires.total_seconds() - 0.3
-            while time.monotonic() < deadline:
-                assert not client.is_leader
-                assert await db.state(job_id) == "scheduled", "maintenance ran without leadership"
-                await anyio.sleep(0.05)
+
+            async def follower_without_maintenance() -> bool:
+                return not client.is_leader and await db.in_state(job_id, "scheduled")
+
+            await assert_stays(
+                follower_without_maintenance,
+                expires.total_seconds() - 0.3,  # the foreign term, less a margin
+                interval=0.05,
+                message="no leadership and no maintenance while the foreign term lasts",
+            )
             await wait_leader(db, [client], timeout=TTL + ELECT + JITTER + 1.0)
             # Leadership brings maintenance: the scheduler promotes the job and it is worked.
             await db.wait_state(job_id, "completed", timeout=5)
@@ -333,15 +343,20 @@ async def test_a_foreign_leader_blocks_election_until_its_term_expires(db_url: s
             )
             await wait_for(lambda: not client.is_leader, timeout=5, message="leadership lost")
             await wait_for(
-                lambda: client._maintenance_scope is None, timeout=5, message="maintenance stopped"
+                lambda: client._runtime._maintenance_scope is None,
+                timeout=5,
+                message="maintenance stopped",
             )
             late = await db.scalar(
                 "INSERT INTO river_job (kind, args, state, scheduled_at)"
                 " VALUES ('leader_noop', '{}', 'scheduled', now() - interval '1 minute')"
                 " RETURNING id"
             )
-            await anyio.sleep(1.0)
-            assert await db.state(late) == "scheduled"
+            await assert_stays(
+                lambda: db.in_state(late, "scheduled"),
+                1.0,  # several scheduler intervals
+                message="no maintenance after leadership is lost",
+            )
             row = await leader_row(db)
             assert row is not None
             assert row["leader_id"] == "go-client"
@@ -356,9 +371,12 @@ async def test_leader_election_disabled_writes_no_row_and_runs_no_maintenance(db
         )
         available = await client.insert(Noop())
         await db.wait_state(available.job.id, "completed")  # the client does work jobs
-        await anyio.sleep(TTL + ELECT)
-        assert not client.is_leader
-        assert client._elector is None
+        await assert_stays(
+            lambda: not client.is_leader,
+            TTL + ELECT,  # long enough for a term to be won and to expire
+            message="never leader with election disabled",
+        )
+        assert client._runtime.elector is None
         assert await leader_row(db) is None
         assert await db.state(job_id) == "scheduled"
 
@@ -376,5 +394,5 @@ async def test_maintenance_runs_only_on_the_leader(db_url: str) -> None:
             " VALUES ('leader_noop', '{}', 'scheduled', now() - interval '1 minute') RETURNING id"
         )
         await db.wait_state(job_id, "completed", timeout=5)
-        assert a._maintenance_scope is not None
-        assert b._maintenance_scope is None
+        assert a._runtime._maintenance_scope is not None
+        assert b._runtime._maintenance_scope is None

@@ -81,7 +81,7 @@ async def test_notifier_reconnects_after_its_backend_is_terminated(db_url: str) 
         make_workers(PingWorker()), fetch_poll_interval=60.0, leader_election=False
     )
     async with open_db(db_url) as db, started_client(db_url, config) as client:
-        notifier = client._notifier
+        notifier = client._runtime.notifier
         assert notifier is not None
         await notifier.wait_connected()
         first_pid = notifier.backend_pid
@@ -105,7 +105,7 @@ async def test_notifier_reconnects_after_its_backend_is_terminated(db_url: str) 
             lambda: notifier.connections >= 2, timeout=10, message="the notifier reconnected"
         )
         assert notifier.backend_pid not in (None, first_pid)
-        assert client._notifier is notifier
+        assert client._runtime.notifier is notifier
 
         # Notifications flow again on the new connection.
         after = await client.insert(Ping(n=3))
@@ -117,8 +117,11 @@ async def test_notifier_reconnects_after_its_backend_is_terminated(db_url: str) 
 
 async def test_job_inserted_without_notification_is_found_by_polling(db_url: str) -> None:
     config = fast_config(make_workers(PingWorker()), fetch_poll_interval=0.3)
-    async with open_db(db_url) as db, started_client(db_url, config):
-        await anyio.sleep(0.1)
+    async with open_db(db_url) as db, started_client(db_url, config) as client:
+        # The poll at start-up and the next tick are over: the start-up fetch is long done,
+        # and only a poll can find the job inserted next.
+        producer = client.queues.producers["default"]
+        await wait_for(lambda: producer.polled >= 2, timeout=5, message="the first poll tick")
         job_id = await db.scalar(
             "INSERT INTO river_job (kind, args) VALUES ('notifier_ping', '{\"n\": 7}') RETURNING id"
         )
@@ -137,7 +140,7 @@ async def test_poll_only_opens_no_listen_connection_and_still_works_jobs(db_url:
         leader_ttl=1.5,
     )
     async with open_db(db_url) as db, started_client(db_url, config) as client:
-        assert client._notifier is None
+        assert client._runtime.notifier is None
         assert await listen_backends(db) == []
         results = await client.insert_many([Ping(n=i) for i in range(5)])
         for r in results:
@@ -149,9 +152,9 @@ async def test_poll_only_opens_no_listen_connection_and_still_works_jobs(db_url:
     # The default mode does listen (the check above is not vacuous).
     config = fast_config(make_workers(PingWorker()), leader_election=False)
     async with open_db(db_url) as db, started_client(db_url, config) as client:
-        assert client._notifier is not None
-        await client._notifier.wait_connected()
-        assert await listen_backends(db) == [client._notifier.backend_pid]
+        assert client._runtime.notifier is not None
+        await client._runtime.notifier.wait_connected()
+        assert await listen_backends(db) == [client._runtime.notifier.backend_pid]
 
 
 async def test_probe_detects_a_silently_dead_connection(db_url: str) -> None:
@@ -223,7 +226,7 @@ async def test_deeply_nested_payload_on_every_channel_is_dropped(
     worker = EventWorker()
     config = fast_config(make_workers(worker), fetch_poll_interval=60.0)
     async with open_db(db_url) as db, started_client(db_url, config) as client:
-        notifier = client._notifier
+        notifier = client._runtime.notifier
         assert notifier is not None
         await notifier.wait_connected()
         await wait_for(lambda: client.is_leader, timeout=10, message="the client leads")
@@ -242,7 +245,7 @@ async def test_deeply_nested_payload_on_every_channel_is_dropped(
             await worker.event(2).wait()
 
         assert notifier.connections == 1
-        assert client._notifier is notifier
+        assert client._runtime.notifier is notifier
         assert client.is_leader
         dropped = [
             r
@@ -515,7 +518,7 @@ async def corpus(db_url: str, caplog: pytest.LogCaptureFixture) -> AsyncIterator
     worker = EventWorker()
     config = fast_config(make_workers(worker), fetch_poll_interval=60.0)
     async with open_db(db_url) as db, started_client(db_url, config) as client:
-        notifier = client._notifier
+        notifier = client._runtime.notifier
         assert notifier is not None
         await notifier.wait_connected()
         state = Corpus(client, db, worker, notifier)

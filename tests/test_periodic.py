@@ -7,12 +7,12 @@ Rows are inserted through the client's normal insert path into a real database.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-import anyio
 import pytest
-from helpers import DB, fast_config, make_workers, open_db, started_client, wait_for
+from helpers import DB, assert_stays, fast_config, make_workers, open_db, started_client, wait_for
 
 import river
 from river._maintenance import PeriodicJobEnqueuer
@@ -43,6 +43,24 @@ class Clock:
 
 def tick(name: str) -> Any:
     return lambda: Tick(name=name)
+
+
+class Runs:
+    """Constructors that record each call: one per run the enqueuer makes of a job.
+
+    The enqueuer builds a pass's jobs synchronously before inserting them, so once
+    ``periodic_jobs.remove()`` has returned no run of the removed job can begin: the record
+    shows exactly what was run, with no grace period for inserts under way."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def tick(self, name: str) -> Callable[[], Tick]:
+        def construct() -> Tick:
+            self.names.append(name)
+            return Tick(name=name)
+
+        return construct
 
 
 async def rows_by_name(db: DB) -> dict[str, list[dict[str, Any]]]:
@@ -185,13 +203,14 @@ async def test_leader_enqueues_periodic_jobs_and_they_can_change_while_running(
     db_url: str,
 ) -> None:
     worker = TickWorker()
+    runs = Runs()
     config = fast_config(
         make_workers(worker),
         leader_elect_interval=0.2,
         leader_ttl=1.5,
         periodic_jobs=[
             river.PeriodicJob(
-                river.PeriodicInterval(0.3), tick("fast"), run_on_start=True, id="fast"
+                river.PeriodicInterval(0.3), runs.tick("fast"), run_on_start=True, id="fast"
             )
         ],
     )
@@ -206,10 +225,12 @@ async def test_leader_enqueues_periodic_jobs_and_they_can_change_while_running(
         )
 
         # Added while running: a cron job (every second) and a run-on-start job.
-        added = client.periodic_jobs.add(river.PeriodicJob(river.Cron("@every 1s"), tick("cron")))
+        added = client.periodic_jobs.add(
+            river.PeriodicJob(river.Cron("@every 1s"), runs.tick("cron"))
+        )
         client.periodic_jobs.add(
             river.PeriodicJob(
-                river.PeriodicInterval(3600), tick("now"), run_on_start=True, id="now"
+                river.PeriodicInterval(3600), runs.tick("now"), run_on_start=True, id="now"
             )
         )
         await wait_for(lambda: "now" in worker.names, timeout=2, message="run_on_start on add")
@@ -225,20 +246,30 @@ async def test_leader_enqueues_periodic_jobs_and_they_can_change_while_running(
         assert client.periodic_jobs.remove(added) is True
         assert client.periodic_jobs.remove("fast") is False
         assert [j.id for j in client.periodic_jobs.list()] == ["now"]
-        await anyio.sleep(0.2)  # an insert already under way may still land
-        settled = await db.count()
-        await anyio.sleep(1.3)
-        assert await db.count() == settled
+        made = len(runs.names)
+        await assert_stays(
+            lambda: len(runs.names) == made,
+            1.3,  # more than a period of each removed job (0.3 s and 1 s)
+            message=lambda: f"no run of a removed job (runs since: {runs.names[made:]})",
+        )
+
+        async def every_run_inserted() -> bool:
+            return await db.count() == made
+
+        await wait_for(every_run_inserted, timeout=5, message=f"{made} rows, one per run")
 
 
 async def test_no_periodic_jobs_without_leadership(db_url: str) -> None:
+    runs = Runs()
     config = fast_config(
         make_workers(TickWorker()),
         leader_election=False,
         periodic_jobs=[
-            river.PeriodicJob(river.PeriodicInterval(0.1), tick("x"), run_on_start=True)
+            river.PeriodicJob(river.PeriodicInterval(0.1), runs.tick("x"), run_on_start=True)
         ],
     )
     async with open_db(db_url) as db, started_client(db_url, config):
-        await anyio.sleep(0.6)
+        await assert_stays(
+            lambda: runs.names == [], 0.6, message="no periodic run without leadership"
+        )
         assert await db.count() == 0

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import anyio
 import psycopg
 import pytest
-from helpers import DB, fast_config, make_workers, open_db, wait_for
+from helpers import DB, assert_stays, fast_config, make_workers, open_db, wait_for
 from psycopg_pool import AsyncConnectionPool
 
 import river
@@ -161,10 +161,10 @@ def assert_consistent(client: river.AsyncClient) -> None:
     """The client is fully started (a producer per queue) or fully stopped (none)."""
     assert client._state in ("running", "stopped"), client._state
     if client.running:
-        assert set(client._producers) == set(client._queue_configs)
+        assert set(client.queues.producers) == set(client.queues.configs)
         assert all(info.active for info in client.queues.list().values())
     else:
-        assert client._producers == {}
+        assert client.queues.producers == {}
         assert not any(info.active for info in client.queues.list().values())
 
 
@@ -204,7 +204,7 @@ async def test_add_before_start_and_while_running(db_url: str) -> None:
         row = await queue_row(db, "late")
         assert row is not None
         assert row["paused_at"] is None
-        assert "late" in client._producers
+        assert "late" in client.queues.producers
         late_ids = await insert(client, "late", *(Work(n=i) for i in range(5)))
         await db.wait_count(5, "state = 'completed' AND queue = 'late'")
         assert set(tracker.completions) == set(early_ids) | set(late_ids)
@@ -222,11 +222,11 @@ async def test_add_existing_queue_raises_and_changes_nothing(db_url: str) -> Non
                 await client.queues.add(name, QueueConfig(max_workers=9))
             assert name in str(err.value)
         await client.start()
-        producers = dict(client._producers)
+        producers = dict(client.queues.producers)
         for name in ("default", "dyn"):
             with pytest.raises(river.QueueAlreadyAddedError):
                 await client.queues.add(name, QueueConfig(max_workers=9))
-        assert client._producers == producers  # same producer objects, nothing restarted
+        assert client.queues.producers == producers  # same producer objects, nothing restarted
         assert client.queues.get("default").settings.max_workers == 2
         assert client.queues.get("dyn").settings.max_workers == 4
         assert client.queues.get("dyn").config == QueueConfig(max_workers=4)
@@ -302,7 +302,7 @@ async def test_add_invalid_config_changes_nothing(db_url: str) -> None:
             await client.queues.add("q", {"max_workers": 3})  # type: ignore[arg-type]
         assert err.value.field == "config"
         assert client.queues.list() == before
-        assert "q" not in client._producers
+        assert "q" not in client.queues.producers
         assert await queue_row(db, "q") is None
         # Boundaries are accepted.
         info = await client.queues.add("q", QueueConfig(max_workers=10_000, fetch_cooldown=0.001))
@@ -330,7 +330,9 @@ async def test_remove_drain_waits_for_slow_job(db_url: str) -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(remove)
-            await wait_for(lambda: client._producers["slow"]._stopping, message="fetching stopped")
+            await wait_for(
+                lambda: client.queues.producers["slow"]._stopping, message="fetching stopped"
+            )
             # More work for the queue while it drains: never fetched.
             queued += await insert(client, "slow", Work(n=20))
             # Another queue still works, and the remove is still waiting for the held job.
@@ -345,12 +347,16 @@ async def test_remove_drain_waits_for_slow_job(db_url: str) -> None:
         # The outcome is persisted by the time remove returns.
         assert (await db.job(held))["state"] == "completed"
         assert "slow" not in client.queues.list()
-        assert "slow" not in client._producers
+        assert "slow" not in client.queues.producers
         # Jobs still queued stay untouched, also after several poll ticks (sentinel on another
         # queue inserted afterwards has completed).
         await insert(client, "other", Work(n=98))
         await db.wait_count(2, "queue = 'other' AND state = 'completed'")
-        await anyio.sleep(0.3)  # 6 poll intervals: a leaked producer would have fetched
+        await assert_stays(
+            lambda: set(tracker.started_ids("slow")) == {held},
+            0.3,  # 6 poll intervals: a leaked producer would have fetched
+            message="no job of the removed queue starts",
+        )
         for job_id in queued:
             row = await db.job(job_id)
             assert (row["state"], row["attempt"], row["attempted_at"], row["attempted_by"]) == (
@@ -436,7 +442,7 @@ async def test_remove_before_start_and_of_missing_queues(db_url: str) -> None:
         with pytest.raises(river.QueueNotFoundError):
             client.queues.get("gone")
         await client.start()
-        assert sorted(client._producers) == ["default"]
+        assert sorted(client.queues.producers) == ["default"]
         assert await queue_row(db, "gone") is None
         for call in (
             lambda: client.queues.remove("gone"),
@@ -485,7 +491,7 @@ async def test_update_shrink_while_busy_never_exceeds_either_limit(db_url: str) 
         t_update = time.monotonic()
         info = await client.queues.update("s", max_workers=2)
         assert info.settings.max_workers == 2
-        assert client._producers["s"].settings.max_workers == 2
+        assert client.queues.producers["s"].settings.max_workers == 2
         # Nothing is interrupted: the 4 running jobs go on.
         assert tracker.running["s"] == 4
         assert tracker.interrupted == []
@@ -533,7 +539,7 @@ async def test_update_none_resets_to_client_default(db_url: str) -> None:
         assert info.settings.max_workers == 2
         assert info.settings.fetch_poll_interval == 0.5
         await client.start()
-        assert client._producers["q"].settings.max_workers == 2
+        assert client.queues.producers["q"].settings.max_workers == 2
         await insert(client, "q", *(Work(n=i, hold=True) for i in range(10)))
         await wait_for(lambda: tracker.running["q"] == 2, message="2 running")
 
@@ -542,7 +548,7 @@ async def test_update_none_resets_to_client_default(db_url: str) -> None:
         assert info.config == QueueConfig(max_workers=None, fetch_poll_interval=0.5)
         s = info.settings
         assert (s.max_workers, s.fetch_cooldown, s.fetch_poll_interval) == (7, 0.01, 0.5)
-        assert client._producers["q"].settings == s
+        assert client.queues.producers["q"].settings == s
         await wait_for(lambda: tracker.running["q"] == 7, message="7 running (client default)")
         info = await client.queues.update("q", fetch_poll_interval=None, fetch_cooldown=0.02)
         s = info.settings
@@ -560,7 +566,7 @@ async def test_update_invalid_changes_nothing(db_url: str) -> None:
     tracker = Tracker()
     config = config_for(tracker, {"q": QueueConfig(max_workers=3)}, fetch_cooldown=0.01)
     async with running_client(db_url, config, tracker) as client:
-        producer = client._producers["q"]
+        producer = client.queues.producers["q"]
         before_info = client.queues.get("q")
         for kwargs, field_name in [
             ({"max_workers": 0}, "max_workers"),
@@ -575,7 +581,7 @@ async def test_update_invalid_changes_nothing(db_url: str) -> None:
                 await client.queues.update("q", **kwargs)
             assert field_name in err.value.field, (kwargs, err.value.field)
             assert client.queues.get("q") == before_info
-            assert client._producers["q"] is producer
+            assert client.queues.producers["q"] is producer
             assert producer.settings == before_info.settings
         info = await client.queues.update("q", max_workers=10_000)
         assert info.settings.max_workers == 10_000
@@ -616,16 +622,23 @@ async def test_other_queues_keep_working_during_update_and_remove(db_url: str) -
             done = b_done_between(t0, t1)
             assert len(done) >= 5, f"b completed only {len(done)} jobs during 30 updates of a"
 
-            # Remove a (drain): it waits ~0.6 s for a's held jobs; b keeps completing meanwhile.
-            async def release_later() -> None:
-                await anyio.sleep(0.6)
+            # Remove a (drain): it waits for a's held jobs, released once b has completed ten
+            # jobs since the remove began.
+            released: list[float] = []
+
+            async def release_once_b_flowed(since: float) -> None:
+                await wait_for(
+                    lambda: len(b_done_between(since, math.inf)) >= 10,
+                    message="b completes jobs while a drains",
+                )
+                released.append(time.monotonic())
                 tracker.release_all()
 
-            tg.start_soon(release_later)
             t0 = time.monotonic()
+            tg.start_soon(release_once_b_flowed, t0)
             await client.queues.remove("a", mode="drain")
             t1 = time.monotonic()
-            assert t1 - t0 >= 0.5
+            assert released, "remove returned before a's held jobs were released"
             done = b_done_between(t0, t1)
             assert len(done) >= 10, f"b completed only {len(done)} jobs while a drained"
             gaps = [y - x for x, y in zip([t0, *done], [*done, t1], strict=True)]
@@ -654,8 +667,11 @@ async def test_pause_and_resume_through_queue_manager(db_url: str) -> None:
         ids = await insert(client, "a", *(Work(n=i) for i in range(3)))
         await insert(client, "b", Work(n=100))
         await db.wait_count(1, "queue = 'b' AND state = 'completed'")
-        await anyio.sleep(0.3)  # several poll ticks: a paused queue fetches nothing
-        assert tracker.started_ids("a") == []
+        await assert_stays(
+            lambda: tracker.started_ids("a") == [],
+            0.3,  # several poll ticks
+            message="a paused queue fetches nothing",
+        )
 
         await client.queues.resume("a")
         assert (await queue_row(db, "a") or {})["paused_at"] is None
@@ -675,8 +691,11 @@ async def test_pause_and_resume_through_queue_manager(db_url: str) -> None:
         await wait_for(lambda: tracker.completions[held] == 1, message="held job completes")
         await insert(client, "b", Work(n=101))
         await db.wait_count(2, "queue = 'b' AND state = 'completed'")
-        await anyio.sleep(0.3)
-        assert (await db.job(late[0]))["state"] == "available"
+        await assert_stays(
+            lambda: db.in_state(late[0], "available"),
+            0.3,  # several poll ticks
+            message="a paused queue fetches nothing",
+        )
         # Pausing twice is harmless; resume wakes the producer at once.
         await client.queues.pause("a")
         t0 = time.monotonic()
@@ -712,11 +731,11 @@ async def test_queue_events_and_log_lines(db_url: str, caplog: pytest.LogCapture
             await client.queues.resume("ev")
             await client.queues.remove("ev", mode="cancel")
             got = [await sub.get(timeout=5) for _ in range(5)]
-            # The pause/resume notifications coming back to this client raise no duplicates.
-            await anyio.sleep(0.3)
-            assert sub.dropped == 0
+            # The pause/resume notifications coming back to this client raise no duplicates:
+            # nothing more arrives within their round trip.
             with pytest.raises(TimeoutError):
-                await sub.get(timeout=0.05)
+                await sub.get(timeout=0.35)
+            assert sub.dropped == 0
         queue_events = [e for e in callback if e.kind in QUEUE_KINDS]
         for events in (got, queue_events):
             assert [(e.kind, e.queue) for e in events] == [(k, "ev") for k in QUEUE_KINDS]
@@ -773,7 +792,7 @@ async def _pause_from_other_client(db_url: str, *, poll_only: bool, poll_interva
         if event.queue != "a":
             return
         if event.kind == EventKind.QUEUE_PAUSED and not obs.at:
-            producer = holder[0]._producers["a"]
+            producer = holder[0].queues.producers["a"]
             obs.at = time.monotonic()
             obs.fetch_in_flight = producer._fetch_lock.locked()
             obs.fetched = producer.fetched
@@ -818,9 +837,13 @@ async def _pause_from_other_client(db_url: str, *, poll_only: bool, poll_interva
             await insert(two, "b", Work(n=-1))
             await db.wait_count(1, "queue = 'b' AND state = 'completed'", timeout=10)
             await wait_for(lambda: len(after_pause) >= 5, message="inserts after the pause")
-            await anyio.sleep(3 * min(poll_interval, 0.25) + 0.2)  # nothing may start meanwhile
+            await assert_stays(
+                lambda: not set(tracker.started_ids("a")) & set(after_pause),
+                3 * min(poll_interval, 0.25) + 0.2,  # three poll ticks
+                message="no job inserted after the pause starts",
+            )
             stop_flow.set()
-        producer = one._producers["a"]
+        producer = one.queues.producers["a"]
         # At most the fetch in flight when the pause was observed may still have started jobs.
         allowed = 2 if obs.fetch_in_flight else 0
         assert producer.fetched - obs.fetched <= allowed
@@ -893,7 +916,7 @@ async def test_concurrent_adds_removes_updates_with_start_and_stop(db_url: str) 
                         assert kind != "add"
                         outcomes.append((kind, name, False))
 
-                present_before = set(client._queue_configs)
+                present_before = set(client.queues.configs)
                 async with anyio.create_task_group() as tg:
                     for i in range(50):
                         tg.start_soon(call, "add" if i % 2 == 0 else "remove", names[(i * 7) % 25])
@@ -913,13 +936,13 @@ async def test_concurrent_adds_removes_updates_with_start_and_stop(db_url: str) 
                     adds = sum(1 for k, n, ok in outcomes if n == name and k == "add" and ok)
                     removes = sum(1 for k, n, ok in outcomes if n == name and k == "remove" and ok)
                     had = name in present_before
-                    assert adds - removes == (name in client._queue_configs) - had, name
+                    assert adds - removes == (name in client.queues.configs) - had, name
                 await client.start()
                 assert_consistent(client)
                 # Every queue present works its jobs (resume any left paused first).
-                for name in client._queue_configs:
+                for name in client.queues.configs:
                     await client.queues.resume(name)
-                present = sorted(client._queue_configs)
+                present = sorted(client.queues.configs)
                 await client.insert_many(
                     [(Work(n=round_), river.InsertOpts(queue=q)) for q in present]
                 )
@@ -928,7 +951,7 @@ async def test_concurrent_adds_removes_updates_with_start_and_stop(db_url: str) 
                 )
             added = sum(1 for e in callback if e.kind == EventKind.QUEUE_ADDED)
             removed = sum(1 for e in callback if e.kind == EventKind.QUEUE_REMOVED)
-            assert added - removed == len(client._queue_configs) - 1
+            assert added - removed == len(client.queues.configs) - 1
             await client.stop()
             assert_consistent(client)
         finally:
@@ -965,14 +988,16 @@ async def test_changes_wait_for_a_stop_in_progress(db_url: str) -> None:
             tg.start_soon(stop)
             await wait_for(lambda: client._state == "stopping", message="stopping")
             tg.start_soon(add)
-            await anyio.sleep(0.1)
-            assert order == []
-            assert client._state == "stopping"
+            await assert_stays(
+                lambda: order == [] and client._state == "stopping",
+                0.1,
+                message="the add waits for the stop in progress",
+            )
             tracker.release_all()
         assert order == ["stopped", "added"]
         assert_consistent(client)
         await client.start()
-        assert sorted(client._producers) == ["a", "b"]
+        assert sorted(client.queues.producers) == ["a", "b"]
 
 
 # --- idle cost of 2,000 queues --------------------------------------------------------------------
@@ -995,6 +1020,7 @@ def _rss_kib() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+@pytest.mark.slow  # ~10 s: 2,000 queues, then a 5 s measurement window
 async def test_idle_cost_of_2000_queues_is_flat(db_url: str) -> None:
     """2,000 idle queues on one client: the fallback poll is one query per tick for all of
     them, not one per queue (which would be ~2,000 queries/s at a 1 s poll interval)."""
@@ -1032,7 +1058,7 @@ async def test_idle_cost_of_2000_queues_is_flat(db_url: str) -> None:
                 await client.queues.add(f"idle{i}")
             add_time = (time.monotonic() - t0) / (n_queues - 200)
             rss = (_rss_kib() - rss0) * 1024 / n_queues
-            assert len(client._producers) == n_queues + 1
+            assert len(client.queues.producers) == n_queues + 1
 
             # Flush the per-backend statistics of the burst of adds: closing the pool's
             # connections makes their backends report before exiting.
@@ -1046,11 +1072,18 @@ async def test_idle_cost_of_2000_queues_is_flat(db_url: str) -> None:
                     )
                 )
 
-            await anyio.sleep(1.5)  # one full poll tick after the drain
+            # Measure from the end of a poll tick that began after the drain.
+            default = client.queues.producers["default"]
+            ticks = default.polled
+            await wait_for(
+                lambda: default.polled >= ticks + 2,
+                timeout=5,
+                message="a poll tick after the drain",
+            )
             c0 = await xact_commit()
             q0 = _CountingCursor.count
             t0 = time.monotonic()
-            await anyio.sleep(5)
+            await anyio.sleep(5)  # the measurement window (a rate, not a wait for an event)
             c1 = await xact_commit()
             q1 = _CountingCursor.count
             elapsed = time.monotonic() - t0
@@ -1068,7 +1101,7 @@ async def test_idle_cost_of_2000_queues_is_flat(db_url: str) -> None:
             for i in range(n_queues):
                 await client.queues.remove(f"idle{i}")
             print(f"remove: {(time.monotonic() - t0) / n_queues * 1000:.2f} ms/queue")
-            assert sorted(client._producers) == ["default"]
+            assert sorted(client.queues.producers) == ["default"]
         finally:
             await client.stop()
 
@@ -1081,13 +1114,13 @@ async def test_poll_only_new_and_updated_poll_intervals_apply_at_once(db_url: st
     config = config_for(tracker, {"slow": QueueConfig()}, poll_only=True, fetch_poll_interval=30)
     async with open_db(db_url) as db, running_client(db_url, config, tracker) as client:
         await wait_for(
-            lambda: client._next_poll.get("slow", 0) > time.monotonic() + 20,
+            lambda: client._runtime.poller._next.get("slow", 0) > time.monotonic() + 20,
             message="start-up poll done",
         )
 
         async def fetched_once(name: str, since: float) -> None:
             # The producer's own fetch (on start or update) is over: only the poll is left.
-            p = client._producers[name]
+            p = client.queues.producers[name]
             await wait_for(
                 lambda: p._last_fetch > since and not p._fetch_lock.locked(),
                 message=f"{name} fetched",
@@ -1096,13 +1129,13 @@ async def test_poll_only_new_and_updated_poll_intervals_apply_at_once(db_url: st
         await client.queues.add("fast", QueueConfig(fetch_poll_interval=0.05))
         # A new producer does not fetch on its own: the poller checks it at once. Insert after
         # that first check, so only the short interval can find the job in time.
-        fast = client._producers["fast"]
+        fast = client.queues.producers["fast"]
         await wait_for(lambda: fast.polled >= 1, message="fast polled once")
         await insert(client, "fast", Work(n=1))
         await db.wait_count(1, "queue = 'fast' AND state = 'completed'", timeout=3)
 
         await client.queues.add("later", QueueConfig(max_workers=2))
-        later = client._producers["later"]
+        later = client.queues.producers["later"]
         await wait_for(lambda: later.polled >= 1, message="later polled once")
         t = time.monotonic()
         await client.queues.update("later", fetch_poll_interval=0.05)
@@ -1128,8 +1161,7 @@ async def test_pause_all_queues_from_another_client(db_url: str) -> None:
         assert all(info.paused for info in one.queues.list().values())
         await insert(two, "a", Work(n=1))
         await insert(two, "b", Work(n=2))
-        await anyio.sleep(0.3)
-        assert tracker.starts == []
+        await assert_stays(lambda: tracker.starts == [], 0.3, message="paused queues start nothing")
         await two.queue_resume("*")
         await db.wait_count(2, "state = 'completed'", timeout=5)
         assert {e.queue for e in events if e.kind == EventKind.QUEUE_RESUMED} == {"a", "b"}
@@ -1150,20 +1182,16 @@ async def test_a_poll_in_flight_never_reverts_a_local_pause(db_url: str) -> None
         on_event=lambda e: events.append((e.kind, e.queue)),
     )
     async with running_client(db_url, config, tracker) as client:
-        producer = client._producers["a"]
-        reverted: list[int] = []
+        producer = client.queues.producers["a"]
         for i in range(60):
             await client.queues.pause("a")
-            for _ in range(5):
-                await anyio.sleep(0.002)
-                if not producer.paused:
-                    reverted.append(i)
+            await assert_stays(
+                lambda: producer.paused, 0.01, interval=0.002, message=f"pause {i} kept"
+            )
             await client.queues.resume("a")
-            for _ in range(5):
-                await anyio.sleep(0.002)
-                if producer.paused:
-                    reverted.append(i)
-        assert reverted == []
+            await assert_stays(
+                lambda: not producer.paused, 0.01, interval=0.002, message=f"resume {i} kept"
+            )
         assert events == [(EventKind.QUEUE_PAUSED, "a"), (EventKind.QUEUE_RESUMED, "a")] * 60
 
 

@@ -429,16 +429,16 @@ class QueuesMachine(RuleBasedStateMachine):
             return
         ctx().steps += 1
         c = self.client
-        assert set(c._queue_configs) == set(self.queues)
+        assert set(c.queues.configs) == set(self.queues)
         assert c.running == self.running
         assert c._state in ("running", "stopped")
         if self.running:
-            assert set(c._producers) == set(self.queues)
-            for name, producer in c._producers.items():
+            assert set(c.queues.producers) == set(self.queues)
+            for name, producer in c.queues.producers.items():
                 assert producer.settings.max_workers == self.limit_of(self.queues[name])
                 assert producer.paused == (name in self.paused), name
         else:
-            assert c._producers == {}
+            assert c.queues.producers == {}
         assert not self.checker.violations, self.checker.violations[:5]
 
     # --- the end of a run ------------------------------------------------------------------
@@ -491,7 +491,7 @@ class QueuesMachine(RuleBasedStateMachine):
         self.call(drained)
         self.call(c.stop)
         self.running = False
-        assert c._producers == {}
+        assert c.queues.producers == {}
         assert not self.checker.violations, self.checker.violations[:5]
         assert not any(self.checker.running.values()), "a job still runs after stop"
 

@@ -19,7 +19,16 @@ from typing import ClassVar
 
 import anyio
 import pytest
-from helpers import DB, Gate, fast_config, make_workers, open_db, started_client, wait_for
+from helpers import (
+    DB,
+    Gate,
+    assert_stays,
+    fast_config,
+    make_workers,
+    open_db,
+    started_client,
+    wait_for,
+)
 
 import river
 
@@ -144,9 +153,10 @@ async def test_remote_cancel_from_another_client_cancels_only_the_running_attemp
         assert "cancel_attempted_at" in row["metadata"]
 
         # A received the same notification but does not run that job: nothing happens there.
-        await anyio.sleep(0.2)
-        assert worker_a.cancelled == []
-        assert await db.state(job_a.id) == "running"
+        async def a_untouched() -> bool:
+            return worker_a.cancelled == [] and await db.in_state(job_a.id, "running")
+
+        await assert_stays(a_untouched, 0.2, message="client A's job goes on")
         worker_a.gate.open()
         await db.wait_state(job_a.id, "completed")
 
@@ -177,11 +187,20 @@ async def test_cancel_notifications_are_confirmed_against_the_row(db_url: str) -
         # were received too.
         await client.job_cancel(probe.id)
         await db.wait_state(probe.id, "cancelled", timeout=5)
-        await anyio.sleep(0.3)  # confirmation reads of the forged ones finish as well
-        assert worker.cancelled == ["probe"]
-        row = await db.job(job.id)
-        assert row["state"] == "running"
-        assert "cancel_attempted_at" not in row["metadata"]
+
+        async def forged_ignored() -> bool:
+            row = await db.job(job.id)
+            return (
+                worker.cancelled == ["probe"]
+                and row["state"] == "running"
+                and "cancel_attempted_at" not in row["metadata"]
+            )
+
+        await assert_stays(
+            forged_ignored,
+            0.3,  # the confirmation reads of the forged ones finish meanwhile
+            message="forged cancels change nothing",
+        )
 
         worker.gate.open()
         await db.wait_state(job.id, "completed")
@@ -277,7 +296,7 @@ class OutcomeWorker(river.Worker[Outcome]):
                 raise river.JobSnooze(30)
             case "hang":
                 self.hang_started.set()
-                await anyio.sleep(60)
+                await anyio.sleep_forever()  # until stop_and_cancel
 
 
 async def test_job_events_carry_the_persisted_row_and_statistics(db_url: str) -> None:

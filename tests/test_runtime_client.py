@@ -19,6 +19,7 @@ import pytest
 from helpers import (
     DB,
     Gate,
+    assert_stays,
     fast_config,
     make_workers,
     open_db,
@@ -371,7 +372,7 @@ async def test_committed_insert_wakes_producer_without_polling(db_url: str) -> N
     async with started_client(db_url, config) as client:
         # Wait until the start-up poll has run: the next one is about 30 s away.
         await wait_for(
-            lambda: client._next_poll.get("default", 0) > time.monotonic() + 20,
+            lambda: client._runtime.poller._next.get("default", 0) > time.monotonic() + 20,
             message="start-up poll",
         )
         # Two inserting clients: each has its own notification limiter, which counts the
@@ -383,7 +384,9 @@ async def test_committed_insert_wakes_producer_without_polling(db_url: str) -> N
             async with conn.transaction():
                 await b.insert_tx(conn, Token(token=2))
         await wait_for(lambda: worker.executed == [2], timeout=5, message="notified fetch")
-        assert client._next_poll["default"] > time.monotonic() + 20  # no poll ran meanwhile
+        assert (
+            client._runtime.poller._next["default"] > time.monotonic() + 20
+        )  # no poll ran meanwhile
 
 
 # --- lifecycle ------------------------------------------------------------------------------------
@@ -533,8 +536,9 @@ async def test_async_with_exit_waits_for_running_jobs(db_url: str) -> None:
 
             tg.start_soon(run)
             await wait_for(lambda: worker.started, message="job start")
-            await anyio.sleep(0.1)
-            assert not exited.is_set()
+            await assert_stays(
+                lambda: not exited.is_set(), 0.1, message="the exit waits for the running job"
+            )
             worker.gate.open()
         assert exited.is_set()
         assert await db.state(worker.started[0]) == "completed"
@@ -665,12 +669,14 @@ async def test_max_workers_limits_running_jobs(db_url: str) -> None:
     async with open_db(db_url) as db, started_client(db_url, config) as client:
         await client.insert_many([Counting() for _ in range(6)])
         await db.wait_count(2, "state = 'running'")
+
         # Several fetch opportunities later, still two.
+        async def two_running() -> bool:
+            return worker.active == 2 and await db.count("state = 'running'") == 2
+
         for _ in range(5):
             await client.insert(Counting())  # each insert notifies the producer
-            await anyio.sleep(0.02)
-        assert await db.count("state = 'running'") == 2
-        assert worker.active == 2
+            await assert_stays(two_running, 0.02, message="two jobs running")
         worker.gate.open()
         await db.wait_count(11, "state = 'completed'")
     assert worker.max_active == 2

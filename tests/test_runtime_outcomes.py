@@ -20,6 +20,7 @@ import pytest
 from helpers import (
     DB,
     Gate,
+    assert_stays,
     fast_config,
     make_workers,
     open_db,
@@ -666,9 +667,17 @@ async def test_soft_stop_without_timeout_waits_for_running_job(db_url: str) -> N
                 await wait_for(lambda: not client.running, message="stop to begin")
                 # Stopping: nothing new is fetched.
                 late = await insert(db, Behave(mode="ok"))
-                await anyio.sleep(0.2)
-                assert not stopped.is_set()
-                assert await db.state(job_id) == "running"
+
+                async def stopping() -> bool:
+                    return (
+                        not stopped.is_set()
+                        and await db.in_state(job_id, "running")
+                        and await db.in_state(late, "available")
+                    )
+
+                await assert_stays(
+                    stopping, 0.2, message="stop waits for the running job and fetches nothing"
+                )
                 worker.gate.open()
                 await wait_for(stopped.is_set, message="stop to return")
             # The finished job's outcome was written before stop returned.
@@ -1189,7 +1198,9 @@ async def test_error_after_job_complete_tx_leaves_row_completed(db_url: str) -> 
         async with started_client(db_url, config) as client:
             row = await db.wait_state(job_id, "completed")
             # Wait until the client has written (and so skipped) the failed outcome.
-            await wait_for(lambda: not client._producers["default"].running, message="job end")
+            await wait_for(
+                lambda: not client.queues.producers["default"].running, message="job end"
+            )
             probe = await client.insert(Behave(mode="ok"), river.InsertOpts(queue="default"))
             await db.wait_state(probe.job.id, "completed")
         final = await db.job(job_id)
@@ -1254,8 +1265,8 @@ async def test_out_of_range_values_from_workers_never_crash_the_client(db_url: s
             later = await insert(db, Behave(mode="ok"))
             await db.wait_state(later, "completed")
             assert client.running
-            assert client._root is not None
-            assert not client._root.done()
+            assert client._runtime._root is not None
+            assert not client._runtime._root.done()
     for mode in ("inf_snooze", "nan_snooze"):
         row = rows[mode]
         # An invalid snooze is the worker's error: an ordinary failure.

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 import psycopg
@@ -22,7 +23,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import river
+import river._admin
+import river._executor
 from river._maintenance import PeriodicJobEnqueuer
+from river._validate import MAX_OUTPUT_BYTES, jsonb_dumps, jsonb_safe
 
 pytestmark = pytest.mark.anyio
 
@@ -503,3 +507,39 @@ async def test_sync_worker_gets_the_error_too(db_url: str) -> None:
     assert row["metadata"] == {}
     assert len(worker.refused) == 1
     assert worker.refused[0].startswith('output["rows"][1]: integer 18446744073709551616 is ')
+
+
+# --------------------------------------------------------------------------------------------
+# Text the runtime writes itself (error texts, tracebacks): replaced, never refused
+# --------------------------------------------------------------------------------------------
+
+
+def test_jsonb_safe_replaces_what_jsonb_cannot_hold() -> None:
+    value = {"k\x00": ["a\ud800", ("b\x00c", 1)], "ok": 2.5, "n": None}
+    assert jsonb_safe(value) == {"k\ufffd": ["a\ufffd", ["b\ufffdc", 1]], "ok": 2.5, "n": None}
+    assert jsonb_safe("plain \U0001f600") == "plain \U0001f600"  # a pair is not lone
+
+
+def test_jsonb_dumps_sanitises_only_when_needed() -> None:
+    clean = {"error": "ValueError: boom", "trace": "line\n\ufffd"}
+    assert jsonb_dumps(clean) == json.dumps(clean)
+    text = jsonb_dumps({"error": "a\x00b", "trace": "\udfff"})
+    assert json.loads(text) == {"error": "a\ufffdb", "trace": "\ufffd"}
+    assert "\\u0000" not in text
+    assert "\\udfff" not in text
+
+
+def test_one_sanitiser_and_one_output_cap() -> None:
+    """The sanitiser's pattern and the 32 MiB output cap are defined once (river/_validate.py)
+    and imported where they are used."""
+    assert MAX_OUTPUT_BYTES == 32 * 1024 * 1024
+    assert river._executor.MAX_OUTPUT_BYTES is MAX_OUTPUT_BYTES
+    assert river._admin._MAX_OUTPUT_BYTES is MAX_OUTPUT_BYTES
+    offenders = []
+    for path in sorted(Path(river.__file__).parent.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if path.name != "_validate.py" and (
+            "32 * 1024 * 1024" in text or '"[\\x00\\ud800-\\udfff]"' in text
+        ):
+            offenders.append(path.name)
+    assert not offenders

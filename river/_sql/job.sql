@@ -1,10 +1,12 @@
--- Queries on river_job. Each query starts with a "-- name: <name>" line and runs until the next.
+-- Queries on river_job. Each query starts with a "-- name: <name>" line and runs until the next;
+-- a "-- fragment: <name>" is a piece composed into statements (river/_driver.py explains both).
 -- "/* schema */" before an object name is replaced by the quoted schema and a dot, or nothing.
--- Row shape returned by every query that returns jobs (river/_driver.py JOB_COLUMNS decodes it):
+-- Row shape returned by every query that returns jobs (river/_driver.py job_from_row decodes it):
 --   id, kind, queue, state, args, attempt, max_attempts, priority, created_at, scheduled_at,
 --   attempted_at, finalized_at, attempted_by, errors, metadata::text, tags, unique_key, unique_states
 
--- name: job_insert_many
+-- name: job_insert_many  returning: job_insert_returning_row
+-- name: job_insert_many_new  returning: job_insert_returning_new
 -- One statement for 1..n jobs. Rows come in as parallel arrays (one element per job) and are
 -- unnested in order; WITH ORDINALITY keeps the input order so results can be returned in it.
 -- Tags travel joined by "," (tags cannot contain commas) because Postgres arrays of arrays must
@@ -14,6 +16,7 @@
 -- escaped on the client.
 -- ON CONFLICT repeats the three terms of river_job_unique_idx's predicate so Postgres infers
 -- that partial index; the no-op update returns the existing row, whose xmax is then non-zero.
+-- Two variants differ only in their RETURNING list (the fragments after job_insert_one).
 WITH notified AS (
     SELECT count(pg_notify(
         coalesce(%(schema)s::text, current_schema()) || '.river_insert', payload
@@ -60,15 +63,12 @@ inserted AS (
           AND unique_states IS NOT NULL
           AND /* schema */river_job_state_in_bitmask(unique_states, state)
         DO UPDATE SET kind = EXCLUDED.kind
-    RETURNING
-        j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
-        j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
-        j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer,
-        j.xmax <> 0 AS unique_skipped_as_duplicate
+    RETURNING /* returning */
 )
 SELECT * FROM inserted
 
--- name: job_insert_one
+-- name: job_insert_one  returning: job_insert_returning_row
+-- name: job_insert_one_new  returning: job_insert_returning_new
 -- job_insert_many for exactly one job, with plain parameters instead of one-element arrays
 -- (a single insert is latency- and CPU-bound on the client: converting a dozen arrays and
 -- unnesting them cost more than the insert itself). Same row, same conflict handling, same
@@ -102,11 +102,21 @@ ON CONFLICT (unique_key)
       AND unique_states IS NOT NULL
       AND /* schema */river_job_state_in_bitmask(unique_states, state)
     DO UPDATE SET kind = EXCLUDED.kind
-RETURNING
-    j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
-    j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
-    j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer,
-    j.xmax <> 0 AS unique_skipped_as_duplicate
+RETURNING /* returning */
+
+-- fragment: job_insert_returning_row
+-- The whole row, and whether it is an existing row returned for a unique key already held.
+j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
+j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
+j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer,
+j.xmax <> 0 AS unique_skipped_as_duplicate
+
+-- fragment: job_insert_returning_new
+-- For batches without unique keys (the *_new variants): such a row cannot conflict, so the row
+-- stored is the row sent, and only what the server chose comes back (id, args as jsonb
+-- normalised them, created_at, scheduled_at; river/_driver.py _new_row builds the rest).
+-- Returning and decoding whole rows cost about a fifth of a batch insert.
+j.id, j.args::text, j.created_at, j.scheduled_at
 
 -- name: job_copy
 COPY /* schema */river_job (
@@ -149,7 +159,8 @@ RETURNING
     j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
     j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
 
--- name: job_set_state_many
+-- name: job_set_state_many  returning: job_set_state_returning_state
+-- name: job_set_state_many_rows  returning: job_set_state_returning_row
 -- The completer's batch write (PROTOCOL.md 3.6). Every outcome is fenced by the attempt that
 -- produced it (seen_attempt, the row's attempt when it was fetched): it applies only to the row
 -- at that attempt. An attempt that outlived the rescuer (its row re-fetched, attempt + 1) must
@@ -163,7 +174,8 @@ RETURNING
 -- worker's own transaction through job_complete_tx). A running row marked with
 -- cancel_attempted_at whose requested state is retryable or scheduled becomes cancelled instead
 -- (remote cancel seen). Only the stricter WHERE differs from River (Go)'s write, so rows stay
--- as River (Go) writes them.
+-- as River (Go) writes them. job_set_state_many_rows returns whole rows instead of the state
+-- (used only while someone subscribes to job events).
 WITH params AS (
     SELECT *
     FROM unnest(
@@ -217,7 +229,16 @@ SET state = CASE
     END
 FROM params AS p, locked AS l
 WHERE j.id = p.id AND l.id = p.id AND j.attempt = p.seen_attempt
-RETURNING p.seen_attempt, j.id, j.state::text
+RETURNING /* returning */
+
+-- fragment: job_set_state_returning_state
+p.seen_attempt, j.id, j.state::text
+
+-- fragment: job_set_state_returning_row
+p.seen_attempt,
+j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
+j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
+j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
 
 -- name: job_complete_fenced
 -- job_complete_tx: complete one job inside the caller's transaction, only if it is still
@@ -244,6 +265,106 @@ SELECT
     attempted_by, errors, metadata::text, tags, unique_key, unique_states::integer
 FROM /* schema */river_job
 WHERE id = %(id)s
+
+-- name: job_get_by_kinds
+-- The test kit's assertions (river.testing): every job of these kinds, in insertion order.
+SELECT
+    id, kind, queue, state::text, args::text, attempt, max_attempts,
+    priority, created_at, scheduled_at, attempted_at, finalized_at,
+    attempted_by, errors, metadata::text, tags, unique_key, unique_states::integer
+FROM /* schema */river_job
+WHERE kind = ANY(%(kinds)s::text[])
+ORDER BY id
+
+-- name: job_fetch_by_id
+-- The test kit's work_job (river.testing): take exactly this job as job_fetch would (running,
+-- attempt + 1), leaving every other job of the database alone.
+UPDATE /* schema */river_job
+SET state = 'running',
+    attempt = attempt + 1,
+    attempted_at = now(),
+    attempted_by = array_append(attempted_by, %(client_id)s)
+WHERE id = %(id)s
+RETURNING
+    id, kind, queue, state::text, args::text, attempt, max_attempts,
+    priority, created_at, scheduled_at, attempted_at, finalized_at,
+    attempted_by, errors, metadata::text, tags, unique_key, unique_states::integer
+
+-- fragment: job_list
+-- The admin job list (river/_admin.py), composed with psycopg.sql: {where} is job_filter_*
+-- fragments joined with AND (job_filter_none without filters), {order} a job_order_* fragment.
+SELECT
+    id, kind, queue, state::text, args::text, attempt, max_attempts,
+    priority, created_at, scheduled_at, attempted_at, finalized_at,
+    attempted_by, errors, metadata::text, tags, unique_key, unique_states::integer
+FROM /* schema */river_job
+WHERE {where}
+ORDER BY {order}
+LIMIT %(limit)s
+
+-- fragment: job_delete_many
+-- The admin bulk delete (river/_admin.py): up to %(limit)s jobs that are not running and match
+-- {where} (job_filter_* fragments joined with AND), in id order. Rows locked by someone else
+-- (a fetch, a completion) are skipped rather than waited for.
+WITH doomed AS (
+    SELECT id
+    FROM /* schema */river_job
+    WHERE state <> 'running' AND {where}
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM /* schema */river_job AS j
+USING doomed
+WHERE j.id = doomed.id
+RETURNING
+    j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
+    j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
+    j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
+
+-- fragment: job_filter_none
+true
+
+-- fragment: job_filter_ids
+id = ANY(%(ids)s::bigint[])
+
+-- fragment: job_filter_kinds
+kind = ANY(%(kinds)s::text[])
+
+-- fragment: job_filter_queues
+queue = ANY(%(queues)s::text[])
+
+-- fragment: job_filter_states
+state::text = ANY(%(states)s::text[])
+
+-- fragment: job_filter_priorities
+priority = ANY(%(priorities)s::smallint[])
+
+-- fragment: job_filter_tags_all
+tags @> %(tags_all)s::varchar(255)[]
+
+-- fragment: job_filter_tags_any
+tags && %(tags_any)s::varchar(255)[]
+
+-- fragment: job_filter_metadata
+metadata @> %(metadata)s::jsonb
+
+-- fragment: job_filter_after_id
+-- Keyset pagination past the cursor's row: {op} is > ascending, < descending.
+id {op} %(cursor_id)s
+
+-- fragment: job_filter_after_time
+-- Keyset pagination on a time column ({column}), ties broken by id. Nulls sort as +infinity,
+-- as Postgres (and so River (Go)) orders them: last ascending, first descending; a cursor row
+-- without a value carries the zero time, which the caller sends as 'infinity'.
+(coalesce({column}, 'infinity'), id) {op} (%(cursor_time)s::timestamptz, %(cursor_id)s)
+
+-- fragment: job_order_id
+id {direction}
+
+-- fragment: job_order_time
+-- Matches job_filter_after_time: nulls as +infinity, then id.
+coalesce({column}, 'infinity') {direction}, id {direction}
 
 -- name: job_cancel
 -- Lock the row; if it is not finalized, mark cancel_attempted_at and, unless it is running,

@@ -72,6 +72,11 @@ WHERE state = 'running'
 ORDER BY id
 LIMIT %(limit)s
 
+-- name: rescuer_now
+-- The database clock, read right after rescuer_select: each job's timeout is judged by it, not
+-- by the client's clock (which may be skewed).
+SELECT now()
+
 -- name: rescuer_update
 -- Guarded write: a row changes only if it is still running with the attempt and attempted_at
 -- seen at selection, and that attempted_at is still older than the horizon by the database
@@ -147,3 +152,12 @@ JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = coalesce(%(schema)s::text, current_schema())
   AND c.relkind = 'i'
   AND c.relname ~ ('^' || %(index)s || '_cc(new|old)[0-9]*$')
+
+-- fragment: reindex_index
+-- {index}: the schema-qualified identifier (psycopg.sql.Identifier). CONCURRENTLY cannot run
+-- in a transaction block: the reindexer runs it on a dedicated autocommit connection.
+REINDEX INDEX CONCURRENTLY {index}
+
+-- fragment: reindex_drop_leftover
+-- Drops one leftover found by reindex_artifacts (autocommit, as reindex_index).
+DROP INDEX CONCURRENTLY IF EXISTS {index}

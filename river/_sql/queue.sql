@@ -93,3 +93,16 @@ SELECT u.*,
             %(payload)s::text
         ))) AS notified
 FROM updated AS u
+
+-- name: queue_poll_due
+-- The poller's one query per tick for all of a client's due queues (river/_poller.py): whether
+-- each is paused, and, for those whose producer wants it (probe), whether a due job waits.
+-- The EXISTS probe is skipped for busy queues, whose index range is full of entries of rows
+-- just fetched or completed: probing thousands of them took seconds per tick.
+SELECT q.name, rq.paused_at IS NOT NULL,
+       CASE WHEN q.probe THEN EXISTS (
+           SELECT 1 FROM /* schema */river_job AS j
+           WHERE j.state = 'available' AND j.queue = q.name AND j.scheduled_at <= now()
+       ) ELSE false END
+FROM unnest(%(names)s::text[], %(probe)s::boolean[]) AS q(name, probe)
+LEFT JOIN /* schema */river_queue AS rq ON rq.name = q.name

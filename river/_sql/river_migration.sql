@@ -1,4 +1,4 @@
--- Queries of the migrator on river_migration (PROTOCOL.md 2.7), loaded by river/migrate.py.
+-- Queries of the migrator on river_migration (PROTOCOL.md 2.7), used by river/migrate.py.
 -- Two layouts exist: versions 1 to 4 of line "main" keep (id, created_at, version); version 5
 -- rebuilds the table as (line, version, created_at). "unlined" queries are for the first layout.
 

@@ -7,10 +7,11 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
+from river._commands import Commands
 from river.worker._app import load_app
 from river.worker._config import (
     DEFAULT_SHUTDOWN_TIMEOUT,
@@ -28,9 +29,6 @@ from river.worker._supervisor import (
     SupervisorOptions,
 )
 from river.worker._watch import file_signature
-
-if TYPE_CHECKING:
-    from river.cli import Commands
 
 __all__ = ["register_worker_commands"]
 

@@ -32,11 +32,12 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_v
 
 from river._args import Workers
 from river._config import MAX_WORKERS_LIMIT, Config, QueueConfig
+from river._duration import DurationError, parse_duration
 from river._errors import InvalidConfigError, ValidationError
 from river._insert import validate_queue_name
 from river._joblog import JobLogConfig, check_level
 from river._maintenance import PeriodicJob
-from river._schedule import Cron, PeriodicInterval, Schedule, parse_go_duration
+from river._schedule import Cron, PeriodicInterval, Schedule
 from river._schema import validate_schema
 from river._types import InsertOpts
 
@@ -86,24 +87,21 @@ class WorkerConfigError(InvalidConfigError):
 
 def parse_seconds(value: object, *, allow_zero: bool = False) -> float:
     """A duration in seconds from a number (seconds) or a Go duration string (``"500ms"``,
-    ``"1m30s"``). Raises ValueError naming the rule."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration (seconds, or a string such as '30s'), not a boolean")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            seconds = parse_go_duration(text) / 1e9
-        except ValueError:
-            try:
-                seconds = float(text)
-            except ValueError:
-                raise ValueError(
-                    f"invalid duration {value!r} (examples: 500ms, 30s, 1m30s, or seconds)"
-                ) from None
-    elif isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        raise ValueError(f"must be a duration (seconds, or a string such as '30s'), got {value!r}")
+    ``"1m30s"``) or a string of seconds (``"2.5"``). Raises ValueError naming the rule."""
+    try:
+        seconds = parse_duration(value, text="go_or_seconds", timedeltas=False)
+    except DurationError as exc:
+        if exc.problem == "syntax":
+            raise ValueError(
+                f"invalid duration {value!r} (examples: 500ms, 30s, 1m30s, or seconds)"
+            ) from None
+        if exc.problem == "bool":
+            raise ValueError(
+                "must be a duration (seconds, or a string such as '30s'), not a boolean"
+            ) from None
+        raise ValueError(
+            f"must be a duration (seconds, or a string such as '30s'), got {value!r}"
+        ) from None
     if math.isnan(seconds) or math.isinf(seconds):
         raise ValueError(f"must be a finite duration, got {value!r}")
     if seconds < 0 or (seconds == 0 and not allow_zero):
@@ -249,6 +247,7 @@ class ClientSection(_Section):
     max_attempts: MaxAttempts | None = None
     poll_only: StrictBool | None = None
     pooler: Literal["transaction"] | None = None
+    max_encoded_size: Annotated[int, Field(strict=True, ge=2, le=255 * 1024 * 1024)] | None = None
     leader_election: StrictBool | None = None
     sync_worker_threads: Annotated[int, Field(strict=True, ge=1, le=10_000)] | None = None
     rescue_stuck_jobs_after: Seconds | None = None
@@ -455,6 +454,7 @@ _STATIC_CLIENT_FIELDS = (
     "job_timeout",
     "poll_only",
     "pooler",
+    "max_encoded_size",
     "leader_election",
     "sync_worker_threads",
     "rescue_stuck_jobs_after",

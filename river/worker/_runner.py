@@ -79,22 +79,6 @@ class RunnerOptions:
     config_signature: Signature = None
 
 
-def _cancel_running_jobs(client: AsyncClient) -> int:
-    """Cancel every running job of ``client`` now (they return to ``available``).
-
-    AsyncClient has no public way to escalate a soft stop that is already under way:
-    ``stop_and_cancel()`` waits for the lock the running ``stop()`` holds (and a queue drain
-    started by a reload holds it too). The producers' own hard-stop method is what
-    ``stop_and_cancel`` uses, so call it directly.
-    """
-    producers: dict[str, Any] = getattr(client, "_producers", {})
-    count = 0
-    for producer in list(producers.values()):
-        count += len(producer.running)
-        producer.cancel_jobs()
-    return count
-
-
 class WorkerRunner:
     """Runs one worker process until stopped; :meth:`run` returns its exit status."""
 
@@ -251,7 +235,7 @@ class WorkerRunner:
             await self._hard.wait()
         first = True
         while True:
-            cancelled = _cancel_running_jobs(self.client)
+            cancelled = self.client.queues.cancel_running()
             if first and cancelled:
                 logger.warning("cancelled %d running jobs (they return to the queue)", cancelled)
             first = False

@@ -10,24 +10,24 @@ from __future__ import annotations
 from typing import Any
 
 import river
-from river._client import AsyncClient
+from river import _runtime
+from river._poller import Poller
+from river._supervisor import Supervisor
 from worker_apps.basic import workers
 
 
-async def _crash(self: AsyncClient) -> None:
+async def _crash(self: Poller) -> None:
     raise RuntimeError("poller bug")
 
 
-_init = AsyncClient.__init__
+class _FastSupervisor(Supervisor):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.backoff_initial = self.backoff_max = 0.05
 
 
-def _init_fast_backoff(self: AsyncClient, *args: Any, **kwargs: Any) -> None:
-    _init(self, *args, **kwargs)
-    self._supervisor.backoff_initial = self._supervisor.backoff_max = 0.05
-
-
-AsyncClient._poll_until_stopped = _crash  # type: ignore[method-assign]
-AsyncClient.__init__ = _init_fast_backoff  # type: ignore[method-assign]
+Poller._tick = _crash  # type: ignore[method-assign]
+_runtime.Supervisor = _FastSupervisor  # type: ignore[misc]
 
 
 def make_config() -> river.Config:

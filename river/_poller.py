@@ -1,0 +1,183 @@
+"""The poller: one query per tick for all of a client's queues (design rule 3).
+
+Notifications are hints; polling always backs them. Each tick asks, in one statement for every
+queue due, which queues are paused in ``river_queue`` and, for producers that want it, whether
+due jobs wait; it wakes only producers with due jobs and applies pause states changed by other
+clients. Queues share one tick per distinct poll interval, so a client with thousands of queues
+still sends one query per tick. It owns its schedule (next poll of each queue, the shared
+ticks) and the times of local pause changes, which a poll started before them must not revert.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import psycopg
+from anyio.abc import TaskStatus
+
+from river._driver import Queries
+from river._errors import describe
+from river._sansio import Op, Query
+
+if TYPE_CHECKING:
+    from river._producer import Producer
+
+__all__ = ["Poller"]
+
+logger = logging.getLogger("river.poller")
+
+#: Wake-ups arriving within this window after an early wake (queues starting, a pause hint)
+#: share one query.
+_COALESCE = 0.01
+#: A failed poll of a queue is retried after this many seconds, not in a tight loop.
+_RETRY_AFTER = 1.0
+
+
+def poll_queues_op(q: Queries, names: list[str], probe: list[bool]) -> Op[list[Any]]:
+    """``(name, paused, has due jobs)`` for each of ``names`` (``queue_poll_due``)."""
+    rows: list[Any] = yield Query(q.queue_poll_due, {"names": names, "probe": probe}, prepare=True)
+    return rows
+
+
+class Poller:
+    """See module doc. ``producers`` is the client's live ``{queue name: producer}`` map (read
+    only); ``run_op`` runs a sans-IO operation on a pool connection; ``on_paused`` is called
+    with ``(queue, paused)`` when a poll finds that another client paused or resumed a queue
+    (after the producer was told)."""
+
+    def __init__(
+        self,
+        queries: Queries,
+        producers: Mapping[str, Producer],
+        run_op: Callable[[Op[Any]], Awaitable[Any]],
+        on_paused: Callable[[str, bool], None],
+    ) -> None:
+        self._q = queries
+        self._producers = producers
+        self._run_op = run_op
+        self._on_paused = on_paused
+        self._wake = anyio.Event()
+        self._exit = False
+        self._done = anyio.Event()
+        #: Monotonic time each queue's next poll is due.
+        self._next: dict[str, float] = {}
+        # The next shared tick of each distinct poll interval (see schedule()).
+        self._ticks: dict[float, float] = {}
+        # Monotonic time of the last local change of each queue's paused state.
+        self._paused_changed: dict[str, float] = {}
+
+    # --- what the client and the queue manager tell it ------------------------------------
+
+    def add(self, name: str) -> None:
+        """A producer started: poll it at once (the next query serves every queue started
+        meanwhile, instead of one fetch per new producer)."""
+        self._paused_changed[name] = time.monotonic()
+        self._next[name] = time.monotonic()
+        self._wake.set()
+
+    def forget(self, name: str) -> None:
+        """A queue was removed."""
+        self._next.pop(name, None)
+        self._paused_changed.pop(name, None)
+
+    def paused_locally(self, name: str) -> None:
+        """This client paused or resumed ``name`` itself: a poll that started before must not
+        revert it."""
+        self._paused_changed[name] = time.monotonic()
+
+    def reschedule(self, name: str, interval: float) -> None:
+        """A queue's poll interval changed: follow the new one from now."""
+        self.schedule(name, interval, time.monotonic())
+        self._wake.set()
+
+    def hint(self, queue: str) -> None:
+        """A pause/resume notification for ``queue`` (``"*"``: all): re-read river_queue now
+        for those queues rather than trusting the notification."""
+        targets = list(self._producers) if queue == "*" else [queue]
+        for name in targets:
+            if name in self._next:
+                self._next[name] = 0.0
+        self._wake.set()
+
+    def schedule(self, name: str, interval: float, now: float) -> None:
+        """Schedule the next poll of ``name`` on the shared tick of its poll interval: one tick
+        per distinct interval (with 0-10 % jitter, drawn per tick), so queues never drift
+        apart and the poll stays one query per tick however many queues there are."""
+        tick = self._ticks.get(interval)
+        if tick is None or not now < tick <= now + interval * 1.1:
+            tick = now + interval * (1 + random.uniform(0, 0.1))
+            self._ticks[interval] = tick
+        self._next[name] = tick
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Ask the loop to leave after a query in flight (cancelling a query mid-way costs its
+        pool connection) and wait for it, at most ``timeout`` seconds."""
+        self._exit = True
+        self._wake.set()
+        with anyio.move_on_after(timeout):
+            await self._done.wait()
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Poll until :meth:`stop` (or cancellation)."""
+        self._done = anyio.Event()
+        task_status.started()
+        try:
+            while not self._exit:
+                await self._tick()
+        finally:
+            self._done.set()
+
+    async def _tick(self) -> None:
+        producers = self._producers
+        now = time.monotonic()
+        due = [n for n, t in self._next.items() if t <= now and n in producers]
+        if due:
+            await self._poll(due, now)
+        upcoming = [t for n, t in self._next.items() if n in producers]
+        sleep_for = max(0.0, min(upcoming) - time.monotonic()) if upcoming else 1.0
+        with anyio.move_on_after(sleep_for):
+            await self._wake.wait()
+        if self._wake.is_set() and not self._exit:
+            # Woken early (queues started, a pause/resume hint): let wake-ups arriving
+            # together (e.g. 2,000 queues starting) share one query.
+            await anyio.sleep(_COALESCE)
+        self._wake = anyio.Event()
+
+    async def _poll(self, due: list[str], started: float) -> None:
+        producers = self._producers
+        # Looking for due jobs is skipped for producers that will fetch anyway (see
+        # Producer.wants_poll): under load the index ranges of busy queues are full of entries
+        # of rows just fetched or completed, and probing 2,000 of them took seconds of server
+        # time per tick, holding back the xmin horizon, which kept those entries alive.
+        probe = [producers[n].wants_poll for n in due]
+        try:
+            rows: list[tuple[str, bool, bool]] = await self._run_op(
+                poll_queues_op(self._q, due, probe)
+            )
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            logger.warning("poll failed: %s", describe(exc))
+            retry_at = time.monotonic() + _RETRY_AFTER
+            for n in due:
+                self._next[n] = max(self._next.get(n, 0.0), retry_at)
+            return
+        now = time.monotonic()
+        for name, paused, has_jobs in rows:
+            producer = producers.get(name)
+            if producer is None:
+                continue
+            producer.polled += 1
+            self.schedule(name, producer.settings.fetch_poll_interval, now)
+            stale = self._paused_changed.get(name, -math.inf) >= started
+            if paused != producer.paused and not stale:
+                producer.set_paused(paused)
+                self._on_paused(name, paused)
+            if has_jobs and not producer.paused:
+                producer.wake()

@@ -1,0 +1,273 @@
+"""The queue manager: a client's ``{queue name: producer}`` map behind one lock (design rule 4).
+
+:class:`QueueManager` is ``client.queues``. It owns the queues' configurations, the map of
+running producers and the lock that every change takes, and that the client's start and stop
+take too: changes never interleave with each other or with a start/stop, and a client is always
+fully started or fully stopped. A change touches only the producer concerned, through the
+stop-modify-restart cycle that lives here and only here; other queues never pause. The running
+machinery (river/_runtime.py) is reached through the narrow callbacks it is handed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+from river import _admin
+from river._config import Config, QueueConfig, QueueSettings
+from river._driver import Queries, upsert_queues_op
+from river._errors import InvalidConfigError, QueueAlreadyAddedError, QueueNotFoundError, RiverError
+from river._events import EventKind
+from river._insert import validate_queue_name
+from river._sansio import Op
+
+if TYPE_CHECKING:
+    from river._producer import Producer
+    from river._runtime import Runtime
+
+__all__ = ["QueueInfo", "QueueManager"]
+
+logger = logging.getLogger("river.client")
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """A queue of this client: its config as given, the effective settings, and live state."""
+
+    name: str
+    config: QueueConfig
+    settings: QueueSettings
+    paused: bool
+    running_jobs: int
+    #: Whether its producer runs (the client is started).
+    active: bool
+
+
+class QueueManager:
+    """The client's queues, changeable while it runs: ``client.queues`` (docs/queues.md).
+
+    Every change takes the lock that :meth:`AsyncClient.start` and :meth:`AsyncClient.stop`
+    also take (:attr:`lock`): changes never interleave with each other or with a start/stop,
+    and the client is always fully started or fully stopped. A change touches only the
+    producer concerned; other queues never pause. Each change is logged at INFO (one line)
+    and published as an event (queue_added, queue_removed, queue_updated, queue_paused,
+    queue_resumed).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        queries: Queries,
+        *,
+        runtime: Callable[[], Runtime | None],
+        run_op: Callable[[Op[Any]], Awaitable[Any]],
+        publish: Callable[..., None],
+    ) -> None:
+        self._config = config
+        self._q = queries
+        self._runtime = runtime
+        self._run_op = run_op
+        self._publish = publish
+        #: Taken by every change, and by the client's start and stop.
+        self.lock = anyio.Lock()
+        #: Each queue's configuration as given, by name (also while the client is stopped).
+        self.configs: dict[str, QueueConfig] = dict(config.queues)
+        #: The running producers, by queue name (empty while the client is stopped). Changed
+        #: only under :attr:`lock`.
+        self.producers: dict[str, Producer] = {}
+
+    def _info(self, name: str) -> QueueInfo:
+        config = self.configs[name]
+        producer = self.producers.get(name)
+        return QueueInfo(
+            name=name,
+            config=config,
+            settings=producer.settings if producer else self._config.resolve(config, name),
+            paused=producer.paused if producer else False,
+            running_jobs=len(producer.running) if producer else 0,
+            active=producer is not None,
+        )
+
+    def list(self) -> dict[str, QueueInfo]:
+        """Every queue of this client, by name."""
+        return {name: self._info(name) for name in sorted(self.configs)}
+
+    def get(self, name: str) -> QueueInfo:
+        """One queue (QueueNotFoundError when the client has no such queue)."""
+        if name not in self.configs:
+            raise QueueNotFoundError(name)
+        return self._info(name)
+
+    def cancel_running(self) -> int:
+        """Cancel every running job of every queue now, without waiting for the lock (so it
+        escalates a soft stop or a queue drain in progress); they return to ``available``
+        with their attempt restored. Returns how many were running. Fetching goes on unless
+        the client is stopping."""
+        count = 0
+        for producer in list(self.producers.values()):
+            count += len(producer.running)
+            producer.cancel_jobs()
+        return count
+
+    # --- the cycle the client's start and stop use (under the lock) ---------------------------
+
+    async def start_all(self, runtime: Runtime) -> None:
+        """Start a producer for every queue (the client is starting; the lock is held)."""
+        paused = await self._run_op(upsert_queues_op(self._q, list(self.configs)))
+        for name, qc in self.configs.items():
+            self.producers[name] = await runtime.start_producer(name, qc, name in paused)
+
+    # --- changes --------------------------------------------------------------------------
+
+    async def add(self, name: str, config: QueueConfig | None = None) -> QueueInfo:
+        """Add a queue. Validated first (nothing changes on an error); its producer starts now
+        when the client runs, else with the client. Raises QueueAlreadyAddedError."""
+        validate_queue_name(name)
+        config = config if config is not None else QueueConfig()
+        if not isinstance(config, QueueConfig):
+            raise InvalidConfigError("config", "must be a river.QueueConfig")
+        settings = self._config.resolve(config, name)
+        async with self.lock:
+            if name in self.configs:
+                raise QueueAlreadyAddedError(name)
+            runtime = self._runtime()
+            if runtime is not None:
+                paused = await self._run_op(upsert_queues_op(self._q, [name]))
+                self.configs[name] = config
+                self.producers[name] = await runtime.start_producer(name, config, name in paused)
+            else:
+                self.configs[name] = config
+        logger.info(
+            "queue %s added (max_workers=%d, fetch_cooldown=%gs, fetch_poll_interval=%gs)",
+            name,
+            settings.max_workers,
+            settings.fetch_cooldown,
+            settings.fetch_poll_interval,
+        )
+        self._publish(EventKind.QUEUE_ADDED, name)
+        return (
+            self._info(name)
+            if name in self.configs
+            else QueueInfo(name, config, settings, False, 0, False)
+        )
+
+    async def remove(
+        self,
+        name: str,
+        *,
+        mode: Literal["drain", "cancel"] = "drain",
+        timeout: float | None = None,
+    ) -> None:
+        """Remove a queue. Its producer stops fetching at once; ``mode="drain"`` waits for its
+        running jobs (up to ``timeout`` seconds, None: no limit, after which they are
+        cancelled), ``mode="cancel"`` cancels them now. Cancelled jobs go back to
+        ``available`` with their attempt restored; every outcome is written before it
+        returns. Jobs still queued in the database stay there. Raises QueueNotFoundError."""
+        if mode not in ("drain", "cancel"):
+            raise RiverError(f"mode must be 'drain' or 'cancel', not {mode!r}")
+        async with self.lock:
+            if name not in self.configs:
+                raise QueueNotFoundError(name)
+            producer = self.producers.get(name)
+            runtime = self._runtime()
+            if producer is not None and runtime is not None:
+                producer.stop_fetching()
+                if mode == "cancel":
+                    producer.cancel_jobs()
+                with anyio.move_on_after(math.inf if timeout is None else timeout):
+                    await producer.wait_done()
+                producer.cancel_jobs()
+                await producer.wait_done()
+                del self.producers[name]
+                # Like stop: the outcomes of its jobs are written before remove returns (only
+                # those: other queues' outcomes written later do not hold it up).
+                await runtime.retire_producer(producer)
+            del self.configs[name]
+        logger.info("queue %s removed (%s)", name, mode)
+        self._publish(EventKind.QUEUE_REMOVED, name, mode=mode)
+
+    async def update(
+        self,
+        name: str,
+        *,
+        max_workers: int | None = _UNSET,
+        fetch_cooldown: float | timedelta | None = _UNSET,
+        fetch_poll_interval: float | timedelta | None = _UNSET,
+    ) -> QueueInfo:
+        """Change a queue's settings live. Only the fields given change; ``None`` resets a field
+        to the client's default (inheritance is resolved again). The queue's fetch loop is
+        stopped between two fetches, modified and restarted; running jobs are never
+        interrupted: growing adds slots at once, shrinking lets surplus jobs finish and fetches
+        nothing until below the new limit. Other queues are not touched. Raises
+        QueueNotFoundError, or InvalidConfigError (nothing changes)."""
+        async with self.lock:
+            if name not in self.configs:
+                raise QueueNotFoundError(name)
+            old = self.configs[name]
+            new = QueueConfig(
+                max_workers=old.max_workers if max_workers is _UNSET else max_workers,
+                fetch_cooldown=old.fetch_cooldown if fetch_cooldown is _UNSET else fetch_cooldown,
+                fetch_poll_interval=(
+                    old.fetch_poll_interval
+                    if fetch_poll_interval is _UNSET
+                    else fetch_poll_interval
+                ),
+            )
+            settings = self._config.resolve(new, name)
+            self.configs[name] = new
+            producer = self.producers.get(name)
+            runtime = self._runtime()
+            if producer is not None and runtime is not None:
+                await producer.update_settings(settings)
+                # The restarted producer fetches at once; the next poll follows the new interval.
+                runtime.poller.reschedule(name, settings.fetch_poll_interval)
+        logger.info(
+            "queue %s updated (max_workers=%d, fetch_cooldown=%gs, fetch_poll_interval=%gs)",
+            name,
+            settings.max_workers,
+            settings.fetch_cooldown,
+            settings.fetch_poll_interval,
+        )
+        self._publish(
+            EventKind.QUEUE_UPDATED,
+            name,
+            max_workers=settings.max_workers,
+            fetch_cooldown=settings.fetch_cooldown,
+            fetch_poll_interval=settings.fetch_poll_interval,
+        )
+        return self._info(name)
+
+    async def pause(self, name: str) -> None:
+        """Pause a queue of this client for every client on the database: persisted in
+        river_queue and broadcast on river_control (River (Go) clients obey too). This
+        client's producer stops fetching at once; running jobs go on."""
+        await self._set_paused(name, True)
+
+    async def resume(self, name: str) -> None:
+        """Resume a paused queue everywhere; this client's producer fetches at once."""
+        await self._set_paused(name, False)
+
+    async def _set_paused(self, name: str, paused: bool) -> None:
+        async with self.lock:
+            if name not in self.configs:
+                raise QueueNotFoundError(name)
+            await self._run_op(upsert_queues_op(self._q, [name]))
+            await self._run_op(_admin.queue_pause_op(self._q, name, pause=paused))
+            producer = self.producers.get(name)
+            changed = producer is not None and producer.paused != paused
+            runtime = self._runtime()
+            if producer is not None:
+                producer.set_paused(paused)
+                if runtime is not None:
+                    runtime.poller.paused_locally(name)
+        if changed or producer is None:
+            logger.info("queue %s %s", name, "paused" if paused else "resumed")
+            self._publish(EventKind.QUEUE_PAUSED if paused else EventKind.QUEUE_RESUMED, name)

@@ -1,0 +1,468 @@
+"""The runtime of a started client: its root task group, services, producers and shutdown.
+
+One :class:`Runtime` per start of an :class:`~river.AsyncClient`. It owns:
+
+- the executor (one attempt of one job), the completer (batched outcome writes) and the fetch
+  budget shared by the producers;
+- the root task, which owns two task groups: the outer one holds the producers and the
+  completer, the inner one the services (notifier, poller, keep-alive, elector and, while
+  leading, maintenance), every one of them under the supervisor (river/_supervisor.py);
+- notification dispatch, leadership changes and the maintenance terms that follow them;
+- shutdown: soft (stop fetching, let jobs finish) and hard (cancel them), after which every
+  outcome is written.
+
+The queue manager (river/_queues.py) owns the ``{name: producer}`` map and its lock and asks
+the runtime to start or retire one producer; the client is a façade over both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+import psycopg
+from anyio.abc import TaskGroup, TaskStatus
+from psycopg_pool import AsyncConnectionPool
+
+from river import _admin
+from river._args import Workers
+from river._completer import Completer, Outcome
+from river._config import Config, QueueConfig
+from river._driver import AttemptKey, Queries, fetch_op, notify_op, upsert_queues_op
+from river._elector import Elector
+from river._errors import RiverError, describe
+from river._events import Event, EventBus, EventKind, JobStatistics, job_event_kind
+from river._executor import CancelReason, Executor
+from river._insert import NotifyLimiter
+from river._maintenance import (
+    JobCleaner,
+    PeriodicJobEnqueuer,
+    QueueCleaner,
+    Reindexer,
+    Rescuer,
+    Scheduler,
+)
+from river._middleware import Middleware
+from river._notifier import InsertNotice, LeadershipNotice, Notice, Notifier, QueueStateNotice
+from river._poller import Poller
+from river._producer import JobBudget, Producer
+from river._sansio import Op, run_async
+from river._supervisor import Supervisor
+from river._types import JobRow, JobState
+
+__all__ = ["MaintenanceServices", "Runtime", "maintenance_services"]
+
+logger = logging.getLogger("river.client")
+
+#: How often a running client touches its queues' river_queue rows (the queue cleaner deletes
+#: queues idle for ``queue_idle_retention``, 24 h by default).
+KEEPALIVE_INTERVAL = 600.0
+
+#: Seconds a fetch or a poll may take, connection checkout included. A connection whose link
+#: died silently (half-open TCP, a frozen network path) would otherwise hold its caller for as
+#: long as the kernel keeps the socket; on expiry psycopg closes it and the next try takes a
+#: fresh one. Both statements take milliseconds when the database answers.
+STATEMENT_DEADLINE = 15.0
+
+MaintenanceServices = tuple[Scheduler, Rescuer, JobCleaner, QueueCleaner, Reindexer | None]
+
+
+def maintenance_services(
+    config: Config,
+    pool: AsyncConnectionPool[Any],
+    queries: Queries,
+    workers: Workers,
+    limiter: NotifyLimiter,
+    conninfo: str,
+) -> MaintenanceServices:
+    """The maintenance services with a client's settings (the leader runs them in a loop;
+    ``AsyncClient.maintenance_services()`` gives them to tests and scripts for ``run_once``)."""
+    c = config
+    reindexer = (
+        Reindexer(conninfo, queries, c.reindexer_schedule, connect_kwargs=c.connection_kwargs)
+        if c.reindexer_schedule is not None and conninfo
+        else None
+    )
+    return (
+        Scheduler(pool, queries, interval=c.scheduler_interval, limiter=limiter),
+        Rescuer(
+            pool,
+            queries,
+            workers,
+            rescue_after=c.rescue_after_seconds,
+            job_timeout=c.job_timeout_seconds,
+            retry_policy=c.retry_policy,
+            interval=c.rescuer_interval,
+        ),
+        JobCleaner(
+            pool,
+            queries,
+            completed_retention=c.completed_job_retention,
+            cancelled_retention=c.cancelled_job_retention,
+            discarded_retention=c.discarded_job_retention,
+            interval=c.job_cleaner_interval,
+        ),
+        QueueCleaner(pool, queries, idle=c.queue_idle_retention, interval=c.queue_cleaner_interval),
+        reindexer,
+    )
+
+
+class Runtime:
+    """See module doc. Producers use :attr:`executor`, :attr:`completer`, :attr:`budget`,
+    :attr:`supervisor` and :meth:`fetch`."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        client_id: str,
+        conninfo: str,
+        pool: AsyncConnectionPool[Any],
+        queries: Queries,
+        workers: Workers,
+        middleware: tuple[Middleware, ...],
+        limiter: NotifyLimiter,
+        events: EventBus,
+        periodic: PeriodicJobEnqueuer,
+        producers: Mapping[str, Producer],
+        run_op: Callable[[Op[Any]], Awaitable[Any]],
+    ) -> None:
+        self.config = config
+        self.client_id = client_id
+        self._conninfo = conninfo
+        self.pool = pool
+        self.queries = queries
+        self._workers = workers
+        self._limiter = limiter
+        self._events = events
+        self._periodic = periodic
+        self._producers = producers
+        self._run_op = run_op
+        self.supervisor = Supervisor()
+        self.completer = Completer(
+            pool,
+            queries,
+            batch_size=config.completer_batch_size,
+            flush_interval=config.completer_flush_interval,
+            max_backlog=config.completer_max_backlog,
+            write_timeout=STATEMENT_DEADLINE,
+            on_persisted=self._publish_outcomes,
+            want_rows=lambda: events.wants_job_rows,
+        )
+        self.executor = Executor(
+            workers,
+            job_timeout=config.job_timeout_seconds,
+            retry_policy=config.retry_policy,
+            thread_limiter=anyio.CapacityLimiter(config.sync_worker_threads),
+            middleware=middleware,
+            job_log=config.job_log,
+            scheduler_interval=config.scheduler_interval,
+        )
+        self.budget = JobBudget(self.completer.max_backlog, lambda: self.completer.backlog)
+        self.completer.on_written = self.budget.wake_next
+        self.poller = Poller(queries, producers, self._run_with_deadline, self._paused_by_poll)
+        self.notifier: Notifier | None = None
+        self.elector: Elector | None = None
+        self._root: asyncio.Task[None] | None = None
+        self._tg: TaskGroup | None = None
+        self._services_tg: TaskGroup | None = None
+        self._maintenance_scope: anyio.CancelScope | None = None
+        # Bumped at every leadership change: a maintenance term that starts late (after the
+        # leadership it was started for is gone) sees it and does not run.
+        self._maintenance_term = 0
+
+    async def fetch(self, queue: str, limit: int) -> list[JobRow]:
+        """Lock and return up to ``limit`` due jobs of ``queue`` (their attempt begins).
+        TimeoutError after ``STATEMENT_DEADLINE`` seconds (a dead link: see there)."""
+        with anyio.fail_after(STATEMENT_DEADLINE):
+            async with self.pool.connection() as conn:
+                return await run_async(conn, fetch_op(self.queries, queue, limit, self.client_id))
+
+    async def _run_with_deadline(self, op: Op[Any]) -> Any:
+        with anyio.fail_after(STATEMENT_DEADLINE):
+            return await self._run_op(op)
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this client holds leadership now."""
+        return self.elector is not None and self.elector.is_leader
+
+    # --- start ----------------------------------------------------------------------------
+
+    async def start(self, start_producers: Callable[[], Awaitable[None]]) -> None:
+        """Start the completer, the services, then the producers (``start_producers`` calls
+        :meth:`start_producer` for each queue). Returns once all run; raises what prevented
+        the start, with everything already started stopped again."""
+        started = anyio.Event()
+        failure: list[BaseException] = []
+        # The root task owns the task groups, so start() and stop() may be called from
+        # different tasks (e.g. web framework start-up and shutdown hooks).
+        self._root = asyncio.get_running_loop().create_task(
+            self._root_main(started, failure, start_producers),
+            name=f"river client {self.client_id}",
+        )
+        # Shielded: a start cancelled half-way would leave the root task running, out of reach
+        # of stop(). Start-up is bounded by its own timeouts; the caller honours a
+        # cancellation that arrived meanwhile.
+        with anyio.CancelScope(shield=True):
+            await started.wait()
+        if failure:
+            with anyio.CancelScope(shield=True):
+                await self._root
+            raise failure[0]
+
+    async def _root_main(
+        self,
+        started: anyio.Event,
+        failure: list[BaseException],
+        start_producers: Callable[[], Awaitable[None]],
+    ) -> None:
+        supervise = self.supervisor.run
+        try:
+            # Two levels: producers and the completer live in the outer group; the services
+            # in an inner one that stop() cancels once every producer is done, after which the
+            # completer drains and the outer group ends.
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                await tg.start(supervise, "completer", self.completer.run)
+                async with anyio.create_task_group() as services:
+                    self._services_tg = services
+                    try:
+                        await self._start_services(services)
+                        await start_producers()
+                    except BaseException as exc:
+                        failure.append(exc)
+                        services.cancel_scope.cancel()
+                        for producer in self._producers.values():
+                            producer.stop_fetching()
+                    started.set()
+                    if not failure:
+                        await anyio.sleep_forever()
+                self.completer.stop()
+        finally:
+            if self.executor.job_log is not None:
+                self.executor.job_log.flush()  # summaries of failures still held back
+            self._tg = None
+            self._services_tg = None
+            started.set()
+
+    async def _start_services(self, tg: TaskGroup) -> None:
+        supervise = self.supervisor.run
+        config = self.config
+        if not config.poll_only:
+            if not self._conninfo:
+                raise RiverError(
+                    "the pool's conninfo is a callable, so the client cannot open its LISTEN "
+                    "connection: use a pool with a conninfo string, or Config(poll_only=True)"
+                )
+            self.notifier = Notifier(
+                self._conninfo,
+                config.schema,
+                self._dispatch,
+                on_reconnect=self._wake_all,
+                connect_kwargs={"connect_timeout": 10, **config.connection_kwargs},
+                send_probe=self._send_probe,
+            )
+            await tg.start(supervise, "notifier", self.notifier.run)
+        await tg.start(supervise, "poller", self.poller.run)
+        await tg.start(supervise, "keepalive", self._keepalive)
+        if config.leader_election:
+            self.elector = Elector(
+                self.pool,
+                self.queries,
+                self.client_id,
+                on_change=self.leadership_changed,
+                elect_interval=config.leader_elect_interval,
+                ttl=config.leader_ttl,
+            )
+            await tg.start(supervise, "elector", self.elector.run)
+
+    # --- producers (the queue manager calls these under its lock) ------------------------
+
+    async def start_producer(self, name: str, qc: QueueConfig, paused: bool) -> Producer:
+        """Start the producer of one queue; the caller adds it to the queue map."""
+        assert self._tg is not None
+        producer = Producer(self, name, self.config.resolve(qc, name), paused)
+        # Its first poll is due now: the poller's next query (one for every queue started
+        # meanwhile) wakes it if it has due jobs. A fetch per producer instead would cost one
+        # query per queue at start (2,000 queues: 2,000 queries contending for the pool).
+        self.poller.add(name)
+        await self._tg.start(producer.run)
+        return producer
+
+    async def retire_producer(self, producer: Producer) -> None:
+        """After a producer of a removed queue is done: forget its queue and wait until its
+        jobs' outcomes are written (only those: later outcomes do not hold it up)."""
+        self.poller.forget(producer.queue)
+        await self.completer.flushed(producer.last_outcome)
+
+    # --- stop -----------------------------------------------------------------------------
+
+    async def stop(self, timeout: float | None, hard: bool) -> None:
+        """Soft stop (``hard`` False: let running jobs finish, up to ``timeout`` seconds) or
+        hard stop; then stop everything, with every outcome written, before returning or
+        re-raising (also when the caller is cancelled meanwhile)."""
+        producers = list(self._producers.values())
+        try:
+            for p in producers:
+                p.stop_fetching()
+            if hard:
+                for p in producers:
+                    p.cancel_jobs()
+            with anyio.move_on_after(timeout if timeout is not None else float("inf")):
+                for p in producers:
+                    await p.wait_done()
+        finally:
+            # Reached on time-out and also when the caller cancels a soft stop (e.g. a
+            # shutdown hook's own deadline): what is still running is interrupted, and the
+            # client is fully stopped, with every outcome written, before this returns or
+            # re-raises. Otherwise every task would stay alive with no later stop() able to
+            # end them.
+            with anyio.CancelScope(shield=True):
+                for p in producers:
+                    p.cancel_jobs()
+                for p in producers:
+                    await p.wait_done()
+                await self.poller.stop()
+                if self._services_tg is not None:
+                    self._services_tg.cancel_scope.cancel()
+                if self._root is not None:
+                    await self._root
+
+    # --- notifications ----------------------------------------------------------------------
+
+    async def _send_probe(self, topic: str) -> None:
+        # The notifier's start-up check (see Notifier._check_delivery): sent from the pool, as
+        # every insert notification is.
+        await self._run_op(notify_op(self.queries, topic, [""]))
+
+    def _wake_all(self) -> None:
+        for p in self._producers.values():
+            p.wake()
+
+    def _dispatch(self, notice: Notice) -> None:
+        # The notifier checked the payload's shape (parse_notice): the fields are typed.
+        if isinstance(notice, LeadershipNotice):
+            if self.elector is not None:
+                self.elector.leadership_notification(notice)
+        elif isinstance(notice, InsertNotice):
+            producer = self._producers.get(notice.queue)
+            if producer is not None:
+                producer.wake(notified=True)
+        elif isinstance(notice, QueueStateNotice):
+            self.poller.hint(notice.queue)
+        elif self._services_tg is not None:  # a CancelNotice
+            for producer in self._producers.values():
+                if producer.runs_job(notice.job_id):
+                    self._services_tg.start_soon(self._confirm_cancel, producer, notice.job_id)
+
+    async def _confirm_cancel(self, producer: Producer, job_id: int) -> None:
+        """Act on a cancel notification only after reading the row (notifications are hints)."""
+        try:
+            row: JobRow = await self._run_op(_admin.job_get_op(self.queries, job_id))
+        except (psycopg.Error, OSError, RiverError) as exc:
+            logger.warning("could not confirm cancel of job %d: %s", job_id, describe(exc))
+            return
+        # Only the attempt the row is at: a stale attempt still running here is not the one
+        # the cancel was for (its outcome will not apply anyway).
+        running = producer.running.get((job_id, row.attempt))
+        if (
+            running is not None
+            and row.state is JobState.RUNNING
+            and "cancel_attempted_at" in row.metadata
+        ):
+            running.cancel(CancelReason.REMOTE)
+
+    def _paused_by_poll(self, name: str, paused: bool) -> None:
+        logger.info("queue %s %s", name, "paused" if paused else "resumed")
+        self._events.publish(
+            Event(EventKind.QUEUE_PAUSED if paused else EventKind.QUEUE_RESUMED, name)
+        )
+
+    # --- outcomes -----------------------------------------------------------------------------
+
+    def _publish_outcomes(
+        self, outcomes: list[Outcome], persisted: dict[AttemptKey, JobRow | str]
+    ) -> None:
+        events = self._events
+        if not events.wants_job_rows:
+            return
+        now = time.monotonic()
+        for o in outcomes:
+            value = persisted.get((o.job.id, o.job.attempt))
+            if value is None:
+                continue  # deleted while it ran, or a stale attempt (not applied)
+            row = value if isinstance(value, JobRow) else o.job
+            state = row.state.value if isinstance(value, JobRow) else value
+            attempted = o.job.attempted_at
+            stats = JobStatistics(
+                queue_wait=(attempted - o.job.scheduled_at).total_seconds() if attempted else 0.0,
+                run_duration=o.finished - o.started,
+                complete_duration=now - o.finished,
+            )
+            events.publish(Event(job_event_kind(o.event, state), row.queue, row, stats))
+
+    # --- leadership and maintenance ---------------------------------------------------------
+
+    def leadership_changed(self, leader: bool) -> None:
+        """The elector's callback: start a maintenance term on gaining leadership, cancel the
+        current one on losing it."""
+        self._maintenance_term += 1
+        if self._maintenance_scope is not None:
+            self._maintenance_scope.cancel()  # the previous term, if one still runs
+        if leader and self._services_tg is not None:
+            self._services_tg.start_soon(
+                self._maintenance_main, self._maintenance_term, name="river maintenance"
+            )
+
+    async def _maintenance_main(self, term: int) -> None:
+        if term != self._maintenance_term:
+            return  # leadership changed again before this term began
+        supervise = self.supervisor.run
+        services = maintenance_services(
+            self.config, self.pool, self.queries, self._workers, self._limiter, self._conninfo
+        )
+        with anyio.CancelScope() as scope:
+            self._maintenance_scope = scope
+            try:
+                async with anyio.create_task_group() as mtg:
+                    for service in services:
+                        if service is not None:
+                            name = f"maintenance:{type(service).__name__.lower()}"
+                            await mtg.start(supervise, name, service.run)
+                    await mtg.start(supervise, "maintenance:periodic", self._periodic_service())
+            finally:
+                # Only this term's scope: when leadership is lost and won again quickly, the
+                # next term may have set its own while this one was still unwinding, and
+                # clearing it would leave that term out of reach of the next loss.
+                if self._maintenance_scope is scope:
+                    self._maintenance_scope = None
+
+    def _periodic_service(self) -> Callable[..., Awaitable[None]]:
+        """The periodic enqueuer of one maintenance term: its run-on-start jobs are inserted
+        when the term begins, not again when the supervisor restarts it after a crash."""
+        first = True
+
+        async def run(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+            nonlocal first
+            on_start, first = first, False
+            await self._periodic.run(task_status=task_status, on_start=on_start)
+
+        return run
+
+    # --- keep-alive -----------------------------------------------------------------------------
+
+    async def _keepalive(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        while True:
+            await anyio.sleep(KEEPALIVE_INTERVAL)
+            try:
+                await self._run_op(upsert_queues_op(self.queries, list(self._producers)))
+            except (psycopg.Error, OSError) as exc:
+                logger.warning("queue keep-alive failed: %s", describe(exc))
