@@ -278,6 +278,35 @@ def _data_dir_for(root: Path, user: _RunAs | None) -> Path:
     return Path("/var/tmp") / f"river-dev-{digest}" / "pg"
 
 
+def _reachable_bindir(bindir: Path, user: _RunAs | None) -> Path:
+    """``bindir``, or, when the server's user cannot reach it (the ``pgserver`` wheel inside a
+    virtualenv below a private directory such as ``mktemp -d``'s or /root), a copy of its
+    installation under the system temp dir, made once per installation. The copy keeps the
+    layout the binaries rely on: ``<package>/<install>/{bin,lib,share}`` and, beside the
+    package, the ``<package>.libs`` directory of shared libraries a wheel's binaries find
+    through their relative RPATH."""
+    if user is None or _traversable(bindir, user):
+        return bindir
+    import hashlib
+    import shutil
+
+    install = bindir.parent
+    package = install.parent
+    digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
+    copy = Path("/var/tmp") / f"river-pg-{digest}"
+    target = copy / package.name / install.name
+    done = copy / ".river-copied"
+    if not done.exists():
+        shutil.copytree(install, target, symlinks=True, dirs_exist_ok=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, copy / libs.name, symlinks=True, dirs_exist_ok=True)
+        for directory in (copy, copy / package.name):
+            directory.chmod(0o755)
+        done.touch()
+    return target / bindir.name
+
+
 def _initdb(bindir: Path, data_dir: Path, user: _RunAs | None) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     if user is not None:
@@ -384,6 +413,9 @@ def start(directory: str | os.PathLike[str] | None = None) -> DevServer:
         else:
             data_dir = _data_dir_for(root, user)
             server = DevServer("", data_dir, find_bindir(), 0)
+        bindir = _reachable_bindir(server.bindir, user)
+        if bindir != server.bindir:
+            server = DevServer(server.url, server.data_dir, bindir, server.port)
         if not (server.data_dir / "PG_VERSION").exists():
             _initdb(server.bindir, server.data_dir, user)
         last_error = ""

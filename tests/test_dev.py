@@ -79,8 +79,29 @@ def test_pgserver_binaries(monkeypatch: pytest.MonkeyPatch, dev_dir: Path) -> No
     monkeypatch.setenv("RIVER_PG_BINDIR", str(bindir))
     assert dev.find_bindir() == bindir
     server = dev.start(dev_dir)
-    assert server.bindir == bindir
+    # The wheel's installation itself, or, when Postgres's user cannot reach it (a virtualenv
+    # below a private directory, as mktemp -d makes), a copy of it.
+    assert server.bindir == bindir or server.bindir == dev._reachable_bindir(bindir, dev._run_as())
     assert _select_one(server.url) == 1
+
+
+def test_binaries_the_server_user_cannot_reach_are_copied(tmp_path: Path) -> None:
+    user = dev._run_as()
+    if user is None:
+        pytest.skip("only root runs Postgres as another user")
+    private = tmp_path / "private"
+    bindir = private / "venv" / "pginstall" / "bin"
+    bindir.mkdir(parents=True)
+    (bindir / "initdb").write_text("#!/bin/sh\n")
+    (bindir.parent / "share").mkdir()
+    private.chmod(0o700)  # what mktemp -d makes: nobody else may enter
+    reachable = dev._reachable_bindir(bindir, user)
+    assert reachable != bindir
+    assert (reachable / "initdb").read_text() == "#!/bin/sh\n"
+    assert (reachable.parent / "share").is_dir()  # the whole installation
+    assert dev._traversable(reachable, user)
+    assert dev._reachable_bindir(bindir, user) == reachable  # copied once
+    shutil.rmtree(reachable.parents[2])  # /var/tmp/river-pg-<digest>
 
 
 def test_no_binaries_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
