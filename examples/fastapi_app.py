@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import psycopg
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 import river
 from river import dev
@@ -63,6 +64,18 @@ def create_app(database_url: str) -> FastAPI:
     async def status(image_id: int) -> dict[str, bool]:
         return {"resized": image_id in resized}
 
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        # For the orchestrator's readiness probe: 503 while a background service of the
+        # client keeps crashing (docs/reliability.md), so the app is restarted or taken out.
+        health = client.health()
+        body = {
+            "healthy": health.healthy,
+            "failed": health.failed,
+            "restarts": {name: s.restarts for name, s in health.services.items()},
+        }
+        return JSONResponse(body, status_code=200 if health.healthy else 503)
+
     return app
 
 
@@ -89,6 +102,9 @@ async def self_test() -> None:
                 await asyncio.sleep(0.01)
             print("GET /images/7 ->", (await http.get("/images/7")).json())
             assert 7 in resized
+            health = await http.get("/healthz")
+            print("GET /healthz ->", health.status_code, health.json()["failed"])
+            assert health.status_code == 200
 
 
 if __name__ == "__main__":
