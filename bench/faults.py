@@ -97,6 +97,7 @@ TABLE_HEADER = "| scenario | what happened | figures | command |"
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(TESTS))
 
+from common import percentile  # noqa: E402  (bench/common.py, beside this script)
 from netproxy import CuttableProxy  # noqa: E402
 from worker_apps.faults import FaultSleep  # noqa: E402
 
@@ -115,16 +116,6 @@ def log(message: str) -> None:
 
 def fmt_s(seconds: float | None, digits: int = 1) -> str:
     return "n/a" if seconds is None or math.isnan(seconds) else f"{seconds:.{digits}f} s"
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    data = sorted(values)
-    k = (len(data) - 1) * p / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(data) - 1)
-    return data[lo] + (data[hi] - data[lo]) * (k - lo)
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Executors hand outcomes to :meth:`Completer.add` (no I/O, no waiting). A single 
 them with ``job_set_state_many``: at once when ``batch_size`` outcomes are waiting, else after
 at most ``flush_interval``. A failed write (database down, connection lost) is retried with
 capped exponential backoff until it succeeds: a finished job's outcome is never discarded
-because of the connection. A batch the database itself keeps refusing is split down to the
+because of the connection. Each try is bounded by ``write_timeout`` (a dead link must not hold
+the write). A batch the database itself keeps refusing is split down to the
 outcome at fault, which alone is given up (its job stays ``running`` for the rescuer).
 The outcomes waiting here count against the client's job budget (river/_producer.py
 JobBudget, ``max_backlog`` jobs): producers fetch only into the room left, so a slow or
@@ -36,12 +37,6 @@ __all__ = ["Completer", "Outcome"]
 logger = logging.getLogger("river.completer")
 
 
-#: Seconds one try of a batch write may take, connection checkout included, before it is
-#: abandoned and retried on another connection: a batch of 2,000 outcomes takes well under a
-#: second; a try that takes this long is on a dead link or a database that does not answer.
-WRITE_TIMEOUT = 15.0
-
-
 class Completer:
     """Batches outcomes into ``job_set_state_many`` statements (see module doc)."""
 
@@ -54,7 +49,7 @@ class Completer:
         flush_interval: float = 0.025,
         max_backlog: int = 5_000,
         retry_backoff_max: float = 5.0,
-        write_timeout: float = WRITE_TIMEOUT,
+        write_timeout: float,
         on_persisted: Callable[[list[Outcome], dict[AttemptKey, JobRow | str]], None] | None = None,
         want_rows: Callable[[], bool] = lambda: False,
     ) -> None:

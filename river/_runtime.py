@@ -62,10 +62,11 @@ logger = logging.getLogger("river.client")
 #: queues idle for ``queue_idle_retention``, 24 h by default).
 KEEPALIVE_INTERVAL = 600.0
 
-#: Seconds a fetch or a poll may take, connection checkout included. A connection whose link
-#: died silently (half-open TCP, a frozen network path) would otherwise hold its caller for as
-#: long as the kernel keeps the socket; on expiry psycopg closes it and the next try takes a
-#: fresh one. Both statements take milliseconds when the database answers.
+#: Seconds a fetch, a poll or one try of an outcome batch write may take, connection checkout
+#: included. A connection whose link died silently (half-open TCP, a frozen network path) would
+#: otherwise hold its caller for as long as the kernel keeps the socket; on expiry psycopg
+#: closes it and the next try takes a fresh one. These statements take milliseconds (a batch of
+#: 2,000 outcomes well under a second) when the database answers.
 STATEMENT_DEADLINE = 15.0
 
 MaintenanceServices = tuple[Scheduler, Rescuer, JobCleaner, QueueCleaner, Reindexer | None]
