@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from river._maintenance import PeriodicJob
     from river._middleware import Middleware
     from river._migrate_types import MigrateResult, Migration
+    from river._queue_override import QueueOverride
     from river._schedule import Cron, PeriodicInterval, Schedule
     from river._supervisor import ClientHealth, ServiceHealth
     from river._sync_client import Client
@@ -112,6 +113,7 @@ __all__ = [
     "QueueInfo",
     "QueueManager",
     "QueueNotFoundError",
+    "QueueOverride",
     "QueueRow",
     "RiverError",
     "Schedule",
@@ -141,6 +143,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "river._complete": ("job_complete_tx",),
     "river._config": ("Config", "QueueConfig"),
     "river._driver": ("QueueRow",),
+    "river._queue_override": ("QueueOverride",),
     "river._errors": (
         "DatabaseUnavailableError",
         "DuplicateUniqueKeyInBatchError",

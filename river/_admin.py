@@ -8,12 +8,12 @@ import binascii
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from psycopg import sql
 
-from river._driver import Queries, QueueRow, job_from_row, queue_from_row
+from river._driver import Queries, QueueRow, job_from_row, notify_op, queue_from_row
 from river._errors import (
     JobNotFoundError,
     JobNotRunningError,
@@ -23,6 +23,7 @@ from river._errors import (
 )
 from river._gojson import encode_value
 from river._insert import validate_queue_name
+from river._queue_override import METADATA_KEY, settings_patch, validate_patch
 from river._sansio import Op, Query
 from river._types import JobRow, JobState, parse_time
 from river._validate import DEFAULT_MAX_ENCODED_SIZE, MAX_ENCODED_SIZE_LIMIT, encode_json_value
@@ -34,6 +35,9 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
 ]
+
+#: Postgres refuses NOTIFY payloads of 8000 bytes or more.
+_MAX_NOTIFY_BYTES = 8000
 
 OrderBy = Literal["id", "time", "scheduled_at", "finalized_at", "created_at", "attempted_at"]
 _FINALIZED = frozenset({JobState.CANCELLED, JobState.COMPLETED, JobState.DISCARDED})
@@ -342,6 +346,21 @@ def queue_list_op(q: Queries, limit: int = 100) -> Op[list[QueueRow]]:
     return [queue_from_row(r) for r in rows]
 
 
+#: The states :func:`job_counts_by_queue_op` counts, in display order.
+COUNTED_STATES = (JobState.AVAILABLE, JobState.RUNNING, JobState.RETRYABLE, JobState.SCHEDULED)
+
+
+def job_counts_by_queue_op(q: Queries) -> Op[dict[str, dict[JobState, int]]]:
+    """Jobs per queue and state, for the :data:`COUNTED_STATES` (one grouped query). Every
+    queue with such jobs is a key, with or without a river_queue row; a state without jobs
+    counts 0."""
+    rows = yield Query(q.job_count_by_queue_and_state)
+    counts: dict[str, dict[JobState, int]] = {}
+    for queue, state, count in rows:
+        counts.setdefault(queue, dict.fromkeys(COUNTED_STATES, 0))[JobState(state)] = count
+    return counts
+
+
 def _control_payload(action: str, name: str) -> str:
     return json.dumps({"action": action, "queue": name}, separators=(",", ":"))
 
@@ -359,19 +378,59 @@ def queue_pause_op(q: Queries, name: str, *, pause: bool = True) -> Op[None]:
         raise QueueNotFoundError(name)
 
 
-def queue_update_op(q: Queries, name: str, metadata: Mapping[str, Any]) -> Op[QueueRow]:
-    """Replace a queue's metadata and broadcast ``metadata_changed``."""
-    if not isinstance(metadata, Mapping):
-        raise ValidationError("metadata", "must be a JSON object")
-    encoded = encode_json_value(dict(metadata), DEFAULT_MAX_ENCODED_SIZE, "metadata")
-    payload = (
-        '{"action":"metadata_changed","metadata":' + encoded + ',"queue":' + json.dumps(name) + "}"
-    )
+def queue_update_op(
+    q: Queries,
+    name: str,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    max_workers: int | None = None,
+    fetch_cooldown: float | timedelta | None = None,
+    fetch_poll_interval: float | timedelta | None = None,
+    clear: Sequence[str] | str = (),
+) -> Op[QueueRow]:
+    """Replace a queue's application metadata (``metadata``, unless None) and/or change its
+    cluster-wide settings override (settings given are set, those named in ``clear`` removed),
+    in one statement; broadcast ``metadata_changed``. Validated before any SQL;
+    QueueNotFoundError when the queue has no row."""
+    validate_queue_name(name)
+    encoded: str | None = None
+    if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise ValidationError("metadata", "must be a JSON object")
+        if METADATA_KEY in metadata:
+            raise ValidationError(
+                f"metadata[{METADATA_KEY!r}]",
+                "is reserved for river-queue's cluster-wide settings; pass max_workers, "
+                "fetch_cooldown or fetch_poll_interval instead",
+            )
+        encoded = encode_json_value(dict(metadata), DEFAULT_MAX_ENCODED_SIZE, "metadata")
+    try:
+        patch = validate_patch(
+            settings_patch(max_workers, fetch_cooldown, fetch_poll_interval, clear)
+        )
+    except ValueError as exc:
+        field, _, rule = str(exc).partition(": ")
+        raise ValidationError(field, rule) from None
+    if encoded is None and not patch:
+        raise ValidationError("queue_update", "nothing to update: pass metadata or a setting")
     row = yield Query(
         q.queue_update_metadata,
-        {"name": name, "metadata": encoded, "schema": q.schema, "payload": payload},
+        {"name": name, "metadata": encoded, "patch": json.dumps(patch, separators=(",", ":"))},
         fetch="one",
     )
     if row is None:
         raise QueueNotFoundError(name)
-    return queue_from_row(row)
+    queue = queue_from_row(row)
+    # Compact, in River (Go)'s key order; NOTIFY payloads are capped at 8000 bytes, so a large
+    # metadata is left out (listeners re-read the row anyway).
+    payload = (
+        '{"action":"metadata_changed","metadata":'
+        + encode_json_value(queue.metadata, MAX_ENCODED_SIZE_LIMIT, "metadata")
+        + ',"queue":'
+        + json.dumps(name)
+        + "}"
+    )
+    if len(payload.encode()) >= _MAX_NOTIFY_BYTES:
+        payload = '{"action":"metadata_changed","queue":' + json.dumps(name) + "}"
+    yield from notify_op(q, "river_control", [payload])
+    return queue

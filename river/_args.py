@@ -46,19 +46,40 @@ class JobArgs(pydantic.BaseModel):
 
     Extra fields in stored args (e.g. written by a newer version of a Go service) are ignored
     when decoding.
+
+    A subclass without ``kind`` is refused when it is defined (ValidationError), unless it is
+    declared a base of other args classes: ``class TenantArgs(river.JobArgs, abstract=True)``.
+    A kind set on a base is inherited.
     """
 
     kind: ClassVar[str]
+    #: Declared with ``abstract=True``: a base of other args classes, without a kind.
+    __river_abstract__: ClassVar[bool] = True
 
     def insert_opts(self) -> InsertOpts | None:
         """Default insert options for this job (None: none)."""
         return None
 
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        # ``class Base(river.JobArgs, abstract=True)``: a base of other args classes, with
+        # fields or insert_opts of their own, that has no kind and is never inserted.
+        cls.__river_abstract__ = abstract
+        super().__init_subclass__(**kwargs)
+
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        kwargs.pop("abstract", None)
         super().__pydantic_init_subclass__(**kwargs)
-        kind = cls.__dict__.get("kind")
-        if kind is not None:
+        kind = getattr(cls, "kind", None)
+        if kind is None:
+            if not cls.__dict__.get("__river_abstract__", False):
+                raise ValidationError(
+                    f"{cls.__qualname__}.kind",
+                    "a JobArgs subclass must set kind (kind: ClassVar[str] = 'my_kind'), or "
+                    f"be declared a base of others: class {cls.__name__}(river.JobArgs, "
+                    "abstract=True)",
+                )
+        elif "kind" in cls.__dict__:
             validate_kind(kind, f"{cls.__qualname__}.kind")
 
 

@@ -38,6 +38,7 @@ from river._runtime import MaintenanceServices, Runtime, maintenance_services
 from river._sansio import Op, run_async
 from river._supervisor import ClientHealth
 from river._surface import AsyncSurface, InsertManyItem
+from river._testsignal import TestSignals
 from river._types import InsertOpts
 
 __all__ = ["AsyncClient", "InsertManyItem", "PeriodicJobs", "QueueInfo", "QueueManager"]
@@ -63,7 +64,9 @@ class AsyncClient(AsyncSurface):
     ``database`` is a ``postgresql://`` URL (the client then owns a connection pool, opened on
     first use and closed by :meth:`close` / ``async with``), or a
     ``psycopg_pool.AsyncConnectionPool`` the caller owns. Pool connections should be in
-    autocommit mode for best performance (the client's own pool is).
+    autocommit mode for best performance (the client's own pool is). Without one
+    (``AsyncClient()`` or ``AsyncClient(config=...)``) only the ``*_tx`` methods work, on the
+    caller's connections; anything else raises RiverError saying so.
 
     With ``config.queues`` and ``config.workers`` the client works jobs between :meth:`start`
     and :meth:`stop`; ``async with client:`` does both. Without queues it is insert/admin-only.
@@ -74,14 +77,19 @@ class AsyncClient(AsyncSurface):
 
     def __init__(
         self,
-        database: str | AsyncConnectionPool[Any],
+        database: str | AsyncConnectionPool[Any] | None = None,
         config: Config | None = None,
         *,
         pool_max_size: int = 10,
     ) -> None:
         self.config = config or Config()
         self.id = self.config.id or default_client_id()
-        if isinstance(database, str):
+        self._pool: AsyncConnectionPool[Any] | None
+        if database is None:
+            self._conninfo = ""
+            self._pool = None
+            self._owns_pool = False
+        elif isinstance(database, str):
             if not database.startswith(("postgres://", "postgresql://")) and "=" not in database:
                 raise RiverError(
                     "database must be a postgresql:// URL, a libpq conninfo string, or an "
@@ -124,6 +132,8 @@ class AsyncClient(AsyncSurface):
             max_encoded_size=self.config.max_encoded_size,
         )
         self._events = EventBus(self.config.on_event)
+        #: Named test signals, kept across starts (``river.testing.signals``).
+        self._signals = TestSignals()
         self.queues = QueueManager(
             self.config,
             self._queries,
@@ -134,6 +144,13 @@ class AsyncClient(AsyncSurface):
         self.periodic_jobs = PeriodicJobs(self._periodic)
 
     # --- connections ---------------------------------------------------------------------
+
+    def _require_pool(self) -> AsyncConnectionPool[Any]:
+        if self._pool is None:
+            raise RiverError(
+                "this AsyncClient has no database: pass a URL or pool, or use the *_tx methods"
+            )
+        return self._pool
 
     def _new_pool(self) -> AsyncConnectionPool[Any]:
         return AsyncConnectionPool(
@@ -148,12 +165,13 @@ class AsyncClient(AsyncSurface):
     async def _open_pool(self) -> None:
         # Bounded by config.connect_timeout; a bad host, port, password or database fails at
         # once with the driver's reason (DatabaseUnavailableError, see river/_preflight.py).
+        pool = self._require_pool()
         if self._owns_pool and not self._pool_opened:
             async with self._pool_lock:
                 if not self._pool_opened:
                     try:
                         await open_pool_async(
-                            self._pool, self._conninfo, self.config.connect_timeout_seconds
+                            pool, self._conninfo, self.config.connect_timeout_seconds
                         )
                     except BaseException:
                         self._pool = self._new_pool()  # a closed pool cannot be reopened
@@ -165,12 +183,13 @@ class AsyncClient(AsyncSurface):
         migrated (DatabaseUnavailableError, SchemaNotReadyError)."""
         await self._open_pool()
         timeout = self.config.connect_timeout_seconds
-        await check_schema_async(self._pool, self.config.schema, timeout, self._conninfo)
+        pool = self._require_pool()
+        await check_schema_async(pool, self.config.schema, timeout, self._conninfo)
 
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         await self._open_pool()
-        async with self._pool.connection() as conn:
+        async with self._require_pool().connection() as conn:
             yield conn
 
     async def _run(self, op: Op[Any]) -> Any:
@@ -180,6 +199,7 @@ class AsyncClient(AsyncSurface):
         if not self._pool_opened:
             await self._open_pool()
         pool = self._pool
+        assert pool is not None  # _open_pool raised otherwise
         conn = await pool.getconn()
         try:
             result = await run_async(conn, op, own=True)
@@ -222,12 +242,13 @@ class AsyncClient(AsyncSurface):
     async def close(self) -> None:
         """Stop the client if running, then close the pool it owns."""
         await self.stop()
-        if self._owns_pool and self._pool_opened:
+        if self._owns_pool and self._pool_opened and self._pool is not None:
             await self._pool.close()
             self._pool_opened = False
 
     async def __aenter__(self) -> AsyncClient:
-        await self._open_pool()
+        if self._pool is not None:
+            await self._open_pool()
         if self.queues.configs:
             await self.start()
         return self
@@ -277,7 +298,7 @@ class AsyncClient(AsyncSurface):
                 config=self.config,
                 client_id=self.id,
                 conninfo=self._conninfo,
-                pool=self._pool,
+                pool=self._require_pool(),
                 queries=self._queries,
                 workers=self._workers,
                 middleware=self._middleware,
@@ -286,6 +307,8 @@ class AsyncClient(AsyncSurface):
                 periodic=self._periodic,
                 producers=self.queues.producers,
                 run_op=self._run,
+                on_override=self.queues.override_seen,
+                signals=self._signals,
             )
             self._runtime = runtime
             try:
@@ -328,11 +351,30 @@ class AsyncClient(AsyncSurface):
         runtime = self._runtime
         return runtime is not None and runtime.is_leader
 
+    def queue_depth(self) -> dict[tuple[str, str], int] | None:
+        """The leader's latest count of jobs not yet finalized, by ``(queue, state)`` (states
+        ``available``, ``pending``, ``retryable``, ``running``, ``scheduled``; 0 for a state
+        a queue has none in), sampled every ``Config.queue_depth_interval`` (10 s).
+
+        None unless this client is started, is the leader and has sampled at least once: only
+        the leader samples, so that several clients never report the same jobs
+        (docs/observability.md)."""
+        runtime = self._runtime
+        if runtime is None or not runtime.is_leader:
+            return None
+        sample = runtime.queue_depth.sample
+        return dict(sample) if sample is not None else None
+
     def maintenance_services(self) -> MaintenanceServices:
         """The maintenance services with this client's settings (for ``run_once`` in tests and
         scripts; the leader runs them in a loop on its own)."""
         return maintenance_services(
-            self.config, self._pool, self._queries, self._workers, self._limiter, self._conninfo
+            self.config,
+            self._require_pool(),
+            self._queries,
+            self._workers,
+            self._limiter,
+            self._conninfo,
         )
 
     async def _insert_periodic(self, items: list[tuple[JobArgs, InsertOpts | None]]) -> None:

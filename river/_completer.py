@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from river._driver import AttemptKey, CompletionBatch, Queries, set_state_many_op
 from river._errors import describe
+from river._logfmt import job_fields
 from river._outcome import Outcome
 from river._sansio import run_async
 from river._telemetry import TELEMETRY
@@ -167,6 +168,7 @@ class Completer:
                     o.job.kind,
                     o.job.queue,
                     o.job.attempt,
+                    extra=job_fields(o.job),
                 )
 
     async def _write(
@@ -226,6 +228,7 @@ class Completer:
                         outcomes[0].state.value,
                         refused,
                         describe(exc),
+                        extra=job_fields(job),
                     )
                     return
                 delay = min(self.retry_backoff_max, 0.05 * math.pow(2, attempt))
@@ -285,5 +288,6 @@ def _staged_metadata(o: Outcome) -> str | None:
             o.job.kind,
             o.job.queue,
             exc,
+            extra=job_fields(o.job),
         )
         return None

@@ -15,7 +15,7 @@ from river._args import Workers
 from river._duration import DurationError, parse_duration
 from river._errors import InvalidConfigError
 from river._joblog import JobLogConfig
-from river._names import validate_queue_name, validate_schema
+from river._names import MAX_WORKERS_LIMIT, validate_queue_name, validate_schema
 from river._retry import RetryPolicy, next_retry_at
 from river._schedule import Schedule
 from river._validate import DEFAULT_MAX_ENCODED_SIZE, MAX_ENCODED_SIZE_LIMIT
@@ -50,7 +50,6 @@ DEFAULT_FETCH_COOLDOWN = 0.002
 DEFAULT_FETCH_POLL_INTERVAL = 1.0
 #: max_workers of a queue whose QueueConfig leaves it unset.
 DEFAULT_MAX_WORKERS = 100
-MAX_WORKERS_LIMIT = 10_000
 _MIN_DURATION = 0.001
 
 
@@ -193,6 +192,20 @@ class Config:
       ``discarded_job_retention`` (7 days), -1 keeps forever; ``job_cleaner_interval`` (30 s).
     - ``queue_idle_retention`` (24 h) and ``queue_cleaner_interval`` (1 h).
     - ``reindexer_schedule``: e.g. ``river.Cron("0 0 * * *")``; None (default) disables it.
+    - ``queue_depth_interval`` (10 s): how often the leader counts the jobs not yet finalized
+      per queue and state (one grouped ``count(*)``), for the ``river.queue.depth`` gauge,
+      ``river worker``'s ``river_queue_depth`` and :meth:`AsyncClient.queue_depth`; None
+      disables it.
+
+    OpenTelemetry (docs/observability.md):
+
+    - ``otel_work_span``: how an attempt's ``river.work`` span relates to the trace context
+      stored in the job's metadata at insert (key ``river:otel``, written whenever a span
+      context is current at insert, whatever this option says): ``"child"`` (default) makes
+      it a child of the inserting span, so insert and work share one trace; ``"link"`` starts
+      it in the worker's own context with a link to the inserting span (for long delays or
+      fan-out, where one trace per insert would grow without end); ``"none"`` ignores the
+      stored context.
     """
 
     queues: Mapping[str, QueueConfig] = field(default_factory=dict)
@@ -228,6 +241,8 @@ class Config:
     queue_idle_retention: float = 86_400.0
     queue_cleaner_interval: float = 3600.0
     reindexer_schedule: Schedule | None = None
+    queue_depth_interval: float | timedelta | None = 10.0
+    otel_work_span: Literal["child", "link", "none"] = "child"
     on_event: Callable[[Event], None] | None = None
     middleware: Sequence[Middleware] = ()
     job_log: JobLogConfig | None = field(default_factory=JobLogConfig)
@@ -282,6 +297,11 @@ class Config:
             "queue_idle_retention",
         ):
             _duration(getattr(self, name), name)
+        _duration(self.queue_depth_interval, "queue_depth_interval")
+        if self.otel_work_span not in ("child", "link", "none"):
+            raise InvalidConfigError(
+                "otel_work_span", f'must be "child", "link" or "none" (got {self.otel_work_span!r})'
+            )
         if self.leader_ttl <= self.leader_elect_interval:
             raise InvalidConfigError(
                 "leader_ttl", "must be longer than leader_elect_interval (River uses +10 s)"
@@ -313,6 +333,11 @@ class Config:
         if timeout > 0 and timeout != DEFAULT_JOB_TIMEOUT:
             return timeout + 3600.0
         return 3600.0
+
+    @property
+    def queue_depth_interval_seconds(self) -> float | None:
+        """``queue_depth_interval`` in seconds (None: no queue depth sampling)."""
+        return _duration(self.queue_depth_interval, "queue_depth_interval")
 
     @property
     def connect_timeout_seconds(self) -> float:

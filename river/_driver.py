@@ -33,6 +33,7 @@ from typing import Any
 from psycopg import sql
 
 from river._errors import RiverError
+from river._queue_override import QueueOverride, from_metadata
 from river._sansio import Op, Query
 from river._schema import qualify
 from river._types import AttemptError, InsertResult, JobRow, JobState
@@ -194,6 +195,12 @@ class QueueRow:
     def paused(self) -> bool:
         """Whether the queue is paused."""
         return self.paused_at is not None
+
+    @property
+    def override(self) -> QueueOverride:
+        """The queue's cluster-wide settings override (``queue_update``; falsy when none).
+        Invalid fields in the stored value are left out."""
+        return from_metadata(self.metadata)[0]
 
 
 def queue_from_row(row: Sequence[Any]) -> QueueRow:
@@ -419,10 +426,10 @@ def set_state_many_op(
     return {(r[1], r[0]): r[2] for r in rows}
 
 
-def upsert_queues_op(q: Queries, names: list[str]) -> Op[set[str]]:
+def upsert_queues_op(q: Queries, names: list[str]) -> Op[dict[str, QueueRow]]:
     """Make sure ``river_queue`` has a row for each queue (touching ``updated_at``, which the
-    queue cleaner reads); return the names of those that are paused."""
+    queue cleaner reads); return the rows (paused state, cluster-wide override) by name."""
     if not names:
-        return set()
+        return {}
     rows = yield Query(q.queue_upsert_many, {"names": names})
-    return {r[0] for r in rows if r[3] is not None}
+    return {r[0]: queue_from_row(r) for r in rows}

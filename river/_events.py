@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from river._logfmt import job_fields, queue_fields
 from river._types import JobRow
 
 __all__ = ["Event", "EventKind", "JobStatistics", "Subscription"]
@@ -185,7 +186,10 @@ class EventBus:
             try:
                 self._callback(event)
             except Exception:
-                logger.exception("on_event callback failed for %s", event.kind)
+                fields = (
+                    job_fields(event.job) if event.job is not None else queue_fields(event.queue)
+                )
+                logger.exception("on_event callback failed for %s", event.kind, extra=fields)
         for sub in self._subs:
             if event.kind in sub.kinds:
                 sub._offer(event)

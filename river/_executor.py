@@ -37,6 +37,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from river._args import Workers
 from river._errors import JobSnooze, ValidationError
 from river._joblog import Cause, JobLogConfig, JobLogger
+from river._logfmt import job_fields
 from river._middleware import Middleware
 from river._outcome import (
     SCHEDULER_INTERVAL,
@@ -54,7 +55,7 @@ from river._outcome import (
     records_trace,
 )
 from river._retry import RetryPolicy, next_retry_at
-from river._telemetry import TELEMETRY
+from river._telemetry import TELEMETRY, WorkSpanMode
 from river._types import Job, JobRow
 from river._validate import MAX_OUTPUT_BYTES, check_json_value
 
@@ -202,8 +203,11 @@ class Executor:
         middleware: Sequence[Middleware] = (),
         job_log: JobLogConfig | None = None,
         scheduler_interval: float = SCHEDULER_INTERVAL,
+        otel_work_span: WorkSpanMode = "child",
     ) -> None:
         self._middleware = tuple(middleware)
+        #: Config.otel_work_span: the river.work span's relation to the insert's trace context.
+        self._otel_work_span: WorkSpanMode = otel_work_span
         #: Log lines of attempts that did not complete (None: none, e.g. the testing kit).
         self.job_log = JobLogger(job_log) if job_log is not None else None
         self._workers = workers
@@ -225,9 +229,12 @@ class Executor:
         if tracer is None:
             outcome = await self._execute(running)
         else:
+            parent, links = TELEMETRY.work_span_origin(row.metadata, self._otel_work_span)
             with tracer.start_as_current_span(
                 "river.work",
+                context=parent,
                 kind=SpanKind.CONSUMER,
+                links=links,
                 attributes={
                     "messaging.system": "river",
                     "river.kind": row.kind,
@@ -266,7 +273,7 @@ class Executor:
             # A bug in a hook, a middleware or here must never lose the job (it would stay
             # "running" until rescued) nor crash the producer, and with it the client. (One
             # coroutine, not a wrapper around another: this runs for every job.)
-            logger.exception("job %d: evaluating the attempt failed", row.id)
+            logger.exception("job %d: evaluating the attempt failed", row.id, extra=job_fields(row))
             return self._classify(running, exc, False, started_at, None, None, internal=True)
 
     # ----------------------------------------------------------------------------------------
@@ -448,6 +455,7 @@ class Executor:
                     "job %d: %s.next_retry failed; using the retry policy",
                     row.id,
                     type(registered.worker).__qualname__,
+                    extra=job_fields(row),
                 )
         try:
             retry_at = self._retry_policy(len(row.errors) + 1, now)
@@ -455,7 +463,9 @@ class Executor:
                 raise TypeError(f"must return a timezone-aware datetime, got {retry_at!r}")
             return retry_at
         except Exception:
-            logger.exception("job %d: the retry policy failed; using the default", row.id)
+            logger.exception(
+                "job %d: the retry policy failed; using the default", row.id, extra=job_fields(row)
+            )
             return next_retry_at(len(row.errors) + 1, now)
 
     @staticmethod

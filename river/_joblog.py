@@ -3,8 +3,9 @@
 The executor calls :class:`JobLogger` once per attempt that did not complete, where it maps the
 outcome (so it knows whether the job is retried or discarded); a completed attempt never gets
 here, so succeeding jobs cost nothing. Lines go to the ``river.job`` logger with the job's
-fields also in ``extra``. A rate limit per (kind, queue, outcome) keeps a flood of failures to
-``max_lines`` lines per ``interval``, followed by one summary line with the count left out.
+fields also in ``extra`` (``job_id``, ``job_kind``, ``queue``, ``attempt``, ...). A rate limit
+per (kind, queue, outcome) keeps a flood of failures to ``max_lines`` lines per ``interval``,
+followed by one summary line with the count left out.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Literal
 
 from river._duration import DurationError, parse_duration
 from river._errors import InvalidConfigError
+from river._logfmt import job_fields
 from river._types import JobRow
 
 __all__ = ["JobLogConfig", "JobLogger", "check_level"]
@@ -327,7 +329,7 @@ class JobLogger:
             kind,
             queue,
             _duration(elapsed),
-            extra={"kind": kind, "queue": queue, "outcome": outcome, "suppressed": suppressed},
+            extra={"job_kind": kind, "queue": queue, "outcome": outcome, "suppressed": suppressed},
         )
 
     def _prune(self, now: float) -> None:
@@ -352,10 +354,7 @@ def _extra(
     retry_at: datetime | None = None,
 ) -> dict[str, Any]:
     extra: dict[str, Any] = {
-        "job_id": row.id,
-        "kind": row.kind,
-        "queue": row.queue,
-        "attempt": row.attempt,
+        **job_fields(row),
         "max_attempts": row.max_attempts,
         "outcome": outcome,
     }

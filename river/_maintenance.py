@@ -32,6 +32,7 @@ from river._insert import NotifyLimiter, insert_payload
 from river._retry import RetryPolicy
 from river._sansio import Op, Query, run_async, single
 from river._schedule import NEVER, Schedule
+from river._telemetry import TELEMETRY
 from river._types import AttemptError, InsertOpts, Job, JobRow
 from river._validate import DEFAULT_MAX_ENCODED_SIZE, encode_job_args, encode_json_value
 
@@ -41,6 +42,7 @@ __all__ = [
     "PeriodicJob",
     "PeriodicJobEnqueuer",
     "QueueCleaner",
+    "QueueDepthSampler",
     "Reindexer",
     "Rescuer",
     "Scheduler",
@@ -386,6 +388,66 @@ class QueueCleaner:
         await _loop("queue cleaner", self.interval, once, task_status)
 
 
+#: The states a queue depth sample counts: every state before an outcome (PROTOCOL.md 3).
+QUEUE_DEPTH_STATES = ("available", "pending", "retryable", "running", "scheduled")
+
+
+class QueueDepthSampler:
+    """Counts the jobs not yet finalized per queue and state, every ``interval`` (10 s), with
+    one grouped ``count(*)`` (river/_sql/maintenance.sql ``queue_depth``).
+
+    Only the leader runs it, so only the leader reports queue depth (several clients would
+    otherwise report the same jobs). While it runs, :attr:`sample` holds the latest count,
+    with 0 for each of :data:`QUEUE_DEPTH_STATES` a queue has no job in (queues are those
+    with such jobs, and those of ``river_queue``); the ``river.queue.depth`` gauge reads it.
+    When it stops (leadership lost, client stopped) the sample is dropped: a former leader
+    reports nothing."""
+
+    def __init__(
+        self, pool: AsyncConnectionPool[Any], queries: Queries, *, interval: float = 10.0
+    ) -> None:
+        self._pool = pool
+        self._q = queries
+        self.interval = interval
+        #: Jobs per (queue, state) at the last pass; None before the first one and once
+        #: stopped. Replaced whole at each pass (read from other threads).
+        self.sample: dict[tuple[str, str], int] | None = None
+        #: Loops running: a new leadership term may start before the last one has unwound.
+        self._running = 0
+
+    async def run_once(self) -> dict[tuple[str, str], int]:
+        """Count, store the result in :attr:`sample` and return it."""
+        with _statement_guard():
+            async with self._pool.connection() as conn:
+                rows = await run_async(conn, single(Query(self._q.queue_depth)))
+        sample: dict[tuple[str, str], int] = {}
+        for queue, state, count in rows:
+            for known in QUEUE_DEPTH_STATES:
+                sample.setdefault((queue, known), 0)
+            if state is not None:
+                sample[(queue, state)] = int(count)
+        self.sample = sample
+        TELEMETRY.bind_metrics()  # the gauge exists once an SDK is installed, even if late
+        return sample
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Loop until cancelled; report through the ``river.queue.depth`` gauge meanwhile."""
+
+        async def once() -> bool:
+            await self.run_once()
+            return False
+
+        self._running += 1
+        TELEMETRY.add_queue_depth_source(self)
+        try:
+            await _loop("queue depth", self.interval, once, task_status)
+        finally:
+            self._running -= 1
+            if not self._running:
+                TELEMETRY.remove_queue_depth_source(self)
+                self.sample = None
+
+
 class Reindexer:
     """Rebuilds River's indexes with ``REINDEX INDEX CONCURRENTLY`` on a schedule (opt-in:
     ``Config(reindexer_schedule=river.Cron("0 0 * * *"))``), each bounded by ``timeout``
@@ -401,10 +463,13 @@ class Reindexer:
         indexes: Sequence[str] = DEFAULT_REINDEX_INDEXES,
         timeout: float = 60.0,
         connect_kwargs: dict[str, Any] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._conninfo = conninfo
         self._q = queries
         self.schedule = schedule
+        #: The wall clock the schedule is read against (injectable for tests).
+        self._clock = clock
         self.indexes = tuple(indexes)
         self.timeout = timeout
         self._connect_kwargs = connect_kwargs or {}
@@ -459,7 +524,7 @@ class Reindexer:
         """Sleep until each scheduled time, then reindex; until cancelled."""
         task_status.started()
         while True:
-            now = datetime.now(UTC)
+            now = self._clock()
             target = self.schedule.next(now)
             if target >= NEVER:
                 return

@@ -10,6 +10,9 @@ import re
 
 from river._errors import ValidationError
 
+#: The most jobs one queue may run at once in one client (``max_workers``).
+MAX_WORKERS_LIMIT = 10_000
+
 __all__ = ["MAX_QUEUE_NAME_LENGTH", "MAX_SCHEMA_LENGTH", "validate_queue_name", "validate_schema"]
 
 #: Longest queue name River accepts.

@@ -44,6 +44,7 @@ __all__ = [
     "LeadershipNotice",
     "Notice",
     "Notifier",
+    "QueueMetadataNotice",
     "QueueStateNotice",
     "parse_notice",
 ]
@@ -56,7 +57,7 @@ TOPICS = ("river_insert", "river_control", "river_leadership")
 #: characters); anything longer did not come from Postgres and is refused before decoding.
 MAX_PAYLOAD_CHARS = 8000
 #: Deepest nesting of arrays and objects decoded. River's payloads are flat objects (only
-#: ``metadata_changed`` carries a queue's metadata, which no consumer reads); the limit keeps
+#: ``metadata_changed`` carries a queue's metadata, which is not read: the row is); the limit keeps
 #: ``json.loads`` far from the interpreter's recursion limit.
 MAX_DEPTH = 32
 #: Largest job id (ids are ``bigserial``: 1 to 2**63 - 1).
@@ -79,6 +80,14 @@ class QueueStateNotice:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueMetadataNotice:
+    """``river_control`` ``metadata_changed`` of ``queue``: its cluster-wide settings may have
+    changed (the metadata it carries is not trusted; the poller re-reads the row)."""
+
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
 class CancelNotice:
     """``river_control`` ``cancel``: job ``job_id`` (of ``queue``, when given) should stop."""
 
@@ -95,7 +104,7 @@ class LeadershipNotice:
     leader_id: str
 
 
-Notice = InsertNotice | QueueStateNotice | CancelNotice | LeadershipNotice
+Notice = InsertNotice | QueueStateNotice | QueueMetadataNotice | CancelNotice | LeadershipNotice
 
 # Backslash escapes (two characters, so an escaped quote is skipped) and the characters that
 # matter to nesting; everything else is skipped by the regex engine, so the scan is linear.
@@ -141,8 +150,8 @@ def parse_notice(topic: str, payload: str) -> Notice | None:
 
     - ``river_insert``: ``{"queue": str}``;
     - ``river_control``: ``{"action": "pause" | "resume", "queue": str}`` or
-      ``{"action": "cancel", "job_id": int, "queue"?: str}``; other actions
-      (``metadata_changed``) have no consumer and are dropped;
+      ``{"action": "cancel", "job_id": int, "queue"?: str}`` or
+      ``{"action": "metadata_changed", "queue": str}`` (the metadata is not read);
     - ``river_leadership``: ``{"action": "resigned" | "request_resign", "leader_id"?: str}``.
     """
     if len(payload) > MAX_PAYLOAD_CHARS:
@@ -176,6 +185,8 @@ def _notice(topic: str, data: dict[str, Any]) -> Notice | None:
             return None
         if action in ("pause", "resume") and queue is not None:
             return QueueStateNotice(queue, paused=action == "pause")
+        if action == "metadata_changed" and queue is not None:
+            return QueueMetadataNotice(queue)
         job_id = _job_id(data.get("job_id"))
         if action == "cancel" and job_id is not None:
             return CancelNotice(job_id, queue)

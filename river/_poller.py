@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 from river._driver import Queries
 from river._errors import describe
 from river._sansio import Op, Query
+from river._testsignal import TestSignal
 
 if TYPE_CHECKING:
     from river._producer import Producer
@@ -40,7 +41,8 @@ _RETRY_AFTER = 1.0
 
 
 def poll_queues_op(q: Queries, names: list[str], probe: list[bool]) -> Op[list[Any]]:
-    """``(name, paused, has due jobs)`` for each of ``names`` (``queue_poll_due``)."""
+    """``(name, paused, stored override settings, has due jobs)`` for each of ``names``
+    (``queue_poll_due``)."""
     rows: list[Any] = yield Query(q.queue_poll_due, {"names": names, "probe": probe}, prepare=True)
     return rows
 
@@ -49,7 +51,9 @@ class Poller:
     """See module doc. ``producers`` is the client's live ``{queue name: producer}`` map (read
     only); ``run_op`` runs a sans-IO operation on a pool connection; ``on_paused`` is called
     with ``(queue, paused)`` when a poll finds that another client paused or resumed a queue
-    (after the producer was told)."""
+    (after the producer was told); ``on_override`` with ``(queue, stored settings)`` when the
+    queue's cluster-wide override (``river_queue.metadata #> '{river_py,settings}'``, untrusted)
+    differs from the one last seen."""
 
     def __init__(
         self,
@@ -57,11 +61,17 @@ class Poller:
         producers: Mapping[str, Producer],
         run_op: Callable[[Op[Any]], Awaitable[Any]],
         on_paused: Callable[[str, bool], None],
+        on_override: Callable[[str, Any], None] = lambda name, stored: None,
+        polled: TestSignal[list[str]] | None = None,
     ) -> None:
         self._q = queries
         self._producers = producers
         self._run_op = run_op
         self._on_paused = on_paused
+        self._on_override = on_override
+        self._polled = polled if polled is not None else TestSignal[list[str]]("polled")
+        #: The stored override of each queue as last seen (None: none).
+        self._overrides: dict[str, Any] = {}
         self._wake = anyio.Event()
         self._exit = False
         self._done = anyio.Event()
@@ -78,6 +88,7 @@ class Poller:
         """A producer started: poll it at once (the next query serves every queue started
         meanwhile, instead of one fetch per new producer)."""
         self._paused_changed[name] = time.monotonic()
+        self._overrides.pop(name, None)  # the queue manager tells repeats from changes
         self._next[name] = time.monotonic()
         self._wake.set()
 
@@ -85,6 +96,7 @@ class Poller:
         """A queue was removed."""
         self._next.pop(name, None)
         self._paused_changed.pop(name, None)
+        self._overrides.pop(name, None)
 
     def paused_locally(self, name: str) -> None:
         """This client paused or resumed ``name`` itself: a poll that started before must not
@@ -159,7 +171,7 @@ class Poller:
         # time per tick, holding back the xmin horizon, which kept those entries alive.
         probe = [producers[n].wants_poll for n in due]
         try:
-            rows: list[tuple[str, bool, bool]] = await self._run_op(
+            rows: list[tuple[str, bool, Any, bool]] = await self._run_op(
                 poll_queues_op(self._q, due, probe)
             )
         except (psycopg.Error, OSError, TimeoutError) as exc:
@@ -168,11 +180,15 @@ class Poller:
             for n in due:
                 self._next[n] = max(self._next.get(n, 0.0), retry_at)
             return
+        self._polled.emit(due)
         now = time.monotonic()
-        for name, paused, has_jobs in rows:
+        for name, paused, override, has_jobs in rows:
             producer = producers.get(name)
             if producer is None:
                 continue
+            if override != self._overrides.get(name):
+                self._overrides[name] = override
+                self._on_override(name, override)
             producer.polled += 1
             self.schedule(name, producer.settings.fetch_poll_interval, now)
             stale = self._paused_changed.get(name, -math.inf) >= started

@@ -369,7 +369,10 @@ class Producer:
                         rows = await rt.fetch(self.queue, limit)
                     except (psycopg.Error, OSError, TimeoutError) as exc:
                         logger.warning(
-                            "queue %s: fetch failed, retrying: %s", self.queue, describe(exc)
+                            "queue %s: fetch failed, retrying: %s",
+                            self.queue,
+                            describe(exc),
+                            extra={"queue": self.queue},
                         )
                     finally:
                         budget.release(limit)  # also on failure and cancellation

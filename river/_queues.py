@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,6 +25,7 @@ from river._driver import Queries, upsert_queues_op
 from river._errors import InvalidConfigError, QueueAlreadyAddedError, QueueNotFoundError, RiverError
 from river._events import EventKind
 from river._insert import validate_queue_name
+from river._queue_override import FIELDS, METADATA_KEY, QueueOverride, from_settings
 from river._sansio import Op
 
 if TYPE_CHECKING:
@@ -49,6 +50,9 @@ class QueueInfo:
     running_jobs: int
     #: Whether its producer runs (the client is started).
     active: bool
+    #: The cluster-wide override last read from ``river_queue`` (``queue_update``); its
+    #: fields win over ``config`` in ``settings``. Falsy when there is none.
+    override: QueueOverride = field(default_factory=QueueOverride)
 
 
 class QueueManager:
@@ -83,6 +87,10 @@ class QueueManager:
         #: The running producers, by queue name (empty while the client is stopped). Changed
         #: only under :attr:`lock`.
         self.producers: dict[str, Producer] = {}
+        #: Each queue's cluster-wide override as last read (river/_queue_override.py), and the
+        #: stored value it was read from (to tell a change).
+        self.overrides: dict[str, QueueOverride] = {}
+        self._override_raw: dict[str, Any] = {}
 
     def _info(self, name: str) -> QueueInfo:
         config = self.configs[name]
@@ -90,11 +98,19 @@ class QueueManager:
         return QueueInfo(
             name=name,
             config=config,
-            settings=producer.settings if producer else self._config.resolve(config, name),
+            settings=producer.settings if producer else self.effective(name),
             paused=producer.paused if producer else False,
             running_jobs=len(producer.running) if producer else 0,
             active=producer is not None,
+            override=self.overrides.get(name, QueueOverride()),
         )
+
+    def effective(self, name: str) -> QueueSettings:
+        """The settings ``name`` runs with: its config resolved against the client's defaults,
+        with the cluster-wide override's fields on top."""
+        settings = self._config.resolve(self.configs[name], name)
+        override = self.overrides.get(name)
+        return apply_override(settings, override) if override else settings
 
     def list(self) -> dict[str, QueueInfo]:
         """Every queue of this client, by name."""
@@ -121,9 +137,12 @@ class QueueManager:
 
     async def start_all(self, runtime: Runtime) -> None:
         """Start a producer for every queue (the client is starting; the lock is held)."""
-        paused = await self._run_op(upsert_queues_op(self._q, list(self.configs)))
-        for name, qc in self.configs.items():
-            self.producers[name] = await runtime.start_producer(name, qc, name in paused)
+        rows = await self._run_op(upsert_queues_op(self._q, list(self.configs)))
+        for name in self.configs:
+            row = rows.get(name)
+            self.override_seen(name, _stored_settings(row.metadata if row else None))
+            paused = row is not None and row.paused
+            self.producers[name] = await runtime.start_producer(name, self.effective(name), paused)
 
     # --- changes --------------------------------------------------------------------------
 
@@ -140,9 +159,13 @@ class QueueManager:
                 raise QueueAlreadyAddedError(name)
             runtime = self._runtime()
             if runtime is not None:
-                paused = await self._run_op(upsert_queues_op(self._q, [name]))
+                rows = await self._run_op(upsert_queues_op(self._q, [name]))
                 self.configs[name] = config
-                self.producers[name] = await runtime.start_producer(name, config, name in paused)
+                row = rows.get(name)
+                self.override_seen(name, _stored_settings(row.metadata if row else None))
+                settings = self.effective(name)
+                paused = row is not None and row.paused
+                self.producers[name] = await runtime.start_producer(name, settings, paused)
             else:
                 self.configs[name] = config
         logger.info(
@@ -151,6 +174,7 @@ class QueueManager:
             settings.max_workers,
             settings.fetch_cooldown,
             settings.fetch_poll_interval,
+            extra={"queue": name},
         )
         self._publish(EventKind.QUEUE_ADDED, name)
         return (
@@ -187,11 +211,13 @@ class QueueManager:
                 producer.cancel_jobs()
                 await producer.wait_done()
                 del self.producers[name]
+                self.overrides.pop(name, None)
+                self._override_raw.pop(name, None)
                 # Like stop: the outcomes of its jobs are written before remove returns (only
                 # those: other queues' outcomes written later do not hold it up).
                 await runtime.retire_producer(producer)
             del self.configs[name]
-        logger.info("queue %s removed (%s)", name, mode)
+        logger.info("queue %s removed (%s)", name, mode, extra={"queue": name})
         self._publish(EventKind.QUEUE_REMOVED, name, mode=mode)
 
     async def update(
@@ -221,20 +247,27 @@ class QueueManager:
                     else fetch_poll_interval
                 ),
             )
-            settings = self._config.resolve(new, name)
+            self._config.resolve(new, name)  # InvalidConfigError before anything changes
             self.configs[name] = new
-            producer = self.producers.get(name)
-            runtime = self._runtime()
-            if producer is not None and runtime is not None:
-                await producer.update_settings(settings)
-                # The restarted producer fetches at once; the next poll follows the new interval.
-                runtime.poller.reschedule(name, settings.fetch_poll_interval)
+            settings = self.effective(name)
+            overridden = list(self.overrides.get(name, QueueOverride()).as_dict())
+            if overridden:
+                logger.info(
+                    "queue %s: %s stay as the cluster-wide override sets them until it is "
+                    "cleared (river queue update %s --clear)",
+                    name,
+                    ", ".join(overridden),
+                    name,
+                    extra={"queue": name},
+                )
+            await self._apply(name, settings)
         logger.info(
             "queue %s updated (max_workers=%d, fetch_cooldown=%gs, fetch_poll_interval=%gs)",
             name,
             settings.max_workers,
             settings.fetch_cooldown,
             settings.fetch_poll_interval,
+            extra={"queue": name},
         )
         self._publish(
             EventKind.QUEUE_UPDATED,
@@ -244,6 +277,85 @@ class QueueManager:
             fetch_poll_interval=settings.fetch_poll_interval,
         )
         return self._info(name)
+
+    # --- the cluster-wide override -----------------------------------------------------------
+
+    def override_seen(self, name: str, stored: Any) -> None:
+        """The stored override of ``name`` as a poll (or a start) read it: ``metadata #>
+        '{river_py,settings}'``, untrusted. A change is logged once and applied to the running
+        producer (in a task of the runtime, not in the caller's: the poller serves every queue)."""
+        if name not in self.configs or self._override_raw.get(name, None) == stored:
+            if name in self.configs:
+                self._override_raw[name] = stored
+            return
+        self._override_raw[name] = stored
+        override, problems = from_settings(stored)
+        for problem in problems:
+            logger.warning(
+                "queue %s: ignoring an invalid cluster-wide setting: %s",
+                name,
+                problem,
+                extra={"queue": name},
+            )
+        if override == self.overrides.get(name, QueueOverride()):
+            return
+        if override:
+            self.overrides[name] = override
+        else:
+            self.overrides.pop(name, None)
+        described = ", ".join(f"{k}={v:g}" for k, v in override.as_dict().items()) or "none"
+        logger.info("queue %s: cluster-wide override %s", name, described, extra={"queue": name})
+        runtime = self._runtime()
+        producer = self.producers.get(name)
+        if runtime is not None and producer is not None:
+            runtime.spawn(self._apply_override, name)
+
+    async def _apply_override(self, name: str) -> None:
+        producer = self.producers.get(name)
+        if producer is None or name not in self.configs:
+            return
+        settings = self.effective(name)
+        if settings == producer.settings:
+            return
+        await self._apply(name, settings)
+        logger.info(
+            "queue %s updated by its cluster-wide override (max_workers=%d, fetch_cooldown=%gs, "
+            "fetch_poll_interval=%gs)",
+            name,
+            settings.max_workers,
+            settings.fetch_cooldown,
+            settings.fetch_poll_interval,
+            extra={"queue": name},
+        )
+        self._publish(
+            EventKind.QUEUE_UPDATED,
+            name,
+            max_workers=settings.max_workers,
+            fetch_cooldown=settings.fetch_cooldown,
+            fetch_poll_interval=settings.fetch_poll_interval,
+            source="cluster",
+        )
+
+    async def _apply(self, name: str, settings: QueueSettings) -> None:
+        """Give the running producer of ``name`` (if any) ``settings``: its fetch loop stops
+        between two fetches, takes them and restarts. Changes racing each other (a local
+        update and an override read by the poller) converge on the latest effective settings.
+        """
+        producer = self.producers.get(name)
+        runtime = self._runtime()
+        if producer is None or runtime is None:
+            return
+        while True:
+            await producer.update_settings(settings)
+            runtime.signals.settings_applied.emit((name, settings))
+            # The restarted producer fetches at once; the next poll follows the new interval.
+            runtime.poller.reschedule(name, settings.fetch_poll_interval)
+            if self.producers.get(name) is not producer or name not in self.configs:
+                return
+            latest = self.effective(name)
+            if latest == settings:
+                return
+            settings = latest
 
     async def pause(self, name: str) -> None:
         """Pause a queue of this client for every client on the database: persisted in
@@ -269,5 +381,27 @@ class QueueManager:
                 if runtime is not None:
                     runtime.poller.paused_locally(name)
         if changed or producer is None:
-            logger.info("queue %s %s", name, "paused" if paused else "resumed")
+            logger.info(
+                "queue %s %s", name, "paused" if paused else "resumed", extra={"queue": name}
+            )
             self._publish(EventKind.QUEUE_PAUSED if paused else EventKind.QUEUE_RESUMED, name)
+
+
+def _stored_settings(metadata: Any) -> Any:
+    """``metadata #> '{river_py,settings}'`` of a decoded row (what the poller reads)."""
+    ours = metadata.get(METADATA_KEY) if isinstance(metadata, dict) else None
+    return ours.get("settings") if isinstance(ours, dict) else None
+
+
+def apply_override(settings: QueueSettings, override: QueueOverride) -> QueueSettings:
+    """The effective settings: ``settings`` (the client's own) with the override's fields on
+    top. The poll interval is raised to the cooldown when the two would cross."""
+    if not override:
+        return settings
+    merged = replace(
+        settings,
+        **{f: v for f in FIELDS if (v := getattr(override, f)) is not None},
+    )
+    if merged.fetch_poll_interval < merged.fetch_cooldown:
+        merged = replace(merged, fetch_poll_interval=merged.fetch_cooldown)
+    return merged

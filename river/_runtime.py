@@ -31,7 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 from river import _admin
 from river._args import Workers
 from river._completer import Completer, Outcome
-from river._config import Config, QueueConfig
+from river._config import Config, QueueSettings
 from river._driver import AttemptKey, Queries, fetch_op, notify_op, upsert_queues_op
 from river._elector import Elector
 from river._errors import RiverError, describe
@@ -42,16 +42,25 @@ from river._maintenance import (
     JobCleaner,
     PeriodicJobEnqueuer,
     QueueCleaner,
+    QueueDepthSampler,
     Reindexer,
     Rescuer,
     Scheduler,
 )
 from river._middleware import Middleware
-from river._notifier import InsertNotice, LeadershipNotice, Notice, Notifier, QueueStateNotice
+from river._notifier import (
+    InsertNotice,
+    LeadershipNotice,
+    Notice,
+    Notifier,
+    QueueMetadataNotice,
+    QueueStateNotice,
+)
 from river._poller import Poller
 from river._producer import JobBudget, Producer
 from river._sansio import Op, run_async
 from river._supervisor import Supervisor
+from river._testsignal import TestSignals
 from river._types import JobRow, JobState
 
 __all__ = ["MaintenanceServices", "Runtime", "maintenance_services"]
@@ -131,6 +140,8 @@ class Runtime:
         periodic: PeriodicJobEnqueuer,
         producers: Mapping[str, Producer],
         run_op: Callable[[Op[Any]], Awaitable[Any]],
+        on_override: Callable[[str, Any], None] = lambda name, stored: None,
+        signals: TestSignals | None = None,
     ) -> None:
         self.config = config
         self.client_id = client_id
@@ -143,6 +154,8 @@ class Runtime:
         self._periodic = periodic
         self._producers = producers
         self._run_op = run_op
+        #: Named test signals (river/_testsignal.py): no-ops unless a test enabled them.
+        self.signals = signals if signals is not None else TestSignals()
         self.supervisor = Supervisor()
         self.completer = Completer(
             pool,
@@ -162,10 +175,20 @@ class Runtime:
             middleware=middleware,
             job_log=config.job_log,
             scheduler_interval=config.scheduler_interval,
+            otel_work_span=config.otel_work_span,
         )
+        depth_interval = config.queue_depth_interval_seconds  # the leader samples queue depth
+        self.queue_depth = QueueDepthSampler(pool, queries, interval=depth_interval or 10.0)
         self.budget = JobBudget(self.completer.max_backlog, lambda: self.completer.backlog)
         self.completer.on_written = self.budget.wake_next
-        self.poller = Poller(queries, producers, self._run_with_deadline, self._paused_by_poll)
+        self.poller = Poller(
+            queries,
+            producers,
+            self._run_with_deadline,
+            self._paused_by_poll,
+            on_override=on_override,
+            polled=self.signals.polled,
+        )
         self.notifier: Notifier | None = None
         self.elector: Elector | None = None
         self._root: asyncio.Task[None] | None = None
@@ -181,7 +204,9 @@ class Runtime:
         TimeoutError after ``STATEMENT_DEADLINE`` seconds (a dead link: see there)."""
         with anyio.fail_after(STATEMENT_DEADLINE):
             async with self.pool.connection() as conn:
-                return await run_async(conn, fetch_op(self.queries, queue, limit, self.client_id))
+                rows = await run_async(conn, fetch_op(self.queries, queue, limit, self.client_id))
+        self.signals.fetched.emit((queue, len(rows)))
+        return rows
 
     async def _run_with_deadline(self, op: Op[Any]) -> Any:
         with anyio.fail_after(STATEMENT_DEADLINE):
@@ -284,16 +309,30 @@ class Runtime:
 
     # --- producers (the queue manager calls these under its lock) ------------------------
 
-    async def start_producer(self, name: str, qc: QueueConfig, paused: bool) -> Producer:
+    async def start_producer(self, name: str, settings: QueueSettings, paused: bool) -> Producer:
         """Start the producer of one queue; the caller adds it to the queue map."""
         assert self._tg is not None
-        producer = Producer(self, name, self.config.resolve(qc, name), paused)
+        producer = Producer(self, name, settings, paused)
         # Its first poll is due now: the poller's next query (one for every queue started
         # meanwhile) wakes it if it has due jobs. A fetch per producer instead would cost one
         # query per queue at start (2,000 queues: 2,000 queries contending for the pool).
         self.poller.add(name)
         await self._tg.start(producer.run)
         return producer
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` in the services' task group (cancelled at stop); an exception is
+        logged, never raised into the group. Nothing runs when the client is not started."""
+        if self._services_tg is None:
+            return
+
+        async def guarded() -> None:
+            try:
+                await fn(*args)
+            except Exception:
+                logger.exception("%s failed", getattr(fn, "__qualname__", fn))
+
+        self._services_tg.start_soon(guarded)
 
     async def retire_producer(self, producer: Producer) -> None:
         """After a producer of a removed queue is done: forget its queue and wait until its
@@ -354,7 +393,7 @@ class Runtime:
             producer = self._producers.get(notice.queue)
             if producer is not None:
                 producer.wake(notified=True)
-        elif isinstance(notice, QueueStateNotice):
+        elif isinstance(notice, QueueStateNotice | QueueMetadataNotice):
             self.poller.hint(notice.queue)
         elif self._services_tg is not None:  # a CancelNotice
             for producer in self._producers.values():
@@ -379,7 +418,7 @@ class Runtime:
             running.cancel(CancelReason.REMOTE)
 
     def _paused_by_poll(self, name: str, paused: bool) -> None:
-        logger.info("queue %s %s", name, "paused" if paused else "resumed")
+        logger.info("queue %s %s", name, "paused" if paused else "resumed", extra={"queue": name})
         self._events.publish(
             Event(EventKind.QUEUE_PAUSED if paused else EventKind.QUEUE_RESUMED, name)
         )
@@ -389,6 +428,7 @@ class Runtime:
     def _publish_outcomes(
         self, outcomes: list[Outcome], persisted: dict[AttemptKey, JobRow | str]
     ) -> None:
+        self.signals.flushed.emit((len(persisted), len(outcomes) - len(persisted)))
         events = self._events
         if not events.wants_job_rows:
             return
@@ -412,6 +452,7 @@ class Runtime:
     def leadership_changed(self, leader: bool) -> None:
         """The elector's callback: start a maintenance term on gaining leadership, cancel the
         current one on losing it."""
+        self.signals.leadership.emit(leader)
         self._maintenance_term += 1
         if self._maintenance_scope is not None:
             self._maintenance_scope.cancel()  # the previous term, if one still runs
@@ -429,6 +470,7 @@ class Runtime:
         )
         with anyio.CancelScope() as scope:
             self._maintenance_scope = scope
+            began = False
             try:
                 async with anyio.create_task_group() as mtg:
                     for service in services:
@@ -436,12 +478,18 @@ class Runtime:
                             name = f"maintenance:{type(service).__name__.lower()}"
                             await mtg.start(supervise, name, service.run)
                     await mtg.start(supervise, "maintenance:periodic", self._periodic_service())
+                    if self.config.queue_depth_interval is not None:
+                        await mtg.start(supervise, "maintenance:queue_depth", self.queue_depth.run)
+                    began = True
+                    self.signals.maintenance.emit(True)
             finally:
                 # Only this term's scope: when leadership is lost and won again quickly, the
                 # next term may have set its own while this one was still unwinding, and
                 # clearing it would leave that term out of reach of the next loss.
                 if self._maintenance_scope is scope:
                     self._maintenance_scope = None
+                if began:
+                    self.signals.maintenance.emit(False)
 
     def _periodic_service(self) -> Callable[..., Awaitable[None]]:
         """The periodic enqueuer of one maintenance term: its run-on-start jobs are inserted

@@ -19,7 +19,7 @@ All three turn a missing River table into :class:`~river.SchemaNotReadyError`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -65,7 +65,7 @@ class AsyncSurface:
         Every field is validated before any SQL (:class:`~river.ValidationError` naming the
         field and the rule; docs/inserting.md)."""
         batch = self._batch([(args, opts)], many=False)
-        with TELEMETRY.insert_span(1, dict.fromkeys(batch.queue)):
+        with TELEMETRY.insert_span(batch):
             results: list[InsertResult] = await self._run(insert_many_op(self._queries, batch))
         return results[0]
 
@@ -74,7 +74,7 @@ class AsyncSurface:
     ) -> InsertResult:
         """:meth:`insert` in the caller's transaction (notification sent only on commit)."""
         batch = self._batch([(args, opts)], many=False)
-        with TELEMETRY.insert_span(1, dict.fromkeys(batch.queue)):
+        with TELEMETRY.insert_span(batch):
             results: list[InsertResult] = await self._run_on(
                 conn, insert_many_op(self._queries, batch)
             )
@@ -88,7 +88,7 @@ class AsyncSurface:
         if not items:
             return []
         batch = self._batch(items, many=True)
-        with TELEMETRY.insert_span(len(batch), dict.fromkeys(batch.queue)):
+        with TELEMETRY.insert_span(batch):
             results: list[InsertResult] = await self._run(insert_many_op(self._queries, batch))
         return results
 
@@ -99,7 +99,7 @@ class AsyncSurface:
         if not items:
             return []
         batch = self._batch(items, many=True)
-        with TELEMETRY.insert_span(len(batch), dict.fromkeys(batch.queue)):
+        with TELEMETRY.insert_span(batch):
             results: list[InsertResult] = await self._run_on(
                 conn, insert_many_op(self._queries, batch)
             )
@@ -113,7 +113,7 @@ class AsyncSurface:
         if not items:
             return 0
         batch = self._batch(items, many=True)
-        with TELEMETRY.insert_span(len(batch), dict.fromkeys(batch.queue)):
+        with TELEMETRY.insert_span(batch):
             count: int = await self._run_in_tx(copy_op(self._queries, batch, datetime.now(UTC)))
         return count
 
@@ -124,7 +124,7 @@ class AsyncSurface:
         if not items:
             return 0
         batch = self._batch(items, many=True)
-        with TELEMETRY.insert_span(len(batch), dict.fromkeys(batch.queue)):
+        with TELEMETRY.insert_span(batch):
             count: int = await self._run_on(conn, copy_op(self._queries, batch, datetime.now(UTC)))
         return count
 
@@ -256,17 +256,67 @@ class AsyncSurface:
         """:meth:`queue_resume` in the caller's transaction."""
         await self._run_on(conn, _admin.queue_pause_op(self._queries, name, pause=False))
 
-    async def queue_update(self, name: str, *, metadata: Mapping[str, Any]) -> QueueRow:
-        """Replace a queue's metadata (broadcast as ``metadata_changed``)."""
-        op = _admin.queue_update_op(self._queries, name, metadata)
-        row: QueueRow = await self._run(op)
+    async def queue_update(
+        self,
+        name: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        max_workers: int | None = None,
+        fetch_cooldown: float | timedelta | None = None,
+        fetch_poll_interval: float | timedelta | None = None,
+        clear: Sequence[str] | str = (),
+    ) -> QueueRow:
+        """Change a queue for the whole cluster; returns the updated row.
+
+        - ``metadata`` replaces the queue's application metadata (as River (Go)'s QueueUpdate
+          does), keeping river-queue's own key.
+        - ``max_workers``, ``fetch_cooldown``, ``fetch_poll_interval`` set a cluster-wide
+          override: every river-queue client working the queue applies it within about one
+          poll interval (at once when it listens), without restarting jobs in flight, and a
+          client started later applies it too. An override wins over each client's own
+          ``QueueConfig``/``Config``; River (Go) clients ignore it (docs/queues.md).
+        - ``clear`` names settings to remove from the override (each client returns to its
+          own value): ``"max_workers"``, ``"fetch_cooldown"``, ``"fetch_poll_interval"``.
+
+        Validated before any SQL (ValidationError naming the field); QueueNotFoundError when
+        the queue has no row in ``river_queue`` (no client has worked it yet). Broadcast as
+        ``metadata_changed``.
+        """
+        op = _admin.queue_update_op(
+            self._queries,
+            name,
+            metadata,
+            max_workers=max_workers,
+            fetch_cooldown=fetch_cooldown,
+            fetch_poll_interval=fetch_poll_interval,
+            clear=clear,
+        )
+        # Two statements (the update, then its notification): one transaction.
+        row: QueueRow = await self._run_in_tx(op)
         return row
 
     async def queue_update_tx(
-        self, conn: psycopg.AsyncConnection[Any], name: str, *, metadata: Mapping[str, Any]
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        name: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        max_workers: int | None = None,
+        fetch_cooldown: float | timedelta | None = None,
+        fetch_poll_interval: float | timedelta | None = None,
+        clear: Sequence[str] | str = (),
     ) -> QueueRow:
-        """:meth:`queue_update` in the caller's transaction."""
-        op = _admin.queue_update_op(self._queries, name, metadata)
+        """:meth:`queue_update` in the caller's transaction (the clients apply the change once
+        it commits)."""
+        op = _admin.queue_update_op(
+            self._queries,
+            name,
+            metadata,
+            max_workers=max_workers,
+            fetch_cooldown=fetch_cooldown,
+            fetch_poll_interval=fetch_poll_interval,
+            clear=clear,
+        )
         row: QueueRow = await self._run_on(conn, op)
         return row
 

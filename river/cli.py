@@ -9,10 +9,15 @@ Same subcommands, flags and output lines as River (Go)'s, so operators can use e
     river validate || echo "migrations pending"
     river version
     river dev start|stop|status|url            # the embedded Postgres of river.dev
+    river job list|get|retry|cancel|delete     # job administration (river/_cli_admin.py)
+    river queue list|pause|resume|update       # queue administration
 
 Exit status: 0 on success; 1 on a flag or command error (one line ``Error: ...`` on stderr, then
 the usage for flag errors) and when ``validate`` finds unapplied migrations; ``dev status`` exits 1
-when the embedded server is stopped. No traceback is printed unless ``--debug`` is given.
+when the embedded server is stopped. The ``job`` and ``queue`` commands exit 2 for bad input and
+flag errors and 3 when some of the jobs or queues named were not found (docs/cli.md). No
+traceback is printed unless ``--debug`` is given. On a terminal, ``migrate-up``/``-down`` show
+per-version progress on stderr.
 
 The CLI only parses flags and renders results; the work happens in :mod:`river.migrate` and
 :mod:`river.dev`.
@@ -41,15 +46,18 @@ import psycopg
 from psycopg import conninfo
 
 from river import dev
+from river._cli_admin import DatabaseAccess, register_admin_commands
 from river._commands import CommandError, Commands, Handler, Parser, UsageError, help_handler
 from river._duration import parse_go_duration
 from river._errors import DatabaseUnavailableError, MigrationFailedError, RiverError
+from river._progress import Progress
 from river._schema import validate_schema
 from river._version import __version__
 from river.migrate import (
     MAIN_LINE,
     Direction,
     MigrateResult,
+    Migration,
     MigrationVersionResult,
     Migrator,
     get_sql,
@@ -329,9 +337,29 @@ def _print_result(result: MigrateResult, args: argparse.Namespace) -> None:
         print("no more migrations to apply")
 
 
+class _StepProgress:
+    """Per-version progress of migrate-up/down on stderr, when it is a terminal (on anything
+    else nothing is written, so River (Go)-compatible output is unchanged)."""
+
+    def __init__(self, direction: str) -> None:
+        self._direction = direction
+        self._progress: Progress | None = None
+
+    def __call__(self, position: int, total: int, migration: Migration) -> None:
+        if self._progress is None:
+            self._progress = Progress(total, "migrations")
+        self._progress.done = position
+        self._progress.show(f"{migration.version:03d} [{self._direction}] {migration.name}")
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+
+
 def _migrate(args: argparse.Namespace, direction: str) -> int:
     _precheck(args)
     max_steps = args.max_steps or None
+    progress = _StepProgress(direction)
     with connect(args) as conn:
         migrator = Migrator(conn, schema=args.schema, line=args.line)
         try:
@@ -340,15 +368,22 @@ def _migrate(args: argparse.Namespace, direction: str) -> int:
                     target_version=args.target_version or 0,
                     max_steps=max_steps,
                     dry_run=args.dry_run,
+                    on_step=progress,
                 )
             else:
                 result = migrator.migrate_down(
-                    target_version=args.target_version, max_steps=max_steps, dry_run=args.dry_run
+                    target_version=args.target_version,
+                    max_steps=max_steps,
+                    dry_run=args.dry_run,
+                    on_step=progress,
                 )
         except MigrationFailedError as exc:
+            progress.close()
             # What ran before the failure stays applied: show it before the error line.
             _print_versions(exc.applied, dry_run=False, show_sql=args.show_sql, line=args.line)
             raise
+        finally:
+            progress.close()
     _print_result(result, args)
     return 0
 
@@ -575,10 +610,16 @@ def register_bench_command(commands: Commands) -> None:
     _bench.add_flags(parser)
 
 
+def register_job_and_queue_commands(commands: Commands) -> None:
+    """``job ...`` and ``queue ...``: job and queue administration (:mod:`river._cli_admin`)."""
+    register_admin_commands(commands, DatabaseAccess(add_database_flags, connect))
+
+
 COMMAND_GROUPS: list[Callable[[Commands], None]] = [
     register_migrate_commands,
     register_version_command,
     register_dev_commands,
+    register_job_and_queue_commands,
     register_bench_command,
     register_worker_commands,
 ]
@@ -658,7 +699,8 @@ def _configure_logging(args: argparse.Namespace) -> Callable[[], None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``river`` command with ``argv`` (default: ``sys.argv[1:]``); return the exit status.
 
-    Never raises for expected failures: they print ``Error: ...`` on stderr and return 1.
+    Never raises for expected failures: they print ``Error: ...`` on stderr and return 1 (the
+    ``job`` and ``queue`` commands: 2 for bad input, 3 for ids or queues not found).
     """
     parser = build_parser()
     try:
@@ -668,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         print(exc.parser.format_usage().rstrip(), file=sys.stderr)
-        return 1
+        return exc.parser.usage_status if isinstance(exc.parser, Parser) else 1
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
     undo_logging = _configure_logging(args)

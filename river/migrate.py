@@ -26,7 +26,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -67,6 +67,7 @@ __all__ = [
     "Migration",
     "MigrationVersionResult",
     "Migrator",
+    "StepCallback",
     "ValidateResult",
     "get_sql",
     "load_migrations",
@@ -75,6 +76,11 @@ __all__ = [
 
 #: The migration line of open-source River (Go), and the only one this library ships.
 MAIN_LINE = "main"
+
+#: ``on_step(position, total, migration)`` of ``migrate_up`` / ``migrate_down``: called before
+#: each version runs, ``position`` counting from 1 to ``total`` (the versions planned). For
+#: progress display only: it must not touch the connection.
+StepCallback = Callable[[int, int, Migration], None]
 
 _log = logging.getLogger("river.migrate")
 
@@ -550,7 +556,12 @@ class Migrator:
         return self._core.line
 
     def migrate_up(
-        self, *, target_version: int = 0, max_steps: int | None = None, dry_run: bool = False
+        self,
+        *,
+        target_version: int = 0,
+        max_steps: int | None = None,
+        dry_run: bool = False,
+        on_step: StepCallback | None = None,
     ) -> MigrateResult:
         """Apply the versions not yet recorded, ascending.
 
@@ -561,9 +572,10 @@ class Migrator:
         library (such as 8) are ignored. Raises :class:`~river.MigrationTargetError` for a
         target outside 0..latest, :class:`~river.MigrationStateError` for inconsistent
         bookkeeping (both before any write) and :class:`~river.MigrationFailedError` when a
-        version's SQL fails.
+        version's SQL fails. ``on_step`` (:data:`StepCallback`) is told of each version before
+        it runs (``river migrate-up`` draws its progress with it).
         """
-        return self._migrate(self._core.up_request(target_version, max_steps, dry_run))
+        return self._migrate(self._core.up_request(target_version, max_steps, dry_run), on_step)
 
     def migrate_down(
         self,
@@ -571,6 +583,7 @@ class Migrator:
         target_version: int | None = None,
         max_steps: int | None = None,
         dry_run: bool = False,
+        on_step: StepCallback | None = None,
     ) -> MigrateResult:
         """Revert recorded versions, descending.
 
@@ -578,16 +591,19 @@ class Migrator:
         0 reverts everything, dropping every River table; N reverts the versions above N.
         Version 1's row is never deleted: its down drops ``river_migration`` itself. Reverting
         version 5 is refused (:class:`~river.MigrationStateError`, before any write) while other
-        lines are recorded. Other errors as in :meth:`migrate_up`.
+        lines are recorded. Other errors and ``on_step`` as in :meth:`migrate_up`.
         """
-        return self._migrate(self._core.down_request(target_version, max_steps, dry_run))
+        return self._migrate(self._core.down_request(target_version, max_steps, dry_run), on_step)
 
-    def _migrate(self, request: _Request) -> MigrateResult:
+    def _migrate(self, request: _Request, on_step: StepCallback | None) -> MigrateResult:
         core, conn = self._core, self._conn
         with conn.transaction():
             plan = run_sync(conn, core.plan_op(request))
         done: list[MigrationVersionResult] = []
-        for migration in core.steps(plan):
+        steps = core.steps(plan)
+        for position, migration in enumerate(steps, start=1):
+            if on_step is not None:
+                on_step(position, len(steps), migration)
             try:
                 with conn.transaction():
                     result = run_sync(conn, core.apply_op(plan, migration))
@@ -651,10 +667,17 @@ class AsyncMigrator:
         return self._core.line
 
     async def migrate_up(
-        self, *, target_version: int = 0, max_steps: int | None = None, dry_run: bool = False
+        self,
+        *,
+        target_version: int = 0,
+        max_steps: int | None = None,
+        dry_run: bool = False,
+        on_step: StepCallback | None = None,
     ) -> MigrateResult:
         """See :meth:`Migrator.migrate_up`."""
-        return await self._migrate(self._core.up_request(target_version, max_steps, dry_run))
+        return await self._migrate(
+            self._core.up_request(target_version, max_steps, dry_run), on_step
+        )
 
     async def migrate_down(
         self,
@@ -662,16 +685,22 @@ class AsyncMigrator:
         target_version: int | None = None,
         max_steps: int | None = None,
         dry_run: bool = False,
+        on_step: StepCallback | None = None,
     ) -> MigrateResult:
         """See :meth:`Migrator.migrate_down`."""
-        return await self._migrate(self._core.down_request(target_version, max_steps, dry_run))
+        return await self._migrate(
+            self._core.down_request(target_version, max_steps, dry_run), on_step
+        )
 
-    async def _migrate(self, request: _Request) -> MigrateResult:
+    async def _migrate(self, request: _Request, on_step: StepCallback | None) -> MigrateResult:
         core, conn = self._core, self._conn
         async with conn.transaction():
             plan = await run_async(conn, core.plan_op(request))
         done: list[MigrationVersionResult] = []
-        for migration in core.steps(plan):
+        steps = core.steps(plan)
+        for position, migration in enumerate(steps, start=1):
+            if on_step is not None:
+                on_step(position, len(steps), migration)
             try:
                 async with conn.transaction():
                     result = await run_async(conn, core.apply_op(plan, migration))

@@ -10,6 +10,10 @@ the test's own transaction:
 - :func:`require_many_inserted`: the jobs of the given kinds exist, in insertion order, and no
   other job of those kinds.
 
+:func:`signals`: the named test signals of a client (river/_testsignal.py), to wait for "the
+producer fetched", "this client became leader", "the completer wrote a batch" instead of
+sleeping or reading private state.
+
 And :func:`work_job`: insert a job and work it inline, inside the caller's transaction, through
 the real executor and completion write, returning a :class:`WorkResult` with the outcome and
 the row as persisted. Nothing is committed unless the caller commits.
@@ -43,19 +47,38 @@ from river._insert import InsertDefaults, build_batch
 from river._retry import next_retry_at
 from river._sansio import Op, Query, run_async, run_sync
 from river._schema import validate_schema
+from river._testsignal import TestSignal, TestSignals
 from river._types import InsertOpts, Job, JobRow, JobState
 
 __all__ = [
     "RequireInsertedOpts",
+    "TestSignal",
+    "TestSignals",
     "WorkResult",
     "require_inserted",
     "require_many_inserted",
     "require_not_inserted",
+    "signals",
     "work_job",
 ]
 
 A = TypeVar("A", bound=JobArgs)
 R = TypeVar("R")
+
+
+def signals(client: Any) -> TestSignals:
+    """Enable and return the named test signals of ``client`` (an ``AsyncClient``), before or
+    after it starts; they stay enabled across its restarts. Each signal buffers what it emits
+    from now on; ``await signal.wait(timeout)`` takes the oldest value, failing with
+    TimeoutError after ``timeout`` seconds. See :class:`TestSignals` for what each emits.
+
+    For tests only: an enabled signal keeps every value until taken (``drain()`` drops them).
+    Disabled (the default) they cost one attribute check per emit.
+    """
+    found = getattr(client, "_signals", None)
+    if not isinstance(found, TestSignals):
+        raise TypeError(f"river.testing.signals() needs a river.AsyncClient, not {client!r}")
+    return found.enable()
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
@@ -118,6 +118,40 @@ def db_url(server_url: str, _template_db: str) -> Iterator[str]:
         yield _uri_with_db(server_url, name)
     finally:
         _drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def shared_db_url(server_url: str, _template_db: str) -> Iterator[str]:
+    """One migrated database for the whole session (per xdist worker): only for tests that
+    leave nothing behind, through ``tx`` / ``atx``."""
+    name = f"rq_shared_{uuid.uuid4().hex[:12]}"
+    _create_database(server_url, name, template=_template_db)
+    try:
+        yield _uri_with_db(server_url, name)
+    finally:
+        _drop_database(server_url, name)
+
+
+@pytest.fixture
+def tx(shared_db_url: str) -> Iterator[psycopg.Connection]:
+    """A connection inside a transaction that is rolled back after the test: for storage-only
+    tests (what an insert or an admin call writes), with no database of their own to create.
+    Use the client's ``*_tx`` methods with it and read back on it."""
+    with psycopg.connect(shared_db_url) as c:
+        try:
+            yield c
+        finally:
+            c.rollback()
+
+
+@pytest.fixture
+async def atx(shared_db_url: str) -> AsyncIterator[psycopg.AsyncConnection]:
+    """``tx`` for async tests."""
+    async with await psycopg.AsyncConnection.connect(shared_db_url) as c:
+        try:
+            yield c
+        finally:
+            await c.rollback()
 
 
 @pytest.fixture

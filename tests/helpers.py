@@ -21,6 +21,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 import river
+import river.testing
 
 #: The columns of river_job, as read raw (no decoding by the library under test).
 JOB_SELECT = (
@@ -248,8 +249,10 @@ def make_workers(*workers: river.Worker[Any]) -> river.Workers:
 
 @asynccontextmanager
 async def started_client(db_url: str, config: river.Config) -> AsyncIterator[river.AsyncClient]:
-    """A started AsyncClient that is stopped (hard, if the test failed) and closed after."""
+    """A started AsyncClient that is stopped (hard, if the test failed) and closed after. Its
+    test signals (``river.testing.signals``) are enabled before it starts."""
     client = river.AsyncClient(db_url, config)
+    river.testing.signals(client)
     try:
         await client.start()
         yield client

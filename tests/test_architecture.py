@@ -254,6 +254,7 @@ PUBLIC_NAMES = [
     "QueueInfo",
     "QueueManager",
     "QueueNotFoundError",
+    "QueueOverride",
     "QueueRow",
     "RiverError",
     "Schedule",

@@ -9,7 +9,8 @@ from typing import Any, ClassVar
 import anyio
 import psycopg
 import pytest
-from helpers import fast_config, make_workers, open_db, started_client, utcnow, wait_for
+from helpers import JOB_SELECT, fast_config, make_workers, open_db, started_client, utcnow, wait_for
+from psycopg.rows import dict_row
 
 import river
 
@@ -52,7 +53,7 @@ class EmailWorker(river.Worker[Email]):
         return None
 
 
-class NoKind(river.JobArgs):
+class NoKind(river.JobArgs, abstract=True):
     pass
 
 
@@ -319,13 +320,20 @@ async def test_unknown_kind_allowed_without_workers_or_when_skipped(db_url: str)
 # --- semantics ------------------------------------------------------------------------------
 
 
-async def test_defaults_written(db_url: str) -> None:
+async def _tx_job(conn: psycopg.AsyncConnection[Any], job_id: int) -> dict[str, Any]:
+    """A job's row as stored, read raw on the test's own (rolled-back) transaction."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(JOB_SELECT + " WHERE id = %(id)s", {"id": job_id})
+        row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def test_defaults_written(atx: psycopg.AsyncConnection[Any]) -> None:
     before = utcnow()
-    async with river.AsyncClient(db_url) as client:
-        res = await client.insert(Email(to="x@y.z", n=5))
+    res = await river.AsyncClient(config=river.Config()).insert_tx(atx, Email(to="x@y.z", n=5))
     after = utcnow()
-    async with open_db(db_url) as db:
-        row = await db.job(res.job.id)
+    row = await _tx_job(atx, res.job.id)
     assert row["state"] == "available"
     assert row["max_attempts"] == 25
     assert row["priority"] == 1
@@ -357,31 +365,31 @@ async def test_defaults_written(db_url: str) -> None:
     assert job.scheduled_at == row["scheduled_at"]
 
 
-async def test_client_default_max_attempts(db_url: str) -> None:
-    async with river.AsyncClient(db_url, river.Config(max_attempts=7)) as client:
-        a = await client.insert(Email())
-        b = await client.insert(Email(), river.InsertOpts(max_attempts=2))
-        c = await client.insert(WithOpts())
-    with river.Client(db_url, river.Config(max_attempts=4)) as sync_client:
-        d = sync_client.insert(Email())
+async def test_client_default_max_attempts(
+    atx: psycopg.AsyncConnection[Any], tx: psycopg.Connection[Any]
+) -> None:
+    client = river.AsyncClient(config=river.Config(max_attempts=7))
+    a = await client.insert_tx(atx, Email())
+    b = await client.insert_tx(atx, Email(), river.InsertOpts(max_attempts=2))
+    c = await client.insert_tx(atx, WithOpts())
+    d = river.Client(config=river.Config(max_attempts=4)).insert_tx(tx, Email())
     assert [r.job.max_attempts for r in (a, b, c, d)] == [7, 2, 9, 4]
 
 
-async def test_state_rules(db_url: str) -> None:
+async def test_state_rules(atx: psycopg.AsyncConnection[Any]) -> None:
     past = utcnow() - timedelta(hours=1)
     future = utcnow() + timedelta(hours=1)
-    async with river.AsyncClient(db_url) as client:
-        results = await client.insert_many(
-            [
-                (Email(n=0), None),
-                (Email(n=1), river.InsertOpts(scheduled_at=past)),
-                (Email(n=2), river.InsertOpts(scheduled_at=future)),
-                (Email(n=3), river.InsertOpts(pending=True)),
-                (Email(n=4), river.InsertOpts(pending=True, scheduled_at=future)),
-            ]
-        )
-    async with open_db(db_url) as db:
-        rows = {r["args"]["n"]: r for r in await db.jobs()}
+    results = await river.AsyncClient(config=river.Config()).insert_many_tx(
+        atx,
+        [
+            (Email(n=0), None),
+            (Email(n=1), river.InsertOpts(scheduled_at=past)),
+            (Email(n=2), river.InsertOpts(scheduled_at=future)),
+            (Email(n=3), river.InsertOpts(pending=True)),
+            (Email(n=4), river.InsertOpts(pending=True, scheduled_at=future)),
+        ],
+    )
+    rows = {r["args"]["n"]: r for r in [await _tx_job(atx, x.job.id) for x in results]}
     assert [r.job.state.value for r in results] == [
         "available",
         "scheduled",
@@ -453,14 +461,17 @@ async def test_fast_path_writes_the_same_values(db_url: str) -> None:
     assert r3["unique_states"] == "11110101"
 
 
-async def test_precedence_insert_opts_over_args_over_client(db_url: str) -> None:
-    async with river.AsyncClient(db_url, river.Config(max_attempts=5)) as client:
-        from_args = await client.insert(WithOpts())
-        overridden = await client.insert(
-            WithOpts(),
-            river.InsertOpts(priority=2, tags=[], metadata={"source": "insert"}),
-        )
-        tags_only = await client.insert(WithOpts(), river.InsertOpts(tags=["mine"]))
+async def test_precedence_insert_opts_over_args_over_client(
+    atx: psycopg.AsyncConnection[Any],
+) -> None:
+    client = river.AsyncClient(config=river.Config(max_attempts=5))
+    from_args = await client.insert_tx(atx, WithOpts())
+    overridden = await client.insert_tx(
+        atx,
+        WithOpts(),
+        river.InsertOpts(priority=2, tags=[], metadata={"source": "insert"}),
+    )
+    tags_only = await client.insert_tx(atx, WithOpts(), river.InsertOpts(tags=["mine"]))
     a = from_args.job
     assert (a.queue, a.priority, a.max_attempts, a.tags, a.metadata) == (
         "from_args",
@@ -480,8 +491,7 @@ async def test_precedence_insert_opts_over_args_over_client(db_url: str) -> None
         {"source": "insert"},
     )
     assert tags_only.job.tags == ["mine"]
-    async with open_db(db_url) as db:
-        row = await db.job(b.id)
+    row = await _tx_job(atx, b.id)
     assert row["tags"] == []
     assert row["priority"] == 2
     assert row["metadata"] == {"source": "insert"}
@@ -757,3 +767,48 @@ async def test_single_inserts_reuse_a_cursor_only_on_the_clients_own_connections
     with river.Client(db_url) as sync_client:
         assert sync_client.insert(Email(n=100)).job.args["n"] == 100
         assert sync_client.insert(Email(n=101)).job.args["n"] == 101
+
+
+async def test_a_client_without_database_works_only_in_the_callers_transaction(
+    atx: psycopg.AsyncConnection[Any], tx: psycopg.Connection[Any]
+) -> None:
+    """``AsyncClient()`` like ``Client()``: the ``*_tx`` methods work on the caller's
+    connection; anything needing the client's own pool says what is missing."""
+    for client in (river.AsyncClient(), river.AsyncClient(config=river.Config())):
+        result = await client.insert_tx(atx, Email(n=1))
+        assert (await _tx_job(atx, result.job.id))["args"] == {"to": "a@example.com", "n": 1}
+        with pytest.raises(river.RiverError, match=r"has no database: pass a URL or pool"):
+            await client.insert(Email())
+        with pytest.raises(river.RiverError, match=r"has no database"):
+            await client.job_get(result.job.id)
+        await client.close()  # nothing to close; no error
+    sync_result = river.Client().insert_tx(tx, Email(n=2))
+    assert sync_result.job.args == {"to": "a@example.com", "n": 2}
+    with pytest.raises(river.RiverError, match=r"has no database"):
+        river.Client().insert(Email())
+
+
+def test_args_class_without_kind_is_refused_when_defined() -> None:
+    with pytest.raises(river.ValidationError) as info:
+
+        class Forgot(river.JobArgs):
+            n: int = 0
+
+    assert info.value.field.endswith(".Forgot.kind")
+    assert "abstract=True" in info.value.rule
+
+    class TenantArgs(river.JobArgs, abstract=True):
+        tenant: int = 0
+
+    class Invoice(TenantArgs):
+        kind: ClassVar[str] = "invoice"
+
+    class Reminder(Invoice):  # inherits its base's kind
+        days: int = 3
+
+    assert Invoice(tenant=4).tenant == 4
+    assert Reminder.kind == "invoice"
+    with pytest.raises(river.ValidationError, match="kind"):
+
+        class BadKind(TenantArgs):
+            kind: ClassVar[str] = "no spaces allowed"

@@ -28,7 +28,7 @@ from river.worker._config import build_plan, load_file
 
 pytestmark = pytest.mark.anyio
 
-JOB_FIELDS = ("job_id", "kind", "queue", "attempt", "max_attempts")
+JOB_FIELDS = ("job_id", "job_kind", "queue", "attempt", "max_attempts")
 
 
 class Flaky(river.JobArgs):
@@ -76,7 +76,7 @@ def assert_fields(record: Any, job_id: int, attempt: int, max_attempts: int, kin
     values = {name: getattr(record, name) for name in JOB_FIELDS}
     assert values == {
         "job_id": job_id,
-        "kind": kind,
+        "job_kind": kind,
         "queue": "default",
         "attempt": attempt,
         "max_attempts": max_attempts,

@@ -24,6 +24,7 @@ from netproxy import CuttableProxy, server_address
 from psycopg import sql
 
 import river
+from river.testing import signals
 
 pytestmark = pytest.mark.anyio
 
@@ -158,8 +159,8 @@ async def test_two_clients_elect_exactly_one_leader_and_keep_the_term(db_url: st
         assert (row["leader_id"], row["elected_at"]) == (first["leader_id"], first["elected_at"])
         assert row["expires_at"] > first["expires_at"]
         assert row["live"]
-        assert leader._runtime.elector is not None
-        assert leader._runtime.elector.terms == 1
+        # One term: leadership gained once, never lost.
+        assert signals(leader).leadership.drain() == [True]
 
 
 async def test_a_short_ttl_close_to_the_interval_keeps_one_stable_term(db_url: str) -> None:
@@ -174,8 +175,7 @@ async def test_a_short_ttl_close_to_the_interval_keeps_one_stable_term(db_url: s
         row = await leader_row(db)
         assert row is not None
         assert row["elected_at"] == first["elected_at"]
-        assert client._runtime.elector is not None
-        assert client._runtime.elector.terms == 1
+        assert signals(client).leadership.drain() == [True]
 
 
 async def test_leader_resigns_on_stop_and_the_follower_takes_over_at_once(db_url: str) -> None:
@@ -302,8 +302,8 @@ async def test_request_resign_makes_the_leader_resign_and_someone_lead_again(
 
         await wait_for(new_term, timeout=5, message="a new term after request_resign")
         leader = await wait_leader(db, [a, b])
-        terms = sum(c._runtime.elector.terms for c in (a, b) if c._runtime.elector is not None)
-        assert terms == 2, f"one term before the request and one after (leader {leader.id})"
+        gained = [g for c in (a, b) for g in signals(c).leadership.drain() if g]
+        assert len(gained) == 2, f"one term before the request and one after (leader {leader.id})"
 
 
 async def test_a_foreign_leader_blocks_election_until_its_term_expires(db_url: str) -> None:
@@ -342,11 +342,7 @@ async def test_a_foreign_leader_blocks_election_until_its_term_expires(db_url: s
                 " VALUES ('go-client', now(), now() + interval '1 hour')"
             )
             await wait_for(lambda: not client.is_leader, timeout=5, message="leadership lost")
-            await wait_for(
-                lambda: client._runtime._maintenance_scope is None,
-                timeout=5,
-                message="maintenance stopped",
-            )
+            await signals(client).maintenance.wait_for(False, timeout=5)  # maintenance stopped
             late = await db.scalar(
                 "INSERT INTO river_job (kind, args, state, scheduled_at)"
                 " VALUES ('leader_noop', '{}', 'scheduled', now() - interval '1 minute')"
@@ -376,7 +372,8 @@ async def test_leader_election_disabled_writes_no_row_and_runs_no_maintenance(db
             TTL + ELECT,  # long enough for a term to be won and to expire
             message="never leader with election disabled",
         )
-        assert client._runtime.elector is None
+        assert signals(client).leadership.drain() == []
+        assert signals(client).maintenance.drain() == []
         assert await leader_row(db) is None
         assert await db.state(job_id) == "scheduled"
 
@@ -394,5 +391,5 @@ async def test_maintenance_runs_only_on_the_leader(db_url: str) -> None:
             " VALUES ('leader_noop', '{}', 'scheduled', now() - interval '1 minute') RETURNING id"
         )
         await db.wait_state(job_id, "completed", timeout=5)
-        assert a._runtime._maintenance_scope is not None
-        assert b._runtime._maintenance_scope is None
+        assert signals(a).maintenance.drain() == [True]  # started, still running
+        assert signals(b).maintenance.drain() == []

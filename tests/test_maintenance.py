@@ -12,12 +12,13 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+import anyio
 import psycopg
 import pytest
-from helpers import DB, open_db
+from helpers import DB, open_db, wait_for
 from psycopg import sql
 
 import river
@@ -651,3 +652,35 @@ async def test_reindexer_reports_a_failure_and_goes_on(db_url: str) -> None:
         assert result["river_job_kind"] == "reindexed"
         leftovers = [n for n in await index_oids(db, "public") if "_cc" in n]
         assert leftovers == []
+
+
+async def test_reindexer_runs_at_its_scheduled_time_on_an_injected_clock(db_url: str) -> None:
+    """The reindexer reads its schedule against an injectable wall clock: a clock set 50 ms
+    before midnight makes the daily run start now, without waiting for midnight."""
+    just_before = datetime(2026, 1, 1, 23, 59, 59, 950_000, tzinfo=UTC)
+    clock_calls: list[datetime] = []
+
+    def clock() -> datetime:
+        clock_calls.append(just_before)
+        return just_before
+
+    async with opened(db_url) as (client, db):
+        reindexer = Reindexer(
+            db_url,
+            client._queries,
+            river.Cron("0 0 * * *"),
+            indexes=("river_job_kind",),
+            clock=clock,
+        )
+        before = await index_oids(db, "public")
+        async with anyio.create_task_group() as tg:
+            await tg.start(reindexer.run)
+
+            async def rebuilt() -> bool:
+                return (await index_oids(db, "public"))["river_job_kind"] != before[
+                    "river_job_kind"
+                ]
+
+            await wait_for(rebuilt, timeout=10, message="river_job_kind rebuilt")
+            tg.cancel_scope.cancel()
+        assert clock_calls

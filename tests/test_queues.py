@@ -32,6 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 
 import river
 from river import EventKind, QueueConfig
+from river.testing import signals
 
 pytestmark = pytest.mark.anyio
 
@@ -128,8 +129,9 @@ async def running_client(
     db_url: str, config: river.Config, tracker: Tracker, *, start: bool = True
 ) -> AsyncIterator[river.AsyncClient]:
     """A client (started unless ``start=False``) that is always stopped and closed after, with
-    held jobs released first so a soft stop cannot hang."""
+    held jobs released first so a soft stop cannot hang. Its test signals are enabled."""
     client = river.AsyncClient(db_url, config)
+    signals(client)
     try:
         if start:
             await client.start()
@@ -1113,33 +1115,22 @@ async def test_poll_only_new_and_updated_poll_intervals_apply_at_once(db_url: st
     tracker = Tracker()
     config = config_for(tracker, {"slow": QueueConfig()}, poll_only=True, fetch_poll_interval=30)
     async with open_db(db_url) as db, running_client(db_url, config, tracker) as client:
-        await wait_for(
-            lambda: client._runtime.poller._next.get("slow", 0) > time.monotonic() + 20,
-            message="start-up poll done",
-        )
-
-        async def fetched_once(name: str, since: float) -> None:
-            # The producer's own fetch (on start or update) is over: only the poll is left.
-            p = client.queues.producers[name]
-            await wait_for(
-                lambda: p._last_fetch > since and not p._fetch_lock.locked(),
-                message=f"{name} fetched",
-            )
+        s = signals(client)
+        await s.polled.wait_for(lambda names: "slow" in names)  # start-up poll done
 
         await client.queues.add("fast", QueueConfig(fetch_poll_interval=0.05))
         # A new producer does not fetch on its own: the poller checks it at once. Insert after
         # that first check, so only the short interval can find the job in time.
-        fast = client.queues.producers["fast"]
-        await wait_for(lambda: fast.polled >= 1, message="fast polled once")
+        await s.polled.wait_for(lambda names: "fast" in names)
         await insert(client, "fast", Work(n=1))
         await db.wait_count(1, "queue = 'fast' AND state = 'completed'", timeout=3)
 
         await client.queues.add("later", QueueConfig(max_workers=2))
-        later = client.queues.producers["later"]
-        await wait_for(lambda: later.polled >= 1, message="later polled once")
-        t = time.monotonic()
+        await s.polled.wait_for(lambda names: "later" in names)
+        s.fetched.drain()
         await client.queues.update("later", fetch_poll_interval=0.05)
-        await fetched_once("later", t)
+        # The restarted producer's own fetch is over (it found nothing): only the poll is left.
+        await s.fetched.wait_for(("later", 0))
         await insert(client, "later", Work(n=2))
         await db.wait_count(1, "queue = 'later' AND state = 'completed'", timeout=3)
 

@@ -31,6 +31,7 @@ from helpers import (
 )
 
 import river
+from river.testing import signals
 
 pytestmark = pytest.mark.anyio
 
@@ -928,10 +929,8 @@ async def test_job_complete_tx_fence_rolls_back_callers_transaction(
             worker.gate.open()
             await wait_for(lambda: worker.errors, message="job_complete_tx to fail")
             if tamper == "rescue":
-                await wait_for(
-                    lambda: client._runtime.completer.stale == 1,
-                    message="the stale outcome to be dropped",
-                )
+                # The stale outcome is dropped (written by no batch).
+                await signals(client).flushed.wait_for(lambda batch: batch[1] == 1)
             row = await db.wait_state(job_id, final_state)
         err = worker.errors[0]
         assert isinstance(err, river.JobNotRunningError)
@@ -1078,8 +1077,7 @@ async def test_an_outcome_the_database_refuses_is_isolated_and_left_to_the_rescu
                 for job_id in ids:
                     if job_id != poison:
                         await db.wait_state(job_id, "completed", timeout=30)
-                assert client._runtime is not None
-                await wait_for(lambda: client._runtime.completer.given_up == 1, timeout=30)
+                await signals(client).flushed.wait_for(lambda batch: batch[1] == 1, timeout=30)
             # stop() returned: nothing is stuck behind the refused outcome.
         row = await db.job(poison)
         assert row["state"] == "running"

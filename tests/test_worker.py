@@ -174,7 +174,7 @@ def test_sighup_adds_resizes_and_removes_queues_while_jobs_run(
         _, metrics = wait_until(
             lambda: (
                 (r := http_get(port, "/metrics"))[0] == 200
-                and 'river_jobs_total{queue="resize",outcome="completed"} 5' in r[1]
+                and 'river_jobs_total{kind="sleep",queue="resize",outcome="completed"} 5' in r[1]
                 and r
             ),
             message=lambda: http_get(port, "/metrics")[1],
@@ -289,7 +289,7 @@ def test_health_endpoints_through_a_stop(db_url: str, env: dict[str, str]) -> No
         _, metrics = wait_until(
             lambda: (
                 (r := http_get(port, "/metrics"))[0] == 200
-                and 'river_jobs_total{queue="default",outcome="completed"} 1' in r[1]
+                and 'river_jobs_total{kind="sleep",queue="default",outcome="completed"} 1' in r[1]
                 and r
             ),
             message="metrics count the completed job",
@@ -297,6 +297,19 @@ def test_health_endpoints_through_a_stop(db_url: str, env: dict[str, str]) -> No
         assert 'river_jobs_running{queue="default"} 1' in metrics
         assert "river_leader " in metrics
         assert "# TYPE river_jobs_total counter" in metrics
+        assert "# TYPE river_job_duration_seconds histogram" in metrics
+        assert (
+            'river_job_duration_seconds_bucket{kind="sleep",queue="default",le="+Inf"} 1' in metrics
+        )
+        assert 'river_job_duration_seconds_count{kind="sleep",queue="default"} 1' in metrics
+        # The leader's queue depth sample (every 0.2 s in this app) sees the long job running.
+        wait_until(
+            lambda: (
+                'river_queue_depth{queue="default",state="running"} 1'
+                in http_get(port, "/metrics")[1]
+            ),
+            message=lambda: http_get(port, "/metrics")[1],
+        )
 
         worker.send(signal.SIGTERM)
         worker.wait_for("SIGTERM: stopping")

@@ -241,3 +241,22 @@ async def test_source_polling_without_watchfiles(tmp_path: Path) -> None:
         tg.cancel_scope.cancel()
     assert seen
     assert all(paths == {str(tmp_path / "app.py")} for paths in seen)
+
+
+def test_telemetry_settings_in_the_client_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    text = "[client]\nqueue_depth_interval = '30s'\notel_work_span = 'link'\n"
+    plan = build_plan(load_file(_file(tmp_path, text)), make_config())
+    assert plan.config.queue_depth_interval == 30.0
+    assert plan.config.otel_work_span == "link"
+    assert plan.restart_only["client.otel_work_span"] == "link"
+    off = build_plan(
+        load_file(_file(tmp_path, "[client]\nqueue_depth_interval = false\n")), make_config()
+    )
+    assert off.config.queue_depth_interval is None
+    error = _error(tmp_path, "[client]\notel_work_span = 'parent'\n")
+    assert error.field == "client.otel_work_span"
+    error = _error(tmp_path, "[client]\nqueue_depth_interval = true\n")
+    assert error.field.startswith("client.queue_depth_interval")

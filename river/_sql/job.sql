@@ -473,3 +473,13 @@ RETURNING
     id, kind, queue, state::text, args::text, attempt, max_attempts,
     priority, created_at, scheduled_at, attempted_at, finalized_at,
     attempted_by, errors, metadata::text, tags, unique_key, unique_states::integer
+
+-- name: job_count_by_queue_and_state
+-- Jobs waiting or running per queue, for `river queue list`. state leads
+-- river_job_prioritized_fetching_index (state, queue, ...), so the planner can read the four
+-- states' index ranges instead of the finalized bulk of the table. Queues without a
+-- river_queue row show up here too (jobs inserted for a queue no client works).
+SELECT queue, state::text, count(*)
+FROM /* schema */river_job
+WHERE state IN ('available', 'running', 'retryable', 'scheduled')
+GROUP BY queue, state

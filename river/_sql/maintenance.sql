@@ -161,3 +161,24 @@ REINDEX INDEX CONCURRENTLY {index}
 -- fragment: reindex_drop_leftover
 -- Drops one leftover found by reindex_artifacts (autocommit, as reindex_index).
 DROP INDEX CONCURRENTLY IF EXISTS {index}
+
+-- name: queue_depth
+-- Jobs not yet finalized per queue and state, for the leader's queue depth gauge (river.queue.
+-- depth, river worker's river_queue_depth): one grouped count every queue_depth_interval.
+-- Finalized states are left out on purpose: completed rows can number millions while the
+-- cleaner keeps them, and counting them every few seconds would not be cheap; the five states
+-- listed lead river_job_prioritized_fetching_index (state, queue, ...), so the count can read
+-- their entries only. Queues of river_queue with none of these jobs come back once with a
+-- NULL state, so that their depth reads 0 instead of vanishing.
+WITH counts AS (
+    SELECT queue, state::text AS state, count(*) AS n
+    FROM /* schema */river_job
+    WHERE state IN ('available', 'pending', 'retryable', 'running', 'scheduled')
+    GROUP BY queue, state
+)
+SELECT queue, state, n
+FROM counts
+UNION ALL
+SELECT q.name, NULL, 0
+FROM /* schema */river_queue AS q
+WHERE NOT EXISTS (SELECT 1 FROM counts WHERE counts.queue = q.name)

@@ -79,20 +79,44 @@ SELECT t.name,
 FROM target AS t
 
 -- name: queue_update_metadata
--- The payload (built by the caller, compact as River (Go) sends it) is sent only when a row
--- was updated.
-WITH updated AS (
-    UPDATE /* schema */river_queue
-    SET metadata = %(metadata)s::jsonb, updated_at = now()
+-- Replaces the application's metadata (when %(metadata)s is not null) and patches the
+-- cluster-wide settings override under the key river_py.settings (river/_queue_override.py):
+-- %(patch)s maps each changed field to its value, or to null to clear it. The river_py key is
+-- kept across a metadata replacement and dropped once nothing is left in it. The caller sends
+-- the metadata_changed notification (compact JSON, as River (Go) sends it) in the same
+-- transaction.
+WITH current AS (
+    SELECT name, coalesce(metadata, '{}'::jsonb) AS metadata
+    FROM /* schema */river_queue
     WHERE name = %(name)s
-    RETURNING name, created_at, metadata, paused_at, updated_at
+    FOR UPDATE
+),
+ours AS (
+    SELECT c.name,
+           coalesce(%(metadata)s::jsonb, c.metadata) - 'river_py' AS base,
+           CASE WHEN jsonb_typeof(c.metadata -> 'river_py') = 'object'
+                THEN c.metadata -> 'river_py' ELSE '{}'::jsonb END AS river_py
+    FROM current AS c
+),
+merged AS (
+    SELECT o.name, o.base, o.river_py - 'settings' AS rest,
+           jsonb_strip_nulls(
+               CASE WHEN jsonb_typeof(o.river_py -> 'settings') = 'object'
+                    THEN o.river_py -> 'settings' ELSE '{}'::jsonb END
+               || %(patch)s::jsonb
+           ) AS settings
+    FROM ours AS o
 )
-SELECT u.*,
-       (SELECT count(pg_notify(
-            coalesce(%(schema)s::text, current_schema()) || '.river_control',
-            %(payload)s::text
-        ))) AS notified
-FROM updated AS u
+UPDATE /* schema */river_queue AS q
+SET metadata = m.base || CASE
+        WHEN m.settings = '{}'::jsonb AND m.rest = '{}'::jsonb THEN '{}'::jsonb
+        WHEN m.settings = '{}'::jsonb THEN jsonb_build_object('river_py', m.rest)
+        ELSE jsonb_build_object('river_py', m.rest || jsonb_build_object('settings', m.settings))
+    END,
+    updated_at = now()
+FROM merged AS m
+WHERE q.name = m.name
+RETURNING q.name, q.created_at, q.metadata, q.paused_at, q.updated_at
 
 -- name: queue_poll_due
 -- The poller's one query per tick for all of a client's due queues (river/_poller.py): whether
@@ -100,6 +124,7 @@ FROM updated AS u
 -- The EXISTS probe is skipped for busy queues, whose index range is full of entries of rows
 -- just fetched or completed: probing thousands of them took seconds per tick.
 SELECT q.name, rq.paused_at IS NOT NULL,
+       rq.metadata #> '{river_py,settings}',
        CASE WHEN q.probe THEN EXISTS (
            SELECT 1 FROM /* schema */river_job AS j
            WHERE j.state = 'available' AND j.queue = q.name AND j.scheduled_at <= now()

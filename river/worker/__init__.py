@@ -6,7 +6,8 @@
 - :mod:`river.worker._reconcile`: a reload as a reconciliation of the client's queues;
 - :mod:`river.worker._health`: ``/livez``, ``/readyz``, ``/metrics``;
 - :mod:`river.worker._supervisor`: ``--processes N`` and ``--reload``;
-- :mod:`river.worker._watch`: file watching.
+- :mod:`river.worker._watch`: file watching;
+- :mod:`river.worker._logs`: where log lines go (``--log-format``, ``--log-handler``).
 
 The command is documented in docs/worker.md. The names exported here are for tools that want
 to validate a worker configuration file without running it::

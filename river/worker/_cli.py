@@ -12,15 +12,18 @@ from typing import Any
 import anyio
 
 from river._commands import Commands
+from river._logfmt import LOG_FORMATS, parse_log_level
 from river.worker._app import load_app
 from river.worker._config import (
     DEFAULT_SHUTDOWN_TIMEOUT,
     WorkerConfigError,
+    WorkerFile,
     build_plan,
     load_file,
     parse_host_port,
     parse_seconds,
 )
+from river.worker._logs import LogSettings, command_handlers, setup_logging
 from river.worker._runner import RunnerOptions, WorkerRunner
 from river.worker._supervisor import (
     ENV_PROCESS_INDEX,
@@ -172,6 +175,28 @@ def _add_flags(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="directory to watch with --reload (repeatable; default: --app-dir)",
     )
+    logs = parser.add_argument_group("logging (override [worker] log_*)")
+    logs.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help="text: timestamped lines with key=value fields; json: one object per line "
+        "(default: text)",
+    )
+    logs.add_argument(
+        "--log-level",
+        type=_arg(parse_log_level),
+        metavar="LEVEL",
+        help="level of the river loggers: debug, info, warning, error, critical or a number "
+        "(default: warning, with the worker's, leadership and job lines at info)",
+    )
+    logs.add_argument(
+        "--log-handler",
+        choices=["auto", "always", "never"],
+        default=None,
+        help="auto: install river's log handler unless the app configured logging; always: "
+        "install it and keep river's lines from the app's root handlers; never (default: auto)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -196,6 +221,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     put("worker", "shutdown_timeout", args.shutdown_timeout)
     put("worker", "health_addr", args.health_addr)
     put("worker", "processes", args.processes)
+    put("worker", "log_format", args.log_format)
+    put("worker", "log_level", args.log_level)
+    put("worker", "log_handler", args.log_handler)
     return out
 
 
@@ -217,6 +245,9 @@ def _child_argv(args: argparse.Namespace) -> Callable[[int, int | None], list[st
             ("--max-attempts", args.max_attempts),
             ("--pooler", args.pooler),
             ("--shutdown-timeout", args.shutdown_timeout),
+            ("--log-format", args.log_format),
+            ("--log-level", args.log_level),
+            ("--log-handler", args.log_handler),
         ):
             if value is not None:
                 out.append(f"{flag}={value}")
@@ -237,48 +268,37 @@ def _child_argv(args: argparse.Namespace) -> Callable[[int, int | None], list[st
     return argv
 
 
-#: Loggers a worker shows at INFO although the CLI logs warnings only by default.
-_INFO_LOGGERS = ("river.worker", "river.elector", "river.job")
-
-
-def _configure_logging(args: argparse.Namespace) -> Callable[[], None]:
-    # The CLI logs warnings only by default; a worker's lifecycle lines (started, reload
-    # summaries, stopped), leadership changes and the job lines at the levels Config.job_log
-    # chose are what operators read, so those loggers log at INFO.
-    loggers = [logging.getLogger(name) for name in _INFO_LOGGERS]
-    previous = [lg.level for lg in loggers]
-    if not getattr(args, "debug", False):
-        for lg in loggers:
-            lg.setLevel(logging.INFO)
+def _process_index() -> int | None:
     index = os.environ.get(ENV_PROCESS_INDEX)
-    restore: list[tuple[logging.Handler, logging.Formatter | None]] = []
-    if index is not None and index.isdigit():
-        formatter = logging.Formatter(f"%(levelname)s %(name)s[{index}:%(process)d]: %(message)s")
-        for handler in logging.getLogger("river").handlers:
-            restore.append((handler, handler.formatter))
-            handler.setFormatter(formatter)
-    # psycopg's own lines (psycopg.pool: "error connecting in 'river-...'") go through the same
-    # handlers, so they show their level and logger name; otherwise they reach Python's
-    # last-resort handler as bare messages. Not when the app gave the root logger a handler:
-    # that one prints them already.
-    psycopg_logger = logging.getLogger("psycopg")
-    borrowed = [
-        h
-        for h in logging.getLogger("river").handlers
-        if not logging.getLogger().handlers and h not in psycopg_logger.handlers
-    ]
-    for handler in borrowed:
-        psycopg_logger.addHandler(handler)
+    return int(index) if index is not None and index.isdigit() else None
 
-    def undo() -> None:
-        for handler in borrowed:
-            psycopg_logger.removeHandler(handler)
-        for lg, level in zip(loggers, previous, strict=True):
-            lg.setLevel(level)
-        for handler, old in restore:
-            handler.setFormatter(old)
 
-    return undo
+class _Logging:
+    """The worker's logging, set up once the app is imported (river/worker/_logs.py)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        # Taken before the app is imported: what the river command installed.
+        self.installed = command_handlers()
+        self.installed_level = logging.getLogger("river").level
+        self._undo: Callable[[], None] | None = None
+
+    def setup(self, file: WorkerFile) -> None:
+        section = file.worker
+        settings = LogSettings(
+            format=section.log_format or "text",
+            handler=section.log_handler or "auto",
+            level=section.log_level,
+            debug=getattr(self.args, "debug", False),
+            verbose=getattr(self.args, "verbose", False),
+            process_index=_process_index(),
+        )
+        self._undo = setup_logging(settings, self.installed, self.installed_level)
+
+    def undo(self) -> None:
+        if self._undo is not None:
+            self._undo()
+            self._undo = None
 
 
 def _supervisor_pid() -> int | None:
@@ -287,26 +307,27 @@ def _supervisor_pid() -> int | None:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    undo = _configure_logging(args)
+    logs = _Logging(args)
     # SIGHUP's default action kills the process: until the worker listens for it (once
     # started), a reload request (e.g. forwarded by a supervisor) must not end it. The file is
     # read after this point, so the version loaded is at least as new as the request.
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        return _run(args)
+        return _run(args, logs)
     finally:
         signal.signal(signal.SIGHUP, previous)
-        undo()
+        logs.undo()
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, logs: _Logging) -> int:
     overrides = _overrides(args)
     signature = file_signature(args.config) if args.config else None
     file = load_file(args.config, overrides)
     if args.reload or file.worker.processes > 1:
-        return _run_supervisor(args, file.worker.processes, file.worker.shutdown_timeout,
-                               file.worker.health_addr)  # fmt: skip
+        return _run_supervisor(args, file, logs)
     base = load_app(args.app, args.app_dir)
+    # Only now: whether the app configured logging itself is known once it is imported.
+    logs.setup(file)
     plan = build_plan(file, base, path=args.config)
     options = RunnerOptions(
         config_path=args.config,
@@ -322,9 +343,8 @@ def _run(args: argparse.Namespace) -> int:
     return anyio.run(runner.run)
 
 
-def _run_supervisor(
-    args: argparse.Namespace, processes: int, shutdown_timeout: float, health: str | None
-) -> int:
+def _run_supervisor(args: argparse.Namespace, file: WorkerFile, logs: _Logging) -> int:
+    health = file.worker.health_addr
     health_addr = parse_host_port(health) if health is not None else None
     if health_addr is not None and health_addr[1] == 0:
         raise WorkerConfigError(
@@ -334,15 +354,17 @@ def _run_supervisor(
     if not args.reload:
         # Fail now, once, on an app that cannot load, rather than in a restart loop of children.
         # (--reload is exactly for code being edited, so there a broken app just waits.)
-        build_plan(load_file(args.config, _overrides(args)), load_app(args.app, args.app_dir))
+        build_plan(file, load_app(args.app, args.app_dir))
+    # After the app's import (none with --reload): the children decide the same way.
+    logs.setup(file)
     app_dir = os.path.abspath(args.app_dir or os.getcwd())
     options = SupervisorOptions(
-        processes=processes,
+        processes=file.worker.processes,
         child_argv=_child_argv(args),
         reload=args.reload,
         reload_dirs=[os.path.abspath(d) for d in args.reload_dir or [app_dir]],
         watch_interval=min(args.watch_interval, 0.5),
-        shutdown_timeout=shutdown_timeout,
+        shutdown_timeout=file.worker.shutdown_timeout,
         health_addr=health_addr,
     )
     return anyio.run(Supervisor(options).run)

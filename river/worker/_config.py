@@ -36,6 +36,7 @@ from river._duration import DurationError, parse_duration
 from river._errors import InvalidConfigError, ValidationError
 from river._insert import validate_queue_name
 from river._joblog import JobLogConfig, check_level
+from river._logfmt import parse_log_level
 from river._maintenance import PeriodicJob
 from river._schedule import Cron, PeriodicInterval, Schedule
 from river._schema import validate_schema
@@ -168,6 +169,10 @@ def _log_level(value: object) -> object:
     return value
 
 
+def _worker_log_level(value: object) -> int:
+    return parse_log_level(value)
+
+
 def _max_lines(value: object) -> object:
     if value == "unlimited":
         return value
@@ -254,6 +259,9 @@ class ClientSection(_Section):
     completed_job_retention: SecondsOrForever | None = None
     cancelled_job_retention: SecondsOrForever | None = None
     discarded_job_retention: SecondsOrForever | None = None
+    #: Seconds between the leader's queue depth samples, or ``false``: none.
+    queue_depth_interval: Seconds | Literal[False] | None = None
+    otel_work_span: Literal["child", "link", "none"] | None = None
     job_log: JobLogSection | None = None
 
     @model_validator(mode="after")
@@ -309,6 +317,14 @@ class WorkerSection(_Section):
     health_addr: Annotated[str, AfterValidator(_host_port)] | None = None
     #: Worker processes (restart to change).
     processes: Annotated[int, Field(strict=True, ge=1, le=256)] = 1
+    #: Log line format of the worker's handler (restart to change; docs/observability.md).
+    log_format: Literal["text", "json"] | None = None
+    #: Level of the ``river`` logger (a name or a number; restart to change). Unset: WARNING,
+    #: with the worker's own, leadership and job lines at INFO.
+    log_level: Annotated[int, BeforeValidator(_worker_log_level)] | None = None
+    #: Whether the worker installs its log handler: auto (unless the app configured logging),
+    #: always, never (restart to change).
+    log_handler: Literal["auto", "always", "never"] | None = None
 
 
 class WorkerFile(_Section):
@@ -461,6 +477,8 @@ _STATIC_CLIENT_FIELDS = (
     "completed_job_retention",
     "cancelled_job_retention",
     "discarded_job_retention",
+    "queue_depth_interval",
+    "otel_work_span",
 )
 
 
@@ -610,6 +628,8 @@ def _build_plan(file: WorkerFile, base: Config) -> Plan:
         for name in _STATIC_CLIENT_FIELDS
         if getattr(client, name) is not None
     }
+    if changes.get("queue_depth_interval") is False:
+        changes["queue_depth_interval"] = None
     if client.job_log is not None:
         changes["job_log"] = _job_log(client.job_log, base.job_log)
     try:
@@ -636,6 +656,9 @@ def _build_plan(file: WorkerFile, base: Config) -> Plan:
         "client.job_log": config.job_log,
         "worker.health_addr": health,
         "worker.processes": file.worker.processes,
+        "worker.log_format": file.worker.log_format or "text",
+        "worker.log_level": file.worker.log_level,
+        "worker.log_handler": file.worker.log_handler or "auto",
     }
     return Plan(
         database_url=url,

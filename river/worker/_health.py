@@ -106,8 +106,9 @@ def _escape(value: str) -> str:
 
 
 def metric_line(name: str, value: float, labels: dict[str, str] | None = None) -> str:
-    """One sample in the Prometheus text format."""
-    text = f"{value:g}" if isinstance(value, float) else str(value)
+    """One sample in the Prometheus text format (floats written exactly: a sum of durations
+    must not lose digits)."""
+    text = repr(value) if isinstance(value, float) else str(value)
     if labels:
         inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
         return f"{name}{{{inner}}} {text}"

@@ -20,7 +20,6 @@ import functools
 import logging
 import os
 import signal
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -42,6 +41,7 @@ from river.worker._config import (
     load_file,
 )
 from river.worker._health import metric_line, serve
+from river.worker._metrics import JobMetrics, queue_depth_lines
 from river.worker._reconcile import (
     apply_periodic,
     apply_queues,
@@ -96,7 +96,8 @@ class WorkerRunner:
         self.periodic: dict[str, PeriodicSpec] = dict(plan.periodic)
         #: Settings only a restart changes, as this process runs them.
         self.static = dict(plan.restart_only)
-        self.jobs: Counter[tuple[str, str]] = Counter()
+        #: Outcomes and durations of the jobs this process finished (from job events).
+        self.jobs = JobMetrics()
         self._subscription: Subscription | None = None
         self._stop = anyio.Event()
         self._hard = anyio.Event()
@@ -251,7 +252,7 @@ class WorkerRunner:
 
     async def _count_events(self, subscription: Subscription) -> None:
         async for event in subscription:
-            self.jobs[(event.queue, event.kind.removeprefix("job_"))] += 1
+            self.jobs.observe(event)
 
     async def _watch_parent(self, pid: int) -> None:
         # No event tells a process that its parent died (prctl(PR_SET_PDEATHSIG) is Linux-only
@@ -390,13 +391,9 @@ class WorkerRunner:
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
 
-        family(
-            "river_jobs_total", "counter", "Jobs finished by this process, by queue and outcome."
-        )
-        for (queue, outcome), count in sorted(self.jobs.items()):
-            lines.append(
-                metric_line("river_jobs_total", count, {"queue": queue, "outcome": outcome})
-            )
+        lines.extend(self.jobs.lines())
+        # The leader's sample only: every other process reports no depth (no double counting).
+        lines.extend(queue_depth_lines(self.client.queue_depth()))
         queues = self.client.queues.list() if self.state != "stopped" else {}
         family("river_jobs_running", "gauge", "Jobs running now, by queue.")
         for name, info in queues.items():

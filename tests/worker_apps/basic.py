@@ -73,4 +73,5 @@ def make_config() -> river.Config:
         workers=workers,
         queues={"default": river.QueueConfig(max_workers=4)},
         fetch_poll_interval=0.2,
+        queue_depth_interval=0.2,
     )

@@ -1,0 +1,169 @@
+"""Cluster-wide queue settings: an override stored in ``river_queue.metadata`` (pure, no I/O).
+
+``river queue update NAME --max-workers 50`` (or :meth:`AsyncClient.queue_update` with a
+setting) writes the override under the namespaced key :data:`METADATA_KEY` of the queue's row::
+
+    {"river_py": {"settings": {"max_workers": 50, "fetch_cooldown": 0.1}}}
+
+Durations are numbers of seconds. Every river-queue client that works the queue reads it with
+its regular poll (and at once on the ``metadata_changed`` notification) and applies it over its
+own configuration: a field set in the override wins over the client's ``QueueConfig`` and
+``Config`` defaults; a field left out keeps the client's own value. Clearing a field (``None``
+in the API, ``--clear`` on the command line) returns every client to its own value. River (Go)
+clients never read the key, so they keep their own settings.
+
+The override comes from the database, so it is untrusted: :func:`from_metadata` keeps the valid
+fields and reports the others (a client logs them once and goes on with its own values).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from river._names import MAX_WORKERS_LIMIT
+
+__all__ = [
+    "FIELDS",
+    "METADATA_KEY",
+    "QueueOverride",
+    "from_metadata",
+    "from_settings",
+    "settings_patch",
+    "validate_patch",
+]
+
+#: The key of ``river_queue.metadata`` that river-queue owns.
+METADATA_KEY = "river_py"
+#: The settings a cluster-wide override may set.
+FIELDS = ("max_workers", "fetch_cooldown", "fetch_poll_interval")
+
+#: Bounds of the durations an override may set, in seconds (the same as QueueConfig's minimum;
+#: at most a day, so a typo cannot park a queue for years).
+_MIN_DURATION = 0.001
+_MAX_DURATION = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOverride:
+    """The cluster-wide settings of one queue; ``None`` = not overridden (the client's own)."""
+
+    max_workers: int | None = None
+    fetch_cooldown: float | None = None
+    fetch_poll_interval: float | None = None
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f) is not None for f in FIELDS)
+
+    def as_dict(self) -> dict[str, int | float]:
+        """The set fields only (the stored shape)."""
+        return {f: v for f in FIELDS if (v := getattr(self, f)) is not None}
+
+
+def _check(field: str, value: Any) -> str | None:
+    """Why ``value`` is not valid for ``field`` (None when it is)."""
+    if field == "max_workers":
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be an integer, got {value!r}"
+        if not 1 <= value <= MAX_WORKERS_LIMIT:
+            return f"must be between 1 and {MAX_WORKERS_LIMIT}, got {value}"
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"must be a number of seconds, got {value!r}"
+    if math.isnan(value) or not _MIN_DURATION <= value <= _MAX_DURATION:
+        return f"must be between {_MIN_DURATION} and {_MAX_DURATION:.0f} seconds, got {value!r}"
+    return None
+
+
+def validate_patch(patch: Mapping[str, Any]) -> dict[str, int | float | None]:
+    """Check a change to an override before any SQL: ``{field: value or None to clear}``.
+
+    Raises ValueError naming the field and the rule (the caller wraps it in its own error
+    type). A poll interval below the cooldown is refused when both are in the patch; a client
+    whose own values would cross an override clamps instead (see :func:`apply_override`).
+    """
+    out: dict[str, int | float | None] = {}
+    for field, value in patch.items():
+        if field not in FIELDS:
+            raise ValueError(f"{field}: not a queue setting (one of {', '.join(FIELDS)})")
+        if value is not None:
+            reason = _check(field, value)
+            if reason:
+                raise ValueError(f"{field}: {reason}")
+            value = value if field == "max_workers" else float(value)
+        out[field] = value
+    cooldown, poll = out.get("fetch_cooldown"), out.get("fetch_poll_interval")
+    if cooldown is not None and poll is not None and poll < cooldown:
+        raise ValueError(
+            f"fetch_poll_interval: must be at least fetch_cooldown ({cooldown}s), got {poll}s"
+        )
+    return out
+
+
+def settings_patch(
+    max_workers: int | None,
+    fetch_cooldown: float | timedelta | None,
+    fetch_poll_interval: float | timedelta | None,
+    clear: Sequence[str] | str,
+) -> dict[str, Any]:
+    """The patch of ``queue_update``'s keyword arguments: a given setting is set, a field named
+    in ``clear`` is removed (ValueError for a setting both given and cleared, or an unknown
+    field; checked again by :func:`validate_patch`)."""
+    if isinstance(clear, str):
+        clear = [clear]
+    patch: dict[str, Any] = {}
+    for field in clear:
+        if field not in FIELDS:
+            raise ValueError(
+                f"clear: {field!r} is not a queue setting (one of {', '.join(FIELDS)})"
+            )
+        patch[field] = None
+    given = {
+        "max_workers": max_workers,
+        "fetch_cooldown": fetch_cooldown,
+        "fetch_poll_interval": fetch_poll_interval,
+    }
+    for field, value in given.items():
+        if value is None:
+            continue
+        if field in patch:
+            raise ValueError(f"{field}: given and cleared at once")
+        patch[field] = value.total_seconds() if isinstance(value, timedelta) else value
+    return patch
+
+
+def from_metadata(metadata: Mapping[str, Any] | None) -> tuple[QueueOverride, list[str]]:
+    """The override stored in a queue's metadata, and a description of each invalid field
+    (ignored). Missing or malformed keys read as "no override"."""
+    if not isinstance(metadata, Mapping):
+        return QueueOverride(), []
+    ours = metadata.get(METADATA_KEY)
+    if ours is None:
+        return QueueOverride(), []
+    if not isinstance(ours, Mapping):
+        return QueueOverride(), [f"{METADATA_KEY}: not an object"]
+    return from_settings(ours.get("settings"))
+
+
+def from_settings(settings: Any) -> tuple[QueueOverride, list[str]]:
+    """The override of a stored ``settings`` object (``metadata #> '{river_py,settings}'``, as
+    the poller reads it), and a description of each invalid field (ignored)."""
+    if settings is None:
+        return QueueOverride(), []
+    if not isinstance(settings, Mapping):
+        return QueueOverride(), [f"{METADATA_KEY}.settings: not an object"]
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for field in FIELDS:
+        value = settings.get(field)
+        if value is None:
+            continue
+        reason = _check(field, value)
+        if reason:
+            problems.append(f"{field}: {reason}")
+        else:
+            values[field] = value if field == "max_workers" else float(value)
+    return QueueOverride(**values), problems
