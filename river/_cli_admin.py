@@ -540,29 +540,41 @@ def _each_job(args: argparse.Namespace, db: DatabaseAccess, action: _Action) -> 
     ids = _job_ids(args.ids)
     schema = _schema(args)
     results: list[dict[str, Any]] = []
-    missing = 0
-    with (
-        _session(args, db, schema) as session,
-        Progress(len(ids), "jobs", min_total=PROGRESS_MIN_JOBS) as progress,
-    ):
-        for job_id in ids:
-            try:
-                word, row = action(session, job_id)
-            except (JobNotFoundError, JobRunningError) as exc:
-                missing += 1
-                word = "not found" if isinstance(exc, JobNotFoundError) else "running"
-                results.append({"id": job_id, "result": word.replace(" ", "_"), "job": None})
-                progress.echo(f"Error: {exc}", file=sys.stderr)
-            else:
-                results.append(
-                    {"id": job_id, "result": word.replace(" ", "_"), "job": job_json(row)}
-                )
-                if not args.json:
-                    progress.echo(f"{job_id} {word} ({row.state.value})")
-            progress.advance()
-    if args.json:
-        _print_json(results)
+    try:
+        with (
+            _session(args, db, schema) as session,
+            Progress(len(ids), "jobs", min_total=PROGRESS_MIN_JOBS) as progress,
+        ):
+            _act_on_each(args, ids, session, action, progress, results)
+    finally:
+        # Also when the database fails part-way (the error follows on stderr): a script
+        # reading --json learns which jobs were acted on before it.
+        if args.json:
+            _print_json(results)
+    missing = sum(1 for r in results if r["job"] is None)
     return EXIT_NOT_FOUND if missing else EXIT_OK
+
+
+def _act_on_each(
+    args: argparse.Namespace,
+    ids: list[int],
+    session: _Session,
+    action: _Action,
+    progress: Progress,
+    results: list[dict[str, Any]],
+) -> None:
+    for job_id in ids:
+        try:
+            word, row = action(session, job_id)
+        except (JobNotFoundError, JobRunningError) as exc:
+            word = "not found" if isinstance(exc, JobNotFoundError) else "running"
+            results.append({"id": job_id, "result": word.replace(" ", "_"), "job": None})
+            progress.echo(f"Error: {exc}", file=sys.stderr)
+        else:
+            results.append({"id": job_id, "result": word.replace(" ", "_"), "job": job_json(row)})
+            if not args.json:
+                progress.echo(f"{job_id} {word} ({row.state.value})")
+        progress.advance()
 
 
 def _cmd_job_retry(args: argparse.Namespace, db: DatabaseAccess) -> int:

@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from river._args import JobArgs, Workers
 from river._config import Config, QueueConfig, default_client_id
+from river._conn_adapt import async_connection
 from river._driver import (
     InsertBatch,
     insert_many_op,
@@ -35,7 +36,7 @@ from river._preflight import (
 )
 from river._queues import QueueInfo, QueueManager
 from river._runtime import MaintenanceServices, Runtime, maintenance_services
-from river._sansio import Op, run_async
+from river._sansio import Op, primed, run_async
 from river._supervisor import ClientHealth
 from river._surface import AsyncSurface, InsertManyItem
 from river._testsignal import TestSignals
@@ -196,6 +197,7 @@ class AsyncClient(AsyncSurface):
         # What ``async with pool.connection()`` does, in half the time (this is the path of every
         # single insert): commit what a non-autocommit pool's connection left open, roll back
         # on error, and always give the connection back.
+        op = primed(op)  # validation first: no connection taken for bad input
         if not self._pool_opened:
             await self._open_pool()
         pool = self._pool
@@ -220,6 +222,8 @@ class AsyncClient(AsyncSurface):
 
     async def _run_on(self, conn: psycopg.AsyncConnection[Any], op: Op[Any]) -> Any:
         # The caller's connection: its transaction is never touched.
+        if type(conn) is not psycopg.AsyncConnection:
+            conn = async_connection(conn)  # refuses a Django connection, saying why
         try:
             return await run_async(conn, op)
         except SCHEMA_ERRORS as exc:  # River's tables missing or not migrated
@@ -229,6 +233,7 @@ class AsyncClient(AsyncSurface):
             raise mapped from exc
 
     async def _run_in_tx(self, op: Op[Any]) -> Any:
+        op = primed(op)  # validation first: no connection taken, no BEGIN sent for bad input
         async with self._conn() as conn:
             try:
                 async with conn.transaction():

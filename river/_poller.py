@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -29,7 +29,7 @@ from river._testsignal import TestSignal
 if TYPE_CHECKING:
     from river._producer import Producer
 
-__all__ = ["Poller"]
+__all__ = ["POLL_ONLY_REFRESH", "Poller"]
 
 logger = logging.getLogger("river.poller")
 
@@ -38,6 +38,9 @@ logger = logging.getLogger("river.poller")
 _COALESCE = 0.01
 #: A failed poll of a queue is retried after this many seconds, not in a tight loop.
 _RETRY_AFTER = 1.0
+#: How often a poll-only client re-reads every queue's pause state and cluster-wide override
+#: at least (River (Go) re-reads queue settings every 2 s in that mode).
+POLL_ONLY_REFRESH = 2.0
 
 
 def poll_queues_op(q: Queries, names: list[str], probe: list[bool]) -> Op[list[Any]]:
@@ -63,6 +66,7 @@ class Poller:
         on_paused: Callable[[str, bool], None],
         on_override: Callable[[str, Any], None] = lambda name, stored: None,
         polled: TestSignal[list[str]] | None = None,
+        refresh_interval: float | None = None,
     ) -> None:
         self._q = queries
         self._producers = producers
@@ -72,6 +76,10 @@ class Poller:
         self._polled = polled if polled is not None else TestSignal[list[str]]("polled")
         #: The stored override of each queue as last seen (None: none).
         self._overrides: dict[str, Any] = {}
+        #: Poll-only clients re-read every queue's pause state and override at least this
+        #: often (seconds), whatever the queues' poll intervals: no notification tells them.
+        self._refresh_interval = refresh_interval
+        self._next_refresh = 0.0
         self._wake = anyio.Event()
         self._exit = False
         self._done = anyio.Event()
@@ -151,9 +159,16 @@ class Poller:
         producers = self._producers
         now = time.monotonic()
         due = [n for n, t in self._next.items() if t <= now and n in producers]
-        if due:
-            await self._poll(due, now)
+        refresh: list[str] = []
+        if self._refresh_interval is not None and now >= self._next_refresh:
+            self._next_refresh = now + self._refresh_interval
+            taken = set(due)
+            refresh = [n for n in producers if n not in taken]
+        if due or refresh:
+            await self._poll(due, now, refresh)
         upcoming = [t for n, t in self._next.items() if n in producers]
+        if self._refresh_interval is not None:
+            upcoming.append(self._next_refresh)
         sleep_for = max(0.0, min(upcoming) - time.monotonic()) if upcoming else 1.0
         with anyio.move_on_after(sleep_for):
             await self._wake.wait()
@@ -163,16 +178,18 @@ class Poller:
             await anyio.sleep(_COALESCE)
         self._wake = anyio.Event()
 
-    async def _poll(self, due: list[str], started: float) -> None:
+    async def _poll(self, due: list[str], started: float, refresh: Sequence[str] = ()) -> None:
+        """One query for ``due`` (whose poll is due: look for jobs if they want, reschedule)
+        and ``refresh`` (only their pause state and override are read)."""
         producers = self._producers
         # Looking for due jobs is skipped for producers that will fetch anyway (see
         # Producer.wants_poll): under load the index ranges of busy queues are full of entries
         # of rows just fetched or completed, and probing 2,000 of them took seconds of server
         # time per tick, holding back the xmin horizon, which kept those entries alive.
-        probe = [producers[n].wants_poll for n in due]
+        probe = [producers[n].wants_poll for n in due] + [False] * len(refresh)
         try:
             rows: list[tuple[str, bool, Any, bool]] = await self._run_op(
-                poll_queues_op(self._q, due, probe)
+                poll_queues_op(self._q, [*due, *refresh], probe)
             )
         except (psycopg.Error, OSError, TimeoutError) as exc:
             logger.warning("poll failed: %s", describe(exc))
@@ -180,17 +197,23 @@ class Poller:
             for n in due:
                 self._next[n] = max(self._next.get(n, 0.0), retry_at)
             return
-        self._polled.emit(due)
+        if due:
+            self._polled.emit(due)
         now = time.monotonic()
+        only_refresh = set(refresh)
         for name, paused, override, has_jobs in rows:
             producer = producers.get(name)
             if producer is None:
                 continue
             if override != self._overrides.get(name):
                 self._overrides[name] = override
-                self._on_override(name, override)
-            producer.polled += 1
-            self.schedule(name, producer.settings.fetch_poll_interval, now)
+                try:
+                    self._on_override(name, override)
+                except Exception:  # a bug: must not cost the other queues their poll
+                    logger.exception("queue %s: applying its override failed", name)
+            if name not in only_refresh:
+                producer.polled += 1
+                self.schedule(name, producer.settings.fetch_poll_interval, now)
             stale = self._paused_changed.get(name, -math.inf) >= started
             if paused != producer.paused and not stale:
                 producer.set_paused(paused)

@@ -73,7 +73,11 @@ def _check(field: str, value: Any) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"must be a number of seconds, got {value!r}"
-    if math.isnan(value) or not _MIN_DURATION <= value <= _MAX_DURATION:
+    # No float() of an int: a 400-digit integer (which jsonb stores) would overflow; int and
+    # float compare exactly.
+    if (isinstance(value, float) and math.isnan(value)) or not (
+        _MIN_DURATION <= value <= _MAX_DURATION
+    ):
         return f"must be between {_MIN_DURATION} and {_MAX_DURATION:.0f} seconds, got {value!r}"
     return None
 

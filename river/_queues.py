@@ -211,12 +211,12 @@ class QueueManager:
                 producer.cancel_jobs()
                 await producer.wait_done()
                 del self.producers[name]
-                self.overrides.pop(name, None)
-                self._override_raw.pop(name, None)
                 # Like stop: the outcomes of its jobs are written before remove returns (only
                 # those: other queues' outcomes written later do not hold it up).
                 await runtime.retire_producer(producer)
             del self.configs[name]
+            self.overrides.pop(name, None)
+            self._override_raw.pop(name, None)
         logger.info("queue %s removed (%s)", name, mode, extra={"queue": name})
         self._publish(EventKind.QUEUE_REMOVED, name, mode=mode)
 
@@ -250,7 +250,16 @@ class QueueManager:
             self._config.resolve(new, name)  # InvalidConfigError before anything changes
             self.configs[name] = new
             settings = self.effective(name)
-            overridden = list(self.overrides.get(name, QueueOverride()).as_dict())
+            given = {
+                "max_workers": max_workers,
+                "fetch_cooldown": fetch_cooldown,
+                "fetch_poll_interval": fetch_poll_interval,
+            }
+            overridden = [
+                f
+                for f in self.overrides.get(name, QueueOverride()).as_dict()
+                if given[f] is not _UNSET
+            ]
             if overridden:
                 logger.info(
                     "queue %s: %s stay as the cluster-wide override sets them until it is "
@@ -260,7 +269,7 @@ class QueueManager:
                     name,
                     extra={"queue": name},
                 )
-            await self._apply(name, settings)
+            settings = await self._apply(name, settings) or settings
         logger.info(
             "queue %s updated (max_workers=%d, fetch_cooldown=%gs, fetch_poll_interval=%gs)",
             name,
@@ -311,13 +320,18 @@ class QueueManager:
             runtime.spawn(self._apply_override, name)
 
     async def _apply_override(self, name: str) -> None:
-        producer = self.producers.get(name)
-        if producer is None or name not in self.configs:
-            return
-        settings = self.effective(name)
-        if settings == producer.settings:
-            return
-        await self._apply(name, settings)
+        # Under the lock, like every change: never interleaved with an update, a remove or a
+        # stop, so the last event published tells the settings the producer runs with.
+        async with self.lock:
+            producer = self.producers.get(name)
+            if producer is None or name not in self.configs:
+                return
+            wanted = self.effective(name)
+            if wanted == producer.settings:
+                return
+            settings = await self._apply(name, wanted)
+            if settings is None:
+                return
         logger.info(
             "queue %s updated by its cluster-wide override (max_workers=%d, fetch_cooldown=%gs, "
             "fetch_poll_interval=%gs)",
@@ -336,25 +350,25 @@ class QueueManager:
             source="cluster",
         )
 
-    async def _apply(self, name: str, settings: QueueSettings) -> None:
-        """Give the running producer of ``name`` (if any) ``settings``: its fetch loop stops
-        between two fetches, takes them and restarts. Changes racing each other (a local
-        update and an override read by the poller) converge on the latest effective settings.
-        """
+    async def _apply(self, name: str, settings: QueueSettings) -> QueueSettings | None:
+        """Give the running producer of ``name`` (if any) ``settings`` (the caller holds the
+        lock): its fetch loop stops between two fetches, takes them and restarts. An override
+        read by the poller meanwhile is applied too before this returns. Returns the settings
+        the producer runs with, or None when no producer runs."""
         producer = self.producers.get(name)
         runtime = self._runtime()
         if producer is None or runtime is None:
-            return
+            return None
         while True:
             await producer.update_settings(settings)
+            if self.producers.get(name) is not producer or name not in self.configs:
+                return None
             runtime.signals.settings_applied.emit((name, settings))
             # The restarted producer fetches at once; the next poll follows the new interval.
             runtime.poller.reschedule(name, settings.fetch_poll_interval)
-            if self.producers.get(name) is not producer or name not in self.configs:
-                return
             latest = self.effective(name)
             if latest == settings:
-                return
+                return settings
             settings = latest
 
     async def pause(self, name: str) -> None:

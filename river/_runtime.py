@@ -56,7 +56,7 @@ from river._notifier import (
     QueueMetadataNotice,
     QueueStateNotice,
 )
-from river._poller import Poller
+from river._poller import POLL_ONLY_REFRESH, Poller
 from river._producer import JobBudget, Producer
 from river._sansio import Op, run_async
 from river._supervisor import Supervisor
@@ -188,6 +188,7 @@ class Runtime:
             self._paused_by_poll,
             on_override=on_override,
             polled=self.signals.polled,
+            refresh_interval=POLL_ONLY_REFRESH if config.poll_only else None,
         )
         self.notifier: Notifier | None = None
         self.elector: Elector | None = None

@@ -30,7 +30,7 @@ from psycopg.pq import ExecStatus
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed
 
-__all__ = ["Op", "Query", "run_async", "run_sync", "single"]
+__all__ = ["Op", "Query", "primed", "run_async", "run_sync", "single"]
 
 R = TypeVar("R")
 Fetch = Literal["all", "one", "none", "rowcount", "copy"]
@@ -58,6 +58,33 @@ class Query:
 
 
 Op = Generator[Query, Any, R]
+
+
+def primed(op: Op[R]) -> Op[R]:
+    """Run ``op`` up to its first query now, and return an operation that yields that query
+    and then goes on with ``op``. A runner calls it before it takes a connection or opens a
+    transaction, so that an operation's validation (which runs before its first query)
+    raises with no connection used and no statement sent."""
+    try:
+        first = next(op)
+    except StopIteration as stop:
+        return _finished(stop.value)
+    return _resume(first, op)
+
+
+def _finished(value: R) -> Op[R]:
+    return value
+    yield  # a generator that returns at once
+
+
+def _resume(first: Query, op: Op[R]) -> Op[R]:
+    result = yield first
+    while True:
+        try:
+            query = op.send(result)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        result = yield query
 
 
 def single(query: Query) -> Op[Any]:

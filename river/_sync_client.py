@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from river._client import InsertManyItem, _normalise_items
 from river._config import Config, QueueConfig
+from river._conn_adapt import sync_connection
 from river._driver import (
     InsertBatch,
     queries_for,
@@ -26,7 +27,7 @@ from river._errors import RiverError
 from river._insert import InsertDefaults, NotifyLimiter, build_batch
 from river._middleware import apply_insert_middleware
 from river._preflight import SCHEMA_ERRORS, open_pool_sync, schema_error_sync
-from river._sansio import Op, run_sync
+from river._sansio import Op, primed, run_sync
 from river._surface_sync import SyncSurface
 
 __all__ = ["Client"]
@@ -125,10 +126,12 @@ class Client(SyncSurface):
             yield conn
 
     def _run(self, op: Op[Any]) -> Any:
+        op = primed(op)  # validation first: no connection taken for bad input
         with self._conn() as conn:
             return self._run_on(conn, op, own=True)
 
     def _run_in_tx(self, op: Op[Any]) -> Any:
+        op = primed(op)  # validation first: no connection taken, no BEGIN sent for bad input
         with self._conn() as conn:
             try:
                 with conn.transaction():
@@ -141,7 +144,9 @@ class Client(SyncSurface):
 
     def _run_on(self, conn: psycopg.Connection[Any], op: Op[R], *, own: bool = False) -> R:
         # ``own``: a connection of the client's pool (else the caller's, whose transaction is
-        # never touched).
+        # never touched). A caller's Django connection becomes its psycopg one here.
+        if type(conn) is not psycopg.Connection:
+            conn = sync_connection(conn)
         try:
             return run_sync(conn, op, own=own)
         except SCHEMA_ERRORS as exc:  # River's tables missing or not migrated

@@ -67,12 +67,15 @@ class TestSignal(Generic[T]):
         values = self._values
         if values is None:
             raise RuntimeError(f"test signal {self.name!r} is not enabled")
-        with anyio.move_on_after(math.inf if timeout is None else timeout):
-            while not values:
-                if self._event is None:
-                    self._event = anyio.Event()
-                await self._event.wait()
-            return values.popleft()
+        try:
+            with anyio.move_on_after(math.inf if timeout is None else timeout):
+                while not values:
+                    if self._event is None:
+                        self._event = anyio.Event()
+                    await self._event.wait()
+                return values.popleft()
+        finally:
+            self._event = None  # never left bound to this event loop
         raise TimeoutError(f"test signal {self.name!r}: nothing emitted within {timeout}s")
 
     async def wait_for(self, expected: T | Callable[[T], bool], timeout: float = 10.0) -> T:

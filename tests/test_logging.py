@@ -425,6 +425,30 @@ def test_psycopg_lines_reach_the_json_handler_once() -> None:
     )
 
 
+def test_auto_handler_steps_aside_when_the_app_configures_logging_later() -> None:
+    # The decision is made once the app is imported; a root handler added after that (a
+    # module-level logging.warning() runs basicConfig) must not make every line appear twice.
+    code = (
+        "import argparse, logging\n"
+        "from river import cli\n"
+        "from river.worker import _logs\n"
+        "cli._configure_logging(argparse.Namespace(debug=False, verbose=False))\n"
+        "level = logging.getLogger('river').level\n"
+        "_logs.setup_logging(_logs.LogSettings(), _logs.command_handlers(), level)\n"
+        "logging.getLogger('river.job').warning('before')\n"
+        "logging.warning('the app configures logging late')\n"
+        "logging.getLogger('river.job').warning('after')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=TESTS_DIR
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert [line for line in lines if "before" in line] == [lines[0]]
+    assert lines[0].endswith("WARNING river.job: before")
+    assert [line for line in lines if "after" in line] == ["WARNING:river.job:after"]
+
+
 def test_setup_is_undone() -> None:
     # In one process (river.cli.main called twice, as tests and embedding programs do): the
     # river logger is left as the command found it.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import anyio
@@ -293,3 +294,86 @@ async def test_large_metadata_is_stored_and_announced_without_it(db_url: str) ->
             with anyio.fail_after(5):
                 notice = await anext(listener.notifies())
         assert notice.payload == '{"action":"metadata_changed","queue":"big"}'
+
+
+async def test_hostile_stored_values_never_stop_a_client(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone who can write the row must not be able to stop the workers: a 400-digit number,
+    a string, a metadata that is not an object are logged and ignored (or read as empty)."""
+    tracker = Tracker()
+    config = config_for(tracker, {"q": QueueConfig(max_workers=4)}, poll_only=True)
+    async with open_db(db_url) as db:
+        await db.execute(
+            "INSERT INTO river_queue (name, metadata, created_at, updated_at) VALUES ('q',"
+            ' (\'{"river_py": {"settings": {"fetch_cooldown": 1\' || repeat(\'0\', 400)'
+            " || ', \"max_workers\": 3}}}')::jsonb, now(), now())"
+        )
+        with caplog.at_level(logging.WARNING, logger="river.client"):
+            async with running_client(db_url, config, tracker) as client:
+                info = client.queues.get("q")
+                assert info.override == QueueOverride(max_workers=3)
+                assert info.settings.max_workers == 3
+                await insert(client, "q", Work(n=1))
+                await db.wait_count(1, "state = 'completed'")
+        assert any("fetch_cooldown" in r.getMessage() for r in caplog.records)
+        # Not an object at all: the update reads it as empty and writes an object.
+        await db.execute("UPDATE river_queue SET metadata = 'null'::jsonb WHERE name = 'q'")
+        async with river.AsyncClient(db_url) as admin:
+            row = await admin.queue_update("q", max_workers=2)
+            assert row.metadata == {"river_py": {"settings": {"max_workers": 2}}}
+            await db.execute("UPDATE river_queue SET metadata = '[1]'::jsonb WHERE name = 'q'")
+            row = await admin.queue_update("q", metadata={"a": 1})
+            assert row.metadata == {"a": 1}
+            with pytest.raises(river.ValidationError) as info:
+                await admin.queue_update("q", fetch_cooldown=10**400)
+            assert info.value.field == "fetch_cooldown"
+
+
+async def test_queue_update_refuses_bad_input_without_connecting() -> None:
+    # Port 1 on localhost: nothing listens; a connection attempt would fail differently.
+    client = river.AsyncClient(
+        "postgresql://nobody@127.0.0.1:1/none", river.Config(connect_timeout=2)
+    )
+    for kwargs in ({"max_workers": 0}, {"metadata": {"river_py": 1}}, {}):
+        with pytest.raises(river.ValidationError):
+            await client.queue_update("q", **kwargs)
+    with pytest.raises(river.ValidationError):
+        await client.queue_pause("not a queue!")
+    await client.close()
+
+
+async def test_poll_only_clients_reread_overrides_every_two_seconds(db_url: str) -> None:
+    """A poll-only client hears no notification: it re-reads every queue's override and pause
+    state at least every 2 s, even when the queue polls every 30 s."""
+    tracker = Tracker()
+    config = config_for(tracker, {"slow": QueueConfig(fetch_poll_interval=30)}, poll_only=True)
+    async with running_client(db_url, config, tracker) as client:
+        await client.queue_update("slow", max_workers=7)
+        await wait_for(lambda: client.queues.get("slow").settings.max_workers == 7, timeout=5)
+        await client.queue_pause("slow")
+        await wait_for(lambda: client.queues.get("slow").paused, timeout=5)
+
+
+async def test_a_local_update_racing_an_override_ends_on_the_settings_applied(
+    db_url: str,
+) -> None:
+    """Changes are serialised under the queue manager's lock: whatever the interleaving, the
+    last queue_updated event tells the settings the producer runs with."""
+    tracker = Tracker()
+    events: list[river.Event] = []
+    config = config_for(tracker, {"q": QueueConfig(max_workers=8)}, on_event=events.append)
+
+    def settled(client: river.AsyncClient, max_workers: int) -> bool:
+        updates = [e for e in events if e.kind == river.EventKind.QUEUE_UPDATED]
+        running = client.queues.get("q").settings.max_workers
+        return running == max_workers and updates[-1].details["max_workers"] == running
+
+    async with running_client(db_url, config, tracker) as client:
+        for local, cluster in [(6, 2), (7, 3), (6, 2), (7, 3)]:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(partial(client.queues.update, "q", max_workers=local))
+                tg.start_soon(partial(client.queue_update, "q", max_workers=cluster))
+            await wait_for(partial(settled, client, cluster), timeout=5)
+            await client.queue_update("q", clear="max_workers")
+            await wait_for(partial(settled, client, local), timeout=5)

@@ -86,7 +86,11 @@ FROM target AS t
 -- the metadata_changed notification (compact JSON, as River (Go) sends it) in the same
 -- transaction.
 WITH current AS (
-    SELECT name, coalesce(metadata, '{}'::jsonb) AS metadata
+    -- A metadata that is not an object (null, written by hand) reads as empty, as the
+    -- library decodes it.
+    SELECT name,
+           CASE WHEN jsonb_typeof(metadata) = 'object' THEN metadata ELSE '{}'::jsonb END
+               AS metadata
     FROM /* schema */river_queue
     WHERE name = %(name)s
     FOR UPDATE

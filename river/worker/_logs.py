@@ -8,7 +8,9 @@ at import or by its factory, is known), following ``--log-handler``:
   ``river`` logger has handlers that the command did not install), the app's handlers print
   river's lines: the worker installs nothing and sets levels only when a level was asked for
   explicitly (``--log-level``, ``worker.log_level``, ``--debug``, ``-v``). Otherwise the worker
-  installs its own handler (stderr, ``--log-format``) on the ``river`` logger.
+  installs its own handler (stderr, ``--log-format``) on the ``river`` logger, which steps
+  aside as soon as the root logger gets a handler later (the app configured logging after
+  import): each line is printed once either way.
 - ``always``: the worker's handler, and river's lines stop there (the ``river`` logger no
   longer propagates to the root logger's handlers), so each line is printed once, in the
   worker's format, whatever the app configured.
@@ -56,6 +58,17 @@ class LogSettings:
     process_index: int | None = None
 
 
+class _RootUnconfigured(logging.Filter):
+    """Passes records only while the root logger has no handler."""
+
+    def __init__(self, root: logging.Logger) -> None:
+        super().__init__()
+        self._root = root
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self._root.handlers
+
+
 def command_handlers() -> list[logging.Handler]:
     """The handlers on the ``river`` logger now: called before the app is imported, they are
     the ones the ``river`` command installed (the worker replaces them)."""
@@ -101,6 +114,11 @@ def setup_logging(
         river_logger.addHandler(ours)
         if settings.handler == "always":
             river_logger.propagate = False
+        else:
+            # auto: an app that configures logging later (a logging.warning() at module
+            # level runs basicConfig, a worker configures it on first use) gets river's lines
+            # through its own handlers from then on; ours steps aside instead of doubling them.
+            ours.addFilter(_RootUnconfigured(root))
         if settings.level is not None:
             river_logger.setLevel(settings.level)
             for name in INFO_LOGGERS:
