@@ -1,0 +1,540 @@
+"""The dashboard's JSON API (docs/ui.md has the reference): the page uses nothing else, and
+scripts may use it too.
+
+Every answer is a JSON object. Errors are ``{"error": message}`` plus ``"field"`` when one
+input is at fault: 400 bad input, 401/403 refused, 404 no such job or queue, 409 a running job
+cannot be deleted, 503 the database is unreachable (or River's tables are missing), 504 a query
+ran past the statement timeout.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from river._client import AsyncClient
+from river._driver import QueueRow
+from river._errors import (
+    DatabaseUnavailableError,
+    JobNotFoundError,
+    JobRunningError,
+    QueueNotFoundError,
+    SchemaNotReadyError,
+    ValidationError,
+)
+from river._maintenance import PeriodicJob
+from river._schedule import NEVER, Cron, PeriodicInterval
+from river._types import AttemptError, JobRow, JobState, format_time
+from river._version import __version__
+from river.ui import _data
+from river.ui._input import (
+    BadRequest,
+    Params,
+    parse_bulk,
+    parse_filter,
+    parse_job_id,
+    parse_list,
+    parse_minutes,
+    parse_settings,
+)
+from river.ui._store import QueryTimeoutError, SharedReads, Store
+
+__all__ = ["Api", "job_json", "summary_json"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+#: Ids per statement of a bulk action.
+BULK_BATCH = 1000
+#: Most queues listed (river_queue rows).
+MAX_QUEUES = 10_000
+
+
+def _time(value: datetime | None) -> str | None:
+    if value is None or value.tzinfo is None:  # naive: an error whose "at" did not parse
+        return None
+    return format_time(value.astimezone(UTC))
+
+
+def _error_json(e: AttemptError) -> dict[str, Any]:
+    return {"at": _time(e.at), "attempt": e.attempt, "error": e.error, "trace": e.trace}
+
+
+def _args_value(encoded: str) -> Any:
+    try:
+        return json.loads(encoded) if encoded else None
+    except ValueError:
+        return encoded
+
+
+def job_json(row: JobRow) -> dict[str, Any]:
+    """A job, whole (the job detail page)."""
+    metadata = row.metadata
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "queue": row.queue,
+        "state": row.state.value,
+        "attempt": row.attempt,
+        "max_attempts": row.max_attempts,
+        "priority": row.priority,
+        "created_at": _time(row.created_at),
+        "scheduled_at": _time(row.scheduled_at),
+        "attempted_at": _time(row.attempted_at),
+        "finalized_at": _time(row.finalized_at),
+        "attempted_by": list(row.attempted_by),
+        "tags": list(row.tags),
+        "args": _args_value(row.encoded_args),
+        "metadata": metadata,
+        "output": metadata.get("output"),
+        "has_output": "output" in metadata,
+        "errors": [_error_json(e) for e in row.errors],
+        "unique_key": row.unique_key.hex() if row.unique_key is not None else None,
+        "unique_states": (
+            [s.value for s in JobState if row.unique_states & s.unique_bit]
+            if row.unique_states is not None
+            else None
+        ),
+    }
+
+
+def summary_json(job: _data.JobSummary) -> dict[str, Any]:
+    """A row of the job list (args as a preview, the last error's first line)."""
+    row = job.row
+    last_error = row.errors[-1].error if row.errors else None
+    if last_error is not None:
+        last_error = last_error.strip().splitlines()[0][:300] if last_error.strip() else ""
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "queue": row.queue,
+        "state": row.state.value,
+        "attempt": row.attempt,
+        "max_attempts": row.max_attempts,
+        "priority": row.priority,
+        "created_at": _time(row.created_at),
+        "scheduled_at": _time(row.scheduled_at),
+        "attempted_at": _time(row.attempted_at),
+        "finalized_at": _time(row.finalized_at),
+        "tags": list(row.tags),
+        "args_preview": row.encoded_args,
+        "args_truncated": job.args_truncated,
+        "error_count": job.error_count,
+        "last_error": last_error,
+        "attempted_by": row.attempted_by[-1] if row.attempted_by else None,
+    }
+
+
+def _queue_json(name: str, row: QueueRow | None, counts: dict[str, int] | None) -> dict[str, Any]:
+    counts = counts or {s.value: 0 for s in _data.DISPLAY_STATES}
+    override = row.override.as_dict() if row is not None else {}
+    return {
+        "name": name,
+        "known": row is not None,
+        "paused": row.paused if row is not None else False,
+        "paused_at": _time(row.paused_at) if row is not None else None,
+        "created_at": _time(row.created_at) if row is not None else None,
+        "updated_at": _time(row.updated_at) if row is not None else None,
+        "metadata": row.metadata if row is not None else {},
+        "override": override,
+        "counts": counts,
+        "total": sum(counts.values()),
+    }
+
+
+def _schedule_text(job: PeriodicJob) -> str:
+    schedule = job.schedule
+    if isinstance(schedule, Cron):
+        return str(schedule)
+    if isinstance(schedule, PeriodicInterval):
+        seconds = schedule.interval.total_seconds()
+        for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+            if seconds >= size and seconds % size == 0:
+                return f"every {seconds / size:g}{unit}"
+        return f"every {seconds:g}s"
+    return repr(schedule)
+
+
+def _next_run(job: PeriodicJob, last: datetime | None, now: datetime) -> datetime | None:
+    """When the leader will next insert ``job``: the schedule after its last run, or after
+    now when there is none, or when that time is past (a leader that was away runs it at its
+    next pass, scheduled from then)."""
+    try:
+        when = job.schedule.next(last) if last is not None else job.schedule.next(now)
+        if when <= now:
+            when = job.schedule.next(now)
+    except Exception:  # a schedule of the application's: show nothing rather than fail
+        return None
+    return None if when == NEVER else when
+
+
+class Api:
+    """The JSON endpoints of one dashboard (see module doc)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        client: AsyncClient | None,
+        read_only: bool,
+        csrf_token: str,
+        title: str,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.read_only = read_only
+        self.csrf_token = csrf_token
+        self.title = title
+        self.shared = SharedReads(ttl=1.0)
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    @staticmethod
+    def error(status: int, message: str, field: str | None = None) -> JSONResponse:
+        """An error answer (see module doc)."""
+        body: dict[str, Any] = {"error": message}
+        if field is not None:
+            body["field"] = field
+        return JSONResponse(body, status_code=status)
+
+    def endpoint(self, fn: Handler) -> Handler:
+        """``fn`` with exceptions turned into error answers."""
+
+        async def handle(request: Request) -> Response:
+            try:
+                if request.method == "POST":
+                    # A change must show on the next read, not after the shared reads expire.
+                    try:
+                        return await fn(request)
+                    finally:
+                        self.shared.clear()
+                return await fn(request)
+            except BadRequest as exc:
+                return self.error(400, exc.message, exc.field)
+            except ValidationError as exc:
+                return self.error(400, exc.rule, exc.field)
+            except JobNotFoundError as exc:
+                return self.error(404, str(exc), "id")
+            except QueueNotFoundError as exc:
+                return self.error(404, str(exc), "queue")
+            except JobRunningError as exc:
+                return self.error(409, f"job {exc.job_id} is running: cancel it first")
+            except DatabaseUnavailableError as exc:
+                return self.error(503, str(exc))
+            except SchemaNotReadyError as exc:
+                return self.error(503, str(exc))
+            except QueryTimeoutError as exc:
+                return self.error(504, str(exc))
+
+        return handle
+
+    @staticmethod
+    def _params(request: Request) -> Params:
+        params: dict[str, list[str]] = {}
+        for key, value in request.query_params.multi_items():
+            params.setdefault(key, []).append(value)
+        return params
+
+    @staticmethod
+    async def _body(request: Request) -> Any:
+        raw = await request.body()
+        if len(raw) > 1_000_000:
+            raise BadRequest("body", "must be at most 1 MB")
+        try:
+            return json.loads(raw or b"{}")
+        except ValueError:
+            raise BadRequest("body", "is not valid JSON") from None
+
+    @staticmethod
+    def _job_id(request: Request) -> int:
+        return parse_job_id(request.path_params["job_id"])
+
+    async def _counts(self) -> _data.Counts:
+        return await self.shared.get(
+            "counts", lambda: self.store.run(_data.counts_op(self.store.ui))
+        )
+
+    async def _queue_rows(self) -> list[QueueRow]:
+        async def read() -> list[QueueRow]:
+            return await self.store.call(lambda admin: admin.queue_list(MAX_QUEUES))
+
+        return await self.shared.get("queue_rows", read)
+
+    # --- endpoints -----------------------------------------------------------------------
+
+    async def meta(self, request: Request) -> Response:
+        """``GET /api/meta``: the dashboard's settings, and the CSRF token of mutations."""
+        return JSONResponse(
+            {
+                "title": self.title,
+                "version": __version__,
+                "read_only": self.read_only,
+                "schema": self.store.schema,
+                "csrf_token": self.csrf_token,
+                "periodic_known": self.client is not None,
+                "states": [s.value for s in _data.DISPLAY_STATES],
+            }
+        )
+
+    async def overview(self, request: Request) -> Response:
+        """``GET /api/overview``: jobs per state and per queue, the leader, active clients."""
+
+        async def read() -> _data.Overview:
+            return await self.store.run(_data.overview_op(self.store.ui, self.store.runtime))
+
+        ov = await self.shared.get("overview", read)
+        rows = await self._queue_rows()
+        return JSONResponse(
+            {
+                "now": _time(ov.now),
+                "states": ov.counts.by_state,
+                "total": ov.counts.total,
+                "queues": self._queues(rows, ov.counts),
+                "leader": (
+                    {
+                        "id": ov.leader.leader_id,
+                        "elected_at": _time(ov.leader.elected_at),
+                        "expires_at": _time(ov.leader.expires_at),
+                    }
+                    if ov.leader is not None
+                    else None
+                ),
+                "clients": [
+                    {"id": c.client_id, "running": c.running, "last_seen": _time(c.last_seen)}
+                    for c in ov.clients
+                ],
+            }
+        )
+
+    @staticmethod
+    def _queues(rows: list[QueueRow], counts: _data.Counts) -> list[dict[str, Any]]:
+        by_name = {r.name: r for r in rows}
+        names = sorted(set(by_name) | set(counts.by_queue))
+        return [_queue_json(n, by_name.get(n), counts.by_queue.get(n)) for n in names]
+
+    async def counts(self, request: Request) -> Response:
+        """``GET /api/counts?queue=``: jobs per state (of one queue, or all), and the names of
+        the queues that have jobs."""
+        counts = await self._counts()
+        queue = self._params(request).get("queue", [None])[0] or None
+        if queue is None:
+            states = counts.by_state
+        else:
+            states = counts.by_queue.get(queue) or {s.value: 0 for s in _data.DISPLAY_STATES}
+        return JSONResponse(
+            {
+                "states": states,
+                "total": sum(states.values()),
+                "queue": queue,
+                "queues": list(counts.by_queue),
+            }
+        )
+
+    async def throughput(self, request: Request) -> Response:
+        """``GET /api/throughput?minutes=60&queue=``: jobs per minute by outcome."""
+        params = self._params(request)
+        minutes = parse_minutes(params)
+        queue = params.get("queue", [None])[0] or None
+
+        async def read() -> _data.Throughput:
+            return await self.store.run(
+                _data.throughput_op(self.store.ui, minutes=minutes, queue=queue)
+            )
+
+        t = await self.shared.get(("throughput", minutes, queue), read)
+        return JSONResponse(
+            {"since": _time(t.since), "minutes": t.minutes, "queue": queue, "series": t.series}
+        )
+
+    async def jobs(self, request: Request) -> Response:
+        """``GET /api/jobs``: a page of jobs (filters, sort, order, limit, after)."""
+        req = parse_list(self._params(request))
+        page = await self.store.run(
+            _data.job_page_op(
+                self.store.ui,
+                req.filter,
+                sort=req.sort,
+                descending=req.descending,
+                limit=req.limit,
+                after=req.after,
+            )
+        )
+        return JSONResponse(
+            {
+                "now": _time(page.now),
+                "jobs": [summary_json(j) for j in page.jobs],
+                "next": page.next_cursor,
+            }
+        )
+
+    async def jobs_count(self, request: Request) -> Response:
+        """``GET /api/jobs/count``: how many jobs match the filters, and the highest id."""
+        flt = parse_filter(self._params(request))
+        count, max_id = await self.store.run(_data.count_op(self.store.ui, flt))
+        return JSONResponse({"count": count, "max_id": max_id or 0})
+
+    async def job(self, request: Request) -> Response:
+        """``GET /api/jobs/{id}``: one job, whole."""
+        job_id = self._job_id(request)
+        row = await self.store.call(lambda admin: admin.job_get(job_id))
+        now = await self.store.run(_data.now_op(self.store.ui))
+        return JSONResponse({"now": _time(now), "job": job_json(row)})
+
+    async def job_action(self, request: Request) -> Response:
+        """``POST /api/jobs/{id}/retry|cancel|delete``: the admin call of that name."""
+        job_id = self._job_id(request)
+        action = request.path_params["action"]
+        if action == "retry":
+            row = await self.store.call(lambda admin: admin.job_retry(job_id))
+        elif action == "cancel":
+            row = await self.store.call(lambda admin: admin.job_cancel(job_id))
+        elif action == "delete":
+            row = await self.store.call(lambda admin: admin.job_delete(job_id))
+            return JSONResponse({"deleted": True, "job": job_json(row)})
+        else:
+            return self.error(404, f"no action {action!r}: retry, cancel or delete", "action")
+        return JSONResponse({"job": job_json(row)})
+
+    async def jobs_bulk(self, request: Request) -> Response:
+        """``POST /api/jobs/bulk``: retry, cancel or delete a selection of ids, or every job
+        matching a filter up to its ``max_id``, in batches of :data:`BULK_BATCH`."""
+        req = parse_bulk(await self._body(request))
+        ui = self.store.ui
+        changed: list[int] = []
+        considered = 0
+        if req.ids is not None:
+            for start in range(0, len(req.ids), BULK_BATCH):
+                batch = req.ids[start : start + BULK_BATCH]
+                considered += len(batch)
+                changed += await self.store.run(
+                    _data.bulk_op(ui, req.action, batch, datetime.now(UTC))
+                )
+        else:
+            assert req.filter is not None and req.max_id is not None
+            after_id = 0
+            while True:
+                ids = await self.store.run(
+                    _data.matching_ids_op(
+                        ui, req.filter, after_id=after_id, max_id=req.max_id, limit=BULK_BATCH
+                    )
+                )
+                if not ids:
+                    break
+                considered += len(ids)
+                changed += await self.store.run(
+                    _data.bulk_op(ui, req.action, ids, datetime.now(UTC))
+                )
+                after_id = ids[-1]
+        return JSONResponse(
+            {
+                "action": req.action,
+                "matched": considered,
+                "changed": len(changed),
+                "skipped": considered - len(changed),
+            }
+        )
+
+    async def queues(self, request: Request) -> Response:
+        """``GET /api/queues``: every queue (river_queue rows and queues that only have jobs)
+        with its counts, pause state and cluster-wide override."""
+        counts = await self._counts()
+        rows = await self._queue_rows()
+        return JSONResponse({"queues": self._queues(rows, counts)})
+
+    async def queue(self, request: Request) -> Response:
+        """``GET /api/queues/{name}``: one queue."""
+        name = request.path_params["name"]
+        counts = await self._counts()
+        try:
+            row: QueueRow | None = await self.store.call(lambda admin: admin.queue_get(name))
+        except QueueNotFoundError:
+            if name not in counts.by_queue:
+                raise
+            row = None
+        return JSONResponse({"queue": _queue_json(name, row, counts.by_queue.get(name))})
+
+    async def queue_action(self, request: Request) -> Response:
+        """``POST /api/queues/{name}/pause|resume|settings``."""
+        name = request.path_params["name"]
+        action = request.path_params["action"]
+        if action == "pause":
+            await self.store.call(lambda admin: admin.queue_pause(name))
+        elif action == "resume":
+            await self.store.call(lambda admin: admin.queue_resume(name))
+        elif action == "settings":
+            settings = parse_settings(await self._body(request))
+            await self.store.call(lambda admin: admin.queue_update(name, **settings))
+        else:
+            return self.error(404, f"no action {action!r}: pause, resume or settings", "action")
+        row = await self.store.call(lambda admin: admin.queue_get(name))
+        counts = await self.store.run(_data.counts_op(self.store.ui))
+        return JSONResponse({"queue": _queue_json(name, row, counts.by_queue.get(name))})
+
+    async def kinds(self, request: Request) -> Response:
+        """``GET /api/kinds``: the job kinds in the table (for the filter's suggestions)."""
+
+        async def read() -> list[str]:
+            return await self.store.run(_data.kinds_op(self.store.ui))
+
+        return JSONResponse({"kinds": await self.shared.get("kinds", read)})
+
+    async def periodic(self, request: Request) -> Response:
+        """``GET /api/periodic``: the periodic jobs of the client the dashboard was created
+        with (schedule, next run), and those seen in the table (last run)."""
+        runs = await self.store.run(_data.periodic_runs_op(self.store.ui))
+        now = await self.store.run(_data.now_op(self.store.ui))
+        by_id: dict[str, _data.PeriodicRun] = {}
+        for run in runs:
+            if run.periodic_id is not None:
+                known = by_id.get(run.periodic_id)
+                if known is None or run.last_created_at > known.last_created_at:
+                    by_id[run.periodic_id] = run
+        jobs = []
+        matched: set[str] = set()
+        client = self.client
+        if client is not None:
+            for job in client.periodic_jobs.list():
+                found = by_id.get(job.id) if job.id is not None else None
+                if job.id is not None:
+                    matched.add(job.id)
+                last = found.last_created_at if found is not None else None
+                jobs.append(
+                    {
+                        "id": job.id,
+                        "schedule": _schedule_text(job),
+                        "run_on_start": job.run_on_start,
+                        "kind": found.kind if found is not None else None,
+                        "queue": found.queue if found is not None else None,
+                        "last_run": _time(last),
+                        "last_job_id": found.last_job_id if found is not None else None,
+                        "next_run": _time(_next_run(job, last, now)),
+                    }
+                )
+        seen = [
+            {
+                "id": run.periodic_id,
+                "kind": run.kind,
+                "queue": run.queue,
+                "count": run.count,
+                "last_run": _time(run.last_created_at),
+                "last_job_id": run.last_job_id,
+            }
+            for run in runs
+            if run.periodic_id is None or run.periodic_id not in matched
+        ]
+        return JSONResponse(
+            {
+                "now": _time(now),
+                "known": client is not None,
+                "client": (
+                    {"id": client.id, "running": client.running, "leader": client.is_leader}
+                    if client is not None
+                    else None
+                ),
+                "jobs": jobs,
+                "seen": seen,
+            }
+        )

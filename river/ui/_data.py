@@ -1,0 +1,430 @@
+"""What the dashboard reads from the database and the bulk actions it runs, as sans-IO
+operations (river/_sansio.py) over the named queries of river/_sql/ui.sql.
+
+Single-job actions and queue changes are not here: the dashboard calls the public admin
+methods of an :class:`~river.AsyncClient` for those (river/ui/_store.py), so they behave exactly
+as ``client.job_retry(...)`` or ``river job retry`` do. What is here is what the admin API has
+no call for: exact counts per queue and state, throughput per minute, the clients seen, the
+job list with free-text search, and batches of retries, cancels and deletes.
+
+No operation imports Starlette: they are testable on a plain connection.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from psycopg import sql
+
+from river._admin import decode_cursor, encode_cursor
+from river._driver import Queries, job_from_row
+from river._errors import ValidationError
+from river._sansio import Op, Query
+from river._types import JobRow, JobState
+from river.ui._queries import UIQueries
+
+__all__ = [
+    "DISPLAY_STATES",
+    "FINALIZED",
+    "BulkAction",
+    "Counts",
+    "JobFilter",
+    "JobPage",
+    "JobSummary",
+    "Overview",
+    "PeriodicRun",
+    "Throughput",
+    "bulk_op",
+    "count_op",
+    "counts_op",
+    "job_page_op",
+    "kinds_op",
+    "matching_ids_op",
+    "now_op",
+    "overview_op",
+    "periodic_runs_op",
+    "throughput_op",
+    "time_column",
+]
+
+#: Every job state, in the order the dashboard shows them (the life of a job, then its ends).
+DISPLAY_STATES: tuple[JobState, ...] = (
+    JobState.PENDING,
+    JobState.SCHEDULED,
+    JobState.AVAILABLE,
+    JobState.RUNNING,
+    JobState.RETRYABLE,
+    JobState.COMPLETED,
+    JobState.CANCELLED,
+    JobState.DISCARDED,
+)
+FINALIZED = frozenset({JobState.COMPLETED, JobState.CANCELLED, JobState.DISCARDED})
+_WAITING = frozenset({JobState.PENDING, JobState.SCHEDULED, JobState.AVAILABLE, JobState.RETRYABLE})
+_ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+
+BulkAction = Literal["retry", "cancel", "delete"]
+Sort = Literal["id", "time"]
+
+
+# --------------------------------------------------------------------------------------------
+# Job list
+# --------------------------------------------------------------------------------------------
+
+
+def _like_pattern(text: str) -> str:
+    """``text`` as an ILIKE substring pattern: its own wildcards and escapes taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which jobs a list, a count or a bulk action is about: AND of the fields given, each
+    matching any of its values (``tags``: the job has all of them). ``text`` is a substring of
+    the args or metadata (case-insensitive), or, when it is a JSON object, contained in them."""
+
+    ids: tuple[int, ...] = ()
+    kinds: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    states: tuple[JobState, ...] = ()
+    priorities: tuple[int, ...] = ()
+    tags: tuple[str, ...] = ()
+    text: str = ""
+
+    def is_empty(self) -> bool:
+        """Whether the filter matches every job."""
+        return not (
+            self.ids
+            or self.kinds
+            or self.queues
+            or self.states
+            or self.priorities
+            or self.tags
+            or self.text
+        )
+
+    def conditions(self, q: UIQueries) -> tuple[list[sql.Composable], dict[str, Any]]:
+        """The ``ui_filter_*`` fragments of this filter and their parameters."""
+        where: list[sql.Composable] = []
+        args: dict[str, Any] = {}
+
+        def add(name: str, value: Any) -> None:
+            where.append(q.fragment(f"ui_filter_{name}"))
+            args[name] = value
+
+        if self.ids:
+            add("ids", list(self.ids))
+        if self.kinds:
+            add("kinds", list(self.kinds))
+        if self.queues:
+            add("queues", list(self.queues))
+        if len(self.states) == 1:
+            add("state", self.states[0].value)
+        elif self.states:
+            add("states", [s.value for s in self.states])
+        if self.priorities:
+            add("priorities", list(self.priorities))
+        if self.tags:
+            add("tags", list(self.tags))
+        text = self.text.strip()
+        if text:
+            document = _json_object(text)
+            if document is not None:
+                add("json", document)
+            else:
+                add("text", _like_pattern(text))
+        return where, args
+
+    def where(self, q: UIQueries) -> tuple[sql.Composable, dict[str, Any]]:
+        """The conditions joined with AND (``ui_filter_none`` for an empty filter)."""
+        where, args = self.conditions(q)
+        return sql.SQL(" AND ").join(where or [q.fragment("ui_filter_none")]), args
+
+
+def _json_object(text: str) -> str | None:
+    """``text`` re-encoded when it is a JSON object, else None."""
+    if not text.startswith("{"):
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def time_column(states: Sequence[JobState]) -> str:
+    """The column a "time" order sorts by: the moment that matters for the states shown.
+
+    Finalized states: ``finalized_at``; waiting states: ``scheduled_at`` (when it runs, or ran
+    out of its wait); running: ``attempted_at``; a mix, or no state: ``created_at``."""
+    chosen = set(states)
+    if chosen and chosen <= FINALIZED:
+        return "finalized_at"
+    if chosen and chosen <= _WAITING:
+        return "scheduled_at"
+    if chosen == {JobState.RUNNING}:
+        return "attempted_at"
+    return "created_at"
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """A row of the job list: the job (``encoded_args`` holds a preview of the args, at most
+    the preview length; ``errors`` only the last error; ``metadata`` empty) and how many
+    errors it has."""
+
+    row: JobRow
+    error_count: int
+    args_truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    """A page of the job list and the cursor of the next one (None on the last page)."""
+
+    jobs: list[JobSummary]
+    next_cursor: str | None
+    now: datetime
+
+
+def job_page_op(
+    q: UIQueries,
+    flt: JobFilter,
+    *,
+    sort: Sort = "id",
+    descending: bool = True,
+    limit: int = 50,
+    after: str | None = None,
+    preview: int = 240,
+) -> Op[JobPage]:
+    """A page of jobs matching ``flt`` in ``sort`` order (``"id"``, or ``"time"``: see
+    :func:`time_column`; ties by id), after the cursor ``after`` (River (Go)'s cursor format,
+    from :func:`river._admin.encode_cursor`).
+
+    Keyset pagination: the cursor's position goes into the WHERE clause, so a page deep into
+    the table costs what the first one does (the order's index is read from that position)."""
+    where, args = flt.conditions(q)
+    op = sql.SQL("<" if descending else ">")
+    direction = sql.SQL("DESC" if descending else "ASC")
+    column_name = "id" if sort == "id" else time_column(flt.states)
+    column: sql.Composable = (
+        q.fragment("ui_column_attempted_at")
+        if column_name == "attempted_at"
+        else sql.Identifier(column_name)
+    )
+    if column_name == "finalized_at":
+        where.append(q.fragment("ui_filter_finalized"))
+    if after:
+        cursor = decode_cursor(after)
+        if cursor.get("sort_field") != column_name:
+            raise ValidationError("after", "is a cursor of another order: start from page one")
+        args["cursor_id"] = cursor["id"]
+        if column_name == "id":
+            where.append(q.compose("ui_after_id", op=op))
+        else:
+            cursor_time: datetime = cursor["time"]
+            args["cursor_time"] = "infinity" if cursor_time == _ZERO_TIME else cursor_time
+            where.append(q.compose("ui_after_time", column=column, op=op))
+    if column_name == "id":
+        order = q.compose("ui_order_id", direction=direction)
+    else:
+        order = q.compose("ui_order_time", column=column, direction=direction)
+    conditions = sql.SQL(" AND ").join(where or [q.fragment("ui_filter_none")])
+    # One row more than asked: whether there is a next page, without a count.
+    args["limit"] = limit + 1
+    args["preview"] = preview + 1
+    rows = yield Query(q.compose("ui_job_list", where=conditions, order=order), args)
+    now_row = yield Query(q.ui_now, fetch="one")
+    jobs = []
+    for r in rows[:limit]:
+        args_text: str = r[4] or ""
+        truncated = len(args_text) > preview
+        row = job_from_row([*r[:4], args_text[:preview], *r[5:18]])
+        jobs.append(JobSummary(row, int(r[18]), truncated))
+    more = len(rows) > limit
+    next_cursor = encode_cursor(jobs[-1].row, column_name) if jobs and more else None
+    return JobPage(jobs, next_cursor, now_row[0])
+
+
+def count_op(q: UIQueries, flt: JobFilter) -> Op[tuple[int, int | None]]:
+    """How many jobs match ``flt``, and the highest id among them (None when none do)."""
+    where, args = flt.where(q)
+    row = yield Query(q.compose("ui_job_count", where=where), args, fetch="one")
+    return int(row[0]), row[1]
+
+
+def matching_ids_op(
+    q: UIQueries, flt: JobFilter, *, after_id: int, max_id: int, limit: int
+) -> Op[list[int]]:
+    """The next ``limit`` ids matching ``flt`` in ``(after_id, max_id]``, ascending."""
+    where, args = flt.where(q)
+    args.update(after_id=after_id, max_id=max_id, limit=limit)
+    rows = yield Query(q.compose("ui_job_ids", where=where), args)
+    return [r[0] for r in rows]
+
+
+def bulk_op(q: UIQueries, action: BulkAction, ids: Sequence[int], now: datetime) -> Op[list[int]]:
+    """Retry, cancel or delete the jobs ``ids`` in one statement (the rules of the single-job
+    admin calls, see river/_sql/ui.sql); returns the ids changed."""
+    if not ids:
+        return []
+    params: dict[str, Any] = {"ids": list(ids)}
+    if action == "retry":
+        statement = q.ui_job_retry_many
+    elif action == "cancel":
+        statement = q.ui_job_cancel_many
+        params["now"] = _rfc3339(now)
+        params["schema"] = q.schema
+    else:
+        statement = q.ui_job_delete_many
+    rows = yield Query(statement, params)
+    return sorted(r[0] for r in rows)
+
+
+def _rfc3339(value: datetime) -> str:
+    """``cancel_attempted_at`` as River (Go) writes it: RFC 3339 in UTC, fraction trimmed."""
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    frac = f"{value.microsecond:06d}".rstrip("0")
+    return f"{text}.{frac}Z" if frac else f"{text}Z"
+
+
+# --------------------------------------------------------------------------------------------
+# Overview
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Jobs per queue and state (every queue with at least one job), and per state."""
+
+    by_queue: dict[str, dict[str, int]]
+    by_state: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        """All jobs."""
+        return sum(self.by_state.values())
+
+
+def _empty_states() -> dict[str, int]:
+    return {s.value: 0 for s in DISPLAY_STATES}
+
+
+def counts_op(q: UIQueries) -> Op[Counts]:
+    """Exact counts of river_job by queue and state (one grouped query)."""
+    rows = yield Query(q.ui_counts)
+    by_queue: dict[str, dict[str, int]] = {}
+    by_state = _empty_states()
+    for queue, state, count in rows:
+        by_queue.setdefault(queue, _empty_states())[state] = int(count)
+        by_state[state] = by_state.get(state, 0) + int(count)
+    return Counts(dict(sorted(by_queue.items())), by_state)
+
+
+@dataclass(frozen=True, slots=True)
+class Leader:
+    """The row of river_leader: the client elected to run maintenance."""
+
+    leader_id: str
+    elected_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveClient:
+    """A client seen working jobs (see ``ui_active_clients``)."""
+
+    client_id: str
+    running: int
+    last_seen: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """The overview page's figures, read in one connection checkout."""
+
+    counts: Counts
+    leader: Leader | None
+    clients: list[ActiveClient]
+    now: datetime
+
+
+def overview_op(q: UIQueries, runtime: Queries, *, client_minutes: int = 5) -> Op[Overview]:
+    """Counts, the leader and the clients seen in the last ``client_minutes`` minutes."""
+    counts = yield from counts_op(q)
+    leader_row = yield Query(runtime.leader_get, fetch="one")
+    client_rows = yield Query(q.ui_active_clients, {"minutes": client_minutes})
+    now_row = yield Query(q.ui_now, fetch="one")
+    leader = Leader(*leader_row) if leader_row is not None else None
+    clients = [ActiveClient(r[0], int(r[1]), r[2]) for r in client_rows]
+    return Overview(counts, leader, clients, now_row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    """Jobs per minute over a window: ``series[name][i]`` is minute ``since + i``."""
+
+    since: datetime
+    minutes: int
+    series: dict[str, list[int]] = field(default_factory=dict)
+
+
+#: The series of :func:`throughput_op`, in the order the chart draws them.
+SERIES = ("completed", "failed", "discarded", "cancelled")
+
+
+def throughput_op(q: UIQueries, *, minutes: int = 60, queue: str | None = None) -> Op[Throughput]:
+    """Completed, failed (attempts that errored), discarded and cancelled jobs per minute over
+    the last ``minutes`` minutes of the database clock (the current minute included)."""
+    params = {"minutes": minutes, "queue": queue}
+    rows = yield Query(q.ui_throughput, params)
+    failures = yield Query(q.ui_failures, params)
+    series = {name: [0] * minutes for name in SERIES}
+    since = datetime.now(UTC)
+    for index, name, count in rows:
+        if index == -1:
+            since = datetime.fromtimestamp(int(count), UTC)
+        elif 0 <= index < minutes:
+            series[name][index] = int(count)
+    for index, count in failures:
+        if 0 <= index < minutes:
+            series["failed"][index] = int(count)
+    return Throughput(since, minutes, series)
+
+
+def now_op(q: UIQueries) -> Op[datetime]:
+    """The database clock (the dashboard shows times relative to it, not to the browser's)."""
+    row = yield Query(q.ui_now, fetch="one")
+    now: datetime = row[0]
+    return now
+
+
+def kinds_op(q: UIQueries, limit: int = 500) -> Op[list[str]]:
+    """Distinct job kinds, in order (at most ``limit``)."""
+    rows = yield Query(q.ui_kinds, {"limit": limit})
+    return [r[0] for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicRun:
+    """Periodic jobs found in river_job, by periodic job id (None: inserted without one)."""
+
+    periodic_id: str | None
+    kind: str
+    queue: str
+    count: int
+    last_created_at: datetime
+    last_job_id: int
+
+
+def periodic_runs_op(q: UIQueries) -> Op[list[PeriodicRun]]:
+    """The periodic jobs seen in the table (see ``ui_periodic_runs``)."""
+    rows = yield Query(q.ui_periodic_runs)
+    return [PeriodicRun(r[0], r[1], r[2], int(r[3]), r[4], int(r[5])) for r in rows]

@@ -1,0 +1,244 @@
+"""Parsing the JSON API's input: query parameters and JSON bodies in, typed values out, or
+:class:`BadRequest` naming the field (HTTP 400). Pure: no Starlette, no database."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from river._admin import decode_cursor
+from river._errors import ValidationError
+from river._types import JobState
+from river.ui._data import BulkAction, JobFilter
+
+__all__ = [
+    "MAX_BULK_IDS",
+    "BadRequest",
+    "BulkRequest",
+    "ListRequest",
+    "Params",
+    "parse_bulk",
+    "parse_filter",
+    "parse_job_id",
+    "parse_list",
+    "parse_minutes",
+    "parse_settings",
+]
+
+#: Query parameters as lists of values: ``?state=a&state=b`` and ``?state=a,b`` alike.
+Params = Mapping[str, Sequence[str]]
+
+#: The most ids a bulk request may name (a selection); "all matching" has no such limit.
+MAX_BULK_IDS = 10_000
+_MAX_INT64 = 2**63 - 1
+_STATE_NAMES = ", ".join(s.value for s in JobState)
+
+
+class BadRequest(Exception):
+    """Input the API refuses: answered 400 with ``{"error": message, "field": field}``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _values(params: Params, name: str) -> list[str]:
+    out: list[str] = []
+    for raw in params.get(name, ()):
+        out.extend(part.strip() for part in str(raw).split(","))
+    return [v for v in out if v]
+
+
+def _int(field: str, text: str, low: int, high: int) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise BadRequest(field, f"{text!r} is not an integer") from None
+    if not low <= value <= high:
+        raise BadRequest(field, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def parse_job_id(text: str, field: str = "id") -> int:
+    """A job id: a positive 64-bit integer."""
+    return _int(field, text, 1, _MAX_INT64)
+
+
+def _states(values: Sequence[str]) -> tuple[JobState, ...]:
+    states = []
+    for v in values:
+        try:
+            states.append(JobState(v.lower()))
+        except ValueError:
+            raise BadRequest("state", f"{v!r} is not a job state (one of {_STATE_NAMES})") from None
+    return tuple(dict.fromkeys(states))
+
+
+def parse_filter(params: Params) -> JobFilter:
+    """The job filter of ``state``, ``kind``, ``queue``, ``priority``, ``id``, ``tag`` and
+    ``q`` (free text, or a JSON object)."""
+    text = " ".join(params.get("q", ())).strip()
+    if len(text) > 1000:
+        raise BadRequest("q", "must be at most 1000 characters")
+    for name in ("kind", "queue", "tag"):
+        for v in _values(params, name):
+            if len(v) > 255:
+                raise BadRequest(name, "values must be at most 255 characters")
+    return JobFilter(
+        ids=tuple(parse_job_id(v) for v in _values(params, "id")),
+        kinds=tuple(_values(params, "kind")),
+        queues=tuple(_values(params, "queue")),
+        states=_states(_values(params, "state")),
+        priorities=tuple(_int("priority", v, 1, 4) for v in _values(params, "priority")),
+        tags=tuple(_values(params, "tag")),
+        text=text,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """A request for a page of the job list."""
+
+    filter: JobFilter
+    sort: Literal["id", "time"]
+    descending: bool
+    limit: int
+    after: str | None
+
+
+def _one(params: Params, name: str) -> str | None:
+    values = [v for v in params.get(name, ()) if v != ""]
+    if len(values) > 1:
+        raise BadRequest(name, "give it once")
+    return values[0] if values else None
+
+
+def parse_list(params: Params) -> ListRequest:
+    """``GET /api/jobs``: the filter, ``sort`` (id, time), ``order`` (desc, asc), ``limit``
+    (1 to 500, default 50) and ``after`` (a cursor from a previous page)."""
+    sort = _one(params, "sort") or "id"
+    if sort not in ("id", "time"):
+        raise BadRequest("sort", f"must be id or time, got {sort!r}")
+    order = _one(params, "order") or "desc"
+    if order not in ("asc", "desc"):
+        raise BadRequest("order", f"must be asc or desc, got {order!r}")
+    limit_text = _one(params, "limit")
+    limit = _int("limit", limit_text, 1, 500) if limit_text is not None else 50
+    after = _one(params, "after")
+    if after is not None:
+        try:
+            decode_cursor(after)
+        except ValidationError as exc:
+            raise BadRequest("after", exc.rule) from None
+    return ListRequest(
+        parse_filter(params),
+        cast(Literal["id", "time"], sort),
+        order == "desc",
+        limit,
+        after,
+    )
+
+
+def parse_minutes(params: Params) -> int:
+    """``minutes`` of a throughput window: 1 to 1440 (a day), default 60."""
+    text = _one(params, "minutes")
+    return _int("minutes", text, 1, 1440) if text is not None else 60
+
+
+def _body_params(value: Any) -> dict[str, list[str]]:
+    """A filter sent as a JSON object (``{"state": ["discarded"], "kind": "email"}``) in the
+    shape of query parameters."""
+    if not isinstance(value, Mapping):
+        raise BadRequest("filter", "must be a JSON object")
+    out: dict[str, list[str]] = {}
+    for key, item in value.items():
+        if key not in ("state", "kind", "queue", "priority", "id", "tag", "q"):
+            raise BadRequest(f"filter.{key}", "is not a filter")
+        items = item if isinstance(item, list) else [item]
+        for element in items:
+            if isinstance(element, bool) or not isinstance(element, str | int):
+                raise BadRequest(f"filter.{key}", "must be a string, a number or a list of them")
+        out[str(key)] = [str(element) for element in items]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class BulkRequest:
+    """``POST /api/jobs/bulk``: an action over a selection of ids, or over every job matching
+    a filter up to ``max_id`` (the highest id when the count was shown)."""
+
+    action: BulkAction
+    ids: tuple[int, ...] | None
+    filter: JobFilter | None
+    max_id: int | None
+
+
+def parse_bulk(body: Any) -> BulkRequest:
+    """``{"action": "retry"|"cancel"|"delete", "ids": [...]}`` or ``{"action": ...,
+    "filter": {...}, "max_id": n}``."""
+    if not isinstance(body, Mapping):
+        raise BadRequest("body", "must be a JSON object")
+    action = body.get("action")
+    if action not in ("retry", "cancel", "delete"):
+        raise BadRequest("action", "must be retry, cancel or delete")
+    has_ids, has_filter = "ids" in body, "filter" in body
+    if has_ids == has_filter:
+        raise BadRequest("ids", "give either ids or filter (with max_id)")
+    if has_ids:
+        ids = body["ids"]
+        if not isinstance(ids, list) or not ids:
+            raise BadRequest("ids", "must be a non-empty list of job ids")
+        if len(ids) > MAX_BULK_IDS:
+            raise BadRequest("ids", f"at most {MAX_BULK_IDS} ids; use a filter for more")
+        parsed = []
+        for value in ids:
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise BadRequest("ids", f"{value!r} is not a job id")
+            parsed.append(parse_job_id(str(value), "ids"))
+        return BulkRequest(action, tuple(dict.fromkeys(parsed)), None, None)
+    flt = parse_filter(_body_params(body["filter"]))
+    max_id = body.get("max_id")
+    if isinstance(max_id, bool) or not isinstance(max_id, int) or not 0 <= max_id <= _MAX_INT64:
+        raise BadRequest("max_id", "must be the max_id of the count the action was confirmed on")
+    return BulkRequest(action, None, flt, max_id)
+
+
+#: The cluster-wide settings a queue's settings form may set or clear.
+SETTINGS = ("max_workers", "fetch_cooldown", "fetch_poll_interval")
+
+
+def parse_settings(body: Any) -> dict[str, Any]:
+    """``POST /api/queues/{name}/settings``: ``{"max_workers": 5, "fetch_cooldown": 0.1,
+    "fetch_poll_interval": 2, "clear": ["fetch_cooldown"]}`` (each optional; values are
+    checked by :meth:`AsyncClient.queue_update`) as its keyword arguments."""
+    if not isinstance(body, Mapping):
+        raise BadRequest("body", "must be a JSON object")
+    unknown = set(body) - {*SETTINGS, "clear"}
+    if unknown:
+        raise BadRequest(sorted(unknown)[0], "is not a queue setting")
+    out: dict[str, Any] = {}
+    for name in SETTINGS:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BadRequest(name, f"must be a number, got {value!r}")
+        if name == "max_workers" and not isinstance(value, int):
+            if not float(value).is_integer():
+                raise BadRequest(name, f"must be an integer, got {value!r}")
+            value = int(value)
+        out[name] = value
+    clear = body.get("clear", [])
+    if isinstance(clear, str):
+        clear = [clear]
+    if not isinstance(clear, list) or any(c not in SETTINGS for c in clear):
+        raise BadRequest("clear", f"must list settings among {', '.join(SETTINGS)}")
+    if set(clear) & set(out):
+        raise BadRequest("clear", "a setting cannot be set and cleared at once")
+    if clear:
+        out["clear"] = list(clear)
+    if not out:
+        raise BadRequest("body", "nothing to change: give a setting or clear")
+    return out

@@ -1,0 +1,1075 @@
+"""The dashboard's JSON API (river/ui), driven in-process through httpx's ASGI transport against
+a real Postgres: every endpoint, the figures against SQL, deep paging, bulk actions, and the
+security layer (auth hooks, CSRF, read-only, allowed hosts, headers)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import httpx
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+import river
+from river.ui import _data
+from river.ui._queries import ui_queries
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.anyio
+
+from river.ui import Dashboard, auth_from_env, basic_auth, bearer_token, create_app  # noqa: E402
+from river.ui._app import CONTENT_SECURITY_POLICY  # noqa: E402
+
+HOST = "http://testserver"
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures and helpers
+# --------------------------------------------------------------------------------------------
+
+
+def insert_job(conn: psycopg.Connection, **fields: Any) -> int:
+    """One river_job row written as SQL (as River (Go) or any client would leave it)."""
+    row: dict[str, Any] = {
+        "kind": "email",
+        "queue": "default",
+        "state": "available",
+        "args": Jsonb({"to": "a@example.com"}),
+        "max_attempts": 25,
+        "priority": 1,
+        "attempt": 0,
+        "tags": [],
+        "metadata": Jsonb({}),
+    }
+    row.update(fields)
+    if isinstance(row["args"], dict):
+        row["args"] = Jsonb(row["args"])
+    if isinstance(row["metadata"], dict):
+        row["metadata"] = Jsonb(row["metadata"])
+    if row["state"] in ("completed", "cancelled", "discarded"):
+        row.setdefault("finalized_at", datetime.now(UTC))
+    if "errors" in row:
+        row["errors"] = [Jsonb(e) for e in row["errors"]]
+    columns = ", ".join(row)
+    values = ", ".join(f"%({k})s" for k in row)
+    (job_id,) = conn.execute(
+        f"INSERT INTO river_job ({columns}) VALUES ({values}) RETURNING id", row
+    ).fetchone()
+    return int(job_id)
+
+
+def add_queue(conn: psycopg.Connection, name: str, *, paused: bool = False) -> None:
+    conn.execute(
+        "INSERT INTO river_queue (name, created_at, metadata, paused_at, updated_at)"
+        " VALUES (%s, now(), '{}', CASE WHEN %s THEN now() END, now())",
+        (name, paused),
+    )
+
+
+def error(attempt: int, text: str, at: datetime | None = None, trace: str = "") -> dict[str, Any]:
+    at = at or datetime.now(UTC)
+    return {"at": at.isoformat(), "attempt": attempt, "error": text, "trace": trace}
+
+
+def seed(conn: psycopg.Connection) -> None:
+    """A mix of kinds, queues and every state."""
+    add_queue(conn, "default")
+    add_queue(conn, "mail", paused=True)
+    for i in range(6):
+        insert_job(conn, kind="email", queue="mail", args={"to": f"u{i}@example.com"})
+    for _ in range(4):
+        insert_job(conn, kind="resize", queue="default", state="completed", attempt=1)
+    insert_job(conn, kind="resize", queue="default", state="running", attempt=1,
+               attempted_at=datetime.now(UTC), attempted_by=["host-a"])  # fmt: skip
+    insert_job(conn, kind="report", queue="reports", state="scheduled",
+               scheduled_at=datetime.now(UTC) + timedelta(hours=1))  # fmt: skip
+    insert_job(conn, kind="report", queue="reports", state="retryable", attempt=1,
+               errors=[error(1, "ValueError: bad", trace="Traceback ...")])  # fmt: skip
+    insert_job(conn, kind="report", queue="reports", state="discarded", attempt=25,
+               errors=[error(25, "gave up")])  # fmt: skip
+    insert_job(conn, kind="email", queue="mail", state="cancelled")
+    insert_job(conn, kind="email", queue="mail", state="pending")
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(db_url, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+async def dashboard(db_url: str) -> AsyncIterator[Dashboard]:
+    app = create_app(db_url)
+    try:
+        yield app
+    finally:
+        await app.close()
+
+
+def client_for(app: Any, **kwargs: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=kwargs.pop("base_url", HOST), **kwargs
+    )
+
+
+@pytest.fixture
+async def http(dashboard: Dashboard) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(dashboard) as c:
+        yield c
+
+
+async def csrf_of(http: httpx.AsyncClient, prefix: str = "") -> dict[str, str]:
+    token = (await http.get(f"{prefix}/api/meta")).json()["csrf_token"]
+    return {"X-River-CSRF": token}
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+async def test_overview_counts_match_sql(conn: psycopg.Connection, http: httpx.AsyncClient) -> None:
+    seed(conn)
+    conn.execute(
+        "INSERT INTO river_leader (leader_id, elected_at, expires_at, name)"
+        " VALUES ('host-a', now(), now() + interval '30 seconds', 'default')"
+    )
+    body = (await http.get("/api/overview")).json()
+    by_state = dict(conn.execute("SELECT state::text, count(*) FROM river_job GROUP BY state"))
+    assert {k: v for k, v in body["states"].items() if v} == by_state
+    assert body["total"] == sum(by_state.values())
+    assert set(body["states"]) == {s.value for s in river.JobState}
+    sql_queues: dict[str, dict[str, int]] = {}
+    for queue, state, count in conn.execute(
+        "SELECT queue, state::text, count(*) FROM river_job GROUP BY queue, state"
+    ):
+        sql_queues.setdefault(queue, {})[state] = count
+    queues = {q["name"]: q for q in body["queues"]}
+    assert set(queues) == {"default", "mail", "reports"}
+    for name, counts in sql_queues.items():
+        assert {k: v for k, v in queues[name]["counts"].items() if v} == counts
+    assert queues["mail"]["paused"] is True
+    assert queues["mail"]["known"] is True
+    assert queues["reports"]["known"] is False  # jobs only, no river_queue row
+    assert body["leader"]["id"] == "host-a"
+    assert [c["id"] for c in body["clients"]] == ["host-a"]
+    assert body["clients"][0]["running"] == 1
+    counts = (await http.get("/api/counts?queue=mail")).json()
+    assert counts["states"]["available"] == 6
+    assert counts["total"] == 8
+    assert sorted(counts["queues"]) == ["default", "mail", "reports"]
+
+
+async def test_throughput_per_minute(conn: psycopg.Connection, http: httpx.AsyncClient) -> None:
+    (now,) = conn.execute("SELECT date_trunc('minute', now())").fetchone()
+    ago = lambda minutes: now - timedelta(minutes=minutes) + timedelta(seconds=5)  # noqa: E731
+    for _ in range(3):
+        insert_job(conn, state="completed", finalized_at=ago(0))
+    insert_job(conn, state="completed", finalized_at=ago(10), queue="other")
+    insert_job(conn, state="discarded", finalized_at=ago(10), errors=[error(1, "x", ago(10))])
+    insert_job(conn, state="cancelled", finalized_at=ago(59))
+    insert_job(conn, state="completed", finalized_at=ago(61))  # outside the window
+    insert_job(
+        conn, state="retryable", attempt=2, errors=[error(1, "a", ago(5)), error(2, "b", ago(0))]
+    )
+    insert_job(conn, state="retryable", errors=[{"at": "not a time", "attempt": 1, "error": "?"}])
+    body = (await http.get("/api/throughput?minutes=60")).json()
+    series = body["series"]
+    assert len(series["completed"]) == 60
+    assert series["completed"][59] == 3
+    assert series["completed"][49] == 1
+    assert sum(series["completed"]) == 4
+    assert series["discarded"][49] == 1
+    assert series["cancelled"][0] == 1
+    assert series["failed"][59] == 1
+    assert series["failed"][54] == 1
+    assert series["failed"][49] == 1
+    assert sum(series["failed"]) == 3
+    one_queue = (await http.get("/api/throughput?minutes=30&queue=other")).json()["series"]
+    assert sum(one_queue["completed"]) == 1
+    assert len(one_queue["completed"]) == 30
+
+
+async def test_job_list_filters_and_sorts(
+    conn: psycopg.Connection, http: httpx.AsyncClient
+) -> None:
+    seed(conn)
+    tagged = insert_job(conn, kind="tagged", tags=["vip", "eu"], priority=3,
+                        args={"user": {"id": 7}, "note": "100% done_now"})  # fmt: skip
+    insert_job(conn, kind="tagged", tags=["vip"], metadata={"tenant": "acme"})
+
+    async def ids(query: str) -> list[int]:
+        response = await http.get(f"/api/jobs?{query}")
+        assert response.status_code == 200, response.text
+        return [j["id"] for j in response.json()["jobs"]]
+
+    def sql_ids(where: str, order: str = "id DESC") -> list[int]:
+        return [
+            r[0] for r in conn.execute(f"SELECT id FROM river_job WHERE {where} ORDER BY {order}")
+        ]
+
+    assert await ids("") == sql_ids("true")
+    assert await ids("state=available") == sql_ids("state = 'available'")
+    assert await ids("state=completed,cancelled") == sql_ids("state IN ('completed', 'cancelled')")
+    assert await ids("state=completed&state=cancelled") == sql_ids(
+        "state IN ('completed', 'cancelled')"
+    )
+    assert await ids("kind=report") == sql_ids("kind = 'report'")
+    assert await ids("queue=mail&state=available") == sql_ids(
+        "queue = 'mail' AND state = 'available'"
+    )
+    assert await ids("priority=3") == [tagged]
+    assert await ids(f"id={tagged},1") == [tagged, 1]
+    assert await ids("tag=vip") == sql_ids("tags @> ARRAY['vip']::varchar[]")
+    assert await ids("tag=vip,eu") == [tagged]
+    # Free text: in args or metadata, case-insensitive, its own % and _ taken literally.
+    assert await ids("q=U3@EXAMPLE") == sql_ids("args->>'to' = 'u3@example.com'")
+    assert await ids("q=100%25 done_") == [tagged]
+    assert await ids("q=100%25%25") == []
+    assert await ids("q=acme") == sql_ids("metadata->>'tenant' = 'acme'")
+    # A JSON object: containment in args or metadata.
+    assert await ids('q={"user": {"id": 7}}') == [tagged]
+    assert await ids('q={"tenant": "acme"}') == sql_ids("metadata->>'tenant' = 'acme'")
+    assert await ids("order=asc") == sql_ids("true", "id ASC")
+    # "time" follows the states shown: finalized_at for finalized ones, scheduled_at waiting.
+    assert await ids("state=completed,discarded,cancelled&sort=time") == sql_ids(
+        "state IN ('completed', 'discarded', 'cancelled')", "finalized_at DESC, id DESC"
+    )
+    assert await ids("state=available,scheduled&sort=time&order=asc") == sql_ids(
+        "state IN ('available', 'scheduled')", "scheduled_at ASC, id ASC"
+    )
+    page = (await http.get("/api/jobs?kind=report")).json()["jobs"]
+    retryable = next(j for j in page if j["state"] == "retryable")
+    assert retryable["error_count"] == 1
+    assert retryable["last_error"] == "ValueError: bad"
+    assert retryable["args_preview"] == '{"to": "a@example.com"}'
+
+
+async def test_cursor_paging_walks_every_row_once(
+    conn: psycopg.Connection, http: httpx.AsyncClient
+) -> None:
+    for i in range(57):
+        if i % 2:
+            finalized = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i // 6)
+            insert_job(conn, state="completed", finalized_at=finalized)
+        else:
+            insert_job(conn)
+    for query, where, order in [
+        ("", "true", "id DESC"),
+        ("order=asc", "true", "id ASC"),
+        ("state=completed&sort=time", "state = 'completed'", "finalized_at DESC, id DESC"),
+        ("state=completed&sort=time&order=asc", "state = 'completed'", "finalized_at, id"),
+    ]:
+        seen: list[int] = []
+        after = ""
+        for _ in range(20):
+            response = await http.get(f"/api/jobs?limit=10&{query}{after}")
+            body = response.json()
+            seen += [j["id"] for j in body["jobs"]]
+            if body["next"] is None:
+                break
+            after = f"&after={body['next']}"
+        expected = [
+            r[0] for r in conn.execute(f"SELECT id FROM river_job WHERE {where} ORDER BY {order}")
+        ]
+        assert seen == expected, query
+    # A cursor of one order cannot page another.
+    cursor = (await http.get("/api/jobs?limit=1")).json()["next"]
+    response = await http.get(f"/api/jobs?state=completed&sort=time&after={cursor}")
+    assert response.status_code == 400
+    assert response.json()["field"] == "after"
+
+
+async def test_job_detail(conn: psycopg.Connection, http: httpx.AsyncClient) -> None:
+    job_id = insert_job(
+        conn,
+        kind="report",
+        state="retryable",
+        attempt=2,
+        attempted_by=["host-a", "host-b"],
+        tags=["monthly"],
+        metadata={"output": {"rows": 3}, "periodic": True},
+        errors=[error(1, "first"), error(2, "second", trace='File "x.py", line 1\nValueError')],
+    )
+    body = (await http.get(f"/api/jobs/{job_id}")).json()
+    job = body["job"]
+    assert body["now"].endswith("Z")
+    assert job["id"] == job_id
+    assert job["state"] == "retryable"
+    assert job["attempt"] == 2
+    assert job["args"] == {"to": "a@example.com"}
+    assert job["output"] == {"rows": 3}
+    assert job["has_output"] is True
+    assert job["attempted_by"] == ["host-a", "host-b"]
+    assert [e["error"] for e in job["errors"]] == ["first", "second"]
+    assert job["errors"][1]["trace"].startswith('File "x.py"')
+    assert job["errors"][0]["at"].endswith("Z")
+    missing = await http.get("/api/jobs/999999")
+    assert missing.status_code == 404
+    assert missing.json()["field"] == "id"
+
+
+async def test_kinds_and_periodic_standalone(
+    conn: psycopg.Connection, http: httpx.AsyncClient
+) -> None:
+    seed(conn)
+    insert_job(
+        conn, kind="nightly", metadata={"periodic": True, "river:periodic_job_id": "nightly"}
+    )
+    last = insert_job(
+        conn, kind="nightly", metadata={"periodic": True, "river:periodic_job_id": "nightly"}
+    )
+    assert (await http.get("/api/kinds")).json()["kinds"] == [
+        "email",
+        "nightly",
+        "report",
+        "resize",
+    ]
+    body = (await http.get("/api/periodic")).json()
+    assert body["known"] is False
+    assert body["jobs"] == []
+    assert body["seen"] == [
+        {
+            "id": "nightly",
+            "kind": "nightly",
+            "queue": "default",
+            "count": 2,
+            "last_run": body["seen"][0]["last_run"],
+            "last_job_id": last,
+        }
+    ]
+
+
+class Nightly(river.JobArgs):
+    kind: ClassVar[str] = "nightly"
+
+
+async def test_periodic_jobs_of_a_client(conn: psycopg.Connection, db_url: str) -> None:
+    last = insert_job(
+        conn, kind="nightly", metadata={"periodic": True, "river:periodic_job_id": "nightly"}
+    )
+    (created,) = conn.execute("SELECT created_at FROM river_job WHERE id = %s", (last,)).fetchone()
+    periodic = [
+        river.PeriodicJob(river.PeriodicInterval(3600), Nightly, id="nightly"),
+        river.PeriodicJob(river.Cron("*/5 * * * *"), Nightly, run_on_start=True),
+    ]
+    client = river.AsyncClient(db_url, river.Config(periodic_jobs=periodic))
+    app = create_app(db_url, client=client)
+    try:
+        async with client_for(app) as http:
+            assert (await http.get("/api/meta")).json()["periodic_known"] is True
+            body = (await http.get("/api/periodic")).json()
+    finally:
+        await app.close()
+        await client.close()
+    assert body["known"] is True
+    assert body["client"]["leader"] is False
+    interval, cron = body["jobs"]
+    assert interval["id"] == "nightly"
+    assert interval["schedule"] == "every 1h"
+    assert interval["last_job_id"] == last
+    assert interval["kind"] == "nightly"
+    next_run = datetime.fromisoformat(interval["next_run"])
+    assert next_run == created.astimezone(UTC).replace(microsecond=created.microsecond) + timedelta(
+        hours=1
+    )
+    assert cron["schedule"] == "*/5 * * * *"
+    assert cron["run_on_start"] is True
+    assert datetime.fromisoformat(cron["next_run"]).minute % 5 == 0
+    assert body["seen"] == []  # the one seen is the client's own
+
+
+# --------------------------------------------------------------------------------------------
+# Actions
+# --------------------------------------------------------------------------------------------
+
+
+async def test_single_job_actions(conn: psycopg.Connection, http: httpx.AsyncClient) -> None:
+    discarded = insert_job(conn, state="discarded", attempt=25, max_attempts=25)
+    waiting = insert_job(
+        conn, state="scheduled", scheduled_at=datetime.now(UTC) + timedelta(hours=1)
+    )
+    running = insert_job(conn, state="running", attempt=1, attempted_at=datetime.now(UTC))
+    headers = await csrf_of(http)
+
+    retried = await http.post(f"/api/jobs/{discarded}/retry", headers=headers)
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["job"]["state"] == "available"
+    assert retried.json()["job"]["max_attempts"] == 26  # one more attempt, as job_retry gives
+
+    cancelled = await http.post(f"/api/jobs/{waiting}/cancel", headers=headers)
+    assert cancelled.json()["job"]["state"] == "cancelled"
+    marked = await http.post(f"/api/jobs/{running}/cancel", headers=headers)
+    assert marked.json()["job"]["state"] == "running"  # its client cancels the attempt
+    assert "cancel_attempted_at" in marked.json()["job"]["metadata"]
+
+    refused = await http.post(f"/api/jobs/{running}/delete", headers=headers)
+    assert refused.status_code == 409
+    assert "running" in refused.json()["error"]
+    deleted = await http.post(f"/api/jobs/{waiting}/delete", headers=headers)
+    assert deleted.json() == {"deleted": True, "job": deleted.json()["job"]}
+    assert (await http.get(f"/api/jobs/{waiting}")).status_code == 404
+    unknown = await http.post(f"/api/jobs/{waiting}/frobnicate", headers=headers)
+    assert unknown.status_code == 404
+    assert unknown.json()["field"] == "action"
+
+
+async def test_bulk_actions_on_ids(conn: psycopg.Connection, http: httpx.AsyncClient) -> None:
+    ids = [insert_job(conn, state="discarded", attempt=3, max_attempts=3) for _ in range(5)]
+    running = insert_job(conn, state="running", attempt=1, attempted_at=datetime.now(UTC))
+    headers = await csrf_of(http)
+    response = await http.post(
+        "/api/jobs/bulk", json={"action": "retry", "ids": ids[:3]}, headers=headers
+    )
+    assert response.json() == {"action": "retry", "matched": 3, "changed": 3, "skipped": 0}
+    states = dict(conn.execute("SELECT id, state::text FROM river_job"))
+    assert [states[i] for i in ids] == ["available"] * 3 + ["discarded"] * 2
+
+    with conn.cursor() as cur:
+        cur.execute('LISTEN "public.river_control"')
+    response = await http.post(
+        "/api/jobs/bulk", json={"action": "cancel", "ids": [*ids, running]}, headers=headers
+    )
+    assert response.json()["changed"] == 4  # 3 available + the running one; 2 are finalized
+    states = dict(conn.execute("SELECT id, state::text FROM river_job"))
+    assert [states[i] for i in ids] == ["cancelled"] * 3 + ["discarded"] * 2
+    assert states[running] == "running"
+    notes = [json.loads(n.payload) for n in conn.notifies(timeout=1, stop_after=1)]
+    assert notes == [{"action": "cancel", "job_id": running, "queue": "default"}]
+
+    response = await http.post(
+        "/api/jobs/bulk", json={"action": "delete", "ids": [*ids, running]}, headers=headers
+    )
+    assert response.json() == {"action": "delete", "matched": 6, "changed": 5, "skipped": 1}
+    assert [r[0] for r in conn.execute("SELECT id FROM river_job")] == [running]
+
+
+async def test_bulk_action_on_all_matching_stops_at_the_count(
+    conn: psycopg.Connection, http: httpx.AsyncClient
+) -> None:
+    for i in range(2500):  # more than one batch of 1,000
+        insert_job(conn, kind="bulk", state="discarded" if i % 5 else "completed")
+    insert_job(conn, kind="other", state="discarded")
+    count = (await http.get("/api/jobs/count?kind=bulk&state=discarded")).json()
+    assert count["count"] == 2000
+    late = insert_job(conn, kind="bulk", state="discarded")  # inserted after the count
+    headers = await csrf_of(http)
+    response = await http.post(
+        "/api/jobs/bulk",
+        json={
+            "action": "retry",
+            "filter": {"kind": "bulk", "state": ["discarded"]},
+            "max_id": count["max_id"],
+        },
+        headers=headers,
+    )
+    assert response.json() == {"action": "retry", "matched": 2000, "changed": 2000, "skipped": 0}
+    left = dict(conn.execute("SELECT kind || ':' || state, count(*) FROM river_job GROUP BY 1"))
+    assert left == {
+        "bulk:available": 2000,
+        "bulk:completed": 500,
+        "bulk:discarded": 1,
+        "other:discarded": 1,
+    }
+    assert conn.execute("SELECT state::text FROM river_job WHERE id = %s", (late,)).fetchone() == (
+        "discarded",
+    )
+
+
+async def test_queue_endpoints(conn: psycopg.Connection, http: httpx.AsyncClient) -> None:
+    seed(conn)
+    headers = await csrf_of(http)
+    queues = {q["name"]: q for q in (await http.get("/api/queues")).json()["queues"]}
+    assert queues["mail"]["paused"]
+    assert not queues["default"]["paused"]
+    assert queues["default"]["counts"]["completed"] == 4
+    one = (await http.get("/api/queues/reports")).json()["queue"]
+    assert one["known"] is False
+    assert one["total"] == 3
+    assert (await http.get("/api/queues/nowhere")).status_code == 404
+
+    paused = await http.post("/api/queues/default/pause", headers=headers)
+    assert paused.json()["queue"]["paused"] is True
+    assert conn.execute(
+        "SELECT paused_at IS NOT NULL FROM river_queue WHERE name = 'default'"
+    ).fetchone() == (True,)
+    resumed = await http.post("/api/queues/default/resume", headers=headers)
+    assert resumed.json()["queue"]["paused"] is False
+
+    updated = await http.post(
+        "/api/queues/default/settings",
+        json={"max_workers": 5, "fetch_poll_interval": 2.5},
+        headers=headers,
+    )
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["queue"]["override"] == {"max_workers": 5, "fetch_poll_interval": 2.5}
+    (metadata,) = conn.execute("SELECT metadata FROM river_queue WHERE name = 'default'").fetchone()
+    assert metadata == {"river_py": {"settings": {"max_workers": 5, "fetch_poll_interval": 2.5}}}
+    cleared = await http.post(
+        "/api/queues/default/settings", json={"clear": ["max_workers"]}, headers=headers
+    )
+    assert cleared.json()["queue"]["override"] == {"fetch_poll_interval": 2.5}
+    missing = await http.post("/api/queues/reports/pause", headers=headers)
+    assert missing.status_code == 404
+    assert missing.json()["field"] == "queue"
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/jobs/abc", "id"),
+        ("/api/jobs/0", "id"),
+        ("/api/jobs/99999999999999999999", "id"),
+        ("/api/jobs?state=finished", "state"),
+        ("/api/jobs?priority=9", "priority"),
+        ("/api/jobs?id=x", "id"),
+        ("/api/jobs?limit=0", "limit"),
+        ("/api/jobs?limit=abc", "limit"),
+        ("/api/jobs?sort=kind", "sort"),
+        ("/api/jobs?order=up", "order"),
+        ("/api/jobs?after=not-a-cursor", "after"),
+        ("/api/jobs?after=eyJ4IjoxfQ==", "after"),
+        ("/api/jobs/count?state=nope", "state"),
+        ("/api/throughput?minutes=0", "minutes"),
+        ("/api/throughput?minutes=x", "minutes"),
+    ],
+)
+async def test_bad_query_input_is_400_naming_the_field(
+    http: httpx.AsyncClient, path: str, field: str
+) -> None:
+    response = await http.get(path)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field
+    assert response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/jobs/bulk", {"action": "explode", "ids": [1]}, "action"),
+        ("/api/jobs/bulk", {"action": "retry"}, "ids"),
+        ("/api/jobs/bulk", {"action": "retry", "ids": []}, "ids"),
+        ("/api/jobs/bulk", {"action": "retry", "ids": ["x"]}, "ids"),
+        ("/api/jobs/bulk", {"action": "retry", "filter": {"state": "x"}, "max_id": 1}, "state"),
+        (
+            "/api/jobs/bulk",
+            {"action": "retry", "filter": {"color": "x"}, "max_id": 1},
+            "filter.color",
+        ),
+        ("/api/jobs/bulk", {"action": "retry", "filter": {}}, "max_id"),
+        ("/api/jobs/bulk", [1, 2], "body"),
+        ("/api/queues/default/settings", {"max_workers": 0}, "max_workers"),
+        ("/api/queues/default/settings", {"max_workers": "many"}, "max_workers"),
+        ("/api/queues/default/settings", {"fetch_cooldown": -1}, "fetch_cooldown"),
+        ("/api/queues/default/settings", {"speed": 3}, "speed"),
+        ("/api/queues/default/settings", {"clear": ["speed"]}, "clear"),
+        ("/api/queues/default/settings", {}, "body"),
+        ("/api/queues/Bad%20Name/pause", {}, "queue"),
+    ],
+)
+async def test_bad_body_input_is_400_naming_the_field(
+    conn: psycopg.Connection, http: httpx.AsyncClient, path: str, body: Any, field: str
+) -> None:
+    add_queue(conn, "default")
+    response = await http.post(path, json=body, headers=await csrf_of(http))
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field
+
+
+async def test_invalid_json_body(http: httpx.AsyncClient) -> None:
+    headers = {**await csrf_of(http), "Content-Type": "application/json"}
+    response = await http.post("/api/jobs/bulk", content=b"{nope", headers=headers)
+    assert response.status_code == 400
+    assert response.json()["field"] == "body"
+
+
+# --------------------------------------------------------------------------------------------
+# Security
+# --------------------------------------------------------------------------------------------
+
+
+async def test_page_headers_and_escaping(db_url: str) -> None:
+    app = create_app(db_url, title='<script>alert("t")</script>')
+    try:
+        async with client_for(app) as http:
+            page = await http.get("/jobs/12")
+            api = await http.get("/api/meta")
+            css = await http.get("/static/app.css")
+            js = await http.get("/static/app.js")
+            missing = await http.get("/static/../_app.py")
+    finally:
+        await app.close()
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert '<script>alert("t")' not in page.text
+    assert "&lt;script&gt;alert(&quot;t&quot;)&lt;/script&gt;" in page.text
+    for response in (page, api, css, js):
+        csp = response.headers["content-security-policy"]
+        assert csp == CONTENT_SECURITY_POLICY
+        assert response.headers["x-content-type-options"] == "nosniff"
+    assert "unsafe-inline" not in CONTENT_SECURITY_POLICY
+    assert "unsafe-eval" not in CONTENT_SECURITY_POLICY
+    assert "script-src 'self'" in CONTENT_SECURITY_POLICY
+    assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+    assert page.headers["cache-control"] == "no-store"
+    assert js.headers["content-type"].startswith("text/javascript")
+    assert "etag" in js.headers
+    assert css.headers["content-type"].startswith("text/css")
+    assert missing.status_code == 404
+    # No inline script or style in the page; the script builds the DOM from text only.
+    assert "<script>" not in page.text
+    assert "style=" not in page.text
+    code = "\n".join(ln for ln in js.text.splitlines() if not ln.strip().startswith("//"))
+    for sink in (
+        ".innerHTML",
+        ".outerHTML",
+        "insertAdjacentHTML",
+        "document.write",
+        "eval(",
+        "Function(",
+    ):
+        assert sink not in code, sink
+
+
+def test_assets_reach_nothing_outside() -> None:
+    static = REPO_ROOT / "river" / "ui" / "static"
+    for path in static.iterdir():
+        text = path.read_text(encoding="utf-8")
+        urls = [u for u in text.split() if "http://" in u or "https://" in u]
+        assert all("www.w3.org/2000/svg" in u for u in urls), (path.name, urls)
+
+
+async def test_auth_hooks(db_url: str) -> None:
+    calls: list[str] = []
+
+    def deny(request: Any) -> bool:
+        calls.append(request.url.path)
+        return request.headers.get("x-user") == "alice"
+
+    async def deny_async(request: Any) -> bool:
+        return request.headers.get("x-user") == "alice"
+
+    for hook in (deny, deny_async):
+        app = create_app(db_url, auth=hook)
+        try:
+            async with client_for(app) as http:
+                assert (await http.get("/api/meta")).status_code == 403
+                assert (await http.get("/")).status_code == 403
+                assert (await http.get("/static/app.js")).status_code == 403
+                assert (await http.get("/api/meta", headers={"x-user": "alice"})).status_code == 200
+        finally:
+            await app.close()
+    assert calls
+
+
+async def test_bearer_token(db_url: str) -> None:
+    token = "s3cret-token-0123456789"
+    app = create_app(db_url, auth=bearer_token(token))
+    try:
+        async with client_for(app, base_url=HOST) as http:
+            refused = await http.get("/api/meta")
+            assert refused.status_code == 401
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            wrong = await http.get("/api/meta", headers={"Authorization": "Bearer nope"})
+            assert wrong.status_code == 401
+            ok = await http.get("/api/meta", headers={"Authorization": f"Bearer {token}"})
+            assert ok.status_code == 200
+            # A browser signs in once with ?token= and keeps a cookie (not the token itself).
+            signin = await http.get(f"/jobs?state=running&token={token}")
+            assert signin.status_code == 303
+            assert signin.headers["location"] == "/jobs?state=running"
+            cookie = signin.headers["set-cookie"]
+            assert "HttpOnly" in cookie
+            assert "SameSite=strict" in cookie
+            assert token not in cookie
+            assert (await http.get("/api/meta")).status_code == 200  # the cookie jar sent it
+        async with client_for(app) as fresh:
+            assert (await fresh.get(f"/?token={token}x")).status_code == 401
+    finally:
+        await app.close()
+    with pytest.raises(ValueError, match="16"):
+        bearer_token("short")
+
+
+async def test_basic_auth_and_env(db_url: str) -> None:
+    app = create_app(db_url, auth=basic_auth("admin", "pa:ss"))
+    good = "Basic " + base64.b64encode(b"admin:pa:ss").decode()
+    bad = "Basic " + base64.b64encode(b"admin:nope").decode()
+    try:
+        async with client_for(app) as http:
+            challenge = await http.get("/")
+            assert challenge.status_code == 401
+            assert challenge.headers["www-authenticate"].startswith('Basic realm="River"')
+            assert (await http.get("/", headers={"Authorization": bad})).status_code == 401
+            assert (await http.get("/", headers={"Authorization": "Basic !!"})).status_code == 401
+            assert (await http.get("/", headers={"Authorization": good})).status_code == 200
+    finally:
+        await app.close()
+    assert auth_from_env({}) is None
+    assert auth_from_env({"RIVER_UI_TOKEN": "x" * 20}) is not None
+    assert auth_from_env({"RIVER_UI_BASIC_AUTH": "u:p"}) is not None
+    with pytest.raises(ValueError, match="user:password"):
+        auth_from_env({"RIVER_UI_BASIC_AUTH": "nopassword"})
+    with pytest.raises(ValueError, match="not both"):
+        auth_from_env({"RIVER_UI_TOKEN": "x" * 20, "RIVER_UI_BASIC_AUTH": "u:p"})
+
+
+async def test_csrf_protection(conn: psycopg.Connection, http: httpx.AsyncClient) -> None:
+    add_queue(conn, "default")
+    good = await csrf_of(http)
+    path = "/api/queues/default/pause"
+    for headers in [
+        {},
+        {"X-River-CSRF": "wrong-token-wrong-token"},
+        {**good, "Origin": "https://evil.example"},
+        {**good, "Origin": "null"},
+        {**good, "Sec-Fetch-Site": "cross-site"},
+        {**good, "Sec-Fetch-Site": "same-site"},
+    ]:
+        response = await http.post(path, headers=headers)
+        assert response.status_code == 403, headers
+        assert response.json()["field"] == "csrf"
+    assert conn.execute("SELECT paused_at FROM river_queue").fetchone() == (None,)
+    ok = await http.post(
+        path, headers={**good, "Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+    )
+    assert ok.status_code == 200
+    for method in ("PUT", "DELETE", "PATCH"):
+        assert (await http.request(method, path, headers=good)).status_code == 405
+
+
+async def test_read_only_refuses_every_mutation(conn: psycopg.Connection, db_url: str) -> None:
+    add_queue(conn, "default")
+    job = insert_job(conn, state="discarded")
+    app = create_app(db_url, read_only=True)
+    try:
+        async with client_for(app) as http:
+            meta = (await http.get("/api/meta")).json()
+            assert meta["read_only"] is True
+            page = await http.get("/")
+            assert '<meta name="river-read-only" content="true">' in page.text
+            headers = {"X-River-CSRF": meta["csrf_token"]}
+            for path, body in [
+                (f"/api/jobs/{job}/retry", {}),
+                (f"/api/jobs/{job}/delete", {}),
+                ("/api/jobs/bulk", {"action": "delete", "ids": [job]}),
+                ("/api/queues/default/pause", {}),
+                ("/api/queues/default/settings", {"max_workers": 3}),
+            ]:
+                response = await http.post(path, json=body, headers=headers)
+                assert response.status_code == 403
+                assert "read-only" in response.json()["error"]
+            assert (await http.get(f"/api/jobs/{job}")).status_code == 200
+    finally:
+        await app.close()
+    assert conn.execute("SELECT state::text FROM river_job").fetchone() == ("discarded",)
+
+
+async def test_allowed_hosts(db_url: str) -> None:
+    app = create_app(db_url, allowed_hosts=["localhost", "localhost:8080"])
+    try:
+        async with client_for(app, base_url="http://localhost:8080") as http:
+            assert (await http.get("/api/meta")).status_code == 200
+        async with client_for(app, base_url="http://rebound.example") as http:
+            response = await http.get("/api/meta")
+            assert response.status_code == 400
+            assert "host" in response.json()["error"]
+    finally:
+        await app.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Mounted in FastAPI under a base path
+# --------------------------------------------------------------------------------------------
+
+
+async def test_mounted_in_fastapi_under_a_base_path(conn: psycopg.Connection, db_url: str) -> None:
+    from fastapi import FastAPI
+
+    seed(conn)
+    dashboard = create_app(db_url)
+    app = FastAPI()
+
+    @app.get("/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    app.mount("/admin/river", dashboard)
+    try:
+        async with client_for(app) as http:
+            assert (await http.get("/hello")).json() == {"hello": "world"}
+            page = await http.get("/admin/river/jobs/3")
+            assert page.status_code == 200
+            assert '<meta name="river-base" content="/admin/river">' in page.text
+            assert 'src="/admin/river/static/app.js?v=' in page.text
+            assert 'href="/admin/river/jobs"' in page.text
+            asset = await http.get("/admin/river/static/app.js")
+            assert asset.status_code == 200
+            assert "river-queue dashboard" in asset.text
+            overview = (await http.get("/admin/river/api/overview")).json()
+            assert overview["total"] == 16
+            headers = await csrf_of(http, "/admin/river")
+            paused = await http.post("/admin/river/api/queues/default/pause", headers=headers)
+            assert paused.json()["queue"]["paused"] is True
+            assert (await http.get("/api/overview")).status_code == 404  # only under the prefix
+    finally:
+        await dashboard.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Deep paging: keyset, so page 400 costs what page 1 costs
+# --------------------------------------------------------------------------------------------
+
+
+def _plan(conn: psycopg.Connection, op: Any) -> dict[str, Any]:
+    query = next(op)
+    text = query.sql.as_string(conn) if not isinstance(query.sql, bytes) else query.sql.decode()
+    with conn.cursor() as cur:
+        cur.execute(("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + text).encode(), query.params)
+        row = cur.fetchone()
+    assert row is not None
+    plan: dict[str, Any] = row[0][0]
+    return plan
+
+
+def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _nodes(child)
+
+
+def _blocks(plan: dict[str, Any]) -> int:
+    top = plan["Plan"]
+    return int(top.get("Shared Hit Blocks", 0)) + int(top.get("Shared Read Blocks", 0))
+
+
+@pytest.mark.slow
+async def test_deep_pages_cost_what_the_first_costs(
+    conn: psycopg.Connection, http: httpx.AsyncClient
+) -> None:
+    conn.execute(
+        """
+        INSERT INTO river_job (kind, queue, state, args, max_attempts, attempt, finalized_at)
+        SELECT 'k' || (i % 7), 'q' || (i % 3),
+               (CASE WHEN i % 4 = 0 THEN 'available' ELSE 'completed' END)::river_job_state,
+               jsonb_build_object('i', i), 25, 1,
+               CASE WHEN i % 4 = 0 THEN NULL
+                    ELSE now() - make_interval(secs => 20000 - i) END
+        FROM generate_series(1, 20000) AS i
+        """
+    )
+    conn.execute("ANALYZE river_job")
+    q = ui_queries(None)
+    figures = {}
+    for label, flt, sort, deep_id in [
+        ("all, id order", _data.JobFilter(), "id", 1_000),
+        ("completed, id order", _data.JobFilter(states=(river.JobState.COMPLETED,)), "id", 1_002),
+        (
+            "completed, finalized_at order",
+            _data.JobFilter(states=(river.JobState.COMPLETED,)),
+            "time",
+            1_002,
+        ),
+    ]:
+        # The cursor of a row near the end of a newest-first walk: page ~380 of 50.
+        (row,) = [
+            r
+            for r in conn.execute(
+                "SELECT id, kind, queue, finalized_at FROM river_job WHERE id = %s", (deep_id,)
+            )
+        ]
+        job = river.JobRow(id=row[0], kind=row[1], queue=row[2], state=river.JobState.COMPLETED,
+                           encoded_args="{}", attempt=1, max_attempts=25, priority=1,
+                           created_at=datetime.now(UTC), scheduled_at=datetime.now(UTC),
+                           finalized_at=row[3])  # fmt: skip
+        from river._admin import encode_cursor
+
+        cursor = encode_cursor(job, "id" if sort == "id" else "finalized_at")
+        first = _plan(conn, _data.job_page_op(q, flt, sort=sort, limit=50))  # type: ignore[arg-type]
+        deep = _plan(conn, _data.job_page_op(q, flt, sort=sort, limit=50, after=cursor))  # type: ignore[arg-type]
+        for plan in (first, deep):
+            kinds = {n["Node Type"] for n in _nodes(plan["Plan"])}
+            assert "Seq Scan" not in kinds, (label, kinds)
+            assert kinds & {
+                "Index Scan",
+                "Index Scan Backward",
+                "Index Only Scan",
+                "Bitmap Index Scan",
+            }, kinds
+        figures[label] = (
+            round(first["Execution Time"], 2), round(deep["Execution Time"], 2),
+            _blocks(first), _blocks(deep),
+        )  # fmt: skip
+        assert _blocks(deep) <= 3 * _blocks(first) + 20, (label, figures[label])
+    print("\ndeep paging (ms first, ms deep, blocks first, blocks deep):", figures)
+
+    # And through the API: the deep page holds exactly the rows SQL says.
+    page = (await http.get("/api/jobs?limit=50&state=completed")).json()
+    after = page["next"]
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        deep_page = (await http.get(f"/api/jobs?limit=50&state=completed&after={after}")).json()
+        timings.append(time.perf_counter() - started)
+    expected = [
+        r[0]
+        for r in conn.execute(
+            "SELECT id FROM river_job WHERE state = 'completed' AND id < %s"
+            " ORDER BY id DESC LIMIT 50",
+            (page["jobs"][-1]["id"],),
+        )
+    ]
+    assert [j["id"] for j in deep_page["jobs"]] == expected
+    print(f"API deep page: {min(timings) * 1000:.1f} ms (best of 3)")
+
+
+# --------------------------------------------------------------------------------------------
+# Packaging and start-up
+# --------------------------------------------------------------------------------------------
+
+
+def test_ui_catalog_renders_for_a_schema() -> None:
+    from river._driver import queries_for
+
+    runtime = queries_for(None)
+    for schema in (None, "my_schema"):
+        q = ui_queries(schema)
+        for name, text in q._q.items():
+            assert b"/* schema */" not in text, name
+            assert name not in runtime._q, f"{name} is also a runtime query"
+        for name, fragment in q._fragments.items():
+            assert "/* schema */" not in fragment.as_string(), name
+    assert b'FROM "my_schema".river_job' in ui_queries("my_schema").ui_counts
+
+
+def test_import_river_does_not_load_starlette_and_the_extra_is_named() -> None:
+    code = "import sys, river, river.cli; print('starlette' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+    blocked = (
+        "import sys; sys.modules['starlette'] = None\n"
+        "try:\n    import river.ui\nexcept ImportError as e:\n    print(e)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", blocked], capture_output=True, text=True, check=True
+    )
+    assert "pip install 'river-queue[ui]'" in result.stdout
+    cli = (
+        "import sys; sys.modules['uvicorn'] = None\n"
+        "from river.cli import main\n"
+        "sys.exit(main(['ui', '--database-url', 'postgresql://localhost/x']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", cli], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1
+    assert "pip install 'river-queue[ui]'" in result.stderr
+
+
+async def test_missing_schema_and_unreachable_database(db_url: str) -> None:
+    app = create_app(db_url, schema="nowhere")
+    try:
+        async with client_for(app) as http:
+            response = await http.get("/api/overview")
+            assert response.status_code == 503
+            assert "migrate-up" in response.json()["error"]
+    finally:
+        await app.close()
+    app = create_app("postgresql://postgres@127.0.0.1:1/none", wait_timeout=0.5)
+    try:
+        async with client_for(app) as http:
+            started = time.monotonic()
+            response = await http.get("/api/overview")
+            assert response.status_code == 503
+            assert "cannot connect to the database" in response.json()["error"]
+            assert time.monotonic() - started < 5
+            assert (await http.get("/")).status_code == 200  # the page still loads (banner)
+    finally:
+        await app.close()
+
+
+def test_create_app_refuses_bad_arguments(db_url: str) -> None:
+    with pytest.raises(river.RiverError, match="database"):
+        create_app()
+    with pytest.raises(river.ValidationError):
+        create_app(db_url, schema="bad schema!")
+    with pytest.raises(river.RiverError, match="csrf_token"):
+        create_app(db_url, csrf_token="short")
+
+
+def test_river_ui_serves_under_a_base_path_on_localhost_only(db_url: str) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "river.cli",
+            "ui",
+            "--database-url",
+            db_url,
+            "--port",
+            str(port),
+            "--base-path",
+            "/jobs/",
+            "--read-only",
+            "--title",
+            "Staging",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                assert proc.poll() is None, "river ui exited"
+                assert time.monotonic() < deadline, "river ui did not start"
+                time.sleep(0.05)
+        with httpx.Client(base_url=base) as http:
+            root = http.get("/")
+            assert root.status_code == 307
+            assert root.headers["location"] == "/jobs/"
+            page = http.get("/jobs/queues")
+            assert '<meta name="river-base" content="/jobs">' in page.text
+            assert "<title>Staging</title>" in page.text
+            meta = http.get("/jobs/api/meta").json()
+            assert meta["read_only"] is True
+            refused = http.post(
+                "/jobs/api/queues/x/pause", headers={"X-River-CSRF": meta["csrf_token"]}
+            )
+            assert refused.status_code == 403
+            # Another Host name (a DNS-rebinding page) is refused on a loopback address.
+            rebound = http.get("/jobs/api/meta", headers={"Host": f"attacker.example:{port}"})
+            assert rebound.status_code == 400
+            assert (
+                http.get("/jobs/api/meta", headers={"Host": f"localhost:{port}"}).status_code == 200
+            )
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert f"serving on http://127.0.0.1:{port}/jobs/ (read-only)" in out
