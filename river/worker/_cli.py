@@ -6,7 +6,8 @@ import argparse
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -85,8 +86,15 @@ def _queue_flag(text: str) -> tuple[str, int | None]:
     return name, (_int_range(1, 10_000)(workers) if sep else None)
 
 
-def _add_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("app", metavar="APP", help="module:attribute (registry, Config, factory)")
+def _add_flags(parser: argparse.ArgumentParser, *, app_optional: bool = False) -> None:
+    # app_optional: for a framework's own command (manage.py river_worker), whose settings
+    # name the app.
+    parser.add_argument(
+        "app",
+        metavar="APP",
+        nargs="?" if app_optional else None,
+        help="module:attribute (registry, Config, factory)",
+    )
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
     parser.add_argument(
         "--app-dir",
@@ -306,25 +314,41 @@ def _supervisor_pid() -> int | None:
     return int(text) if text and text.isdigit() else None
 
 
-def _cmd_worker(args: argparse.Namespace) -> int:
+@dataclass(frozen=True, slots=True)
+class WorkerHost:
+    """What a framework's own worker command (``manage.py river_worker``, see
+    river/contrib/django) changes in ``river worker``: the command line that starts a child of
+    ``--processes``/``--reload`` (before its flags), and the database URL used when neither
+    ``--database-url`` nor the config file names one (instead of ``$DATABASE_URL``). Each
+    process computes that URL itself, so it never appears on a command line."""
+
+    child_command: Sequence[str]
+    default_url: Callable[[], str]
+
+
+def _cmd_worker(args: argparse.Namespace, host: WorkerHost | None = None) -> int:
     logs = _Logging(args)
     # SIGHUP's default action kills the process: until the worker listens for it (once
     # started), a reload request (e.g. forwarded by a supervisor) must not end it. The file is
     # read after this point, so the version loaded is at least as new as the request.
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        return _run(args, logs)
+        return _run(args, logs, host)
     finally:
         signal.signal(signal.SIGHUP, previous)
         logs.undo()
 
 
-def _run(args: argparse.Namespace, logs: _Logging) -> int:
+def _run(args: argparse.Namespace, logs: _Logging, host: WorkerHost | None = None) -> int:
     overrides = _overrides(args)
     signature = file_signature(args.config) if args.config else None
     file = load_file(args.config, overrides)
+    if host is not None and file.database.url is None and file.database.url_env is None:
+        database = {**overrides.get("database", {}), "url": host.default_url()}
+        overrides = {**overrides, "database": database}
+        file = load_file(args.config, overrides)
     if args.reload or file.worker.processes > 1:
-        return _run_supervisor(args, file, logs)
+        return _run_supervisor(args, file, logs, host)
     base = load_app(args.app, args.app_dir)
     # Only now: whether the app configured logging itself is known once it is imported.
     logs.setup(file)
@@ -343,7 +367,9 @@ def _run(args: argparse.Namespace, logs: _Logging) -> int:
     return anyio.run(runner.run)
 
 
-def _run_supervisor(args: argparse.Namespace, file: WorkerFile, logs: _Logging) -> int:
+def _run_supervisor(
+    args: argparse.Namespace, file: WorkerFile, logs: _Logging, host: WorkerHost | None = None
+) -> int:
     health = file.worker.health_addr
     health_addr = parse_host_port(health) if health is not None else None
     if health_addr is not None and health_addr[1] == 0:
@@ -366,6 +392,7 @@ def _run_supervisor(args: argparse.Namespace, file: WorkerFile, logs: _Logging) 
         watch_interval=min(args.watch_interval, 0.5),
         shutdown_timeout=file.worker.shutdown_timeout,
         health_addr=health_addr,
+        child_command=host.child_command if host is not None else None,
     )
     return anyio.run(Supervisor(options).run)
 

@@ -64,6 +64,9 @@ class SupervisorOptions:
     shutdown_timeout: float = 30.0
     health_addr: tuple[str, int] | None = None
     use_watchfiles: bool = True
+    #: A child's command line before its flags (default ``python -m river.worker``);
+    #: ``manage.py river_worker`` starts its children as Django commands.
+    child_command: Sequence[str] | None = None
 
 
 @dataclass(slots=True)
@@ -133,7 +136,8 @@ class Supervisor:
 
     def _command(self, child: _Child) -> list[str]:
         argv = self.options.child_argv(child.index, self._health_port(child.index))
-        return [sys.executable, "-m", "river.worker", *argv]
+        command = self.options.child_command or (sys.executable, "-m", "river.worker")
+        return [*command, *argv]
 
     def _env(self, child: _Child) -> dict[str, str]:
         env = dict(os.environ)

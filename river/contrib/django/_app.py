@@ -1,0 +1,154 @@
+"""The Config a Django project's workers run with, and the one ``get_client()`` inserts with.
+
+:func:`worker_config` is ``river worker``'s base Config under ``manage.py river_worker``: the
+workers of ``RIVER["APP"]`` (loaded as ``river worker APP`` loads it), plus the worker of the
+``django.tasks`` backend when ``TASKS`` uses it, every one wrapped for Django's connection
+hygiene; the queues of those backends added to the app's; ``RIVER["SCHEMA"]``.
+
+Connection hygiene: Django's connections are per thread, and a worker thread lives for many
+jobs, as a thread serving requests does. So, as Django does around each request,
+``close_old_connections()`` runs in the worker's thread before and after each job: it closes
+a connection older than ``CONN_MAX_AGE`` (0 by default: after every job) or left unusable by an
+error. A sync worker (``def work``) runs in one of the client's threads, where the hooks run
+too; an async worker's ORM calls run through ``sync_to_async`` in asgiref's thread, where the
+hooks are sent the same way. River's middleware runs on the event loop, not in the worker's
+thread, hence wrappers around the workers rather than a middleware.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Mapping
+from datetime import datetime
+from typing import Any, cast
+
+import anyio
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from river._args import Worker, Workers
+from river._config import Config, QueueConfig
+from river._types import Job
+from river.contrib.django._settings import project_root, river_settings
+from river.worker._app import AppError, load_app
+
+__all__ = ["TASKS_BACKEND", "client_config", "task_queues", "worker_config"]
+
+#: The ``BACKEND`` of ``TASKS`` entries this module looks for.
+TASKS_BACKEND = "river.contrib.django.tasks.RiverBackend"
+
+
+class _SyncHygiene(Worker[Any]):
+    """A sync worker with Django's connection hygiene around each job (module doc)."""
+
+    def __init__(self, inner: Worker[Any]) -> None:
+        self.inner = inner
+
+    def work(self, job: Job[Any]) -> None:
+        close_old_connections()
+        try:
+            self.inner.work(job)
+        finally:
+            close_old_connections()
+
+    def timeout(self, job: Job[Any]) -> float | None:
+        return self.inner.timeout(job)
+
+    def next_retry(self, job: Job[Any]) -> datetime | None:
+        return self.inner.next_retry(job)
+
+
+class _AsyncHygiene(_SyncHygiene):
+    """An async worker with the hygiene sent to asgiref's thread (module doc)."""
+
+    async def work(self, job: Job[Any]) -> None:  # type: ignore[override]
+        await sync_to_async(close_old_connections)()
+        try:
+            await cast(Awaitable[None], self.inner.work(job))
+        finally:
+            with anyio.CancelScope(shield=True):  # also after the attempt was cancelled
+                await sync_to_async(close_old_connections)()
+
+
+def _hygienic(worker: Worker[Any]) -> Worker[Any]:
+    import inspect
+
+    base = _AsyncHygiene if inspect.iscoroutinefunction(worker.work) else _SyncHygiene
+    # Workers.add reads the args type from the class; the qualname keeps log lines naming the
+    # app's worker.
+    cls = type(
+        type(worker).__name__,
+        (base,),
+        {"args_type": type(worker).args_type, "__qualname__": type(worker).__qualname__},
+    )
+    wrapped: Worker[Any] = cls(worker)
+    return wrapped
+
+
+def task_queues() -> list[str]:
+    """The queues of the ``TASKS`` backends that are river's (empty when there is none)."""
+    tasks: Any = getattr(settings, "TASKS", None) or {}
+    queues: set[str] = set()
+    for params in tasks.values() if isinstance(tasks, Mapping) else ():
+        if isinstance(params, Mapping) and params.get("BACKEND") == TASKS_BACKEND:
+            queues.update(params.get("QUEUES") or ["default"])
+    return sorted(queues)
+
+
+def _app_config(spec: str | None) -> Config:
+    if spec is None:
+        return Config()
+    try:
+        return load_app(spec, project_root())
+    except AppError as exc:
+        if "no workers are registered" in str(exc):
+            # RIVER["APP"] may be a Config without workers when the tasks backend brings one.
+            return Config()
+        raise
+
+
+def worker_config(app: str | None = None) -> Config:
+    """The base Config of ``manage.py river_worker`` (module doc). ``app`` overrides
+    ``RIVER["APP"]``. Raises :class:`river.worker.AppError` when there is nothing to work."""
+    river = river_settings()
+    spec = app or river.app
+    base = _app_config(spec) if spec is not None else Config()
+    workers = Workers()
+    for kind in base.workers or ():
+        registered = base.workers.get(kind) if base.workers is not None else None
+        assert registered is not None
+        workers.add(_hygienic(registered.worker))
+    queues = task_queues()
+    if queues:
+        from river.contrib.django.tasks import TASK_KIND, DjangoTaskWorker
+
+        if TASK_KIND in workers:
+            raise AppError(f"APP {spec!r} registers kind {TASK_KIND!r}, which django.tasks uses")
+        workers.add(_hygienic(DjangoTaskWorker()))
+    if len(workers) == 0:
+        raise AppError(
+            "no workers: set RIVER['APP'] to a module:attribute naming a river.Workers, a "
+            f"river.Config or a factory, or use {TASKS_BACKEND} in TASKS (docs/django.md)"
+        )
+    if base.schema is not None and river.schema is not None and base.schema != river.schema:
+        raise AppError(
+            f"APP {spec!r} works in schema {base.schema!r} but RIVER['SCHEMA'] is "
+            f"{river.schema!r}: set one of them"
+        )
+    return dataclasses.replace(
+        base,
+        workers=workers,
+        schema=base.schema or river.schema,
+        queues={**{q: QueueConfig() for q in queues}, **base.queues},
+    )
+
+
+def client_config() -> Config:
+    """The Config of :func:`river.contrib.django.get_client`: ``RIVER["APP"]``'s with the
+    tasks backend's worker (so that unknown kinds are refused as the worker would), else one
+    with no workers (no kind is refused)."""
+    river = river_settings()
+    if river.app is None:
+        return Config(schema=river.schema)
+    return dataclasses.replace(worker_config(), queues={})

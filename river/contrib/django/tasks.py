@@ -1,0 +1,307 @@
+"""A ``django.tasks`` backend on River: transactional enqueue, ``manage.py river_worker`` runs.
+
+::
+
+    TASKS = {
+        "default": {
+            "BACKEND": "river.contrib.django.tasks.RiverBackend",
+            "QUEUES": ["default", "emails"],  # river queues the worker works
+            "OPTIONS": {"MAX_ATTEMPTS": 3},  # optional; river's default is 25
+        }
+    }
+
+Django 6 ships ``django.tasks``; on Django 5.2 the ``django-tasks`` package is its backport
+(``pip install django-tasks``), and this module uses whichever is there (``django.tasks``
+first).
+
+Each enqueued task is a river job of kind ``django_task`` (:class:`DjangoTaskArgs`: the task's
+import path, its JSON args and kwargs, the backend alias and Django's priority), inserted on
+Django's connection to ``RIVER["DATABASE"]``: inside ``atomic()`` the job exists only if the
+transaction commits, so there is no need for ``transaction.on_commit`` (which still works: the
+job is then inserted after the commit). The result id is the job id. Mapping:
+
+- ``queue_name`` is the river queue; ``run_after`` is ``scheduled_at`` (a naive datetime, with
+  ``USE_TZ = False``, is in the current time zone);
+- ``priority`` (-100 to 100, higher first) maps to river's 1 (first) to 4: above 0 -> 1,
+  0 (the default) -> 2, -1 to -50 -> 3, below -50 -> 4; the result keeps Django's value;
+- states: available, scheduled, pending, retryable -> ``READY``; running -> ``RUNNING``;
+  completed -> ``SUCCESSFUL``; cancelled, discarded -> ``FAILED``;
+- the return value (normalized to JSON as Django does) is the job's recorded output
+  (metadata ``output``); each failed attempt is a ``TaskError`` with river's traceback and the
+  exception's class (kept in metadata ``django_task_exceptions``);
+- ``worker_ids`` are river's ``attempted_by`` (client ids), so ``attempts`` counts attempts.
+
+A failing task is retried with river's backoff up to ``OPTIONS["MAX_ATTEMPTS"]`` attempts
+(river's default, 25, when unset): ``READY`` in between, ``FAILED`` once discarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, cast
+
+from django.utils import timezone
+from django.utils.module_loading import import_string
+from pydantic import Field
+
+from river._args import JobArgs, Worker
+from river._errors import JobCancel, JobNotFoundError, RiverError
+from river._executor import current_job, record_output, set_metadata
+from river._types import InsertOpts, Job, JobRow, JobState
+
+if TYPE_CHECKING:
+    from django.tasks.backends.base import BaseTaskBackend
+    from django.tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
+    from django.tasks.exceptions import InvalidTask as InvalidTaskError
+    from django.tasks.exceptions import TaskResultDoesNotExist
+    from django.tasks.signals import task_enqueued, task_finished, task_started
+    from django.utils.json import normalize_json
+else:
+    try:  # Django 6 and later
+        from django.tasks.backends.base import BaseTaskBackend
+        from django.tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
+        from django.tasks.exceptions import InvalidTask as InvalidTaskError
+        from django.tasks.exceptions import TaskResultDoesNotExist
+        from django.tasks.signals import task_enqueued, task_finished, task_started
+        from django.utils.json import normalize_json
+    except ImportError:
+        try:  # Django 5.2 with the django-tasks backport
+            from django_tasks.backends.base import BaseTaskBackend
+            from django_tasks.base import (
+                Task,
+                TaskContext,
+                TaskError,
+                TaskResult,
+                TaskResultStatus,
+            )
+            from django_tasks.exceptions import InvalidTaskError, TaskResultDoesNotExist
+            from django_tasks.signals import task_enqueued, task_finished, task_started
+            from django_tasks.utils import normalize_json
+        except ImportError as exc:
+            raise ImportError(
+                "river.contrib.django.tasks needs django.tasks: Django 6 or later, or on "
+                "Django 5.2 the django-tasks backport (pip install django-tasks)"
+            ) from exc
+
+__all__ = ["TASK_KIND", "DjangoTaskArgs", "DjangoTaskWorker", "RiverBackend", "river_priority"]
+
+#: The job kind of every task.
+TASK_KIND = "django_task"
+#: Metadata key: the exception class of each failed attempt, by attempt number.
+_EXCEPTIONS_KEY = "django_task_exceptions"
+
+_STATUS = {
+    JobState.AVAILABLE: TaskResultStatus.READY,
+    JobState.SCHEDULED: TaskResultStatus.READY,
+    JobState.PENDING: TaskResultStatus.READY,
+    JobState.RETRYABLE: TaskResultStatus.READY,
+    JobState.RUNNING: TaskResultStatus.RUNNING,
+    JobState.COMPLETED: TaskResultStatus.SUCCESSFUL,
+    JobState.CANCELLED: TaskResultStatus.FAILED,
+    JobState.DISCARDED: TaskResultStatus.FAILED,
+}
+
+
+# The ignore: pydantic's mypy plugin gives a model that ignores extra fields an
+# ``__init__(..., **kwargs)``, which clashes with the field named ``kwargs``.
+class DjangoTaskArgs(JobArgs):  # type: ignore[no-redef]
+    """The args of a ``django_task`` job."""
+
+    kind: ClassVar[str] = TASK_KIND
+    #: Import path of the ``Task`` (the module attribute the ``@task`` decorator made).
+    task: str
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    #: The ``TASKS`` alias the task was enqueued with.
+    backend: str = "default"
+    #: Django's priority (-100 to 100); the job's river priority is mapped from it.
+    priority: int = 0
+
+
+def river_priority(priority: int) -> int:
+    """River's priority (1 first, 4 last) for Django's (-100 to 100, higher first)."""
+    if priority > 0:
+        return 1
+    if priority == 0:
+        return 2
+    return 3 if priority >= -50 else 4
+
+
+def _exception_path(exc: BaseException) -> str:
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _load_task(path: str) -> Task[..., Any]:
+    obj = import_string(path)
+    if not isinstance(obj, Task):
+        raise TypeError(f"{path} is not a django.tasks Task (decorate it with @task)")
+    return obj
+
+
+def _result(
+    row: JobRow, args: DjangoTaskArgs, task: Task[..., Any], status: Any = None
+) -> TaskResult[..., Any]:
+    """The TaskResult of job ``row`` (``status``: instead of the row's)."""
+    exceptions = row.metadata.get(_EXCEPTIONS_KEY)
+    exceptions = exceptions if isinstance(exceptions, Mapping) else {}
+    errors = [
+        TaskError(
+            exception_class_path=str(exceptions.get(str(e.attempt), "builtins.Exception")),
+            traceback=e.trace or e.error,
+        )
+        for e in row.errors
+    ]
+    result: TaskResult[..., Any] = TaskResult(
+        task=task,
+        id=str(row.id),
+        status=status if status is not None else _STATUS[row.state],
+        enqueued_at=row.created_at,
+        started_at=row.attempted_at,
+        finished_at=row.finalized_at,
+        last_attempted_at=row.attempted_at,
+        args=args.args,
+        kwargs=args.kwargs,
+        backend=args.backend,
+        errors=errors,
+        worker_ids=list(row.attempted_by),
+    )
+    if row.state == JobState.COMPLETED:
+        object.__setattr__(result, "_return_value", row.metadata.get("output"))
+    return result
+
+
+def _task_as_enqueued(task: Task[..., Any], args: DjangoTaskArgs, queue: str) -> Task[..., Any]:
+    # The task object of a result, with the priority and queue it was enqueued with (when the
+    # backend still accepts them; else the task as its module defines it now).
+    if task.priority == args.priority and task.queue_name == queue:
+        return task
+    try:
+        return task.using(priority=args.priority, queue_name=queue)
+    except InvalidTaskError:
+        return task
+
+
+class RiverBackend(BaseTaskBackend):
+    """The ``django.tasks`` backend of river-queue (module doc). ``OPTIONS``:
+    ``MAX_ATTEMPTS`` (attempts before a failing task is discarded; river's default 25)."""
+
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        unknown = sorted(set(self.options) - {"MAX_ATTEMPTS"})
+        if unknown:
+            raise RiverError(
+                f"TASKS[{alias!r}]['OPTIONS']: unknown key(s) {', '.join(unknown)}; known: "
+                "MAX_ATTEMPTS"
+            )
+        max_attempts = self.options.get("MAX_ATTEMPTS")
+        if max_attempts is not None and (
+            isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
+        ):
+            raise RiverError(
+                f"TASKS[{alias!r}]['OPTIONS']['MAX_ATTEMPTS'] must be a positive integer, "
+                f"not {max_attempts!r}"
+            )
+        self.max_attempts: int | None = max_attempts
+
+    def enqueue(
+        self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]
+    ) -> TaskResult[Any, Any]:
+        """Insert the task's job on Django's connection (in its transaction, if any)."""
+        from river.contrib.django._client import get_client
+
+        self.validate_task(task)
+        # Django's own JSON normalization (TypeError for what JSON cannot hold), before SQL.
+        args = cast(list[Any], normalize_json(list(args)))
+        kwargs = cast(dict[str, Any], normalize_json(dict(kwargs)))
+        run_after = task.run_after
+        if run_after is not None and timezone.is_naive(run_after):
+            run_after = timezone.make_aware(run_after)
+        job_args = DjangoTaskArgs(
+            task=task.module_path,
+            args=args,
+            kwargs=kwargs,
+            backend=self.alias,
+            priority=task.priority,
+        )
+        opts = InsertOpts(
+            queue=task.queue_name,
+            priority=river_priority(task.priority),
+            scheduled_at=run_after,
+            max_attempts=self.max_attempts,
+        )
+        row = get_client().insert(job_args, opts).job
+        result = _result(row, job_args, task)
+        task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def get_result(self, result_id: str) -> TaskResult[Any, Any]:
+        """The result of a task by id (its job's id), read from river_job on Django's
+        connection. ``TaskResultDoesNotExist`` for an unknown id or another kind of job."""
+        from river.contrib.django._client import get_client
+
+        try:
+            job_id = int(result_id)
+        except (TypeError, ValueError):
+            raise TaskResultDoesNotExist(result_id) from None
+        try:
+            row = get_client().job_get(job_id)
+        except JobNotFoundError:
+            raise TaskResultDoesNotExist(result_id) from None
+        if row.kind != TASK_KIND:
+            raise TaskResultDoesNotExist(result_id)
+        args = DjangoTaskArgs.model_validate_json(row.encoded_args)
+        task = _task_as_enqueued(_load_task(args.task), args, row.queue)
+        return _result(row, args, task)
+
+    def check(self, **kwargs: Any) -> list[Any]:
+        from river.contrib.django.checks import check_settings
+
+        return check_settings()
+
+
+class DjangoTaskWorker(Worker[DjangoTaskArgs]):
+    """Runs ``django_task`` jobs (sync: in a thread of the client; async task functions run
+    through ``async_to_sync``), sending ``task_started`` and ``task_finished`` as Django's
+    backends do."""
+
+    def work(self, job: Job[DjangoTaskArgs]) -> None:
+        args = job.args
+        try:
+            task = _load_task(args.task)
+        except (ImportError, TypeError) as exc:
+            # Retrying cannot help: the code that would run is not there.
+            raise JobCancel(exc) from exc
+        backend = type(task.get_backend())
+        running = _result(job.row, args, task, TaskResultStatus.RUNNING)
+        object.__setattr__(running, "finished_at", None)
+        task_started.send(sender=backend, task_result=running)
+        try:
+            if task.takes_context:
+                value = task.call(TaskContext(task_result=running), *args.args, **args.kwargs)
+            else:
+                value = task.call(*args.args, **args.kwargs)
+            record_output(normalize_json(value))
+        except Exception as exc:
+            row = current_job()
+            seen = row.metadata.get(_EXCEPTIONS_KEY) if row is not None else None
+            set_metadata(
+                _EXCEPTIONS_KEY,
+                {
+                    **(seen if isinstance(seen, Mapping) else {}),
+                    str(job.row.attempt): _exception_path(exc),
+                },
+            )
+            object.__setattr__(running, "status", TaskResultStatus.FAILED)
+            object.__setattr__(running, "finished_at", timezone.now())
+            task_finished.send(sender=backend, task_result=running)
+            raise
+        object.__setattr__(running, "status", TaskResultStatus.SUCCESSFUL)
+        object.__setattr__(running, "finished_at", timezone.now())
+        object.__setattr__(running, "_return_value", normalize_json(value))
+        task_finished.send(sender=backend, task_result=running)
