@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from river._middleware import Middleware
     from river._migrate_types import MigrateResult, Migration
     from river._queue_override import QueueOverride
+    from river._ratelimit import RateLimit
     from river._schedule import Cron, PeriodicInterval, Schedule
     from river._supervisor import ClientHealth, ServiceHealth
     from river._sync_client import Client
@@ -115,6 +116,7 @@ __all__ = [
     "QueueNotFoundError",
     "QueueOverride",
     "QueueRow",
+    "RateLimit",
     "RiverError",
     "Schedule",
     "SchemaNotReadyError",
@@ -144,6 +146,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
     "river._config": ("Config", "QueueConfig"),
     "river._driver": ("QueueRow",),
     "river._queue_override": ("QueueOverride",),
+    "river._ratelimit": ("RateLimit",),
     "river._errors": (
         "DatabaseUnavailableError",
         "DuplicateUniqueKeyInBatchError",

@@ -24,6 +24,7 @@ from river._errors import (
 from river._gojson import encode_value
 from river._insert import validate_queue_name
 from river._queue_override import METADATA_KEY, settings_patch, validate_patch
+from river._ratelimit import RateLimit
 from river._sansio import Op, Query
 from river._types import JobRow, JobState, parse_time
 from river._validate import DEFAULT_MAX_ENCODED_SIZE, MAX_ENCODED_SIZE_LIMIT, encode_json_value
@@ -266,15 +267,18 @@ def job_delete_many_op(
     states: Sequence[JobState | str] | None = None,
     priorities: Sequence[int] | None = None,
     all: bool = False,
-    limit: int = 100,
+    limit: int | None = 100,
 ) -> Op[list[JobRow]]:
-    """Delete up to ``limit`` non-running jobs matching the filters (or ``all=True``)."""
+    """Delete up to ``limit`` non-running jobs matching the filters (or ``all=True``), lowest
+    ids first; ``limit=None``: every one of them, in one statement."""
     if not (ids or kinds or queues or states or priorities or all):
         raise ValidationError(
             "filters", "job_delete_many needs at least one filter, or all=True to delete all"
         )
-    if isinstance(limit, bool) or not 1 <= limit <= 10_000:
-        raise ValidationError("limit", "must be between 1 and 10000")
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000
+    ):
+        raise ValidationError("limit", "must be between 1 and 10000, or None for no limit")
     filters = _Filters(q)
     filters.add("ids", ids)
     filters.add("kinds", kinds)
@@ -285,7 +289,7 @@ def job_delete_many_op(
         except ValueError as exc:
             raise ValidationError("states", str(exc)) from None
     filters.add("priorities", priorities)
-    filters.args["limit"] = limit
+    filters.args["limit"] = limit  # None: LIMIT NULL, which is no limit
     rows = yield Query(q.compose("job_delete_many", where=filters.conditions()), filters.args)
     return sorted((job_from_row(r) for r in rows), key=lambda j: j.id)
 
@@ -386,6 +390,8 @@ def queue_update_op(
     max_workers: int | None = None,
     fetch_cooldown: float | timedelta | None = None,
     fetch_poll_interval: float | timedelta | None = None,
+    min_workers: int | None = None,
+    rate_limit: RateLimit | None = None,
     clear: Sequence[str] | str = (),
 ) -> Op[QueueRow]:
     """Replace a queue's application metadata (``metadata``, unless None) and/or change its
@@ -406,7 +412,9 @@ def queue_update_op(
         encoded = encode_json_value(dict(metadata), DEFAULT_MAX_ENCODED_SIZE, "metadata")
     try:
         patch = validate_patch(
-            settings_patch(max_workers, fetch_cooldown, fetch_poll_interval, clear)
+            settings_patch(
+                max_workers, fetch_cooldown, fetch_poll_interval, clear, min_workers, rate_limit
+            )
         )
     except ValueError as exc:
         field, _, rule = str(exc).partition(": ")

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from river._commands import Commands, Handler
 from river._duration import DurationError, parse_duration
 from river._errors import (
+    InvalidConfigError,
     JobNotFoundError,
     JobRunningError,
     QueueNotFoundError,
@@ -48,6 +49,7 @@ from river._errors import (
 from river._names import validate_queue_name, validate_schema
 from river._progress import Progress
 from river._queue_override import FIELDS, from_metadata, validate_patch
+from river._ratelimit import RateLimit, parse_rate_limit
 from river._types import JobRow, JobState, format_time
 
 if TYPE_CHECKING:
@@ -172,6 +174,13 @@ def _schema(args: argparse.Namespace) -> str | None:
 
 def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
+
+
+def _rate_limit(text: str) -> RateLimit:
+    try:
+        return parse_rate_limit(text, "--rate-limit")
+    except InvalidConfigError as exc:
+        raise ValidationError(exc.field, exc.rule) from None
 
 
 def _field(text: str) -> str:
@@ -425,7 +434,14 @@ def _override_text(metadata: Mapping[str, Any]) -> str:
     override, problems = from_metadata(metadata)
     parts = []
     for field, value in override.as_dict().items():
-        shown = str(value) if field == "max_workers" else _duration_text(float(value))
+        if field in ("max_workers", "min_workers"):
+            shown = str(value)
+        elif field == "rate_limit":
+            shown = f"{value['jobs']}/{_duration_text(float(value['per']))}"
+            if "burst" in value:
+                shown += f",burst={value['burst']}"
+        else:
+            shown = _duration_text(float(value))
         parts.append(f"{field}={shown}")
     parts.extend(f"invalid {problem.partition(':')[0]}" for problem in problems)
     return " ".join(parts) or "-"
@@ -680,6 +696,10 @@ def _cmd_queue_update(args: argparse.Namespace, db: DatabaseAccess) -> int:
     given: dict[str, Any] = {}
     if args.max_workers is not None:
         given["max_workers"] = _integer(args.max_workers, "--max-workers")
+    if args.min_workers is not None:
+        given["min_workers"] = _integer(args.min_workers, "--min-workers")
+    if args.rate_limit is not None:
+        given["rate_limit"] = _rate_limit(args.rate_limit)
     if args.fetch_cooldown is not None:
         given["fetch_cooldown"] = _seconds(args.fetch_cooldown, "--fetch-cooldown")
     if args.fetch_poll_interval is not None:
@@ -693,8 +713,8 @@ def _cmd_queue_update(args: argparse.Namespace, db: DatabaseAccess) -> int:
     if not given and not clear:
         raise ValidationError(
             "queue update",
-            "nothing to update: give --max-workers, --fetch-cooldown, --fetch-poll-interval "
-            "or --clear",
+            "nothing to update: give --max-workers, --min-workers, --fetch-cooldown, "
+            "--fetch-poll-interval, --rate-limit or --clear",
         )
     try:
         validate_patch({**given, **dict.fromkeys(clear)})
@@ -708,8 +728,10 @@ def _cmd_queue_update(args: argparse.Namespace, db: DatabaseAccess) -> int:
                 session.conn,
                 name,
                 max_workers=given.get("max_workers"),
+                min_workers=given.get("min_workers"),
                 fetch_cooldown=given.get("fetch_cooldown"),
                 fetch_poll_interval=given.get("fetch_poll_interval"),
+                rate_limit=given.get("rate_limit"),
                 clear=clear,
             )
         except QueueNotFoundError as exc:
@@ -858,6 +880,16 @@ def _register_queue(commands: Commands, db: DatabaseAccess) -> None:
     db.add_flags(update)
     update.add_argument("name", metavar="NAME", help="queue name")
     update.add_argument("--max-workers", metavar="N", help="jobs worked at once per client")
+    update.add_argument(
+        "--min-workers",
+        metavar="N",
+        help="below --max-workers: autoscale the queue between the two",
+    )
+    update.add_argument(
+        "--rate-limit",
+        metavar="JOBS/PERIOD",
+        help="jobs started per period across all clients, e.g. 50/1s, 1000/1h, 10/1s,burst=10",
+    )
     update.add_argument(
         "--fetch-cooldown", metavar="DURATION", help="least time between two fetches"
     )

@@ -16,6 +16,7 @@ from river._duration import DurationError, parse_duration
 from river._errors import InvalidConfigError
 from river._joblog import JobLogConfig
 from river._names import MAX_WORKERS_LIMIT, validate_queue_name, validate_schema
+from river._ratelimit import RateLimit
 from river._retry import RetryPolicy, next_retry_at
 from river._schedule import Schedule
 from river._validate import DEFAULT_MAX_ENCODED_SIZE, MAX_ENCODED_SIZE_LIMIT
@@ -35,6 +36,7 @@ __all__ = [
     "Config",
     "QueueConfig",
     "QueueSettings",
+    "RateLimit",
     "default_client_id",
 ]
 
@@ -95,6 +97,14 @@ class QueueSettings:
     max_workers: int
     fetch_cooldown: float
     fetch_poll_interval: float
+    #: The floor of an autoscaled queue's concurrency (None: fixed at ``max_workers``).
+    min_workers: int | None = None
+    rate_limit: RateLimit | None = None
+
+    @property
+    def autoscaled(self) -> bool:
+        """Whether the concurrency floats between ``min_workers`` and ``max_workers``."""
+        return self.min_workers is not None and self.min_workers < self.max_workers
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +118,27 @@ class QueueConfig:
       ``Config.fetch_cooldown``, 2 ms).
     - ``fetch_poll_interval``: seconds between checks for due jobs when no notification
       arrives (default ``Config.fetch_poll_interval``, 1 s); must be at least the cooldown.
+    - ``min_workers``: with a value below ``max_workers``, the queue is *autoscaled*: its
+      concurrency starts there and floats between the two with the load (grows while jobs
+      wait, shrinks when slots sit idle; docs/queues.md, "Autoscaling"). None (default): a
+      fixed ``max_workers``.
+    - ``rate_limit``: a :class:`RateLimit` on how many jobs start per period, across every
+      client (default: none).
     """
 
     max_workers: int | None = None
     fetch_cooldown: float | timedelta | None = None
     fetch_poll_interval: float | timedelta | None = None
+    min_workers: int | None = None
+    rate_limit: RateLimit | None = None
 
     def __post_init__(self) -> None:
         _max_workers(self.max_workers, "max_workers")
         _duration(self.fetch_cooldown, "fetch_cooldown")
         _duration(self.fetch_poll_interval, "fetch_poll_interval")
+        _max_workers(self.min_workers, "min_workers")
+        if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
+            raise InvalidConfigError("rate_limit", "must be a river.RateLimit")
 
 
 def default_client_id(now: datetime | None = None) -> str:
@@ -371,8 +392,16 @@ class Config:
                 f"queues[{name!r}].fetch_poll_interval",
                 f"must be at least fetch_cooldown ({cooldown}s), got {poll}s",
             )
+        max_workers = qc.max_workers or self.max_workers
+        if qc.min_workers is not None and qc.min_workers > max_workers:
+            raise InvalidConfigError(
+                f"queues[{name!r}].min_workers",
+                f"must be at most max_workers ({max_workers}), got {qc.min_workers}",
+            )
         return QueueSettings(
-            max_workers=qc.max_workers or self.max_workers,
+            max_workers=max_workers,
             fetch_cooldown=cooldown,
             fetch_poll_interval=poll,
+            min_workers=qc.min_workers,
+            rate_limit=qc.rate_limit,
         )

@@ -378,6 +378,29 @@ def fetch_op(q: Queries, queue: str, limit: int, client_id: str) -> Op[list[JobR
     return [job_from_row(r) for r in rows]
 
 
+def fetch_limited_op(
+    q: Queries, queue: str, limit: int, client_id: str, rate: float, capacity: int
+) -> Op[tuple[list[JobRow], float | None]]:
+    """:func:`fetch_op` for a rate-limited queue (``job_fetch_limited``): the jobs, and the
+    tokens the queue's bucket held before the fetch (None: the queue has no river_queue row)."""
+    rows = yield Query(
+        q.job_fetch_limited,
+        {
+            "queue": queue,
+            "limit": limit,
+            "client_id": client_id,
+            "rate": rate,
+            "capacity": capacity,
+        },
+        prepare=True,
+        binary=True,
+    )
+    if not rows:
+        return [], None
+    tokens = float(rows[0][18])
+    return [job_from_row(r) for r in rows if r[0] is not None], tokens
+
+
 @dataclass(slots=True)
 class CompletionBatch:
     """Parallel arrays for ``job_set_state_many`` (see river/_completer.py)."""

@@ -27,7 +27,7 @@ import anyio
 import psycopg
 from anyio.abc import TaskStatus
 
-from river._config import QueueSettings
+from river._config import QueueSettings, RateLimit
 from river._driver import AttemptKey
 from river._errors import describe
 from river._executor import CancelReason, RunningJob
@@ -53,6 +53,17 @@ class ProducerHost(Protocol):
 
     async def fetch(self, queue: str, limit: int) -> list[JobRow]:
         """Lock and return up to ``limit`` due jobs of ``queue``."""
+        ...
+
+    async def fetch_limited(
+        self, queue: str, limit: int, rate_limit: RateLimit
+    ) -> tuple[list[JobRow], float | None]:
+        """:meth:`fetch` through the queue's token bucket: the jobs, and the tokens it held
+        before (None: unknown)."""
+        ...
+
+    def autoscale(self, producer: Producer, on: bool) -> None:
+        """``producer``'s concurrency floats (``on``) or is fixed again."""
         ...
 
 
@@ -185,6 +196,16 @@ class Producer:
         self.queue = queue
         self.settings = settings
         self.paused = paused
+        #: The concurrency in force: ``settings.max_workers``, or, for an autoscaled queue,
+        #: the autoscaler's current target between ``min_workers`` and ``max_workers``.
+        self.target: int = (
+            settings.min_workers
+            if settings.autoscaled and settings.min_workers is not None
+            else settings.max_workers
+        )
+        # Rate-limited queues: the monotonic time the bucket has a token again after a fetch
+        # it limited; the loop holds its fetches until then.
+        self._rate_hold_until = -math.inf
         #: Jobs running here, by (job id, attempt): two attempts of one job can overlap in one
         #: producer when the rescuer gave up on the first while it still ran.
         self.running: dict[AttemptKey, RunningJob] = {}
@@ -215,7 +236,24 @@ class Producer:
     @property
     def free_slots(self) -> int:
         """Slots available for new jobs (never negative, even after a shrink)."""
-        return max(self.settings.max_workers - len(self.running), 0)
+        return max(self.target - len(self.running), 0)
+
+    @property
+    def backlogged(self) -> bool:
+        """Whether jobs likely wait: the last fetch filled every slot it asked for."""
+        return self._last_fetch_full
+
+    def set_target(self, target: int) -> None:
+        """The autoscaler's new concurrency (clamped to the settings); more slots are used by
+        the next fetch, fewer let surplus jobs finish."""
+        s = self.settings
+        low = s.min_workers if s.autoscaled and s.min_workers is not None else s.max_workers
+        target = min(max(target, low), s.max_workers)
+        if target != self.target:
+            grew = target > self.target
+            self.target = target
+            if grew:
+                self._trigger.set()
 
     @property
     def wants_poll(self) -> bool:
@@ -251,6 +289,13 @@ class Producer:
         until below the new limit."""
         async with self._fetch_lock:
             self.settings = settings
+            if settings.autoscaled and settings.min_workers is not None:
+                self.target = min(max(self.target, settings.min_workers), settings.max_workers)
+            else:
+                self.target = settings.max_workers
+            if settings.rate_limit is None:
+                self._rate_hold_until = -math.inf
+            self._rt.autoscale(self, settings.autoscaled)
         self._trigger.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -351,6 +396,11 @@ class Producer:
                     break
                 if self.paused or self.free_slots <= 0:
                     continue
+            if self._rate_hold_until > time.monotonic():
+                # The queue's rate limit: no token before then. Inserts notified meanwhile
+                # would only spend fetches finding none.
+                await self._hold_for_tokens()
+                continue
             self._trigger.clear()
             notified, self._notified = self._notified, False
             async with self._fetch_lock:
@@ -366,7 +416,12 @@ class Producer:
                 rows: list[JobRow] | None = None
                 if limit > 0:
                     try:
-                        rows = await rt.fetch(self.queue, limit)
+                        rate_limit = self.settings.rate_limit
+                        if rate_limit is None:
+                            rows = await rt.fetch(self.queue, limit)
+                        else:
+                            rows, tokens = await rt.fetch_limited(self.queue, limit, rate_limit)
+                            self._after_limited_fetch(rate_limit, limit, len(rows), tokens)
                     except (psycopg.Error, OSError, TimeoutError) as exc:
                         logger.warning(
                             "queue %s: fetch failed, retrying: %s",
@@ -394,12 +449,41 @@ class Producer:
             rows = None
             if self._last_fetch_full:
                 continue  # slots freed by finishing jobs wake the loop
+            if self._rate_hold_until > time.monotonic():
+                continue  # the rate limit, not the queue, ran out: fetch on the next token
             if notified and got_rows:
                 # Trailing fetch: inserts whose notification the sender's limiter suppressed.
                 if not await self._wait(self.settings.fetch_cooldown * 2):
                     trailing = True
                 continue
             await self._wait()
+
+    def _after_limited_fetch(
+        self, rate_limit: RateLimit, limit: int, fetched: int, tokens: float | None
+    ) -> None:
+        """After a fetch through the token bucket: when the bucket, not the queue, bounded it
+        (fewer tokens than slots, all spent), hold fetches until the next token is due."""
+        if tokens is None:
+            self._rate_hold_until = time.monotonic() + 1.0 / rate_limit.rate
+            return
+        allowed = math.floor(tokens)
+        if allowed < limit and fetched >= allowed:
+            left = max(tokens - fetched, 0.0)
+            self._rate_hold_until = time.monotonic() + (1.0 - left) / rate_limit.rate
+        else:
+            self._rate_hold_until = -math.inf
+
+    async def _hold_for_tokens(self) -> None:
+        """Wait until ``_rate_hold_until``; leave early to stop or take new settings."""
+        while not self._stopping:
+            hold = self._rate_hold_until - time.monotonic()
+            if hold <= 0:
+                return
+            self._trigger.clear()
+            if await self._trigger.wait(hold) and (
+                self._stopping or self.settings.rate_limit is None or self.paused
+            ):
+                return
 
     def _start_jobs(self, rows: list[JobRow]) -> None:
         self.fetched += len(rows)

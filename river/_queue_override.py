@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from river._errors import InvalidConfigError
 from river._names import MAX_WORKERS_LIMIT
+from river._ratelimit import RateLimit, rate_limit_from_json, rate_limit_to_json
 
 __all__ = [
     "FIELDS",
@@ -39,7 +41,8 @@ __all__ = [
 #: The key of ``river_queue.metadata`` that river-queue owns.
 METADATA_KEY = "river_py"
 #: The settings a cluster-wide override may set.
-FIELDS = ("max_workers", "fetch_cooldown", "fetch_poll_interval")
+FIELDS = ("max_workers", "min_workers", "fetch_cooldown", "fetch_poll_interval", "rate_limit")
+_WORKER_FIELDS = ("max_workers", "min_workers")
 
 #: Bounds of the durations an override may set, in seconds (the same as QueueConfig's minimum;
 #: at most a day, so a typo cannot park a queue for years).
@@ -54,18 +57,42 @@ class QueueOverride:
     max_workers: int | None = None
     fetch_cooldown: float | None = None
     fetch_poll_interval: float | None = None
+    #: With a value below the effective ``max_workers``: the queue is autoscaled.
+    min_workers: int | None = None
+    rate_limit: RateLimit | None = None
 
     def __bool__(self) -> bool:
         return any(getattr(self, f) is not None for f in FIELDS)
 
-    def as_dict(self) -> dict[str, int | float]:
-        """The set fields only (the stored shape)."""
-        return {f: v for f in FIELDS if (v := getattr(self, f)) is not None}
+    def as_dict(self) -> dict[str, Any]:
+        """The set fields only (the stored shape: a rate limit as ``{"jobs", "per"}``)."""
+        out: dict[str, Any] = {}
+        for f in FIELDS:
+            value = getattr(self, f)
+            if value is not None:
+                out[f] = rate_limit_to_json(value) if isinstance(value, RateLimit) else value
+        return out
+
+    def describe(self) -> str:
+        """One line for logs and the CLI, e.g. ``max_workers=5, rate_limit=50/1s``."""
+        parts = []
+        for f in FIELDS:
+            value = getattr(self, f)
+            if value is not None:
+                parts.append(f"{f}={value:g}" if isinstance(value, float) else f"{f}={value}")
+        return ", ".join(parts) or "none"
 
 
 def _check(field: str, value: Any) -> str | None:
     """Why ``value`` is not valid for ``field`` (None when it is)."""
-    if field == "max_workers":
+    if field == "rate_limit":
+        try:
+            rate_limit_from_json(value)
+        except InvalidConfigError as exc:
+            part = exc.field.removeprefix("rate_limit").lstrip(".")
+            return f"{part} {exc.rule}" if part else exc.rule
+        return None
+    if field in _WORKER_FIELDS:
         if isinstance(value, bool) or not isinstance(value, int):
             return f"must be an integer, got {value!r}"
         if not 1 <= value <= MAX_WORKERS_LIMIT:
@@ -82,23 +109,37 @@ def _check(field: str, value: Any) -> str | None:
     return None
 
 
-def validate_patch(patch: Mapping[str, Any]) -> dict[str, int | float | None]:
+def _normalized(field: str, value: Any) -> Any:
+    """A valid value in its stored form."""
+    if field in _WORKER_FIELDS:
+        return value
+    if field == "rate_limit":
+        return rate_limit_to_json(rate_limit_from_json(value))
+    return float(value)
+
+
+def validate_patch(patch: Mapping[str, Any]) -> dict[str, Any]:
     """Check a change to an override before any SQL: ``{field: value or None to clear}``.
 
     Raises ValueError naming the field and the rule (the caller wraps it in its own error
     type). A poll interval below the cooldown is refused when both are in the patch; a client
     whose own values would cross an override clamps instead (see :func:`apply_override`).
     """
-    out: dict[str, int | float | None] = {}
+    out: dict[str, Any] = {}
     for field, value in patch.items():
         if field not in FIELDS:
             raise ValueError(f"{field}: not a queue setting (one of {', '.join(FIELDS)})")
         if value is not None:
+            if isinstance(value, RateLimit):
+                value = rate_limit_to_json(value)
             reason = _check(field, value)
             if reason:
                 raise ValueError(f"{field}: {reason}")
-            value = value if field == "max_workers" else float(value)
+            value = _normalized(field, value)
         out[field] = value
+    low, high = out.get("min_workers"), out.get("max_workers")
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        raise ValueError(f"min_workers: must be at most max_workers ({high}), got {low}")
     cooldown, poll = out.get("fetch_cooldown"), out.get("fetch_poll_interval")
     if cooldown is not None and poll is not None and poll < cooldown:
         raise ValueError(
@@ -112,6 +153,8 @@ def settings_patch(
     fetch_cooldown: float | timedelta | None,
     fetch_poll_interval: float | timedelta | None,
     clear: Sequence[str] | str,
+    min_workers: int | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> dict[str, Any]:
     """The patch of ``queue_update``'s keyword arguments: a given setting is set, a field named
     in ``clear`` is removed (ValueError for a setting both given and cleared, or an unknown
@@ -127,8 +170,10 @@ def settings_patch(
         patch[field] = None
     given = {
         "max_workers": max_workers,
+        "min_workers": min_workers,
         "fetch_cooldown": fetch_cooldown,
         "fetch_poll_interval": fetch_poll_interval,
+        "rate_limit": rate_limit,
     }
     for field, value in given.items():
         if value is None:
@@ -168,6 +213,8 @@ def from_settings(settings: Any) -> tuple[QueueOverride, list[str]]:
         reason = _check(field, value)
         if reason:
             problems.append(f"{field}: {reason}")
+        elif field == "rate_limit":
+            values[field] = rate_limit_from_json(value)
         else:
-            values[field] = value if field == "max_workers" else float(value)
+            values[field] = _normalized(field, value)
     return QueueOverride(**values), problems

@@ -26,6 +26,7 @@ from river._errors import InvalidConfigError, QueueAlreadyAddedError, QueueNotFo
 from river._events import EventKind
 from river._insert import validate_queue_name
 from river._queue_override import FIELDS, METADATA_KEY, QueueOverride, from_settings
+from river._ratelimit import RateLimit
 from river._sansio import Op
 
 if TYPE_CHECKING:
@@ -53,6 +54,9 @@ class QueueInfo:
     #: The cluster-wide override last read from ``river_queue`` (``queue_update``); its
     #: fields win over ``config`` in ``settings``. Falsy when there is none.
     override: QueueOverride = field(default_factory=QueueOverride)
+    #: The concurrency in force: ``settings.max_workers``, or an autoscaled queue's current
+    #: target between ``settings.min_workers`` and ``settings.max_workers``.
+    target_workers: int = 0
 
 
 class QueueManager:
@@ -95,14 +99,16 @@ class QueueManager:
     def _info(self, name: str) -> QueueInfo:
         config = self.configs[name]
         producer = self.producers.get(name)
+        settings = producer.settings if producer else self.effective(name)
         return QueueInfo(
             name=name,
             config=config,
-            settings=producer.settings if producer else self.effective(name),
+            settings=settings,
             paused=producer.paused if producer else False,
             running_jobs=len(producer.running) if producer else 0,
             active=producer is not None,
             override=self.overrides.get(name, QueueOverride()),
+            target_workers=producer.target if producer else _initial_target(settings),
         )
 
     def effective(self, name: str) -> QueueSettings:
@@ -180,7 +186,9 @@ class QueueManager:
         return (
             self._info(name)
             if name in self.configs
-            else QueueInfo(name, config, settings, False, 0, False)
+            else QueueInfo(
+                name, config, settings, False, 0, False, target_workers=_initial_target(settings)
+            )
         )
 
     async def remove(
@@ -227,13 +235,17 @@ class QueueManager:
         max_workers: int | None = _UNSET,
         fetch_cooldown: float | timedelta | None = _UNSET,
         fetch_poll_interval: float | timedelta | None = _UNSET,
+        min_workers: int | None = _UNSET,
+        rate_limit: RateLimit | None = _UNSET,
     ) -> QueueInfo:
         """Change a queue's settings live. Only the fields given change; ``None`` resets a field
         to the client's default (inheritance is resolved again). The queue's fetch loop is
         stopped between two fetches, modified and restarted; running jobs are never
         interrupted: growing adds slots at once, shrinking lets surplus jobs finish and fetches
-        nothing until below the new limit. Other queues are not touched. Raises
-        QueueNotFoundError, or InvalidConfigError (nothing changes)."""
+        nothing until below the new limit. ``min_workers`` below the effective ``max_workers``
+        makes the queue autoscaled (None: fixed again); ``rate_limit`` sets or (None) removes
+        its rate limit. Other queues are not touched. Raises QueueNotFoundError, or
+        InvalidConfigError (nothing changes)."""
         async with self.lock:
             if name not in self.configs:
                 raise QueueNotFoundError(name)
@@ -246,14 +258,18 @@ class QueueManager:
                     if fetch_poll_interval is _UNSET
                     else fetch_poll_interval
                 ),
+                min_workers=old.min_workers if min_workers is _UNSET else min_workers,
+                rate_limit=old.rate_limit if rate_limit is _UNSET else rate_limit,
             )
             self._config.resolve(new, name)  # InvalidConfigError before anything changes
             self.configs[name] = new
             settings = self.effective(name)
             given = {
                 "max_workers": max_workers,
+                "min_workers": min_workers,
                 "fetch_cooldown": fetch_cooldown,
                 "fetch_poll_interval": fetch_poll_interval,
+                "rate_limit": rate_limit,
             }
             overridden = [
                 f
@@ -312,8 +328,12 @@ class QueueManager:
             self.overrides[name] = override
         else:
             self.overrides.pop(name, None)
-        described = ", ".join(f"{k}={v:g}" for k, v in override.as_dict().items()) or "none"
-        logger.info("queue %s: cluster-wide override %s", name, described, extra={"queue": name})
+        logger.info(
+            "queue %s: cluster-wide override %s",
+            name,
+            override.describe(),
+            extra={"queue": name},
+        )
         runtime = self._runtime()
         producer = self.producers.get(name)
         if runtime is not None and producer is not None:
@@ -409,7 +429,9 @@ def _stored_settings(metadata: Any) -> Any:
 
 def apply_override(settings: QueueSettings, override: QueueOverride) -> QueueSettings:
     """The effective settings: ``settings`` (the client's own) with the override's fields on
-    top. The poll interval is raised to the cooldown when the two would cross."""
+    top. The poll interval is raised to the cooldown when the two would cross, and a
+    ``min_workers`` above the ``max_workers`` lowered to it (the queue is then not
+    autoscaled)."""
     if not override:
         return settings
     merged = replace(
@@ -418,4 +440,13 @@ def apply_override(settings: QueueSettings, override: QueueOverride) -> QueueSet
     )
     if merged.fetch_poll_interval < merged.fetch_cooldown:
         merged = replace(merged, fetch_poll_interval=merged.fetch_cooldown)
+    if merged.min_workers is not None and merged.min_workers > merged.max_workers:
+        merged = replace(merged, min_workers=merged.max_workers)  # fixed at max_workers
     return merged
+
+
+def _initial_target(settings: QueueSettings) -> int:
+    """The concurrency a producer starts with: ``min_workers`` when autoscaled."""
+    if settings.autoscaled and settings.min_workers is not None:
+        return settings.min_workers
+    return settings.max_workers

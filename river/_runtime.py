@@ -21,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 import anyio
@@ -30,9 +31,17 @@ from psycopg_pool import AsyncConnectionPool
 
 from river import _admin
 from river._args import Workers
+from river._autoscale import Autoscaler
 from river._completer import Completer, Outcome
-from river._config import Config, QueueSettings
-from river._driver import AttemptKey, Queries, fetch_op, notify_op, upsert_queues_op
+from river._config import Config, QueueSettings, RateLimit
+from river._driver import (
+    AttemptKey,
+    Queries,
+    fetch_limited_op,
+    fetch_op,
+    notify_op,
+    upsert_queues_op,
+)
 from river._elector import Elector
 from river._errors import RiverError, describe
 from river._events import Event, EventBus, EventKind, JobStatistics, job_event_kind
@@ -167,11 +176,12 @@ class Runtime:
             on_persisted=self._publish_outcomes,
             want_rows=lambda: events.wants_job_rows,
         )
+        threads = anyio.CapacityLimiter(config.sync_worker_threads)
         self.executor = Executor(
             workers,
             job_timeout=config.job_timeout_seconds,
             retry_policy=config.retry_policy,
-            thread_limiter=anyio.CapacityLimiter(config.sync_worker_threads),
+            thread_limiter=threads,
             middleware=middleware,
             job_log=config.job_log,
             scheduler_interval=config.scheduler_interval,
@@ -180,6 +190,10 @@ class Runtime:
         depth_interval = config.queue_depth_interval_seconds  # the leader samples queue depth
         self.queue_depth = QueueDepthSampler(pool, queries, interval=depth_interval or 10.0)
         self.budget = JobBudget(self.completer.max_backlog, lambda: self.completer.backlog)
+        self.autoscaler = Autoscaler(
+            saturated=lambda: threads.borrowed_tokens >= threads.total_tokens,
+            on_change=self._target_changed,
+        )
         self.completer.on_written = self.budget.wake_next
         self.poller = Poller(
             queries,
@@ -208,6 +222,47 @@ class Runtime:
                 rows = await run_async(conn, fetch_op(self.queries, queue, limit, self.client_id))
         self.signals.fetched.emit((queue, len(rows)))
         return rows
+
+    async def fetch_limited(
+        self, queue: str, limit: int, rate_limit: RateLimit
+    ) -> tuple[list[JobRow], float | None]:
+        """:meth:`fetch` through the queue's token bucket (river/_sql/job.sql
+        ``job_fetch_limited``): the jobs, and the tokens the bucket held before."""
+        op = partial(
+            fetch_limited_op,
+            self.queries,
+            queue,
+            limit,
+            self.client_id,
+            rate_limit.rate,
+            rate_limit.capacity,
+        )
+        with anyio.fail_after(STATEMENT_DEADLINE):
+            async with self.pool.connection() as conn:
+                rows, tokens = await run_async(conn, op())
+                if tokens is None:
+                    # The queue's river_queue row is gone (deleted by hand): the bucket lives
+                    # there, so recreate it and fetch again.
+                    await run_async(conn, upsert_queues_op(self.queries, [queue]))
+                    rows, tokens = await run_async(conn, op())
+        self.signals.fetched.emit((queue, len(rows)))
+        return rows, tokens
+
+    def autoscale(self, producer: Producer, on: bool) -> None:
+        """``producer``'s concurrency floats (``on``) or is fixed again."""
+        self.autoscaler.track(producer, on)
+
+    def _target_changed(self, producer: Producer, old: int, new: int) -> None:
+        logger.debug(
+            "queue %s: concurrency %d -> %d (autoscaled between %s and %d)",
+            producer.queue,
+            old,
+            new,
+            producer.settings.min_workers,
+            producer.settings.max_workers,
+            extra={"queue": producer.queue},
+        )
+        self.signals.scaled.emit((producer.queue, old, new))
 
     async def _run_with_deadline(self, op: Op[Any]) -> Any:
         with anyio.fail_after(STATEMENT_DEADLINE):
@@ -296,6 +351,7 @@ class Runtime:
             )
             await tg.start(supervise, "notifier", self.notifier.run)
         await tg.start(supervise, "poller", self.poller.run)
+        await tg.start(supervise, "autoscaler", self.autoscaler.run)
         await tg.start(supervise, "keepalive", self._keepalive)
         if config.leader_election:
             self.elector = Elector(
@@ -314,6 +370,7 @@ class Runtime:
         """Start the producer of one queue; the caller adds it to the queue map."""
         assert self._tg is not None
         producer = Producer(self, name, settings, paused)
+        self.autoscale(producer, settings.autoscaled)
         # Its first poll is due now: the poller's next query (one for every queue started
         # meanwhile) wakes it if it has due jobs. A fetch per producer instead would cost one
         # query per queue at start (2,000 queues: 2,000 queries contending for the pool).
@@ -339,6 +396,7 @@ class Runtime:
         """After a producer of a removed queue is done: forget its queue and wait until its
         jobs' outcomes are written (only those: later outcomes do not hold it up)."""
         self.poller.forget(producer.queue)
+        self.autoscale(producer, False)
         await self.completer.flushed(producer.last_outcome)
 
     # --- stop -----------------------------------------------------------------------------

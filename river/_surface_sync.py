@@ -17,6 +17,7 @@ from river._admin import JobListParams, JobListResult
 from river._args import JobArgs
 from river._driver import InsertBatch, Queries, QueueRow, copy_op, insert_many_op, notify_op
 from river._elector import request_resign_payload
+from river._ratelimit import RateLimit
 from river._sansio import Op
 from river._telemetry import TELEMETRY
 from river._types import InsertOpts, InsertResult, JobRow
@@ -173,8 +174,11 @@ class SyncSurface:
         return row
 
     def job_delete_many(self, **filters: Any) -> list[JobRow]:
-        """Delete up to ``limit`` (default 100) non-running jobs matching ``ids``, ``kinds``,
-        ``queues``, ``states``, ``priorities`` (at least one, or ``all=True``)."""
+        """Delete up to ``limit`` (default 100, at most 10,000) non-running jobs matching
+        ``ids``, ``kinds``, ``queues``, ``states``, ``priorities`` (at least one, or
+        ``all=True``), lowest ids first, and return them. ``limit=None`` deletes every match,
+        in one statement (``job_delete_many(all=True, limit=None)`` empties the job table but
+        for running jobs). Rows another transaction holds locked are skipped."""
         rows: list[JobRow] = self._run(_admin.job_delete_many_op(self._queries, **filters))
         return rows
 
@@ -242,6 +246,8 @@ class SyncSurface:
         max_workers: int | None = None,
         fetch_cooldown: float | timedelta | None = None,
         fetch_poll_interval: float | timedelta | None = None,
+        min_workers: int | None = None,
+        rate_limit: RateLimit | None = None,
         clear: Sequence[str] | str = (),
     ) -> QueueRow:
         """Change a queue for the whole cluster; returns the updated row.
@@ -253,8 +259,12 @@ class SyncSurface:
           poll interval (at once when it listens), without restarting jobs in flight, and a
           client started later applies it too. An override wins over each client's own
           ``QueueConfig``/``Config``; River (Go) clients ignore it (docs/queues.md).
+        - ``min_workers`` below the effective ``max_workers`` autoscales the queue on every
+          client; ``rate_limit`` (a :class:`~river.RateLimit`) limits how many of its jobs
+          start per period across the cluster (docs/queues.md).
         - ``clear`` names settings to remove from the override (each client returns to its
-          own value): ``"max_workers"``, ``"fetch_cooldown"``, ``"fetch_poll_interval"``.
+          own value): ``"max_workers"``, ``"min_workers"``, ``"fetch_cooldown"``,
+          ``"fetch_poll_interval"``, ``"rate_limit"``.
 
         Validated before any SQL (ValidationError naming the field); QueueNotFoundError when
         the queue has no row in ``river_queue`` (no client has worked it yet). Broadcast as
@@ -267,6 +277,8 @@ class SyncSurface:
             max_workers=max_workers,
             fetch_cooldown=fetch_cooldown,
             fetch_poll_interval=fetch_poll_interval,
+            min_workers=min_workers,
+            rate_limit=rate_limit,
             clear=clear,
         )
         # Two statements (the update, then its notification): one transaction.
@@ -282,6 +294,8 @@ class SyncSurface:
         max_workers: int | None = None,
         fetch_cooldown: float | timedelta | None = None,
         fetch_poll_interval: float | timedelta | None = None,
+        min_workers: int | None = None,
+        rate_limit: RateLimit | None = None,
         clear: Sequence[str] | str = (),
     ) -> QueueRow:
         """:meth:`queue_update` in the caller's transaction (the clients apply the change once
@@ -293,6 +307,8 @@ class SyncSurface:
             max_workers=max_workers,
             fetch_cooldown=fetch_cooldown,
             fetch_poll_interval=fetch_poll_interval,
+            min_workers=min_workers,
+            rate_limit=rate_limit,
             clear=clear,
         )
         row: QueueRow = self._run_on(conn, op)

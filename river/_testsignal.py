@@ -113,7 +113,9 @@ class TestSignals:
     - ``flushed``: ``(outcomes written, outcomes given up)`` after each batch the completer
       finished with;
     - ``settings_applied``: ``(queue, settings)`` when a producer took new settings (a local
-      update or a cluster-wide override).
+      update or a cluster-wide override);
+    - ``scaled``: ``(queue, old target, new target)`` when the autoscaler changed an
+      autoscaled queue's concurrency.
     """
 
     __test__ = False
@@ -126,6 +128,7 @@ class TestSignals:
     settings_applied: TestSignal[tuple[str, object]] = field(
         default_factory=lambda: TestSignal("settings_applied")
     )
+    scaled: TestSignal[tuple[str, int, int]] = field(default_factory=lambda: TestSignal("scaled"))
 
     def enable(self) -> TestSignals:
         """Enable every signal; returns self."""
@@ -142,4 +145,5 @@ class TestSignals:
             self.maintenance,
             self.flushed,
             self.settings_applied,
+            self.scaled,
         )

@@ -256,6 +256,7 @@ PUBLIC_NAMES = [
     "QueueNotFoundError",
     "QueueOverride",
     "QueueRow",
+    "RateLimit",
     "RiverError",
     "Schedule",
     "SchemaNotReadyError",

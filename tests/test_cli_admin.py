@@ -610,6 +610,38 @@ def test_queue_update_and_clear(conn: psycopg.Connection[Any], db_url: str) -> N
     assert one_error_line(proc, 3).startswith("Error: queue 'nowhere' not found")
 
 
+def test_queue_update_autoscale_and_rate_limit(conn: psycopg.Connection[Any], db_url: str) -> None:
+    add_queue(conn, "api")
+    out = ok("queue", "update", "api", "--min-workers", "2", "--rate-limit", "50/1s", url=db_url)
+    assert out == "api updated: min_workers=2 rate_limit=50/1s\n"
+    assert ok("queue", "update", "api", "--rate-limit", "10/m,burst=3", url=db_url) == (
+        "api updated: min_workers=2 rate_limit=10/60s,burst=3\n"
+    )
+    with river.Client(db_url) as client:
+        override = client.queue_get("api").override
+        assert override.min_workers == 2
+        assert override.rate_limit == river.RateLimit(jobs=10, per=60.0, burst=3)
+    listed = json.loads(ok("queue", "list", "--json", url=db_url))
+    (api,) = [q for q in listed if q["name"] == "api"]
+    assert api["override"]["rate_limit"] == {"jobs": 10, "per": 60.0, "burst": 3}
+    assert ok("queue", "update", "api", "--clear", "rate-limit", url=db_url) == (
+        "api updated: min_workers=2\n"
+    )
+    for bad, field in [
+        ("50", "--rate-limit"),
+        ("x/1s", "--rate-limit jobs"),
+        ("0/1s", "--rate-limit"),
+        ("5/soon", "--rate-limit period"),
+        ("5/1s,limit=3", "--rate-limit"),
+    ]:
+        proc = river_cmd("queue", "update", "api", "--rate-limit", bad, url=db_url)
+        assert one_error_line(proc, 2).startswith(f"Error: {field}:"), (bad, proc.stderr)
+    proc = river_cmd(
+        "queue", "update", "api", "--min-workers", "9", "--max-workers", "3", url=db_url
+    )
+    assert one_error_line(proc, 2).startswith("Error: --min-workers: must be at most")
+
+
 # --------------------------------------------------------------------------------------------
 # Progress
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,36 @@ def test_telemetry_settings_in_the_client_section(
     assert error.field == "client.otel_work_span"
     error = _error(tmp_path, "[client]\nqueue_depth_interval = true\n")
     assert error.field.startswith("client.queue_depth_interval")
+
+
+def test_autoscale_and_rate_limit_per_queue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    text = (
+        "[queues.api]\nmax_workers = 20\nmin_workers = 2\nrate_limit = '50/1s'\n"
+        "[queues.tenant]\nrate_limit = {jobs = 10, per = '1m', burst = 2}\n"
+    )
+    plan = build_plan(load_file(_file(tmp_path, text)), make_config())
+    api = plan.queues["api"].config
+    assert (api.min_workers, api.max_workers) == (2, 20)
+    assert api.rate_limit == river.RateLimit(jobs=50, per=1.0)
+    assert plan.queues["tenant"].config.rate_limit == river.RateLimit(jobs=10, per=60.0, burst=2)
+    for bad in [
+        "rate_limit = '50'",
+        "rate_limit = {jobs = 0}",
+        "rate_limit = 5",
+        "min_workers = 0",
+    ]:
+        error = _error(tmp_path, f"[queues.api]\n{bad}\n")
+        assert error.field.startswith("queues.api."), (bad, error)
+    error = _error(tmp_path, "[queues.api]\nmax_workers = 3\nmin_workers = 5\n")
+    assert error.field == "queues.api.min_workers"
+    # An app's QueueConfig keeps its autoscale and rate limit under river worker.
+    app = dataclasses.replace(
+        make_config(),
+        queues={"x": river.QueueConfig(min_workers=1, rate_limit=river.RateLimit(jobs=5))},
+    )
+    plan = build_plan(load_file(_file(tmp_path, "")), app)
+    assert plan.queues["x"].config.min_workers == 1
+    assert plan.queues["x"].config.rate_limit == river.RateLimit(jobs=5)

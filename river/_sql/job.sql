@@ -159,6 +159,82 @@ RETURNING
     j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
     j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
 
+-- name: job_fetch_limited
+-- job_fetch for a rate-limited queue (river.RateLimit): a token bucket in the queue's
+-- river_queue row (metadata river_py.bucket: tokens left, and when, in epoch seconds) refills
+-- at %(rate)s jobs per second up to %(capacity)s. The row is locked, so fetchers of every
+-- client take tokens one after the other; at most floor(tokens) jobs are fetched, and only
+-- what was fetched is spent. Jobs over the limit stay available, untouched. Always one row
+-- per fetched job, or one row of NULL job columns when none was: its last column is the
+-- tokens the bucket held before this fetch (the producer knows from it when the next token
+-- comes). No river_queue row: no row at all (the caller recreates it).
+WITH bucket AS (
+    SELECT q.name,
+           CASE WHEN jsonb_typeof(q.metadata) = 'object'
+                THEN q.metadata ELSE '{}'::jsonb END AS base,
+           CASE WHEN jsonb_typeof(q.metadata -> 'river_py') = 'object'
+                THEN q.metadata -> 'river_py' ELSE '{}'::jsonb END AS ours,
+           least(
+               %(capacity)s::float8,
+               coalesce((q.metadata #>> '{river_py,bucket,tokens}')::float8, %(capacity)s::float8)
+               + %(rate)s::float8 * greatest(
+                   extract(epoch FROM now())::float8
+                   - coalesce((q.metadata #>> '{river_py,bucket,at}')::float8, 0),
+                   0
+               )
+           ) AS tokens
+    FROM /* schema */river_queue AS q
+    WHERE q.name = %(queue)s
+    FOR UPDATE
+),
+locked AS (
+    SELECT id
+    FROM /* schema */river_job
+    WHERE state = 'available'
+      AND queue = %(queue)s
+      AND scheduled_at <= now()
+    ORDER BY priority, scheduled_at, id
+    LIMIT least(%(limit)s, coalesce((SELECT floor(b.tokens)::bigint FROM bucket AS b), 0))
+    FOR UPDATE SKIP LOCKED
+),
+fetched AS (
+    UPDATE /* schema */river_job AS j
+    SET state = 'running',
+        attempt = j.attempt + 1,
+        attempted_at = now(),
+        attempted_by = array_append(
+            (coalesce(j.attempted_by, '{}'::text[]))[greatest(cardinality(j.attempted_by) - 98, 1):],
+            %(client_id)s::text
+        )
+    FROM locked
+    WHERE j.id = locked.id
+    RETURNING
+        j.id, j.kind, j.queue, j.state::text AS state, j.args::text AS args, j.attempt,
+        j.max_attempts, j.priority, j.created_at, j.scheduled_at, j.attempted_at,
+        j.finalized_at, j.attempted_by, j.errors, j.metadata::text AS metadata, j.tags,
+        j.unique_key, j.unique_states::integer AS unique_states
+),
+spent AS (
+    UPDATE /* schema */river_queue AS q
+    SET metadata = b.base || jsonb_build_object(
+        'river_py',
+        b.ours || jsonb_build_object(
+            'bucket',
+            jsonb_build_object(
+                'tokens', b.tokens - (SELECT count(*) FROM fetched),
+                'at', extract(epoch FROM now())::float8
+            )
+        )
+    )
+    FROM bucket AS b
+    WHERE q.name = b.name AND EXISTS (SELECT 1 FROM fetched)
+)
+SELECT f.id, f.kind, f.queue, f.state, f.args, f.attempt, f.max_attempts, f.priority,
+       f.created_at, f.scheduled_at, f.attempted_at, f.finalized_at, f.attempted_by, f.errors,
+       f.metadata, f.tags, f.unique_key, f.unique_states, b.tokens
+FROM bucket AS b
+LEFT JOIN fetched AS f ON true
+
 -- name: job_set_state_many  returning: job_set_state_returning_state
 -- name: job_set_state_many_rows  returning: job_set_state_returning_row
 -- The completer's batch write (PROTOCOL.md 3.6). Every outcome is fenced by the attempt that
@@ -313,8 +389,9 @@ LIMIT %(limit)s
 
 -- fragment: job_delete_many
 -- The admin bulk delete (river/_admin.py): up to %(limit)s jobs that are not running and match
--- {where} (job_filter_* fragments joined with AND), in id order. Rows locked by someone else
--- (a fetch, a completion) are skipped rather than waited for.
+-- {where} (job_filter_* fragments joined with AND), in id order; a NULL limit is no limit
+-- (LIMIT NULL is LIMIT ALL). Rows locked by someone else (a fetch, a completion) are skipped
+-- rather than waited for.
 WITH doomed AS (
     SELECT id
     FROM /* schema */river_job

@@ -38,6 +38,7 @@ from river._insert import validate_queue_name
 from river._joblog import JobLogConfig, check_level
 from river._logfmt import parse_log_level
 from river._maintenance import PeriodicJob
+from river._ratelimit import RateLimit, parse_rate_limit, rate_limit_from_json
 from river._schedule import Cron, PeriodicInterval, Schedule
 from river._schema import validate_schema
 from river._types import InsertOpts
@@ -192,6 +193,27 @@ QueueName = Annotated[str, AfterValidator(_queue_name)]
 LogLevel = Annotated[int | str, BeforeValidator(_log_level)]
 
 
+def _rate_limit_spec(value: object) -> object:
+    try:
+        if isinstance(value, str):
+            return parse_rate_limit(value)
+        if isinstance(value, dict):
+            spec = dict(value)
+            if isinstance(spec.get("per"), str):
+                spec["per"] = parse_duration(spec["per"], text="go_or_seconds")
+            return rate_limit_from_json(spec)
+    except DurationError:
+        raise ValueError(f"invalid duration {value!r}") from None
+    except InvalidConfigError as exc:
+        raise ValueError(str(exc)) from None
+    if isinstance(value, RateLimit):
+        return value
+    raise ValueError('must be "JOBS/PERIOD" (e.g. "50/1s") or {jobs = 50, per = "1s"}')
+
+
+RateLimitSpec = Annotated[RateLimit, BeforeValidator(_rate_limit_spec)]
+
+
 # --------------------------------------------------------------------------------------------
 # The file
 # --------------------------------------------------------------------------------------------
@@ -277,6 +299,10 @@ class QueueSection(_Section):
     max_workers: MaxWorkers | None = None
     fetch_cooldown: Seconds | None = None
     fetch_poll_interval: Seconds | None = None
+    #: Below max_workers: the queue is autoscaled between the two.
+    min_workers: MaxWorkers | None = None
+    #: "50/1s", or {jobs = 50, per = "1s", burst = 10}.
+    rate_limit: RateLimitSpec | None = None
     #: true: pause the queue (for every client on the database); false: resume it; unset: leave
     #: its pause state alone. Enforced at start and whenever a reload changes it.
     paused: StrictBool | None = None
@@ -513,10 +539,13 @@ def _effective_queue(
             value = getattr(base, field)
         return value
 
+    # Not inherited: neither [client] nor Config has them.
     return QueueConfig(
         max_workers=pick("max_workers"),
         fetch_cooldown=pick("fetch_cooldown"),
         fetch_poll_interval=pick("fetch_poll_interval"),
+        min_workers=given.min_workers,
+        rate_limit=given.rate_limit,
     )
 
 

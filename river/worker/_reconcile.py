@@ -136,6 +136,8 @@ async def apply_queues(
                 max_workers=spec.config.max_workers,
                 fetch_cooldown=spec.config.fetch_cooldown,
                 fetch_poll_interval=spec.config.fetch_poll_interval,
+                min_workers=spec.config.min_workers,
+                rate_limit=spec.config.rate_limit,
             )
             current[name] = QueueSpec(spec.config, old.paused)
         if spec.paused is not None and spec.paused != old.paused:

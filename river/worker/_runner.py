@@ -403,6 +403,15 @@ class WorkerRunner:
             lines.append(
                 metric_line("river_queue_max_workers", info.settings.max_workers, {"queue": name})
             )
+        family(
+            "river_queue_target_workers",
+            "gauge",
+            "Concurrency in force of each queue (an autoscaled queue's current target).",
+        )
+        for name, info in queues.items():
+            lines.append(
+                metric_line("river_queue_target_workers", info.target_workers, {"queue": name})
+            )
         family("river_queue_paused", "gauge", "1 when the queue is paused.")
         for name, info in queues.items():
             lines.append(metric_line("river_queue_paused", int(info.paused), {"queue": name}))
