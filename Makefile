@@ -52,8 +52,64 @@ fmt: $(STAMP) ## Apply ruff formatting and safe lint fixes
 	$(BIN)/ruff check --fix .
 
 .PHONY: test
-test: check ## check, then the whole test suite against a real Postgres
+test: check ## check, the whole suite (Python 3.11, a real Postgres), then `make matrix`
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if [ -n "$(SKIP_MATRIX)" ]; then echo "SKIP_MATRIX set: support matrix not run"; \
+	else $(MAKE) --no-print-directory matrix; fi
+
+# --- support matrix ---------------------------------------------------------------------------
+# `make test` runs the whole suite on Python 3.11 and the embedded Postgres (the system's
+# PostgreSQL 15 where installed). `make matrix` runs MATRIX_TESTS, a subset covering inserting,
+# working jobs, admin, migrations, leadership and the CLI (migrate-* in test_cli_migrate; job,
+# queue and migrate commands through the docs' shell blocks in test_docs), on the other supported
+# versions, both combinations at once, each in its own virtualenv (.venv-py312, .venv-py313,
+# installed like .venv, with a stamp) and on its own private Postgres (.river/matrix-*):
+#   Python 3.12 + PostgreSQL 16 (the pgserver wheel's)   Python 3.13 + PostgreSQL 15 (system)
+# (pgserver has no wheel for Python 3.13.) Interpreters: PY312=/path/to/python3.12 wins; else
+# pyenv's newest 3.12.x; else python3.12 on PATH. One that is missing fails the target under CI
+# (CI set) and is skipped with a warning elsewhere.
+MATRIX_TESTS ?= tests/test_insert.py tests/test_runtime_client.py tests/test_admin.py \
+	tests/test_migrate.py tests/test_cli_migrate.py tests/test_leader.py tests/test_docs.py
+PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo "$(HOME)/.pyenv")
+find_python = $(or $(shell ls -d $(PYENV_ROOT)/versions/$(1).*/bin/python 2>/dev/null \
+	| sort -V | tail -n 1),$(shell command -v python$(1) 2>/dev/null))
+PY312 ?= $(call find_python,3.12)
+PY313 ?= $(call find_python,3.13)
+
+# $(1): Python version, $(2): its interpreter, $(3): RIVER_TEST_PG, $(4): Postgres major version
+define matrix_run
+	@py="$(2)"; venv=.venv-py$(subst .,,$(1)); dir=.river/matrix-py$(subst .,,$(1))-pg$(4); \
+	if [ -z "$$py" ] || [ ! -x "$$py" ]; then \
+	  msg="matrix: Python $(1) not found (pyenv install $(1), or PY$(subst .,,$(1))=/path/to/python$(1))"; \
+	  if [ -n "$$CI" ]; then echo "$$msg" >&2; exit 1; fi; \
+	  echo "$$msg: Python $(1) + PostgreSQL $(4) skipped" >&2; exit 0; \
+	fi; \
+	$(MAKE) --no-print-directory $$venv/.river-installed MATRIX_PYTHON="$$py" || exit 1; \
+	echo "matrix: Python $(1) ($$py) + PostgreSQL $(4) ($(3)): $(MATRIX_TESTS)"; \
+	start=$$(date +%s); status=0; \
+	env -u DATABASE_URL RIVER_TEST_PG=$(3) RIVER_TEST_PG_MAJOR=$(4) RIVER_DEV_DIR=$$dir \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider $(MATRIX_TESTS) || status=$$?; \
+	RIVER_DEV_DIR=$$dir $$venv/bin/river dev stop >/dev/null 2>&1 || true; \
+	echo "matrix: Python $(1) + PostgreSQL $(4): exit $$status after $$(( $$(date +%s) - start ))s"; \
+	exit $$status
+endef
+
+.venv-py%/.river-installed: pyproject.toml
+	@test -n "$(MATRIX_PYTHON)" || { echo "make matrix creates $(@D)" >&2; exit 1; }
+	$(MATRIX_PYTHON) -m venv $(@D)
+	$(@D)/bin/python -m pip install --quiet --upgrade pip
+	$(@D)/bin/python -m pip install --quiet -e '.[dev,embedded]'
+	@touch $@
+
+.PHONY: matrix matrix-py312-pg16 matrix-py313-pg15
+matrix: ## MATRIX_TESTS on Python 3.12 + PostgreSQL 16 and 3.13 + 15, side by side
+	@$(MAKE) --no-print-directory -j2 --output-sync=target matrix-py312-pg16 matrix-py313-pg15
+
+matrix-py312-pg16:
+	$(call matrix_run,3.12,$(PY312),pgserver,16)
+
+matrix-py313-pg15:
+	$(call matrix_run,3.13,$(PY313),system,15)
 
 .PHONY: bench
 bench: $(STAMP) ## Run the benchmark suite (peers in .venv-bench) and rewrite docs/performance.md

@@ -615,6 +615,13 @@ def register_job_and_queue_commands(commands: Commands) -> None:
     register_admin_commands(commands, DatabaseAccess(add_database_flags, connect))
 
 
+def register_ui_command(commands: Commands) -> None:
+    """``ui``: the dashboard (:mod:`river._cli_ui`; Starlette and uvicorn load when it runs)."""
+    from river._cli_ui import add_ui_command
+
+    add_ui_command(commands, add_database_flags)
+
+
 COMMAND_GROUPS: list[Callable[[Commands], None]] = [
     register_migrate_commands,
     register_version_command,
@@ -622,6 +629,7 @@ COMMAND_GROUPS: list[Callable[[Commands], None]] = [
     register_job_and_queue_commands,
     register_bench_command,
     register_worker_commands,
+    register_ui_command,
 ]
 
 

@@ -31,6 +31,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from river._errors import RiverError
 __all__ = [
     "DevPostgresError",
     "DevServer",
+    "bundled_bindir",
     "database_url",
     "find_bindir",
     "start",
@@ -92,11 +94,22 @@ def _has_postgres(bindir: Path) -> bool:
     return all(os.access(bindir / name, os.X_OK) for name in ("initdb", "pg_ctl", "postgres"))
 
 
-def find_bindir() -> Path:
+def bundled_bindir() -> Path | None:
+    """The ``bin`` directory of the Postgres bundled by the ``pgserver`` wheel (the
+    ``embedded`` extra; PostgreSQL 16), or None when that wheel is not installed."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.origin:
+        return None
+    # Located without importing pgserver (its import has side effects and warnings).
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+def find_bindir(*, bundled: bool = True) -> Path:
     """Return the directory of the Postgres server binaries to use.
 
-    Raises :class:`DevPostgresError` naming every place searched when none has ``initdb``,
-    ``pg_ctl`` and ``postgres``.
+    ``bundled=False`` leaves out the ``pgserver`` wheel: an installed PostgreSQL only. Raises
+    :class:`DevPostgresError` naming every place searched when none has ``initdb``, ``pg_ctl``
+    and ``postgres``.
     """
     candidates: list[tuple[str, Path]] = []
     env = os.environ.get("RIVER_PG_BINDIR")
@@ -115,18 +128,24 @@ def find_bindir() -> Path:
                 candidates.append(("pg_config --bindir", Path(out)))
     for found in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True):
         candidates.append(("/usr/lib/postgresql", Path(found)))
-    spec = importlib.util.find_spec("pgserver")
-    if spec is not None and spec.origin:
-        # Located without importing pgserver (its import has side effects and warnings).
-        candidates.append(("pgserver wheel", Path(spec.origin).parent / "pginstall" / "bin"))
+    wheel = bundled_bindir() if bundled else None
+    if wheel is not None:
+        candidates.append(("pgserver wheel", wheel))
     for _, path in candidates:
         if _has_postgres(path):
             return path
     searched = ", ".join(f"{where} ({path})" for where, path in candidates) or "nothing found"
+    embedded = "or the wheel with `pip install 'river-queue[embedded]'`, "
+    if sys.version_info >= (3, 13):
+        # The embedded extra installs pgserver only where it has wheels (pyproject.toml).
+        embedded = (
+            "or, on Python 3.12 or earlier, the wheel with "
+            "`pip install 'river-queue[embedded]'` (pgserver has none for this Python), "
+        )
     raise DevPostgresError(
         "no Postgres server binaries found (searched: "
-        f"{searched}; also /usr/lib/postgresql/*/bin). Install PostgreSQL, or the wheel with "
-        "`pip install 'river-queue[embedded]'`, or set DATABASE_URL to an existing server."
+        f"{searched}; also /usr/lib/postgresql/*/bin). Install PostgreSQL, {embedded}"
+        "or set DATABASE_URL to an existing server."
     )
 
 

@@ -18,6 +18,7 @@ a test uses is its own. A test that acts on the server as a whole (``pg_stat_act
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -45,8 +46,62 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def server_url() -> str:
-    """URL of a database on the test server (used to create and drop per-test databases)."""
-    return dev.database_url()
+    """URL of a database on the test server (used to create and drop per-test databases).
+
+    ``$DATABASE_URL`` when set; else the private server of :mod:`river.dev`, whose binaries
+    ``$RIVER_TEST_PG`` may choose: ``system`` (an installed PostgreSQL) or ``pgserver`` (the
+    wheel's), each in a data directory of its own (``.river/test-<choice>``, or
+    ``$RIVER_DEV_DIR``). The support matrix (``make matrix``) runs one of each, with
+    ``$RIVER_TEST_PG_MAJOR`` naming the major version the server must have.
+    """
+    choice = os.environ.get("RIVER_TEST_PG", "")
+    url = _chosen_server(choice) if choice and not os.environ.get("DATABASE_URL") else None
+    url = url or dev.database_url()
+    # RIVER_TEST_PG_MAJOR=16: fail unless the server is that major version (make matrix).
+    major = os.environ.get("RIVER_TEST_PG_MAJOR")
+    if major:
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SHOW server_version_num").fetchone()
+        version = int(row[0]) if row else 0
+        if str(version // 10000) != major:
+            raise pytest.UsageError(f"RIVER_TEST_PG_MAJOR={major}, but the server is {version}")
+    return url
+
+
+def _chosen_server(choice: str) -> str:
+    if choice == "pgserver":
+        bindir = dev.bundled_bindir()
+        if bindir is None:
+            raise pytest.UsageError(
+                "RIVER_TEST_PG=pgserver, but the pgserver wheel (the embedded extra) is not "
+                "installed in this environment"
+            )
+    elif choice == "system":
+        bindir = dev.find_bindir(bundled=False)
+    else:
+        raise pytest.UsageError(f"RIVER_TEST_PG must be 'system' or 'pgserver', not {choice!r}")
+    directory = os.environ.get("RIVER_DEV_DIR") or str(REPO_ROOT / ".river" / f"test-{choice}")
+    # For this process and its children (subprocesses of tests that call river.dev themselves).
+    os.environ["RIVER_PG_BINDIR"] = str(bindir)
+    os.environ["RIVER_DEV_DIR"] = directory
+    server = dev.start(directory)
+    # A cluster left by other binaries would be reused as it is: refuse to test the wrong one.
+    wanted = _major_version(bindir)
+    running = (server.data_dir / "PG_VERSION").read_text().strip()
+    if running != wanted:
+        raise pytest.UsageError(
+            f"RIVER_TEST_PG={choice} wants PostgreSQL {wanted} ({bindir}), but {directory} "
+            f"holds a PostgreSQL {running} cluster; stop it (river dev stop --dir {directory}) "
+            "and remove the directory"
+        )
+    return server.url
+
+
+def _major_version(bindir: Path) -> str:
+    out = subprocess.run(
+        [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=True
+    ).stdout  # "postgres (PostgreSQL) 16.2"
+    return out.split()[2].split(".")[0]
 
 
 def _url_with_db(url: str, dbname: str) -> str:

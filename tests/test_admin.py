@@ -731,6 +731,35 @@ async def test_job_delete_many_default_limit_is_100(
     assert job_count(conn) == 5
 
 
+async def test_job_delete_many_limit_none_deletes_every_match(
+    client: AnyClient, conn: psycopg.Connection[Any]
+) -> None:
+    # Issue 18: docs/testing.md cleaned River's tables with job_delete_many(all=True), which
+    # deleted 100 rows. More rows than the largest limit, so that one page could not do it.
+    conn.execute(
+        "INSERT INTO river_job (kind, args) SELECT 'admin_job', '{}' FROM generate_series(1, 10050)"
+    )
+    running = insert_job(conn, state="running")
+    other = insert_job(conn, kind="kind_b")
+    deleted = await client.job_delete_many(kinds=["admin_job"], limit=None)
+    assert len(deleted) == 10050
+    assert [j.id for j in deleted] == sorted(j.id for j in deleted)
+    assert job_count(conn) == 2
+    rest = await client.job_delete_many(all=True, limit=None)
+    assert [j.id for j in rest] == [other]
+    assert [r[0] for r in conn.execute("SELECT id FROM river_job").fetchall()] == [running]
+
+
+async def test_job_delete_many_limit_none_still_needs_a_filter(
+    client: AnyClient, conn: psycopg.Connection[Any]
+) -> None:
+    insert_job(conn)
+    with pytest.raises(ValidationError) as info:
+        await client.job_delete_many(limit=None)
+    assert info.value.field == "filters"
+    assert job_count(conn) == 1
+
+
 def _filter_rows(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return {
         "a": insert_job(conn, kind="kind_a", queue="q1", priority=1, state="available"),
