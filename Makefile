@@ -7,7 +7,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.river-installed
 BENCH_VENV := .venv-bench
-PYTEST_ARGS ?=
+# The suite runs on both cores (pytest-xdist; each test has its own database). PYTEST_ARGS=""
+# runs it serially.
+PYTEST_ARGS ?= -n 2 --dist worksteal
 # e.g. make bench BENCH_ARGS="--smoke" or BENCH_ARGS="--only burndown --runs 5"
 BENCH_ARGS ?=
 

@@ -4,11 +4,12 @@ One :class:`Autoscaler` per started client ticks every :data:`TICK` seconds over
 of autoscaled queues only (a client with thousands of fixed queues pays nothing). For each it
 asks :func:`decide` for the next target, a pure function of what the producer shows:
 
-- **grow** (double, at least +1, up to ``max_workers``) when every slot is busy and the last
-  fetch filled all the slots it asked for (jobs wait), unless the process is at its limit (the
-  **brake**: the event loop lags by more than :data:`LAG_BRAKE`, or every thread of the sync
-  workers' pool is busy);
-- **shrink** (halve, never below the jobs running nor ``min_workers``) once at most half the
+- **grow** (double, at least +1, up to ``max_workers``) when every slot is busy and a fetch
+  since the last change filled all the slots it asked for (jobs wait), unless the process is at
+  its limit (the **brake**: the event loop lags by more than :data:`LAG_BRAKE`, or every
+  thread of the sync workers' pool is busy);
+- **shrink** (halve, keeping half again as many slots as jobs running, never below
+  ``min_workers``) once at most half the
   slots have been busy for :data:`SHRINK_AFTER` seconds without a pause, and not within
   :data:`SHRINK_AFTER` seconds of growing: growth is fast, shrinking slow (hysteresis), so a
   steady load settles instead of flapping;
@@ -52,8 +53,9 @@ class ScaleState:
 
     #: Since when at most half the slots are busy (None: more are).
     idle_since: float | None = None
-    #: When the target last grew.
+    #: When the target last grew, and last changed either way.
     grew_at: float = -math.inf
+    changed_at: float = -math.inf
     #: Direction of the last change (+1, -1; 0: none yet), and how many times it reversed.
     direction: int = 0
     reversals: int = 0
@@ -81,11 +83,16 @@ def decide(
         if state.idle_since is None:
             state.idle_since = now
         elif now - state.idle_since >= SHRINK_AFTER and now - state.grew_at >= SHRINK_AFTER:
-            new = max(min_workers, running, math.ceil(target / 2))
+            # Halve, but keep room above what runs (half again as many slots): shrinking to
+            # exactly the jobs running would leave no free slot, the next fetch would look
+            # full and the queue would grow back (16 <-> 32 for ever under a steady load).
+            new = max(min_workers, math.ceil(target / 2), running + math.ceil(running / 2))
+            new = min(new, target)
             state.idle_since = now
     else:
         state.idle_since = None
     if new != target:
+        state.changed_at = now
         direction = 1 if new > target else -1
         if state.direction and direction != state.direction:
             state.reversals += 1
@@ -134,12 +141,15 @@ class Autoscaler:
             if not settings.autoscaled or settings.min_workers is None:
                 continue
             old = producer.target
+            # Only a fetch made since the last change tells that jobs still wait: the flag of
+            # an older one would grow the queue again before the new slots were even used.
+            fresh = producer.last_full_fetch > state.changed_at
             new = decide(
                 target=old,
                 min_workers=settings.min_workers,
                 max_workers=settings.max_workers,
                 running=len(producer.running),
-                backlogged=producer.backlogged and not producer.paused,
+                backlogged=producer.backlogged and fresh and not producer.paused,
                 brake=brake,
                 now=now,
                 state=state,

@@ -380,9 +380,10 @@ def fetch_op(q: Queries, queue: str, limit: int, client_id: str) -> Op[list[JobR
 
 def fetch_limited_op(
     q: Queries, queue: str, limit: int, client_id: str, rate: float, capacity: int
-) -> Op[tuple[list[JobRow], float | None]]:
-    """:func:`fetch_op` for a rate-limited queue (``job_fetch_limited``): the jobs, and the
-    tokens the queue's bucket held before the fetch (None: the queue has no river_queue row)."""
+) -> Op[tuple[list[JobRow], float | None, bool]]:
+    """:func:`fetch_op` for a rate-limited queue (``job_fetch_limited``): the jobs, the tokens
+    the queue's bucket held before the fetch (None: its river_queue row was locked by another
+    transaction, or is missing), and whether the row exists."""
     rows = yield Query(
         q.job_fetch_limited,
         {
@@ -395,10 +396,9 @@ def fetch_limited_op(
         prepare=True,
         binary=True,
     )
-    if not rows:
-        return [], None
-    tokens = float(rows[0][18])
-    return [job_from_row(r) for r in rows if r[0] is not None], tokens
+    first = rows[0]
+    tokens = None if first[18] is None else float(first[18])
+    return [job_from_row(r) for r in rows if r[0] is not None], tokens, bool(first[19])
 
 
 @dataclass(slots=True)

@@ -67,6 +67,11 @@ class ProducerHost(Protocol):
         ...
 
 
+#: Seconds a rate-limited producer waits before fetching again when its bucket's river_queue
+#: row was locked by another transaction.
+_BUSY_RETRY = 0.05
+
+
 class _Trigger:
     """A resettable wake-up flag for one waiter (the fetch loop).
 
@@ -206,6 +211,9 @@ class Producer:
         # Rate-limited queues: the monotonic time the bucket has a token again after a fetch
         # it limited; the loop holds its fetches until then.
         self._rate_hold_until = -math.inf
+        #: Monotonic time of the last fetch that filled every slot it asked for (the
+        #: autoscaler's sign that jobs wait).
+        self.last_full_fetch = -math.inf
         #: Jobs running here, by (job id, attempt): two attempts of one job can overlap in one
         #: producer when the rescuer gave up on the first while it still ran.
         self.running: dict[AttemptKey, RunningJob] = {}
@@ -288,13 +296,15 @@ class Producer:
         slots at once; shrinking interrupts nothing: surplus jobs finish and nothing is fetched
         until below the new limit."""
         async with self._fetch_lock:
+            if settings.rate_limit != self.settings.rate_limit:
+                # A new limit (or none): the next fetch computes its own hold from the bucket,
+                # not from the old rate (which may have meant an hour's wait).
+                self._rate_hold_until = -math.inf
             self.settings = settings
             if settings.autoscaled and settings.min_workers is not None:
                 self.target = min(max(self.target, settings.min_workers), settings.max_workers)
             else:
                 self.target = settings.max_workers
-            if settings.rate_limit is None:
-                self._rate_hold_until = -math.inf
             self._rt.autoscale(self, settings.autoscaled)
         self._trigger.set()
 
@@ -441,6 +451,8 @@ class Producer:
                 await self._trigger.wait(min(1.0, self.settings.fetch_poll_interval))
                 continue
             self._last_fetch_full = len(rows) >= limit
+            if self._last_fetch_full:
+                self.last_full_fetch = time.monotonic()
             got_rows = bool(rows)
             if rows:
                 self._start_jobs(rows)
@@ -464,7 +476,8 @@ class Producer:
         """After a fetch through the token bucket: when the bucket, not the queue, bounded it
         (fewer tokens than slots, all spent), hold fetches until the next token is due."""
         if tokens is None:
-            self._rate_hold_until = time.monotonic() + 1.0 / rate_limit.rate
+            # The bucket's row was locked by another transaction: try again shortly.
+            self._rate_hold_until = time.monotonic() + min(1.0 / rate_limit.rate, _BUSY_RETRY)
             return
         allowed = math.floor(tokens)
         if allowed < limit and fetched >= allowed:

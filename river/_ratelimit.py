@@ -54,6 +54,8 @@ class RateLimit:
                 "rate_limit.jobs", f"must be between 1 and {MAX_RATE_JOBS:,}, got {self.jobs}"
             )
         per = _period(self.per)
+        # Seconds, so that RateLimit(5, per=1) == RateLimit(5, per=timedelta(seconds=1)).
+        object.__setattr__(self, "per", per)
         if per > MAX_RATE_PERIOD:
             raise InvalidConfigError("rate_limit.per", f"must be at most one day, got {per}s")
         if self.burst is not None and (

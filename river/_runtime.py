@@ -227,7 +227,8 @@ class Runtime:
         self, queue: str, limit: int, rate_limit: RateLimit
     ) -> tuple[list[JobRow], float | None]:
         """:meth:`fetch` through the queue's token bucket (river/_sql/job.sql
-        ``job_fetch_limited``): the jobs, and the tokens the bucket held before."""
+        ``job_fetch_limited``): the jobs, and the tokens the bucket held before (None: its row
+        was locked by another transaction; nothing was taken)."""
         op = partial(
             fetch_limited_op,
             self.queries,
@@ -239,12 +240,12 @@ class Runtime:
         )
         with anyio.fail_after(STATEMENT_DEADLINE):
             async with self.pool.connection() as conn:
-                rows, tokens = await run_async(conn, op())
-                if tokens is None:
+                rows, tokens, present = await run_async(conn, op())
+                if not present:
                     # The queue's river_queue row is gone (deleted by hand): the bucket lives
                     # there, so recreate it and fetch again.
                     await run_async(conn, upsert_queues_op(self.queries, [queue]))
-                    rows, tokens = await run_async(conn, op())
+                    rows, tokens, present = await run_async(conn, op())
         self.signals.fetched.emit((queue, len(rows)))
         return rows, tokens
 

@@ -8,6 +8,7 @@ The workers (``manage.py river_worker``) are tested in test_django_worker.py, th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -283,6 +284,56 @@ def test_get_client_runs_on_djangos_connection(django_db: str) -> None:
     assert client.insert_many_fast([CreateNote(text="b"), CreateNote(text="c")]) == 2
     assert _note_and_job(django_db) == (0, 3)
     assert [q.name for q in client.queue_list()] == []  # admin calls too
+
+
+def _terminate(db_url: str, pid: int) -> None:
+    """Terminate a backend and wait until it is gone."""
+    with psycopg.connect(db_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 10
+        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < deadline, "the backend did not exit"
+            time.sleep(0.01)
+
+
+def test_a_dropped_persistent_connection_recovers_like_djangos_own(django_db: str) -> None:
+    """With CONN_MAX_AGE and CONN_HEALTH_CHECKS, a connection the server dropped (a restart, a
+    failover, a pooler's idle kill) is replaced at the next request, as for the ORM: river's
+    statements go through Django's health check, and a failure marks the connection for
+    close_old_connections()."""
+    from django.db import close_old_connections, connection
+    from notes.jobs import CreateNote
+
+    from river.contrib.django import get_client
+
+    connection.close()
+    connection.settings_dict["CONN_MAX_AGE"] = 600
+    connection.settings_dict["CONN_HEALTH_CHECKS"] = True
+    try:
+        close_old_connections()
+        get_client().insert(CreateNote(text="before"))
+        _terminate(django_db, connection.connection.info.backend_pid)
+        # The next request: the health check replaces the dead connection before river's
+        # statement runs on it.
+        close_old_connections()
+        get_client().insert(CreateNote(text="after a restart"))
+        # Without health checks a statement fails once, and the connection is discarded at
+        # the end of that request, as Django does after an error.
+        connection.settings_dict["CONN_HEALTH_CHECKS"] = False
+        connection.close()  # read at connect time
+        get_client().insert(CreateNote(text="on a connection without health checks"))
+        _terminate(django_db, connection.connection.info.backend_pid)
+        close_old_connections()
+        with pytest.raises(psycopg.OperationalError):
+            get_client().insert(CreateNote(text="lost"))
+        assert connection.errors_occurred
+        close_old_connections()  # request finished: the broken connection is closed
+        get_client().insert(CreateNote(text="recovered"))
+    finally:
+        connection.settings_dict["CONN_MAX_AGE"] = 0
+        connection.settings_dict["CONN_HEALTH_CHECKS"] = False
+        connection.close()
+    assert _note_and_job(django_db)[1] == 4
 
 
 def test_get_client_uses_the_apps_workers(django_db: str) -> None:

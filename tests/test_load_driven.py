@@ -7,6 +7,7 @@ Postgres. Rate limits are asserted as upper bounds over windows of the database'
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import anyio
+import psycopg
 import pytest
-from helpers import open_db, started_client, wait_for
+from helpers import assert_stays, open_db, started_client, wait_for
 from test_queues import Tracker, Work, config_for, insert, running_client
 
 import river
@@ -133,6 +135,31 @@ def test_steady_load_settles_without_flapping() -> None:
     assert history[-1] == 32  # enough slots for the load, with room to spare
     assert len(set(history[20:])) == 1  # then no change at all over 95 s
     assert state.reversals == 0
+
+
+@pytest.mark.parametrize("load", [1, 2, 4, 8, 16, 30, 50])
+def test_every_steady_load_settles(load: int) -> None:
+    """A load needing exactly half the target once made it flip between the two for ever
+    (16 <-> 32): a shrink keeps room above what runs, so the queue settles after at most one
+    overshoot."""
+    state = ScaleState()
+    target = 1
+    history = []
+    for i in range(800):  # 200 s
+        target = decide(
+            target=target,
+            min_workers=1,
+            max_workers=50,
+            running=min(target, load),
+            backlogged=target <= load,
+            brake=False,
+            now=i * 0.25,
+            state=state,
+        )
+        history.append(target)
+    assert state.reversals <= 1
+    assert len(set(history[-400:])) == 1  # no change in the last 100 s
+    assert load < history[-1] or history[-1] == 50
 
 
 def test_the_brake_holds_growth() -> None:
@@ -336,3 +363,65 @@ async def test_autoscale_settings_cluster_wide_and_visible(db_url: str) -> None:
         assert client.queues.get("q").target_workers == 10  # within 2..10: kept until idle
         await client.queue_update("q", clear="min_workers")
         await wait_for(lambda: not client.queues.get("q").settings.autoscaled)
+
+
+async def test_a_new_rate_limit_ends_the_wait_of_the_old_one(db_url: str) -> None:
+    tracker = Tracker()
+    config = config_for(
+        tracker, {"q": QueueConfig(max_workers=10, rate_limit=RateLimit(jobs=1, per=3600))}
+    )
+    async with running_client(db_url, config, tracker) as client:
+        await insert(client, "q", *(Work(n=i) for i in range(3)))
+        await wait_for(lambda: len(tracker.starts) == 1)
+        # The producer now holds its fetches for an hour; a new limit must not wait for it.
+        await client.queues.update("q", rate_limit=RateLimit(jobs=100, per=1))
+        await wait_for(lambda: len(tracker.starts) == 3, timeout=10)
+
+
+@pytest.mark.parametrize(
+    "bucket",
+    [
+        {"tokens": "lots", "at": True},
+        {"tokens": -1e300, "at": 0},
+        {"tokens": 1e300, "at": "yesterday"},
+        {"tokens": 0, "at": 1e12},  # the clock stepped back: no freeze until year 33658
+        [1, 2],
+    ],
+)
+async def test_hostile_bucket_values_neither_break_nor_freeze_a_queue(
+    db_url: str, bucket: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracker = Tracker()
+    limit = RateLimit(jobs=20, per=1)
+    config = config_for(tracker, {"q": QueueConfig(max_workers=10, rate_limit=limit)})
+    async with open_db(db_url) as db:
+        await db.execute(
+            "INSERT INTO river_queue (name, metadata, created_at, updated_at)"
+            " VALUES ('q', jsonb_build_object('river_py', jsonb_build_object('bucket',"
+            " %(b)s::jsonb)), now(), now())",
+            {"b": json.dumps(bucket)},
+        )
+        async with running_client(db_url, config, tracker) as client:
+            await insert(client, "q", *(Work(n=i) for i in range(10)))
+            await db.wait_count(10, "state = 'completed'", timeout=15)
+    assert not [r for r in caplog.records if "fetch failed" in r.getMessage()]
+
+
+async def test_a_locked_queue_row_delays_rate_limited_fetches_without_errors(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An application transaction holding the queue's row (queue_pause_tx, a hand edit) makes
+    the rate-limited fetch take nothing (SKIP LOCKED) instead of blocking a pool connection
+    until the statement deadline."""
+    tracker = Tracker()
+    config = config_for(
+        tracker, {"q": QueueConfig(max_workers=10, rate_limit=RateLimit(jobs=50, per=1))}
+    )
+    async with running_client(db_url, config, tracker) as client:
+        async with await psycopg.AsyncConnection.connect(db_url) as holder:
+            await holder.execute("SELECT 1 FROM river_queue WHERE name = 'q' FOR UPDATE")
+            await insert(client, "q", *(Work(n=i) for i in range(5)))
+            await assert_stays(lambda: tracker.starts == [], 0.5, message="nothing started")
+            await holder.rollback()
+        await wait_for(lambda: len(tracker.starts) == 5, timeout=10)
+    assert not [r for r in caplog.records if "fetch failed" in r.getMessage()]

@@ -164,28 +164,51 @@ RETURNING
 -- river_queue row (metadata river_py.bucket: tokens left, and when, in epoch seconds) refills
 -- at %(rate)s jobs per second up to %(capacity)s. The row is locked, so fetchers of every
 -- client take tokens one after the other; at most floor(tokens) jobs are fetched, and only
--- what was fetched is spent. Jobs over the limit stay available, untouched. Always one row
--- per fetched job, or one row of NULL job columns when none was: its last column is the
--- tokens the bucket held before this fetch (the producer knows from it when the next token
--- comes). No river_queue row: no row at all (the caller recreates it).
-WITH bucket AS (
-    SELECT q.name,
-           CASE WHEN jsonb_typeof(q.metadata) = 'object'
-                THEN q.metadata ELSE '{}'::jsonb END AS base,
-           CASE WHEN jsonb_typeof(q.metadata -> 'river_py') = 'object'
-                THEN q.metadata -> 'river_py' ELSE '{}'::jsonb END AS ours,
-           least(
-               %(capacity)s::float8,
-               coalesce((q.metadata #>> '{river_py,bucket,tokens}')::float8, %(capacity)s::float8)
-               + %(rate)s::float8 * greatest(
-                   extract(epoch FROM now())::float8
-                   - coalesce((q.metadata #>> '{river_py,bucket,at}')::float8, 0),
-                   0
-               )
-           ) AS tokens
+-- what was fetched is spent. Jobs over the limit stay available, untouched.
+-- The row is locked with SKIP LOCKED: while another transaction holds it (an application's
+-- queue_pause_tx, a hand edit), the fetch takes nothing instead of waiting.
+-- The stored values are untrusted: anything but numbers reads as a full bucket, tokens are
+-- clamped to [0, capacity], and a time in the future (the clock stepped back) refills nothing
+-- rather than freezing the bucket until the clock catches up.
+-- One row per fetched job, or one row of NULL job columns when none was; the last two
+-- columns: the tokens the bucket held before this fetch (NULL: the row was locked or is
+-- missing), and whether the queue has a river_queue row at all.
+WITH queue_row AS (
+    SELECT q.name, q.metadata
     FROM /* schema */river_queue AS q
     WHERE q.name = %(queue)s
-    FOR UPDATE
+    FOR UPDATE SKIP LOCKED
+),
+stored AS (
+    SELECT r.name,
+           CASE WHEN jsonb_typeof(r.metadata) = 'object'
+                THEN r.metadata ELSE '{}'::jsonb END AS base,
+           CASE WHEN jsonb_typeof(r.metadata -> 'river_py') = 'object'
+                THEN r.metadata -> 'river_py' ELSE '{}'::jsonb END AS ours,
+           n.now_s,
+           CASE WHEN jsonb_typeof(r.metadata #> '{river_py,bucket,tokens}') = 'number'
+                THEN least(greatest((r.metadata #>> '{river_py,bucket,tokens}')::numeric, 0),
+                           %(capacity)s::numeric)::float8
+                ELSE %(capacity)s::float8 END AS tokens,
+           CASE WHEN jsonb_typeof(r.metadata #> '{river_py,bucket,at}') = 'number'
+                THEN least(greatest((r.metadata #>> '{river_py,bucket,at}')::numeric, 0),
+                           n.now_s::numeric + 1)::float8
+                ELSE 0 END AS at,
+           -- A stored time further ahead than that is rewritten even when nothing is fetched.
+           jsonb_typeof(r.metadata #> '{river_py,bucket,at}') = 'number'
+               AND (r.metadata #>> '{river_py,bucket,at}')::numeric > n.now_s::numeric + 1
+               AS ahead
+    FROM queue_row AS r,
+         LATERAL (SELECT extract(epoch FROM now())::float8 AS now_s) AS n
+),
+bucket AS (
+    SELECT s.name, s.base, s.ours, s.now_s, s.ahead,
+           -- at is ahead of now() by up to the 1 s kept below (transaction start times of
+           -- concurrent fetchers differ a little): no refill then, never a negative one.
+           least(%(capacity)s::float8,
+                 s.tokens + %(rate)s::float8 * greatest(s.now_s - s.at, 0)) AS tokens,
+           greatest(s.now_s, s.at) AS at
+    FROM stored AS s
 ),
 locked AS (
     SELECT id
@@ -220,19 +243,18 @@ spent AS (
         'river_py',
         b.ours || jsonb_build_object(
             'bucket',
-            jsonb_build_object(
-                'tokens', b.tokens - (SELECT count(*) FROM fetched),
-                'at', extract(epoch FROM now())::float8
-            )
+            jsonb_build_object('tokens', b.tokens - (SELECT count(*) FROM fetched), 'at', b.at)
         )
     )
     FROM bucket AS b
-    WHERE q.name = b.name AND EXISTS (SELECT 1 FROM fetched)
+    WHERE q.name = b.name AND (EXISTS (SELECT 1 FROM fetched) OR b.ahead)
 )
 SELECT f.id, f.kind, f.queue, f.state, f.args, f.attempt, f.max_attempts, f.priority,
        f.created_at, f.scheduled_at, f.attempted_at, f.finalized_at, f.attempted_by, f.errors,
-       f.metadata, f.tags, f.unique_key, f.unique_states, b.tokens
-FROM bucket AS b
+       f.metadata, f.tags, f.unique_key, f.unique_states, b.tokens,
+       EXISTS (SELECT 1 FROM /* schema */river_queue WHERE name = %(queue)s) AS present
+FROM (SELECT 1) AS one
+LEFT JOIN bucket AS b ON true
 LEFT JOIN fetched AS f ON true
 
 -- name: job_set_state_many  returning: job_set_state_returning_state

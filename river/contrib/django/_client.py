@@ -8,7 +8,7 @@ from typing import Any
 from django.db import connections, transaction
 
 from river._config import Config
-from river._sansio import Op
+from river._sansio import Op, primed
 from river._sync_client import Client
 from river.contrib.django._conn import psycopg_connection
 from river.contrib.django._settings import river_settings
@@ -37,9 +37,11 @@ class DjangoClient(Client):
         self.using = using or river_settings().database
 
     def _run(self, op: Op[Any]) -> Any:
+        op = primed(op)  # validation first: bad input touches no connection
         return self._run_on(psycopg_connection(connections[self.using]), op)
 
     def _run_in_tx(self, op: Op[Any]) -> Any:
+        op = primed(op)
         with transaction.atomic(using=self.using):
             return self._run_on(psycopg_connection(connections[self.using]), op)
 

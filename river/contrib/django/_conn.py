@@ -39,18 +39,34 @@ _DEFAULT_LOADERS = tuple(
 )
 
 
+class _TrackedCursor(psycopg.Cursor[Any]):
+    """psycopg's cursor that tells Django when a statement failed (``errors_occurred``), as
+    Django's own cursors do: ``close_old_connections()`` then checks the connection at the
+    end of the request and throws it away when it is no longer usable (a server restart)."""
+
+    _django: Any = None
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute(*args, **kwargs)
+        except psycopg.Error:
+            if self._django is not None:
+                self._django.errors_occurred = True
+            raise
+
+
 class _RiverView:
     """A psycopg connection (Django's) whose cursors are psycopg's own (see module doc)."""
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_django", "_raw")
 
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+    def __init__(self, raw: psycopg.Connection[Any], django: Any = None) -> None:
         self._raw = raw
+        self._django = django
 
     def cursor(self, *, row_factory: RowFactory[Any] | None = None) -> psycopg.Cursor[Any]:
-        cur: psycopg.Cursor[Any] = psycopg.Cursor(
-            self._raw, row_factory=row_factory or self._raw.row_factory
-        )
+        cur = _TrackedCursor(self._raw, row_factory=row_factory or self._raw.row_factory)
+        cur._django = self._django
         adapters = cur.adapters  # the cursor's own copy of the connection's map
         for oid, loader in _DEFAULT_LOADERS:
             adapters.register_loader(oid, loader)
@@ -73,13 +89,18 @@ def psycopg_connection(conn: Any) -> psycopg.Connection[Any]:
     check_postgres(conn.alias)
     conn.validate_thread_sharing()
     conn.validate_no_broken_transaction()
+    # As Django does before each of its own cursors: a persistent connection that fails its
+    # health check (CONN_HEALTH_CHECKS) is closed here and reopened below.
+    close_if_failed = getattr(conn, "close_if_health_check_failed", None)
+    if close_if_failed is not None and not conn.in_atomic_block:
+        close_if_failed()
     conn.ensure_connection()
     raw = conn.connection
     if not isinstance(raw, psycopg.Connection):
         check_postgres(conn.alias)  # names psycopg2, when that is what it is
         raise TypeError(f"Django's connection {conn.alias!r} is not a psycopg connection: {raw!r}")
     # A duck-typed view: river's runners only create cursors and read the connection's state.
-    return cast(psycopg.Connection[Any], _RiverView(raw))
+    return cast(psycopg.Connection[Any], _RiverView(raw, conn))
 
 
 #: Connection parameters Django passes to psycopg that are not libpq's.

@@ -286,7 +286,6 @@ class DjangoTaskWorker(Worker[DjangoTaskArgs]):
                 value = task.call(TaskContext(task_result=running), *args.args, **args.kwargs)
             else:
                 value = task.call(*args.args, **args.kwargs)
-            record_output(normalize_json(value))
         except Exception as exc:
             row = current_job()
             seen = row.metadata.get(_EXCEPTIONS_KEY) if row is not None else None
@@ -301,7 +300,19 @@ class DjangoTaskWorker(Worker[DjangoTaskArgs]):
             object.__setattr__(running, "finished_at", timezone.now())
             task_finished.send(sender=backend, task_result=running)
             raise
+        try:
+            output = normalize_json(value)
+        except (TypeError, ValueError) as exc:
+            # The task ran: running it again would repeat its effects for a result that can
+            # never be stored. Failed once, as Django's database backend does.
+            object.__setattr__(running, "status", TaskResultStatus.FAILED)
+            object.__setattr__(running, "finished_at", timezone.now())
+            task_finished.send(sender=backend, task_result=running)
+            raise JobCancel(
+                TypeError(f"the task's return value cannot be stored as JSON: {exc}")
+            ) from exc
+        record_output(output)
         object.__setattr__(running, "status", TaskResultStatus.SUCCESSFUL)
         object.__setattr__(running, "finished_at", timezone.now())
-        object.__setattr__(running, "_return_value", normalize_json(value))
+        object.__setattr__(running, "_return_value", output)
         task_finished.send(sender=backend, task_result=running)

@@ -36,3 +36,10 @@ async def echo(value: Any) -> Any:
 def create_note(text: str) -> int:
     Note.objects.create(text=text)
     return Note.objects.count()
+
+
+@task
+def unstorable() -> set[int]:
+    """Returns what JSON cannot hold: failed once, not retried (its effects would repeat)."""
+    Note.objects.create(text="side effect")
+    return {1, 2}
