@@ -89,12 +89,14 @@ class BenchmarkArgs(JobArgs):
 
 
 class _Counter:
-    __slots__ = ("done", "target", "worked")
+    __slots__ = ("done", "last_at", "target", "worked")
 
     def __init__(self) -> None:
         self.worked = 0
         self.target = 0  # 0: no target
         self.done = asyncio.Event()
+        #: Monotonic time the last job was worked (what the rates are measured to).
+        self.last_at = 0.0
 
 
 class BenchmarkWorker(Worker[BenchmarkArgs]):
@@ -109,6 +111,7 @@ class BenchmarkWorker(Worker[BenchmarkArgs]):
             await asyncio.sleep(self._job_duration)
         c = self._counter
         c.worked += 1
+        c.last_at = time.monotonic()
         if c.target and c.worked >= c.target:
             c.done.set()
 
@@ -597,29 +600,41 @@ class _Bench:
                 if burn_down:
                     done_wait = asyncio.ensure_future(self.counter.done.wait())
                     waiters.append(done_wait)
-                await asyncio.wait(waiters, timeout=max(0.0, deadline - time.monotonic()))
+                await asyncio.wait(
+                    waiters,
+                    timeout=max(0.0, deadline - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 if done_wait is not None and not done_wait.done():
                     done_wait.cancel()
                 now = time.monotonic()
                 tick = now - last_tick
                 period = "2s" if abs(tick - REPORT_INTERVAL) < 0.05 else _go_duration(tick)
                 finished = bool(o.duration) and now >= started + o.duration - 0.005
+                if finished:
+                    # --duration: what was worked inside the window, up to its last job.
+                    window_worked, window_last = self.counter.worked, self.counter.last_at
         finally:
             stop_wait.cancel()
             if topper is not None:
                 topper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await topper
+        if not o.duration or not finished:
+            window_worked, window_last = self.counter.worked, self.counter.last_at
         # Soft stop: running jobs finish and every outcome is written before it returns.
         await client.stop(timeout=30)
         elapsed = time.monotonic() - started
+        # The rates: jobs / (time of the last job worked - start), as River (Go)'s bench does;
+        # not up to the next report tick nor the stop.
+        work_seconds = max(window_last - started, 1e-9) if window_worked else elapsed
         cpu = time.process_time() - cpu0
         pg_seconds = PostgresCpu.seconds(pg0, pg.sample()) if pg is not None and pg0 else None
         worked = self.counter.worked
         self.say(
             f"bench: total jobs worked [ {worked:10d} ], total jobs inserted "
-            f"[ {self.inserted:10d} ], overall job/sec [ {_rate(worked, elapsed):10.1f} ], "
-            f"running {_go_duration(elapsed)}"
+            f"[ {self.inserted:10d} ], overall job/sec "
+            f"[ {_rate(window_worked, work_seconds):10.1f} ], running {_go_duration(work_seconds)}"
         )
         cur = await conn.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE state = 'completed'").format(
@@ -628,7 +643,16 @@ class _Bench:
         )
         row = await cur.fetchone()
         completed = int(row[0]) if row else 0
-        self._summary(worked, completed, elapsed, cpu, pg_seconds, inserted_before_start)
+        self._summary(
+            worked,
+            completed,
+            elapsed,
+            cpu,
+            pg_seconds,
+            inserted_before_start,
+            window_worked,
+            work_seconds,
+        )
         if burn_down and completed < o.num_total_jobs and not self.stop_requested.is_set():
             self.say(f"bench: only {completed} of {o.num_total_jobs} jobs were completed")
             return 1
@@ -642,6 +666,8 @@ class _Bench:
         cpu: float,
         pg_seconds: float | None,
         inserted_before_start: int,
+        window_worked: int,
+        work_seconds: float,
     ) -> None:
         o = self.o
         job = "no-op" if o.job_duration <= 0 else f"{_go_duration(o.job_duration)} sleep"
@@ -654,10 +680,14 @@ class _Bench:
             + (f"; {topped:,} topped up while working)" if topped else ")")
         )
         self.say(
-            f"  worked    {worked:>10,} jobs: {_rate(worked, elapsed):>10,.0f} jobs/s "
-            f"({elapsed:.2f}s from start to stop; {job} jobs, {len(self.queue_names)} queue(s), "
+            f"  worked    {window_worked:>10,} jobs: {_rate(window_worked, work_seconds):>10,.0f} "
+            f"jobs/s ({work_seconds:.2f}s from start to the last job worked"
+            + (f" in the {_go_duration(o.duration)} window" if o.duration else "")
+            + f"; {elapsed:.2f}s to stop; {job} jobs, {len(self.queue_names)} queue(s), "
             f"max_workers {o.max_workers}{', poll only' if o.poll_only else ''})"
         )
+        if worked != window_worked:
+            self.say(f"            {worked - window_worked:>10,} more worked while stopping")
         self.say(f"  completed {completed:>10,} jobs in river_job")
         per_job = f"{cpu / worked * 1e6:,.1f} us/job" if worked else "n/a"
         self.say(
