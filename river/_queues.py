@@ -286,21 +286,7 @@ class QueueManager:
                     extra={"queue": name},
                 )
             settings = await self._apply(name, settings) or settings
-        logger.info(
-            "queue %s updated (max_workers=%d, fetch_cooldown=%gs, fetch_poll_interval=%gs)",
-            name,
-            settings.max_workers,
-            settings.fetch_cooldown,
-            settings.fetch_poll_interval,
-            extra={"queue": name},
-        )
-        self._publish(
-            EventKind.QUEUE_UPDATED,
-            name,
-            max_workers=settings.max_workers,
-            fetch_cooldown=settings.fetch_cooldown,
-            fetch_poll_interval=settings.fetch_poll_interval,
-        )
+        self._announce_update(name, settings, cluster=False)
         return self._info(name)
 
     # --- the cluster-wide override -----------------------------------------------------------
@@ -352,23 +338,34 @@ class QueueManager:
             settings = await self._apply(name, wanted)
             if settings is None:
                 return
+        self._announce_update(name, settings, cluster=True)
+
+    def _announce_update(self, name: str, settings: QueueSettings, *, cluster: bool) -> None:
+        """One INFO line and one ``queue_updated`` event (``source="cluster"`` for an
+        override) with the settings the producer runs with."""
+        extras = ""
+        if settings.autoscaled:
+            extras += f", autoscaled from min_workers={settings.min_workers}"
+        if settings.rate_limit is not None:
+            extras += f", rate_limit={settings.rate_limit}"
         logger.info(
-            "queue %s updated by its cluster-wide override (max_workers=%d, fetch_cooldown=%gs, "
-            "fetch_poll_interval=%gs)",
+            "queue %s updated%s (max_workers=%d, fetch_cooldown=%gs, fetch_poll_interval=%gs%s)",
             name,
+            " by its cluster-wide override" if cluster else "",
             settings.max_workers,
             settings.fetch_cooldown,
             settings.fetch_poll_interval,
+            extras,
             extra={"queue": name},
         )
-        self._publish(
-            EventKind.QUEUE_UPDATED,
-            name,
-            max_workers=settings.max_workers,
-            fetch_cooldown=settings.fetch_cooldown,
-            fetch_poll_interval=settings.fetch_poll_interval,
-            source="cluster",
-        )
+        details: dict[str, Any] = {
+            "max_workers": settings.max_workers,
+            "fetch_cooldown": settings.fetch_cooldown,
+            "fetch_poll_interval": settings.fetch_poll_interval,
+        }
+        if cluster:
+            details["source"] = "cluster"
+        self._publish(EventKind.QUEUE_UPDATED, name, **details)
 
     async def _apply(self, name: str, settings: QueueSettings) -> QueueSettings | None:
         """Give the running producer of ``name`` (if any) ``settings`` (the caller holds the
