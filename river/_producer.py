@@ -19,6 +19,7 @@ import asyncio
 import heapq
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
@@ -70,6 +71,9 @@ class ProducerHost(Protocol):
 #: Seconds a rate-limited producer waits before fetching again when its bucket's river_queue
 #: row was locked by another transaction.
 _BUSY_RETRY = 0.05
+#: A rate-limited producer that ran out of tokens fetches again once this many seconds' worth
+#: have come (at most the bucket's size and its free slots; at least one token).
+_RATE_BATCH = 0.1
 
 
 class _Trigger:
@@ -482,7 +486,12 @@ class Producer:
         allowed = math.floor(tokens)
         if allowed < limit and fetched >= allowed:
             left = max(tokens - fetched, 0.0)
-            self._rate_hold_until = time.monotonic() + (1.0 - left) / rate_limit.rate
+            # Wait for a small batch of tokens (a tenth of a second's worth, within the
+            # bucket and the free slots), not for each one: a fetch per job, by every process,
+            # cost more CPU than the jobs. Jittered, so processes do not all wake together.
+            need = max(1.0, min(rate_limit.capacity, limit, rate_limit.rate * _RATE_BATCH))
+            wait = max(need - left, 0.0) / rate_limit.rate
+            self._rate_hold_until = time.monotonic() + wait * random.uniform(1.0, 1.1)
         else:
             self._rate_hold_until = -math.inf
 
