@@ -111,14 +111,21 @@ _STATEMENTS, _FRAGMENTS = load_sql(*_FILES)
 
 
 class Queries:
-    """The named queries rendered for one schema; attribute access by name."""
+    """The named queries rendered for one schema; attribute access by name. ``statements`` and
+    ``fragments`` (as :func:`load_sql` returns them) default to the runtime's catalog; the
+    dashboard renders its own file with the same class (river/ui/_queries.py)."""
 
-    def __init__(self, schema: str | None) -> None:
+    def __init__(
+        self,
+        schema: str | None,
+        statements: dict[str, str] | None = None,
+        fragments: dict[str, str] | None = None,
+    ) -> None:
         self.schema = schema
-        self._q = {name: qualify(text, schema).encode() for name, text in _STATEMENTS.items()}
-        self._fragments = {
-            name: sql.SQL(qualify(text, schema)) for name, text in _FRAGMENTS.items()
-        }
+        statements = _STATEMENTS if statements is None else statements
+        fragments = _FRAGMENTS if fragments is None else fragments
+        self._q = {name: qualify(text, schema).encode() for name, text in statements.items()}
+        self._fragments = {name: sql.SQL(qualify(text, schema)) for name, text in fragments.items()}
 
     def __getattr__(self, name: str) -> bytes:
         try:

@@ -9,40 +9,20 @@ from __future__ import annotations
 
 import functools
 
-from psycopg import sql
-
-from river._driver import load_sql
-from river._schema import qualify
+from river._driver import Queries, load_sql
 
 __all__ = ["UIQueries", "ui_queries"]
 
 _STATEMENTS, _FRAGMENTS = load_sql("ui.sql")
 
 
-class UIQueries:
+class UIQueries(Queries):
     """The queries of ui.sql for one schema: statements by attribute (bytes), fragments by
-    :meth:`fragment` / :meth:`compose` (as :class:`river._driver.Queries`)."""
+    :meth:`fragment` / :meth:`compose` (the runtime's :class:`river._driver.Queries`, over the
+    dashboard's file)."""
 
     def __init__(self, schema: str | None) -> None:
-        self.schema = schema
-        self._q = {name: qualify(text, schema).encode() for name, text in _STATEMENTS.items()}
-        self._fragments = {
-            name: sql.SQL(qualify(text, schema)) for name, text in _FRAGMENTS.items()
-        }
-
-    def __getattr__(self, name: str) -> bytes:
-        try:
-            return self._q[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def fragment(self, name: str) -> sql.SQL:
-        """The fragment ``name``, rendered for this schema."""
-        return self._fragments[name]
-
-    def compose(self, name: str, **fields: sql.Composable) -> sql.Composed:
-        """The fragment ``name`` with its ``{field}`` slots filled."""
-        return self._fragments[name].format(**fields)
+        super().__init__(schema, _STATEMENTS, _FRAGMENTS)
 
 
 @functools.lru_cache(maxsize=16)
