@@ -3,11 +3,11 @@
 The app works `send_invoice` jobs; the dashboard lives under /river (pages, and its JSON API
 under /river/api). It is created with the app's client, so its periodic page shows the
 client's schedules and next runs. The hook lets in only requests with the right bearer
-token (or the cookie a browser gets from /river/?token=...).
+token (or the cookie a browser gets by signing in with it on the form the dashboard shows).
 
 Run: `RIVER_UI_TOKEN=... uvicorn examples.ui_fastapi:app` (needs `pip install
-'river-queue[ui]' fastapi`), then open http://127.0.0.1:8000/river/?token=..., or
-`python examples/ui_fastapi.py` for a self-test with an in-process HTTP client.
+'river-queue[ui]' fastapi`), then open http://127.0.0.1:8000/river/ and sign in with the
+token, or `python examples/ui_fastapi.py` for a self-test with an in-process HTTP client.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ is reported as a one-line error naming ``pip install 'river-queue[ui]'``.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -18,10 +17,7 @@ from typing import Any
 from river._commands import CommandError, Commands
 from river._names import validate_schema
 
-__all__ = ["LOOPBACK_NAMES", "add_ui_command", "normalize_base_path"]
-
-#: Host header names accepted when the dashboard listens on a loopback address.
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+__all__ = ["add_ui_command", "normalize_base_path"]
 
 _log = logging.getLogger("river.cli")
 
@@ -29,10 +25,12 @@ DESCRIPTION = """\
 Serve the dashboard: jobs, queues and periodic jobs of a River database in the browser, and
 its JSON API (docs/ui.md). Listens on 127.0.0.1:8080 unless told otherwise.
 
-Authentication comes from the environment: RIVER_UI_TOKEN (a bearer token; open the page
-once with ?token=... to sign the browser in) or RIVER_UI_BASIC_AUTH (user:password). Without
-either, anyone who can reach the port can use the dashboard: keep it on localhost, or pass
---read-only."""
+Authentication comes from the environment: RIVER_UI_TOKEN (a bearer token; the browser signs
+in with a form) or RIVER_UI_BASIC_AUTH (user:password). Without either, the dashboard listens
+only on a loopback address and answers only loopback host names (localhost, 127.0.0.1, [::1]),
+so that no other machine, and no web page on another domain (DNS rebinding), can use it; to
+listen elsewhere without authentication, pass --insecure-no-auth, and --allowed-host for each
+host name the browsers use."""
 
 
 def normalize_base_path(text: str) -> str:
@@ -43,15 +41,6 @@ def normalize_base_path(text: str) -> str:
     if any(c in path for c in "?#%\\ ") or "//" in path or "/../" in path + "/":
         raise CommandError(f"--base-path: {text!r} is not a plain URL path")
     return path
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def add_ui_command(
@@ -80,6 +69,17 @@ def add_ui_command(
     parser.add_argument(
         "--title", default="River", help="name shown in the page title (default: River)"
     )
+    parser.add_argument(
+        "--allowed-host", action="append", default=[], metavar="NAME",
+        help="a host name (or name:port) the browsers use to reach the dashboard, besides the "
+        "loopback names; repeatable; '*' accepts any (default: any with authentication, else "
+        "the loopback names and the --host address)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--insecure-no-auth", action="store_true",
+        help="listen on a non-loopback --host without RIVER_UI_TOKEN or RIVER_UI_BASIC_AUTH: "
+        "anyone who reaches the port can read every job, and change them unless --read-only",
+    )  # fmt: skip
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -91,6 +91,7 @@ def _run(args: argparse.Namespace) -> int:
         from starlette.routing import Mount, Route
 
         from river.ui import auth_from_env, create_app
+        from river.ui._hosts import is_loopback
     except ImportError as exc:
         raise CommandError(
             f"river ui needs the dashboard's dependencies ({exc.name or exc}): "
@@ -113,16 +114,26 @@ def _run(args: argparse.Namespace) -> int:
         auth = auth_from_env()
     except ValueError as exc:
         raise CommandError(str(exc)) from None
-    loopback = _is_loopback(args.host)
-    allowed = None
-    if loopback:
-        allowed = [f"{name}:{args.port}" for name in LOOPBACK_NAMES] + list(LOOPBACK_NAMES)
-    elif auth is None and not args.read_only:
+    loopback = is_loopback(args.host)
+    if auth is None and not loopback and not args.insecure_no_auth:
+        raise CommandError(
+            f"--host {args.host} without authentication would let anyone who reaches the port "
+            "read every job" + ("" if args.read_only else " and retry, cancel or delete them")
+            + ": set RIVER_UI_TOKEN or RIVER_UI_BASIC_AUTH, or pass --insecure-no-auth "
+            "(with --allowed-host for the host names the browsers use)"
+        )  # fmt: skip
+    # Without auth only loopback names are answered (DNS rebinding), and with --allowed-host
+    # only those: the address listened on (not a wildcard) is one more a browser may use.
+    allowed: list[str] | None = list(args.allowed_host) or None
+    if (allowed is not None or auth is None) and not loopback:
+        own = [] if args.host in ("0.0.0.0", "::") else [args.host]
+        allowed = [*(allowed or []), *own]
+    if auth is None and not loopback:
         sys.stderr.write(
             f"warning: listening on {args.host} without authentication: anyone who reaches "
-            "the port can retry, cancel and delete jobs (set RIVER_UI_TOKEN or "
-            "RIVER_UI_BASIC_AUTH, or pass --read-only)\n"
-        )
+            "the port can read every job"
+            + ("" if args.read_only else " and retry, cancel and delete them") + "\n"
+        )  # fmt: skip
     dashboard = create_app(
         conninfo.make_conninfo("", **params),
         schema=schema,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 import river
-from river.ui import _data
+from river.ui import _api, _data
 from river.ui._queries import ui_queries
 from tests.conftest import REPO_ROOT
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.anyio
 from river.ui import Dashboard, auth_from_env, basic_auth, bearer_token, create_app  # noqa: E402
 from river.ui._app import CONTENT_SECURITY_POLICY  # noqa: E402
 
-HOST = "http://testserver"
+HOST = "http://localhost"
 
 
 # --------------------------------------------------------------------------------------------
@@ -239,12 +240,38 @@ async def test_job_list_filters_and_sorts(
     assert await ids('q={"user": {"id": 7}}') == [tagged]
     assert await ids('q={"tenant": "acme"}') == sql_ids("metadata->>'tenant' = 'acme'")
     assert await ids("order=asc") == sql_ids("true", "id ASC")
-    # "time" follows the states shown: finalized_at for finalized ones, scheduled_at waiting.
-    assert await ids("state=completed,discarded,cancelled&sort=time") == sql_ids(
-        "state IN ('completed', 'discarded', 'cancelled')", "finalized_at DESC, id DESC"
+    # "time" where an index returns that order: one finalized state by finalized_at, one
+    # waiting state of one queue and one priority by scheduled_at, running by attempted_at.
+    insert_job(conn, kind="report", queue="reports", state="scheduled",
+               scheduled_at=datetime.now(UTC) + timedelta(minutes=5))  # fmt: skip
+    assert await ids("state=completed&sort=time") == sql_ids(
+        "state = 'completed'", "finalized_at DESC, id DESC"
     )
-    assert await ids("state=available,scheduled&sort=time&order=asc") == sql_ids(
-        "state IN ('available', 'scheduled')", "scheduled_at ASC, id ASC"
+    assert await ids("state=scheduled&queue=reports&priority=1&sort=time&order=asc") == sql_ids(
+        "state = 'scheduled' AND queue = 'reports' AND priority = 1", "scheduled_at ASC, id ASC"
+    )
+    assert await ids("state=running&sort=time") == sql_ids("state = 'running'")
+    assert await ids(f"id={tagged},1&sort=time&order=asc") == sql_ids(
+        f"id IN ({tagged}, 1)", "created_at ASC, id ASC"
+    )
+    # Elsewhere it would sort every matching row on each page: id order, and the reason.
+    for query, reason in [
+        ("state=completed,discarded,cancelled", "needs one state"),
+        ("", "needs one state"),
+        ("state=available", "one queue and one priority"),
+        ("state=scheduled&queue=reports", "one queue and one priority"),
+        ("state=completed&q=example", "text or tag search"),
+    ]:
+        body = (await http.get(f"/api/jobs?{query}&sort=time")).json()
+        assert body["sort"] == "id", query
+        assert body["sort_column"] == "id", query
+        assert reason in body["sort_note"], query
+        assert [j["id"] for j in body["jobs"]] == (await ids(query)), query
+    served = (await http.get("/api/jobs?state=completed&sort=time")).json()
+    assert (served["sort"], served["sort_column"], served["sort_note"]) == (
+        "time",
+        "finalized_at",
+        None,
     )
     page = (await http.get("/api/jobs?kind=report")).json()["jobs"]
     retryable = next(j for j in page if j["state"] == "retryable")
@@ -429,7 +456,10 @@ async def test_bulk_actions_on_ids(conn: psycopg.Connection, http: httpx.AsyncCl
     response = await http.post(
         "/api/jobs/bulk", json={"action": "retry", "ids": ids[:3]}, headers=headers
     )
-    assert response.json() == {"action": "retry", "matched": 3, "changed": 3, "skipped": 0}
+    assert response.json() == {
+        "action": "retry", "matched": 3, "changed": 3, "skipped": 0, "conflicts": 0,
+        "next": None, "stopped": None,
+    }  # fmt: skip
     states = dict(conn.execute("SELECT id, state::text FROM river_job"))
     assert [states[i] for i in ids] == ["available"] * 3 + ["discarded"] * 2
 
@@ -448,7 +478,10 @@ async def test_bulk_actions_on_ids(conn: psycopg.Connection, http: httpx.AsyncCl
     response = await http.post(
         "/api/jobs/bulk", json={"action": "delete", "ids": [*ids, running]}, headers=headers
     )
-    assert response.json() == {"action": "delete", "matched": 6, "changed": 5, "skipped": 1}
+    assert response.json() == {
+        "action": "delete", "matched": 6, "changed": 5, "skipped": 1, "conflicts": 0,
+        "next": None, "stopped": None,
+    }  # fmt: skip
     assert [r[0] for r in conn.execute("SELECT id FROM river_job")] == [running]
 
 
@@ -468,10 +501,14 @@ async def test_bulk_action_on_all_matching_stops_at_the_count(
             "action": "retry",
             "filter": {"kind": "bulk", "state": ["discarded"]},
             "max_id": count["max_id"],
+            "count": count["count"],
         },
         headers=headers,
     )
-    assert response.json() == {"action": "retry", "matched": 2000, "changed": 2000, "skipped": 0}
+    assert response.json() == {
+        "action": "retry", "matched": 2000, "changed": 2000, "skipped": 0, "conflicts": 0,
+        "next": None, "stopped": None,
+    }  # fmt: skip
     left = dict(conn.execute("SELECT kind || ':' || state, count(*) FROM river_job GROUP BY 1"))
     assert left == {
         "bulk:available": 2000,
@@ -482,6 +519,190 @@ async def test_bulk_action_on_all_matching_stops_at_the_count(
     assert conn.execute("SELECT state::text FROM river_job WHERE id = %s", (late,)).fetchone() == (
         "discarded",
     )
+
+
+async def _bulk_all(
+    http: httpx.AsyncClient, action: str, flt: dict[str, Any], **extra: Any
+) -> list[dict[str, Any]]:
+    """A bulk action over a filter as the page runs it: count, confirm, call until done."""
+    count = (await http.get("/api/jobs/count", params=flt)).json()
+    body: dict[str, Any] = {"action": action, "filter": flt, "max_id": count["max_id"]}
+    body["count"] = count["count"]
+    body.update(extra)
+    headers = await csrf_of(http)
+    answers = []
+    for _ in range(100):
+        response = await http.post("/api/jobs/bulk", json=body, headers=headers)
+        assert response.status_code == 200, response.text
+        answers.append(response.json())
+        if answers[-1].get("next") is None:
+            break
+        body.update(answers[-1]["next"])
+    return answers
+
+
+async def test_bulk_over_a_filter_acts_only_on_jobs_that_still_match(
+    conn: psycopg.Connection, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that leaves the filter between the batch's read and its statement is left alone
+    (it was deleted by "delete all available" when completed meanwhile)."""
+    ids = [insert_job(conn, kind="race") for _ in range(4)]
+    victim = ids[1]
+    original = _data.matching_ids_op
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        found = yield from original(*args, **kwargs)
+        conn.execute(
+            "UPDATE river_job SET state = 'completed', finalized_at = now() WHERE id = %s",
+            (victim,),
+        )
+        return found
+
+    monkeypatch.setattr(_data, "matching_ids_op", racing)
+    (answer,) = await _bulk_all(http, "delete", {"kind": "race", "state": "available"})
+    assert (answer["matched"], answer["changed"], answer["skipped"]) == (4, 3, 1)
+    left = list(conn.execute("SELECT id, state::text FROM river_job"))
+    assert left == [(victim, "completed")]
+
+
+async def test_bulk_over_a_filter_never_acts_on_more_than_confirmed(
+    conn: psycopg.Connection, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [insert_job(conn, kind="grow", state="discarded") for _ in range(4)]
+    late = insert_job(conn, kind="grow")  # available for now
+    flt = {"kind": "grow", "state": "discarded"}
+    count = (await http.get("/api/jobs/count", params=flt)).json()
+    assert count["count"] == 4
+    conn.execute(
+        "UPDATE river_job SET state = 'discarded', finalized_at = now() WHERE id = %s", (late,)
+    )
+    # Five jobs match now, up to the max_id confirmed: nothing is done, and the answer says why.
+    body = {"action": "retry", "filter": flt, "max_id": late, "count": 4}
+    response = await http.post("/api/jobs/bulk", json=body, headers=await csrf_of(http))
+    answer = response.json()
+    assert answer["stopped"]
+    assert "more jobs match" in answer["stopped"]
+    assert (answer["matched"], answer["changed"], answer["next"]) == (0, 0, None)
+    assert {r[0] for r in conn.execute("SELECT state::text FROM river_job")} == {"discarded"}
+
+    # A job that joins the filter while the action runs: it stops at the count confirmed.
+    conn.execute(
+        "UPDATE river_job SET state = 'available', finalized_at = NULL WHERE id = %s", (late,)
+    )
+    monkeypatch.setattr(_api, "BULK_BATCH", 2)
+    original = _data.bulk_op
+
+    def joining(*args: Any, **kwargs: Any) -> Any:
+        result = yield from original(*args, **kwargs)
+        conn.execute(
+            "UPDATE river_job SET state = 'discarded', finalized_at = now() WHERE id = %s",
+            (late,),
+        )
+        return result
+
+    monkeypatch.setattr(_data, "bulk_op", joining)
+    body["max_id"] = late
+    response = await http.post("/api/jobs/bulk", json=body, headers=await csrf_of(http))
+    answer = response.json()
+    assert answer["changed"] == 4
+    assert answer["stopped"]
+    assert "more jobs match" in answer["stopped"]
+    states = dict(conn.execute("SELECT id, state::text FROM river_job"))
+    assert [states[i] for i in ids] == ["available"] * 4
+    assert states[late] == "discarded"
+
+
+async def test_bulk_over_a_filter_goes_on_in_bounded_calls(
+    conn: psycopg.Connection, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_api, "BULK_BATCH", 2)
+    monkeypatch.setattr(_api, "BULK_PER_CALL", 3)
+    ids = [insert_job(conn, kind="steps", state="cancelled") for _ in range(7)]
+    answers = await _bulk_all(http, "delete", {"kind": "steps"})
+    assert [a["matched"] for a in answers] == [4, 3]
+    assert answers[0]["next"] == {"after_id": ids[3], "matched_before": 4}
+    assert sum(a["changed"] for a in answers) == 7
+    assert conn.execute("SELECT count(*) FROM river_job").fetchone() == (0,)
+
+
+async def test_a_second_bulk_action_is_refused_while_one_runs(
+    conn: psycopg.Connection, dashboard: Dashboard, http: httpx.AsyncClient
+) -> None:
+    job = insert_job(conn, state="discarded")
+    headers = await csrf_of(http)
+    async with dashboard.api._bulk_lock:
+        response = await http.post(
+            "/api/jobs/bulk", json={"action": "delete", "ids": [job]}, headers=headers
+        )
+    assert response.status_code == 409
+    assert "another bulk action" in response.json()["error"]
+    assert conn.execute("SELECT count(*) FROM river_job").fetchone() == (1,)
+
+
+#: River's default unique states (every state but cancelled and discarded) as an integer.
+DEFAULT_UNIQUE_STATES = 0b11110101
+
+
+def make_unique(conn: psycopg.Connection, job_id: int, key: bytes) -> None:
+    conn.execute(
+        "UPDATE river_job SET unique_key = %s, unique_states = %s::integer::bit(8) WHERE id = %s",
+        (key, DEFAULT_UNIQUE_STATES, job_id),
+    )
+
+
+async def test_retry_of_a_job_whose_unique_key_is_held(
+    conn: psycopg.Connection, db_url: str, http: httpx.AsyncClient
+) -> None:
+    holder = insert_job(conn, kind="uniq")
+    make_unique(conn, holder, b"key-1")
+    old = insert_job(conn, kind="uniq", state="discarded", attempt=25)
+    make_unique(conn, old, b"key-1")  # discarded: not in its unique states, so allowed
+    # The admin API refuses the same retry (a unique violation): the dashboard says why.
+    async with river.AsyncClient(db_url) as client:
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            await client.job_retry(old)
+    response = await http.post(f"/api/jobs/{old}/retry", headers=await csrf_of(http))
+    assert response.status_code == 409, response.text
+    body = response.json()
+    assert body["field"] == "unique_key"
+    assert body["conflict"] == {"id": holder, "state": "available"}
+    assert f"job {holder} (available) holds the same unique key" in body["error"]
+    assert conn.execute("SELECT state::text FROM river_job WHERE id = %s", (old,)).fetchone() == (
+        "discarded",
+    )
+
+
+async def test_bulk_retry_skips_unique_conflicts(
+    conn: psycopg.Connection, http: httpx.AsyncClient
+) -> None:
+    holder = insert_job(conn, kind="uniq")
+    make_unique(conn, holder, b"held")
+    blocked = insert_job(conn, kind="uniq", state="discarded")
+    make_unique(conn, blocked, b"held")
+    first, second = (insert_job(conn, kind="uniq", state="discarded") for _ in range(2))
+    make_unique(conn, first, b"twice")  # two discarded jobs of one key: only one may come back
+    make_unique(conn, second, b"twice")
+    plain = insert_job(conn, kind="uniq", state="discarded")
+    response = await http.post(
+        "/api/jobs/bulk",
+        json={"action": "retry", "ids": [blocked, first, second, plain]},
+        headers=await csrf_of(http),
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert (answer["matched"], answer["changed"], answer["conflicts"], answer["skipped"]) == (
+        4, 2, 2, 2,
+    )  # fmt: skip
+    states = dict(conn.execute("SELECT id, state::text FROM river_job"))
+    assert states == {
+        holder: "available", blocked: "discarded", first: "available", second: "discarded",
+        plain: "available",
+    }  # fmt: skip
+    # Over a filter too, batch after batch.
+    conn.execute("UPDATE river_job SET state = 'discarded', finalized_at = now() WHERE id = %s",
+                 (first,))  # fmt: skip
+    (answer,) = await _bulk_all(http, "retry", {"kind": "uniq", "state": "discarded"})
+    assert (answer["matched"], answer["changed"], answer["conflicts"]) == (3, 1, 2)
 
 
 async def test_queue_endpoints(conn: psycopg.Connection, http: httpx.AsyncClient) -> None:
@@ -570,6 +791,17 @@ async def test_bad_query_input_is_400_naming_the_field(
             "filter.color",
         ),
         ("/api/jobs/bulk", {"action": "retry", "filter": {}}, "max_id"),
+        ("/api/jobs/bulk", {"action": "retry", "filter": {}, "max_id": 9}, "count"),
+        (
+            "/api/jobs/bulk",
+            {"action": "retry", "filter": {}, "max_id": 9, "count": 2, "matched_before": 3},
+            "matched_before",
+        ),
+        (
+            "/api/jobs/bulk",
+            {"action": "retry", "filter": {}, "max_id": 9, "count": 2, "after_id": 10},
+            "after_id",
+        ),
         ("/api/jobs/bulk", [1, 2], "body"),
         ("/api/queues/default/settings", {"max_workers": 0}, "max_workers"),
         ("/api/queues/default/settings", {"max_workers": "many"}, "max_workers"),
@@ -704,6 +936,73 @@ async def test_bearer_token(db_url: str) -> None:
         bearer_token("short")
 
 
+async def test_token_sign_in_never_redirects_to_another_site(db_url: str) -> None:
+    token = "s3cret-token-0123456789"
+    app = create_app(db_url, auth=bearer_token(token))
+    try:
+        async with client_for(app) as http:
+            for path, expected in [
+                (f"//evil.example/?token={token}", "/evil.example/"),
+                (f"///evil.example/x?token={token}&a=1", "/evil.example/x?a=1"),
+                (f"/%5Cevil.example/?token={token}", "/%5Cevil.example/"),
+                (f"/jobs?token={token}", "/jobs"),
+            ]:
+                http.cookies.clear()
+                response = await http.get(f"http://localhost{path}")
+                assert response.status_code == 303, path
+                location = response.headers["location"]
+                assert location == expected, path
+                assert not location.startswith(("//", "/\\"))
+                assert "://" not in location
+    finally:
+        await app.close()
+
+
+async def test_sign_in_form(db_url: str) -> None:
+    """A browser signs in with a POSTed form: the token stays out of URLs and access logs."""
+    token = "s3cret-token-0123456789"
+    app = create_app(db_url, auth=bearer_token(token))
+    html_accept = {"Accept": "text/html,application/xhtml+xml"}
+    try:
+        async with client_for(app) as http:
+            form = await http.get("/jobs?state=running", headers=html_accept)
+            assert form.status_code == 401
+            assert form.headers["content-type"].startswith("text/html")
+            assert 'action="/login"' in form.text
+            assert 'name="next" value="/jobs?state=running"' in form.text
+            assert form.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+            # Scripts and the API keep their JSON answer.
+            assert (await http.get("/api/meta", headers=html_accept)).json()["error"]
+            wrong = await http.post("/login", data={"token": "nope", "next": "/jobs"})
+            assert wrong.status_code == 403
+            assert "set-cookie" not in wrong.headers
+            signed = await http.post("/login", data={"token": token, "next": "/jobs?state=x"})
+            assert signed.status_code == 303
+            assert signed.headers["location"] == "/jobs?state=x"
+            assert "HttpOnly" in signed.headers["set-cookie"]
+            assert (await http.get("/api/meta")).status_code == 200  # the cookie jar sent it
+        async with client_for(app) as fresh:
+            for target in ("//evil.example/", "https://evil.example/", "/\\evil.example"):
+                away = await fresh.post("/login", data={"token": token, "next": target})
+                assert away.status_code == 303
+                assert away.headers["location"] in ("/", "/evil.example", "/evil.example/")
+    finally:
+        await app.close()
+
+
+async def test_assets_are_cached_privately_behind_auth(db_url: str) -> None:
+    token = "s3cret-token-0123456789"
+    for auth, expected in [(bearer_token(token), "private"), (None, "public")]:
+        app = create_app(db_url, auth=auth)
+        try:
+            async with client_for(app) as http:
+                js = await http.get("/static/app.js", headers={"Authorization": f"Bearer {token}"})
+                assert js.status_code == 200
+                assert js.headers["cache-control"] == f"{expected}, max-age=3600"
+        finally:
+            await app.close()
+
+
 async def test_basic_auth_and_env(db_url: str) -> None:
     app = create_app(db_url, auth=basic_auth("admin", "pa:ss"))
     good = "Basic " + base64.b64encode(b"admin:pa:ss").decode()
@@ -744,7 +1043,7 @@ async def test_csrf_protection(conn: psycopg.Connection, http: httpx.AsyncClient
         assert response.json()["field"] == "csrf"
     assert conn.execute("SELECT paused_at FROM river_queue").fetchone() == (None,)
     ok = await http.post(
-        path, headers={**good, "Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
+        path, headers={**good, "Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
     )
     assert ok.status_code == 200
     for method in ("PUT", "DELETE", "PATCH"):
@@ -779,16 +1078,66 @@ async def test_read_only_refuses_every_mutation(conn: psycopg.Connection, db_url
 
 
 async def test_allowed_hosts(db_url: str) -> None:
-    app = create_app(db_url, allowed_hosts=["localhost", "localhost:8080"])
+    app = create_app(db_url, allowed_hosts=["jobs.example.com", "other.example:8443"])
     try:
-        async with client_for(app, base_url="http://localhost:8080") as http:
-            assert (await http.get("/api/meta")).status_code == 200
-        async with client_for(app, base_url="http://rebound.example") as http:
-            response = await http.get("/api/meta")
-            assert response.status_code == 400
-            assert "host" in response.json()["error"]
+        for base, status in [
+            ("http://jobs.example.com", 200),
+            ("http://jobs.example.com:8080", 200),
+            ("http://other.example:8443", 200),
+            ("http://other.example:9000", 400),
+            ("http://localhost:8080", 200),  # loopback names: always
+            ("http://rebound.example", 400),
+        ]:
+            async with client_for(app, base_url=base) as http:
+                response = await http.get("/api/meta")
+                assert response.status_code == status, base
+        assert response.json()["field"] == "host"
+        assert "allowed_hosts" in response.json()["error"]
     finally:
         await app.close()
+
+
+async def test_without_auth_only_loopback_host_names_are_answered(db_url: str) -> None:
+    """DNS rebinding: a page of attacker.example re-pointed at 127.0.0.1 must not read the CSRF
+    token (nor anything) of a dashboard mounted without auth."""
+    app = create_app(db_url)
+    try:
+        for base in (
+            "http://localhost",
+            "http://localhost:8080",
+            "http://127.0.0.1:8080",
+            "http://127.0.0.2:9000",
+            "http://[::1]:8080",
+        ):
+            async with client_for(app, base_url=base) as http:
+                assert (await http.get("/api/meta")).status_code == 200, base
+        async with client_for(app, base_url="http://attacker.example:8080") as http:
+            for path in ("/api/meta", "/", "/static/app.js"):
+                response = await http.get(path)
+                assert response.status_code == 400, path
+                assert "csrf_token" not in response.text
+            error = response.json()["error"]
+            assert "allowed_hosts" in error
+            assert "auth" in error
+            assert response.json()["field"] == "host"
+        for header in ("", "localhost:80:80", "[::1", "localhost:x"):
+            async with client_for(app) as http:
+                response = await http.get("/api/meta", headers={"Host": header})
+                assert response.status_code == 400, header
+    finally:
+        await app.close()
+    # With an auth hook, or allowed_hosts=["*"], any name is answered.
+    for app in (
+        create_app(db_url, auth=lambda request: True),
+        create_app(db_url, allowed_hosts=["*"]),
+    ):
+        try:
+            async with client_for(app, base_url="http://jobs.example.com") as http:
+                assert (await http.get("/api/meta")).status_code == 200
+        finally:
+            await app.close()
+    with pytest.raises(river.RiverError, match="allowed_hosts"):
+        create_app(db_url, allowed_hosts="localhost")  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
@@ -936,6 +1285,205 @@ async def test_deep_pages_cost_what_the_first_costs(
     print(f"API deep page: {min(timings) * 1000:.1f} ms (best of 3)")
 
 
+async def test_counts_are_capped_per_queue_and_state(
+    conn: psycopg.Connection, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_data, "COUNT_CAP", 5)
+    for _ in range(7):
+        insert_job(conn, queue="big")
+    for _ in range(3):
+        insert_job(conn, queue="small")
+    insert_job(conn, queue="small", state="completed")
+    overview = (await http.get("/api/overview")).json()
+    assert overview["states"]["available"] == 5 + 3  # "big" capped at 5, "small" exact
+    assert overview["states"]["completed"] == 1
+    assert overview["capped"] == ["available"]
+    assert overview["count_cap"] == 5
+    queues = {q["name"]: q for q in overview["queues"]}
+    assert (queues["big"]["counts"]["available"], queues["big"]["capped"]) == (5, ["available"])
+    assert (queues["small"]["counts"]["available"], queues["small"]["capped"]) == (3, [])
+    small = (await http.get("/api/counts?queue=small")).json()
+    assert (small["total"], small["capped"]) == (4, [])
+
+
+async def test_text_search_reads_a_bounded_window_and_goes_on(
+    conn: psycopg.Connection, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_data, "SCAN_WINDOW", 10)
+    for i in range(45):
+        insert_job(conn, args={"n": i, "needle": "yes" if i % 7 == 0 else "no"})
+    (low, high) = conn.execute("SELECT min(id), max(id) FROM river_job").fetchone()
+    for order, sql_order in (("desc", "id DESC"), ("asc", "id ASC")):
+        seen: list[int] = []
+        windows: list[tuple[int, int]] = []
+        after = ""
+        for _ in range(20):
+            page = (await http.get(f"/api/jobs?q=yes&limit=3&order={order}{after}")).json()
+            assert page["sort"] == "id"
+            searched = page["searched"]
+            assert searched["high_id"] - searched["low_id"] < 10  # never more than the window
+            windows.append((searched["low_id"], searched["high_id"]))
+            seen += [j["id"] for j in page["jobs"]]
+            if page["next"] is None:
+                break
+            after = f"&after={page['next']}"
+        expected = [
+            r[0]
+            for r in conn.execute(
+                f"SELECT id FROM river_job WHERE args->>'needle' = 'yes' ORDER BY {sql_order}"
+            )
+        ]
+        assert seen == expected, order
+        assert min(w[0] for w in windows) == low
+        assert max(w[1] for w in windows) == high
+    # A tag filter is bounded too; a JSON object (the GIN indexes) and a state are not.
+    assert (await http.get("/api/jobs?tag=x")).json()["searched"] is not None
+    assert (await http.get('/api/jobs?q={"n": 3}')).json()["searched"] is None
+    assert (await http.get("/api/jobs?state=available&q=yes")).json()["searched"] is not None
+    assert (await http.get("/api/jobs?state=available&queue=x")).json()["searched"] is None
+    # A bulk action over a text filter walks the same windows, every match found.
+    monkeypatch.setattr(_api, "BULK_WINDOWS_PER_CALL", 2)
+    answers = await _bulk_all(http, "cancel", {"q": "yes"})
+    assert len(answers) > 1
+    assert sum(a["changed"] for a in answers) == len(expected)
+    (cancelled,) = conn.execute(
+        "SELECT count(*) FROM river_job WHERE state = 'cancelled' AND args->>'needle' = 'yes'"
+    ).fetchone()
+    assert cancelled == len(expected)
+
+
+def _explain(conn: psycopg.Connection, op: Any, analyze: bool = False) -> dict[str, Any]:
+    """The plan (JSON) of the first statement of a sans-IO op."""
+    query = next(op)
+    text = query.sql.as_string(conn) if not isinstance(query.sql, bytes) else query.sql.decode()
+    options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
+    with conn.cursor() as cur:
+        cur.execute(f"EXPLAIN ({options}) {text}".encode(), query.params)
+        row = cur.fetchone()
+    assert row is not None
+    plan: dict[str, Any] = row[0][0]
+    return plan
+
+
+async def test_no_path_of_the_dashboard_scans_the_table(conn: psycopg.Connection) -> None:
+    """On 20,000 jobs with statistics (ANALYZE, enable_seqscan on), no query the dashboard
+    keeps reads the whole table: every plan finds its rows through an index."""
+    conn.execute(
+        """
+        INSERT INTO river_job (kind, queue, state, args, max_attempts, attempt, priority,
+                               scheduled_at, attempted_at, finalized_at, attempted_by, errors,
+                               tags, metadata, unique_key, unique_states)
+        SELECT 'k' || (i % 9), 'q' || (i % 4), s.state::river_job_state,
+               jsonb_build_object('i', i), 25, 1, 1 + i % 2,
+               now() - make_interval(secs => 20000 - i),
+               CASE WHEN s.state IN ('running', 'completed', 'discarded', 'retryable')
+                    THEN now() - make_interval(secs => 20000 - i) END,
+               CASE WHEN s.state IN ('completed', 'discarded', 'cancelled')
+                    THEN now() - make_interval(mins => (20000 - i) / 2) END,
+               ARRAY['host-' || (i % 3)],
+               CASE WHEN s.state IN ('discarded', 'retryable') THEN ARRAY[jsonb_build_object(
+                   'at', now(), 'attempt', 1, 'error', 'boom', 'trace', '')] END,
+               ARRAY['t' || (i % 50)]::varchar(255)[],
+               CASE WHEN i % 500 = 0 THEN '{"periodic": true}'::jsonb ELSE '{}'::jsonb END,
+               CASE WHEN i % 10 = 0 THEN sha256(i::text::bytea) END,
+               CASE WHEN i % 10 = 0 THEN 245::integer::bit(8) END
+        FROM generate_series(1, 20000) AS i,
+             LATERAL (SELECT CASE
+                 WHEN i % 50 = 0 THEN 'available' WHEN i % 50 = 1 THEN 'scheduled'
+                 WHEN i % 50 = 2 THEN 'retryable' WHEN i % 200 = 3 THEN 'running'
+                 WHEN i % 50 = 4 THEN 'discarded' WHEN i % 100 = 5 THEN 'cancelled'
+                 ELSE 'completed' END AS state) AS s
+        """
+    )
+    conn.execute("ANALYZE river_job")
+    q = ui_queries(None)
+    runtime = river._driver.queries_for(None)
+    state = river.JobState
+    jf = _data.JobFilter
+    (max_id,) = conn.execute("SELECT max(id) FROM river_job").fetchone()
+    (unique_job,) = conn.execute(
+        "SELECT id FROM river_job WHERE unique_key IS NOT NULL LIMIT 1"
+    ).fetchone()
+    batch = list(range(max_id - 999, max_id + 1))
+    now = datetime.now(UTC)
+    paths: list[tuple[str, Any]] = [
+        ("list, newest first", _data.job_page_op(q, jf())),
+        ("list, oldest first", _data.job_page_op(q, jf(), descending=False)),
+        ("list of a state, by id", _data.job_page_op(q, jf(states=(state.AVAILABLE,)))),
+        ("list of completed, by id", _data.job_page_op(q, jf(states=(state.COMPLETED,)))),
+        (
+            "list of discarded, by time",
+            _data.job_page_op(q, jf(states=(state.DISCARDED,)), sort="time"),
+        ),
+        (
+            "list of completed of a kind, by time",
+            _data.job_page_op(q, jf(states=(state.COMPLETED,), kinds=("k3",)), sort="time"),
+        ),
+        (
+            "list of available of one queue and priority, by time",
+            _data.job_page_op(
+                q,
+                jf(states=(state.AVAILABLE,), queues=("q1",), priorities=(2,)),
+                sort="time",
+                descending=False,
+            ),
+        ),
+        (
+            "list of running, by time",
+            _data.job_page_op(q, jf(states=(state.RUNNING,)), sort="time"),
+        ),
+        ("list of a kind", _data.job_page_op(q, jf(kinds=("k2",)))),
+        ("text search, no match", _data.job_page_op(q, jf(text="nowhere"), window=5000)),
+        ("tag search", _data.job_page_op(q, jf(tags=("t7",)), window=5000)),
+        ("JSON search", _data.job_page_op(q, jf(text='{"i": 42}'))),
+        ("counts", _data.counts_op(q)),
+        ("throughput, 60 minutes", _data.throughput_op(q, minutes=60)),
+        ("throughput, 1440 minutes", _data.throughput_op(q, minutes=1440)),
+        ("overview (counts)", _data.overview_op(q, runtime)),
+        ("kinds", _data.kinds_op(q)),
+        ("periodic runs", _data.periodic_runs_op(q)),
+        ("count of discarded", _data.count_op(q, jf(states=(state.DISCARDED,)))),
+        (
+            "count up to the confirmed",
+            _data.count_upto_op(q, jf(states=(state.DISCARDED,)), max_id=max_id, limit=401),
+        ),
+        (
+            "bulk batch ids",
+            _data.matching_ids_op(
+                q, jf(states=(state.DISCARDED,)), after_id=0, upper_id=max_id, limit=1000
+            ),
+        ),
+        ("bulk retry", _data.bulk_op(q, "retry", batch, now, jf(states=(state.DISCARDED,)))),
+        ("bulk cancel", _data.bulk_op(q, "cancel", batch, now, jf(kinds=("k1",)))),
+        ("bulk delete", _data.bulk_op(q, "delete", batch, now, jf(text="x"))),
+        ("unique holder", _data.unique_holder_op(q, unique_job)),
+        ("id bounds", _data.id_bounds_op(q)),
+    ]
+    failures = {}
+    for label, op in paths:
+        plan = _explain(conn, op)
+        nodes = [
+            f"{n['Node Type']} {n.get('Relation Name', '')}".strip() for n in _nodes(plan["Plan"])
+        ]
+        if "Seq Scan river_job" in nodes:
+            failures[label] = nodes
+    # The later statements of the ops with several (throughput's failed attempts, the
+    # overview's active clients) are checked one by one too.
+    for label, statement, params in [
+        ("failed attempts", q.ui_failures, {"minutes": 1440, "queue": None}),
+        ("active clients", q.ui_active_clients, {"minutes": 5}),
+    ]:
+        with conn.cursor() as cur:
+            cur.execute(b"EXPLAIN (FORMAT JSON) " + statement, params)
+            plan = cur.fetchone()[0][0]  # type: ignore[index]
+        nodes = [
+            f"{n['Node Type']} {n.get('Relation Name', '')}".strip() for n in _nodes(plan["Plan"])
+        ]
+        if "Seq Scan river_job" in nodes:
+            failures[label] = nodes
+    assert failures == {}, json.dumps(failures, indent=1)
+
+
 # --------------------------------------------------------------------------------------------
 # Packaging and start-up
 # --------------------------------------------------------------------------------------------
@@ -979,6 +1527,103 @@ def test_import_river_does_not_load_starlette_and_the_extra_is_named() -> None:
     )
     assert result.returncode == 1
     assert "pip install 'river-queue[ui]'" in result.stderr
+
+
+def _connections(conn: psycopg.Connection, app_name: str = "river ui") -> int:
+    (n,) = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name = %s AND datname = current_database()",
+        (app_name,),
+    ).fetchone()
+    return int(n)
+
+
+async def test_a_busy_pool_answers_busy_and_never_grows_past_its_size(
+    conn: psycopg.Connection, db_url: str
+) -> None:
+    """Slow requests hold every connection: the others get a 503 that says so, within the
+    wait timeout asked for, and no new pool (nor connection) comes to replace the busy one."""
+    import anyio
+
+    job = insert_job(conn, state="available")
+    app = create_app(db_url, pool_size=2, wait_timeout=0.3)
+    try:
+        async with client_for(app) as http, anyio.create_task_group() as tg:
+            headers = await csrf_of(http)
+            assert (await http.get("/api/overview")).status_code == 200
+            slow: list[httpx.Response] = []
+
+            async def cancel() -> None:
+                slow.append(await http.post(f"/api/jobs/{job}/cancel", headers=headers))
+
+            with conn.transaction():
+                conn.execute("SELECT 1 FROM river_job WHERE id = %s FOR UPDATE", (job,))
+                tg.start_soon(cancel)
+                tg.start_soon(cancel)
+                for _ in range(100):  # both wait on the row lock, holding both connections
+                    (waiting,) = conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+                        " 'river ui' AND wait_event_type = 'Lock'"
+                    ).fetchone()
+                    if waiting == 2:
+                        break
+                    await anyio.sleep(0.02)
+                for _ in range(3):
+                    started = time.monotonic()
+                    busy = await http.get("/api/jobs?limit=1")  # not a shared (cached) read
+                    assert time.monotonic() - started < 2  # wait_timeout=0.3, not 3
+                    assert busy.status_code == 503
+                    assert busy.json()["reason"] == "busy"
+                    assert "busy" in busy.json()["error"]
+                    assert "database up" not in busy.json()["error"]
+                    assert _connections(conn) <= 2
+            # The lock released: the slow requests end, and the pool serves again.
+        assert [r.status_code for r in slow] == [200, 200]
+        async with client_for(app) as http:
+            assert (await http.get("/api/overview")).status_code == 200
+        assert _connections(conn) <= 2
+    finally:
+        await app.close()
+
+
+async def test_timeouts_hold_on_a_pool_of_the_caller(conn: psycopg.Connection, db_url: str) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    job = insert_job(conn, state="available")
+    pool = AsyncConnectionPool(
+        db_url, min_size=1, max_size=1, open=False, kwargs={"autocommit": True}
+    )
+    await pool.open(wait=True)
+    app = create_app(pool, statement_timeout=0.5, wait_timeout=0.3)
+    try:
+        async with client_for(app) as http:
+            headers = await csrf_of(http)
+            with conn.transaction():
+                conn.execute("SELECT 1 FROM river_job WHERE id = %s FOR UPDATE", (job,))
+                started = time.monotonic()
+                with anyio_fail_after(5):
+                    cut = await http.post(f"/api/jobs/{job}/cancel", headers=headers)
+                assert cut.status_code == 504, cut.text
+                assert time.monotonic() - started < 3
+            # The timeout was the transaction's: the pool's connection keeps the server's.
+            async with pool.connection() as c:
+                assert (await (await c.execute("SHOW statement_timeout")).fetchone()) == ("0",)
+                # Its only connection taken: the dashboard waits wait_timeout, then says busy.
+                started = time.monotonic()
+                busy = await http.get("/api/jobs?limit=1")
+                assert busy.status_code == 503
+                assert busy.json()["reason"] == "busy"
+                assert time.monotonic() - started < 2
+            assert (await http.get("/api/overview")).status_code == 200
+    finally:
+        await app.close()
+        await pool.close()
+
+
+def anyio_fail_after(seconds: float) -> Any:
+    import anyio
+
+    return anyio.fail_after(seconds)
 
 
 async def test_missing_schema_and_unreachable_database(db_url: str) -> None:
@@ -1073,3 +1718,49 @@ def test_river_ui_serves_under_a_base_path_on_localhost_only(db_url: str) -> Non
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert f"serving on http://127.0.0.1:{port}/jobs/ (read-only)" in out
+
+
+def test_river_ui_refuses_a_network_address_without_auth(db_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVER_UI_")}
+    command = [sys.executable, "-m", "river.cli", "ui", "--database-url", db_url, "--port", "1"]
+    result = subprocess.run(
+        [*command, "--host", "0.0.0.0"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "without authentication" in result.stderr
+    assert "--insecure-no-auth" in result.stderr
+    assert "RIVER_UI_TOKEN" in result.stderr
+
+
+def test_river_ui_answers_on_any_loopback_address(db_url: str) -> None:
+    """127.0.0.0/8 is loopback: ``--host 127.0.0.2`` answers its own address (it answered
+    400 to every request)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIVER_UI_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "river.cli", "ui", "--database-url", db_url, "--host",
+         "127.0.0.2", "--port", str(port)],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.2", port), timeout=0.2):
+                    break
+            except OSError:
+                assert proc.poll() is None, "river ui exited"
+                assert time.monotonic() < deadline, "river ui did not start"
+                time.sleep(0.05)
+        with httpx.Client(base_url=f"http://127.0.0.2:{port}") as http:
+            assert http.get("/api/meta").status_code == 200
+            assert http.get("/api/meta", headers={"Host": "localhost"}).status_code == 200
+            assert http.get("/api/meta", headers={"Host": "evil.example"}).status_code == 400
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)

@@ -508,3 +508,58 @@ def test_database_outage_shows_a_banner_and_recovers(
     finally:
         ui.stop()
         proxy.close()
+
+
+def test_bulk_retry_reports_what_it_left(
+    server: UiServer, db: psycopg.Connection, page: Page
+) -> None:
+    """A bulk retry over a filter skips the jobs whose unique key another job holds, and says
+    so; the list says why a time order fell back to id order."""
+    holder = insert_job(db, kind="bulk_uniq", queue="batch")
+    blocked = insert_job(db, kind="bulk_uniq", queue="batch", state="discarded")
+    free = [insert_job(db, kind="bulk_uniq", queue="batch", state="discarded") for _ in range(2)]
+    for job_id in (holder, blocked):
+        db.execute(
+            "UPDATE river_job SET unique_key = 'k-browser', unique_states = 245::integer::bit(8)"
+            " WHERE id = %s",
+            (job_id,),
+        )
+    page.goto(server.base + "/jobs?kind=bulk_uniq&sort=time")
+    expect(page.locator("tbody tr[data-job]")).to_have_count(4)
+    expect(page.locator('[data-note="sort"]')).to_contain_text("needs one state")
+    page.goto(server.base + "/jobs?kind=bulk_uniq&state=discarded")
+    expect(page.locator('[data-note="sort"]')).to_have_count(0)
+    page.locator('button[data-action="select-all-matching"]').click()
+    expect(page.locator(".bulk")).to_contain_text("All 3 jobs matching this filter are selected")
+    page.locator('button[data-bulk="retry"]').click()
+    confirm(page, re.compile(r"Retry all 3 jobs matching this filter"))
+    toast = page.locator("#toast")
+    expect(toast).to_contain_text("Retried 2 of 3 jobs")
+    expect(toast).to_contain_text("1 kept: another job holds their unique key")
+    assert [state_of(db, i) for i in free] == ["available"] * 2
+    assert state_of(db, blocked) == "discarded"
+    # A text search says which ids it read.
+    page.goto(server.base + "/jobs?q=nothing-matches-this")
+    expect(page.locator('[data-note="searched"]')).to_contain_text("Searched jobs #")
+
+
+def test_odd_urls_and_names_keep_the_page(
+    server: UiServer, db: psycopg.Connection, page: Page
+) -> None:
+    """A queue named ".." (written by SQL: River's own names never are) has a page; a URL with
+    broken percent-encoding shows "Not found" instead of a blank page; an available job that is
+    already due offers no retry."""
+    due = insert_job(db, kind="odd", queue="..")
+    page.goto(server.base + "/queues")
+    page.select_option("#refresh", "1")  # the counts of a second ago may not have it yet
+    page.locator('tr[data-queue=".."] a').first.click()
+    expect(page.locator("main h1")).to_contain_text("..")
+    expect(page).to_have_url(re.compile(r"/queues\?name=\.\.$"))
+    expect(page.locator('.tile[data-state="available"] .n')).to_have_text("1")
+    page.goto(server.base + "/queues/%E0%A4%A")
+    expect(page.locator("main h1")).to_have_text("Not found")
+    page.goto(f"{server.base}/jobs/{due}")
+    retry = page.locator('button[data-action="retry"]')
+    expect(retry).to_be_disabled()
+    expect(retry).to_have_attribute("title", re.compile("Nothing to do"))
+    expect(page.locator('button[data-action="cancel"]')).to_be_enabled()

@@ -2,51 +2,73 @@
 -- bulk actions at the end, which apply the rules of the single-job admin statements of job.sql
 -- (job_retry, job_cancel, job_delete) to a batch of ids in one statement each.
 
--- name: ui_session_setup
--- Run on every new connection of the dashboard's own pool: a dashboard query must never hold
--- a connection (or a lock) for long, whatever the server's default.
-SELECT set_config('statement_timeout', %(statement_timeout)s, false)
+-- name: ui_transaction_setup
+-- First statement of every transaction of the dashboard (river/ui/_store.py): a dashboard query
+-- must never hold a connection (or a lock) for long, whatever the server's or the pool's
+-- default. Local to the transaction, so it holds on a pool the application lends the dashboard
+-- and never outlives the request on that pool's connection.
+SELECT set_config('statement_timeout', %(statement_timeout)s, true)
 
 -- name: ui_counts
--- Jobs per queue and state, every state, in one pass (the overview and the state tabs; the
--- per-state totals are sums of these). Exact, as `SELECT state, count(*) ... GROUP BY state`.
-SELECT queue, state::text, count(*)
-FROM /* schema */river_job
-GROUP BY queue, state
+-- Jobs per queue and state, each count capped at %(count_limit)s rows (the caller passes its cap
+-- plus one, so that a count at the limit reads "at least the cap"). The (state, queue) pairs come
+-- from a loose index scan of river_job_prioritized_fetching_index (state, queue, ...): one index
+-- probe per pair; each pair's rows are then counted in the same index, up to the limit. Exact
+-- below the cap (as `SELECT queue, state, count(*) ... GROUP BY queue, state`), and on a table of
+-- millions of rows the cost is bounded by pairs x cap instead of the table's size. At most
+-- %(max_pairs)s pairs.
+WITH RECURSIVE pairs AS (
+    (SELECT state, queue FROM /* schema */river_job ORDER BY state, queue LIMIT 1)
+    UNION ALL
+    SELECT nxt.state, nxt.queue
+    FROM pairs AS p
+    CROSS JOIN LATERAL (
+        SELECT j.state, j.queue
+        FROM /* schema */river_job AS j
+        WHERE (j.state, j.queue) > (p.state, p.queue)
+        ORDER BY j.state, j.queue
+        LIMIT 1
+    ) AS nxt
+)
+SELECT p.queue, p.state::text, c.n
+FROM (SELECT state, queue FROM pairs LIMIT %(max_pairs)s) AS p
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n
+    FROM (
+        SELECT 1
+        FROM /* schema */river_job AS j
+        WHERE j.state = p.state AND j.queue = p.queue
+        LIMIT %(count_limit)s
+    ) AS capped
+) AS c
 
 -- name: ui_throughput
 -- Jobs finalized per minute (completed, cancelled, discarded) over the last %(minutes)s
--- minutes, by calendar minute of the database clock. Reads river_job_state_and_finalized_at_index
--- (state, finalized_at), so its cost is the number of rows finalized in the window, never the
--- table. Each row: minute index (0 = the oldest minute of the window), series, count. A first
--- row with index -1 carries the start of the window (as a Unix time) so that an empty window
--- still has one.
-WITH bounds AS (
-    SELECT date_trunc('minute', now()) - make_interval(mins => %(minutes)s::int - 1) AS since
-)
-SELECT -1, 'since', extract(epoch FROM b.since)::bigint
-FROM bounds AS b
+-- minutes, by calendar minute of the database clock. An index-only scan of
+-- river_job_state_and_finalized_at_index (state, finalized_at): its cost is the number of rows
+-- finalized in the window, never the table. Each row: the minute, the series, the count,
+-- grouped by the truncated time itself (the minute's index is computed by the caller: half
+-- the cost of computing it per row). A first row named 'since' carries the start of the
+-- window, so that an empty window still has one.
+SELECT date_trunc('minute', now()) - make_interval(mins => %(minutes)s::int - 1), 'since', 0
 UNION ALL
-SELECT floor(extract(epoch FROM date_trunc('minute', j.finalized_at) - b.since) / 60)::int,
-       j.state::text,
-       count(*)
-FROM /* schema */river_job AS j, bounds AS b
+SELECT date_trunc('minute', j.finalized_at), j.state::text, count(*)
+FROM /* schema */river_job AS j
 WHERE j.state IN ('completed', 'cancelled', 'discarded')
-  AND j.finalized_at >= b.since
+  -- The window's start written out: the planner then estimates how many rows it holds.
+  AND j.finalized_at >= date_trunc('minute', now()) - make_interval(mins => %(minutes)s::int - 1)
   AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
 GROUP BY 1, 2
 
 -- name: ui_failures
--- Failed attempts per minute over the same window: errors whose "at" falls in it. Errors are
--- read from the jobs that can hold a recent one without scanning the table: jobs now retryable
--- or running (index ranges of river_job_prioritized_fetching_index, whose first column is the
--- state), and jobs finalized within the window. A job that failed, was retried and waits in
--- available or scheduled is missed until it runs again (a short gap, said in docs/ui.md).
--- "at" is written by every River client in RFC 3339; anything else is skipped, not an error.
-WITH bounds AS (
-    SELECT date_trunc('minute', now()) - make_interval(mins => %(minutes)s::int - 1) AS since
-),
-candidates AS (
+-- Failed attempts per minute over the same window: errors whose "at" falls in it, by minute.
+-- Errors are read from the jobs that can hold a recent one without scanning the table: jobs
+-- now retryable or running (index ranges of river_job_prioritized_fetching_index, whose first
+-- column is the state), and jobs finalized within the window. A job that failed, was retried
+-- and waits in available or scheduled is missed until it runs again (a short gap, said in
+-- docs/ui.md). "at" is written by every River client in RFC 3339; anything else is skipped,
+-- not an error.
+WITH candidates AS (
     SELECT j.errors
     FROM /* schema */river_job AS j
     WHERE j.state IN ('retryable', 'running')
@@ -54,9 +76,10 @@ candidates AS (
       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
     UNION ALL
     SELECT j.errors
-    FROM /* schema */river_job AS j, bounds AS b
+    FROM /* schema */river_job AS j
     WHERE j.state IN ('completed', 'cancelled', 'discarded')
-      AND j.finalized_at >= b.since
+      AND j.finalized_at >= date_trunc('minute', now())
+                            - make_interval(mins => %(minutes)s::int - 1)
       AND j.errors IS NOT NULL
       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
 ),
@@ -66,9 +89,9 @@ attempts AS (
     WHERE jsonb_typeof(e -> 'at') = 'string'
       AND (e ->> 'at') ~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})$'
 )
-SELECT floor(extract(epoch FROM date_trunc('minute', a.at) - b.since) / 60)::int, count(*)
-FROM attempts AS a, bounds AS b
-WHERE a.at >= b.since
+SELECT date_trunc('minute', a.at), count(*)
+FROM attempts AS a
+WHERE a.at >= date_trunc('minute', now()) - make_interval(mins => %(minutes)s::int - 1)
 GROUP BY 1
 
 -- name: ui_active_clients
@@ -150,12 +173,30 @@ SELECT count(*), max(id)
 FROM /* schema */river_job
 WHERE {where}
 
+-- fragment: ui_job_count_upto
+-- How many jobs match a filter up to %(max_id)s, counting no further than %(limit)s: whether
+-- more jobs match than a bulk action was confirmed for, at the cost of the confirmed count.
+SELECT count(*)
+FROM (
+    SELECT 1
+    FROM /* schema */river_job
+    WHERE {where} AND id <= %(max_id)s
+    LIMIT %(limit)s
+) AS matching
+
+-- name: ui_id_bounds
+-- The lowest and the highest id (two probes of the primary key): the range a bounded scan
+-- (a text or tag search) walks window by window.
+SELECT min(id), max(id)
+FROM /* schema */river_job
+
 -- fragment: ui_job_ids
--- The next batch of ids matching a filter, at most %(max_id)s, after %(after_id)s (keyset
--- over the primary key: each batch costs the same however far the action has gone).
+-- The next batch of ids matching a filter, after %(after_id)s and at most %(upper_id)s (the
+-- max_id of the confirmed count, or the end of the current window of a bounded scan): keyset
+-- over the primary key, so each batch costs the same however far the action has gone.
 SELECT id
 FROM /* schema */river_job
-WHERE {where} AND id > %(after_id)s AND id <= %(max_id)s
+WHERE {where} AND id > %(after_id)s AND id <= %(upper_id)s
 ORDER BY id
 LIMIT %(limit)s
 
@@ -170,6 +211,11 @@ kind = ANY(%(kinds)s::text[])
 
 -- fragment: ui_filter_queues
 queue = ANY(%(queues)s::text[])
+
+-- fragment: ui_filter_queue
+-- One queue: an equality, so that river_job_prioritized_fetching_index (state, queue, priority,
+-- scheduled_at, id) returns one state, queue and priority in scheduled_at order.
+queue = %(queue)s::text
 
 -- fragment: ui_filter_states
 -- Compared as the enum (not as text), so that the indexes leading with state can serve it.
@@ -189,19 +235,32 @@ finalized_at IS NOT NULL
 -- fragment: ui_filter_priorities
 priority = ANY(%(priorities)s::smallint[])
 
+-- fragment: ui_filter_priority
+-- One priority: an equality (see ui_filter_queue).
+priority = %(priority)s::smallint
+
 -- fragment: ui_filter_tags
+-- No index serves it: a list filtered by tags reads a bounded window of ids (ui_window_*).
 tags @> %(tags)s::varchar(255)[]
 
 -- fragment: ui_filter_text
 -- Free text in args or metadata, as a case-insensitive substring (%(text)s arrives with its
--- own % and _ escaped). No index serves it: with the default order the primary key is walked
--- newest first and the scan stops at a page of matches.
+-- own % and _ escaped). No index serves it: the list walks the primary key within a bounded
+-- window of ids (ui_window_*) and stops at a page of matches.
 (args::text ILIKE %(text)s OR metadata::text ILIKE %(text)s)
 
 -- fragment: ui_filter_json
 -- A JSON object typed in the search box: containment in args or in metadata, served by the
 -- GIN indexes river_job_args_index and river_job_metadata_index.
 (args @> %(json)s::jsonb OR metadata @> %(json)s::jsonb)
+
+-- fragment: ui_window_from
+-- The lower end of the window of ids a bounded scan reads on this page (newest first).
+id >= %(window_low)s
+
+-- fragment: ui_window_to
+-- The upper end of the window of ids a bounded scan reads on this page (oldest first).
+id <= %(window_high)s
 
 -- fragment: ui_after_id
 -- Keyset pagination past the cursor's row: {op} is > ascending, < descending.
@@ -223,39 +282,103 @@ id {direction}
 -- fragment: ui_order_time
 {column} {direction}, id {direction}
 
--- name: ui_job_retry_many
--- job_retry for a batch of ids: rows locked in id order (two writers cannot deadlock), then
--- made available now unless running, or available and already due; one more attempt when all
--- were used. Returns the ids changed.
+-- name: ui_unique_holder
+-- The job that holds the unique key job %(id)s would take: another row with that key whose
+-- state is in its own unique_states (the predicate of river_job_unique_idx).
+SELECT o.id, o.state::text
+FROM /* schema */river_job AS j
+JOIN /* schema */river_job AS o
+  ON o.unique_key = j.unique_key
+ AND o.id <> j.id
+ AND o.unique_key IS NOT NULL
+ AND o.unique_states IS NOT NULL
+ AND /* schema */river_job_state_in_bitmask(o.unique_states, o.state)
+WHERE j.id = %(id)s
+LIMIT 1
+
+-- The bulk actions below take a batch of ids (%(batch)s) and {where}, the filter the action was
+-- confirmed for (ui_filter_* fragments, or ui_filter_none for a selection of ids). Each locks
+-- its rows in id order (two writers cannot deadlock) with the filter in the same statement: a
+-- row that stopped matching since it was listed (a job that completed meanwhile) is not
+-- locked, so not touched; under READ COMMITTED the lock re-checks the filter on the row's
+-- latest version. The state rules of the single-job statements are repeated in the UPDATE or
+-- DELETE itself for the same reason.
+
+-- fragment: ui_job_retry_many
+-- job_retry for a batch: made available now unless running, or available and already due;
+-- one more attempt when all were used. A row whose unique key another job holds (or that a
+-- lower id of the same batch takes first) is left alone and returned as a conflict, where
+-- job_retry would fail with a unique violation. Returns (id, conflict) for the rows changed and
+-- the conflicts.
 WITH locked AS (
-    SELECT id
+    SELECT id, state, scheduled_at, unique_key, unique_states
     FROM /* schema */river_job
-    WHERE id = ANY(%(ids)s::bigint[])
+    WHERE id = ANY(%(batch)s::bigint[]) AND {where}
     ORDER BY id
     FOR UPDATE
+),
+wanted AS (
+    SELECT l.id, l.state, l.unique_key, l.unique_states
+    FROM locked AS l
+    WHERE l.state <> 'running'
+      AND NOT (l.state = 'available' AND l.scheduled_at <= now())
+),
+conflicts AS (
+    SELECT w.id
+    FROM wanted AS w
+    WHERE w.unique_key IS NOT NULL
+      AND w.unique_states IS NOT NULL
+      AND /* schema */river_job_state_in_bitmask(w.unique_states, 'available')
+      AND NOT /* schema */river_job_state_in_bitmask(w.unique_states, w.state)
+      AND (
+          EXISTS (
+              SELECT 1
+              FROM /* schema */river_job AS o
+              WHERE o.unique_key = w.unique_key
+                AND o.id <> w.id
+                AND o.unique_key IS NOT NULL
+                AND o.unique_states IS NOT NULL
+                AND /* schema */river_job_state_in_bitmask(o.unique_states, o.state)
+          )
+          OR EXISTS (
+              SELECT 1
+              FROM wanted AS v
+              WHERE v.unique_key = w.unique_key
+                AND v.id < w.id
+                AND v.unique_states IS NOT NULL
+                AND /* schema */river_job_state_in_bitmask(v.unique_states, 'available')
+          )
+      )
+),
+updated AS (
+    UPDATE /* schema */river_job AS j
+    SET state = 'available',
+        finalized_at = NULL,
+        scheduled_at = now(),
+        max_attempts = CASE WHEN j.attempt = j.max_attempts THEN j.max_attempts + 1
+                            ELSE j.max_attempts END
+    FROM wanted AS w
+    WHERE j.id = ANY(%(batch)s::bigint[])
+      AND j.id = w.id
+      AND NOT EXISTS (SELECT 1 FROM conflicts AS c WHERE c.id = w.id)
+      AND j.state <> 'running'
+      AND NOT (j.state = 'available' AND j.scheduled_at <= now())
+    RETURNING j.id
 )
-UPDATE /* schema */river_job AS j
-SET state = 'available',
-    finalized_at = NULL,
-    scheduled_at = now(),
-    max_attempts = CASE WHEN j.attempt = j.max_attempts THEN j.max_attempts + 1
-                        ELSE j.max_attempts END
-FROM locked
-WHERE j.id = locked.id
-  AND j.state <> 'running'
-  AND NOT (j.state = 'available' AND j.scheduled_at <= now())
-RETURNING j.id
+SELECT u.id, false FROM updated AS u
+UNION ALL
+SELECT c.id, true FROM conflicts AS c
 
--- name: ui_job_cancel_many
--- job_cancel for a batch of ids: rows not finalized get cancel_attempted_at; those not running
--- are cancelled now. The cancel notification goes out for each running row only (in the same
+-- fragment: ui_job_cancel_many
+-- job_cancel for a batch: rows not finalized get cancel_attempted_at; those not running are
+-- cancelled now. The cancel notification goes out for each running row only (in the same
 -- statement, so commit-bound): the client working it cancels the attempt. Rows that were not
 -- running need no notification (nothing runs them), and a bulk cancel of thousands of waiting
--- jobs must not flood every listener. Returns the ids changed.
+-- jobs must not flood every listener. Returns (id, false) for the rows changed.
 WITH locked AS (
     SELECT id, state
     FROM /* schema */river_job
-    WHERE id = ANY(%(ids)s::bigint[])
+    WHERE id = ANY(%(batch)s::bigint[]) AND {where}
     ORDER BY id
     FOR UPDATE
 ),
@@ -265,27 +388,31 @@ updated AS (
         finalized_at = CASE WHEN l.state = 'running' THEN j.finalized_at ELSE now() END,
         metadata = j.metadata || jsonb_build_object('cancel_attempted_at', %(now)s::text)
     FROM locked AS l
-    WHERE j.id = l.id AND l.state NOT IN ('cancelled', 'completed', 'discarded')
+    WHERE j.id = ANY(%(batch)s::bigint[])
+      AND j.id = l.id
+      AND l.state NOT IN ('cancelled', 'completed', 'discarded')
     RETURNING j.id, j.queue, l.state = 'running' AS was_running
 )
 SELECT u.id,
+       false,
        CASE WHEN u.was_running THEN pg_notify(
            coalesce(%(schema)s::text, current_schema()) || '.river_control',
            json_build_object('action', 'cancel', 'job_id', u.id, 'queue', u.queue)::text
        ) END
 FROM updated AS u
 
--- name: ui_job_delete_many
--- job_delete for a batch of ids: rows locked in id order, running ones left alone (the lock
--- re-checks the state, so a row fetched meanwhile is not deleted). Returns the ids deleted.
+-- fragment: ui_job_delete_many
+-- job_delete for a batch: running rows left alone. Returns (id, false) for the rows deleted.
 WITH locked AS (
     SELECT id
     FROM /* schema */river_job
-    WHERE id = ANY(%(ids)s::bigint[]) AND state <> 'running'
+    WHERE id = ANY(%(batch)s::bigint[]) AND {where} AND state <> 'running'
     ORDER BY id
     FOR UPDATE
 )
 DELETE FROM /* schema */river_job AS j
 USING locked
-WHERE j.id = locked.id AND j.state <> 'running'
-RETURNING j.id
+-- The batch again: the planner then reads the primary key, where a join on the CTE alone
+-- may hash the whole table.
+WHERE j.id = ANY(%(batch)s::bigint[]) AND j.id = locked.id AND j.state <> 'running'
+RETURNING j.id, false

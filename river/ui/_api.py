@@ -3,8 +3,9 @@ scripts may use it too.
 
 Every answer is a JSON object. Errors are ``{"error": message}`` plus ``"field"`` when one
 input is at fault: 400 bad input, 401/403 refused, 404 no such job or queue, 409 a running job
-cannot be deleted, 503 the database is unreachable (or River's tables are missing), 504 a query
-ran past the statement timeout.
+cannot be deleted or a retry would take a unique key another job holds, 503 the database is
+unreachable, every connection is busy, or River's tables are missing (``"reason"``:
+``unreachable``, ``busy``, ``schema``), 504 a query ran past the statement timeout.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
+import psycopg
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -28,12 +31,14 @@ from river._errors import (
     ValidationError,
 )
 from river._maintenance import PeriodicJob
+from river._sansio import run_async
 from river._schedule import NEVER, Cron, PeriodicInterval
 from river._types import AttemptError, JobRow, JobState, format_time
 from river._version import __version__
 from river.ui import _data
 from river.ui._input import (
     BadRequest,
+    BulkRequest,
     Params,
     parse_bulk,
     parse_filter,
@@ -42,13 +47,19 @@ from river.ui._input import (
     parse_minutes,
     parse_settings,
 )
-from river.ui._store import QueryTimeoutError, SharedReads, Store
+from river.ui._store import DatabaseBusyError, QueryTimeoutError, SharedReads, Store
 
 __all__ = ["Api", "job_json", "summary_json"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 #: Ids per statement of a bulk action.
 BULK_BATCH = 1000
+#: Most jobs one call of a bulk action over a filter acts on (five statements): the page goes
+#: on in further calls, so no request runs long after its browser gave up.
+BULK_PER_CALL = 5000
+#: Most windows of :data:`_data.SCAN_WINDOW` ids one call of a bulk action over a filter no
+#: index serves reads.
+BULK_WINDOWS_PER_CALL = 10
 #: Most queues listed (river_queue rows).
 MAX_QUEUES = 10_000
 
@@ -128,8 +139,8 @@ def summary_json(job: _data.JobSummary) -> dict[str, Any]:
     }
 
 
-def _queue_json(name: str, row: QueueRow | None, counts: dict[str, int] | None) -> dict[str, Any]:
-    counts = counts or {s.value: 0 for s in _data.DISPLAY_STATES}
+def _queue_json(name: str, row: QueueRow | None, all_counts: _data.Counts) -> dict[str, Any]:
+    counts = all_counts.by_queue.get(name) or {s.value: 0 for s in _data.DISPLAY_STATES}
     override = row.override.as_dict() if row is not None else {}
     return {
         "name": name,
@@ -141,6 +152,7 @@ def _queue_json(name: str, row: QueueRow | None, counts: dict[str, int] | None) 
         "metadata": row.metadata if row is not None else {},
         "override": override,
         "counts": counts,
+        "capped": all_counts.capped_by_queue.get(name, []),
         "total": sum(counts.values()),
     }
 
@@ -189,6 +201,8 @@ class Api:
         self.csrf_token = csrf_token
         self.title = title
         self.shared = SharedReads(ttl=1.0)
+        #: Held while a bulk action runs: a second one (a second click) waits for it.
+        self._bulk_lock = anyio.Lock()
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -199,6 +213,15 @@ class Api:
         if field is not None:
             body["field"] = field
         return JSONResponse(body, status_code=status)
+
+    @staticmethod
+    def unavailable(message: str, reason: str) -> JSONResponse:
+        """A 503: the database is unreachable, busy, or River's tables are missing."""
+        return JSONResponse(
+            {"error": message, "reason": reason},
+            status_code=503,
+            headers={"Retry-After": "2" if reason != "schema" else "30"},
+        )
 
     def endpoint(self, fn: Handler) -> Handler:
         """``fn`` with exceptions turned into error answers."""
@@ -222,10 +245,12 @@ class Api:
                 return self.error(404, str(exc), "queue")
             except JobRunningError as exc:
                 return self.error(409, f"job {exc.job_id} is running: cancel it first")
+            except DatabaseBusyError as exc:
+                return self.unavailable(str(exc), "busy")
             except DatabaseUnavailableError as exc:
-                return self.error(503, str(exc))
+                return self.unavailable(str(exc), "unreachable")
             except SchemaNotReadyError as exc:
-                return self.error(503, str(exc))
+                return self.unavailable(str(exc), "schema")
             except QueryTimeoutError as exc:
                 return self.error(504, str(exc))
 
@@ -259,7 +284,7 @@ class Api:
 
     async def _queue_rows(self) -> list[QueueRow]:
         async def read() -> list[QueueRow]:
-            return await self.store.call(lambda admin: admin.queue_list(MAX_QUEUES))
+            return await self.store.call(lambda admin, c: admin.queue_list_tx(c, MAX_QUEUES))
 
         return await self.shared.get("queue_rows", read)
 
@@ -292,6 +317,8 @@ class Api:
                 "now": _time(ov.now),
                 "states": ov.counts.by_state,
                 "total": ov.counts.total,
+                "capped": ov.counts.capped,
+                "count_cap": ov.counts.cap,
                 "queues": self._queues(rows, ov.counts),
                 "leader": (
                     {
@@ -313,7 +340,7 @@ class Api:
     def _queues(rows: list[QueueRow], counts: _data.Counts) -> list[dict[str, Any]]:
         by_name = {r.name: r for r in rows}
         names = sorted(set(by_name) | set(counts.by_queue))
-        return [_queue_json(n, by_name.get(n), counts.by_queue.get(n)) for n in names]
+        return [_queue_json(n, by_name.get(n), counts) for n in names]
 
     async def counts(self, request: Request) -> Response:
         """``GET /api/counts?queue=``: jobs per state (of one queue, or all), and the names of
@@ -321,13 +348,16 @@ class Api:
         counts = await self._counts()
         queue = self._params(request).get("queue", [None])[0] or None
         if queue is None:
-            states = counts.by_state
+            states, capped = counts.by_state, counts.capped
         else:
             states = counts.by_queue.get(queue) or {s.value: 0 for s in _data.DISPLAY_STATES}
+            capped = counts.capped_by_queue.get(queue, [])
         return JSONResponse(
             {
                 "states": states,
                 "total": sum(states.values()),
+                "capped": capped,
+                "count_cap": counts.cap,
                 "queue": queue,
                 "queues": list(counts.by_queue),
             }
@@ -362,11 +392,20 @@ class Api:
                 after=req.after,
             )
         )
+        searched = page.searched
         return JSONResponse(
             {
                 "now": _time(page.now),
                 "jobs": [summary_json(j) for j in page.jobs],
                 "next": page.next_cursor,
+                "sort": "id" if page.sort_column == "id" else "time",
+                "sort_column": page.sort_column,
+                "sort_note": page.sort_note,
+                "searched": (
+                    {"low_id": searched[0], "high_id": searched[1], "window": _data.SCAN_WINDOW}
+                    if searched is not None
+                    else None
+                ),
             }
         )
 
@@ -379,8 +418,13 @@ class Api:
     async def job(self, request: Request) -> Response:
         """``GET /api/jobs/{id}``: one job, whole."""
         job_id = self._job_id(request)
-        row = await self.store.call(lambda admin: admin.job_get(job_id))
-        now = await self.store.run(_data.now_op(self.store.ui))
+
+        async def read(admin: AsyncClient, conn: Any) -> tuple[JobRow, datetime]:
+            row = await admin.job_get_tx(conn, job_id)
+            now = await run_async(conn, _data.now_op(self.store.ui))
+            return row, now
+
+        row, now = await self.store.call(read)
         return JSONResponse({"now": _time(now), "job": job_json(row)})
 
     async def job_action(self, request: Request) -> Response:
@@ -388,52 +432,161 @@ class Api:
         job_id = self._job_id(request)
         action = request.path_params["action"]
         if action == "retry":
-            row = await self.store.call(lambda admin: admin.job_retry(job_id))
+            try:
+                row = await self.store.call(lambda admin, c: admin.job_retry_tx(c, job_id))
+            except psycopg.errors.UniqueViolation:
+                return await self._unique_conflict(job_id)
         elif action == "cancel":
-            row = await self.store.call(lambda admin: admin.job_cancel(job_id))
+            row = await self.store.call(lambda admin, c: admin.job_cancel_tx(c, job_id))
         elif action == "delete":
-            row = await self.store.call(lambda admin: admin.job_delete(job_id))
+            row = await self.store.call(lambda admin, c: admin.job_delete_tx(c, job_id))
             return JSONResponse({"deleted": True, "job": job_json(row)})
         else:
             return self.error(404, f"no action {action!r}: retry, cancel or delete", "action")
         return JSONResponse({"job": job_json(row)})
 
-    async def jobs_bulk(self, request: Request) -> Response:
-        """``POST /api/jobs/bulk``: retry, cancel or delete a selection of ids, or every job
-        matching a filter up to its ``max_id``, in batches of :data:`BULK_BATCH`."""
-        req = parse_bulk(await self._body(request))
-        ui = self.store.ui
-        changed: list[int] = []
-        considered = 0
-        if req.ids is not None:
-            for start in range(0, len(req.ids), BULK_BATCH):
-                batch = req.ids[start : start + BULK_BATCH]
-                considered += len(batch)
-                changed += await self.store.run(
-                    _data.bulk_op(ui, req.action, batch, datetime.now(UTC))
-                )
+    async def _unique_conflict(self, job_id: int) -> Response:
+        """The 409 of a retry refused because another job holds the job's unique key (what
+        ``client.job_retry`` raises as a unique violation): the job is left as it was."""
+        holder = await self.store.run(_data.unique_holder_op(self.store.ui, job_id))
+        if holder is None:  # released meanwhile: the next try may go through
+            message = f"job {job_id} was not retried: another job held its unique key"
+            conflict = None
         else:
-            assert req.filter is not None and req.max_id is not None
-            after_id = 0
-            while True:
-                ids = await self.store.run(
-                    _data.matching_ids_op(
-                        ui, req.filter, after_id=after_id, max_id=req.max_id, limit=BULK_BATCH
+            message = (
+                f"job {job_id} was not retried: job {holder[0]} ({holder[1]}) holds the same "
+                "unique key; retry it once that job is finalized, or delete one of them"
+            )
+            conflict = {"id": holder[0], "state": holder[1]}
+        return JSONResponse(
+            {"error": message, "field": "unique_key", "conflict": conflict}, status_code=409
+        )
+
+    async def jobs_bulk(self, request: Request) -> Response:
+        """``POST /api/jobs/bulk``: retry, cancel or delete a selection of ids, or the jobs
+        matching a filter up to its ``max_id`` and its confirmed ``count``, at most
+        :data:`BULK_PER_CALL` per call (``next`` continues), in batches of :data:`BULK_BATCH`."""
+        req = parse_bulk(await self._body(request))
+        if self._bulk_lock.locked():
+            return self.error(
+                409, "another bulk action of this dashboard is running: wait for it to end"
+            )
+        async with self._bulk_lock:
+            if req.ids is not None:
+                return await self._bulk_ids(req.action, req.ids)
+            return await self._bulk_filter(request, req)
+
+    async def _bulk_batch(
+        self, action: _data.BulkAction, ids: list[int], flt: _data.JobFilter | None
+    ) -> _data.BulkResult:
+        """One bulk statement; when a retry meets a unique key taken since the batch was
+        read (a race the statement's own checks cannot see), the batch again row by row."""
+        ui = self.store.ui
+        try:
+            return await self.store.run(_data.bulk_op(ui, action, ids, datetime.now(UTC), flt))
+        except psycopg.errors.UniqueViolation:
+            changed: list[int] = []
+            conflicts: list[int] = []
+            for job_id in ids:
+                try:
+                    one = await self.store.run(
+                        _data.bulk_op(ui, action, [job_id], datetime.now(UTC), flt)
                     )
+                except psycopg.errors.UniqueViolation:
+                    conflicts.append(job_id)
+                else:
+                    changed += one.changed
+                    conflicts += one.conflicts
+            return _data.BulkResult(changed, conflicts)
+
+    async def _bulk_ids(self, action: _data.BulkAction, ids: tuple[int, ...]) -> Response:
+        changed = conflicts = 0
+        for start in range(0, len(ids), BULK_BATCH):
+            result = await self._bulk_batch(action, list(ids[start : start + BULK_BATCH]), None)
+            changed += len(result.changed)
+            conflicts += len(result.conflicts)
+        return JSONResponse(
+            {
+                "action": action,
+                "matched": len(ids),
+                "changed": changed,
+                "skipped": len(ids) - changed,
+                "conflicts": conflicts,
+                "next": None,
+                "stopped": None,
+            }
+        )
+
+    async def _bulk_filter(self, request: Request, req: BulkRequest) -> Response:
+        """One call of a bulk action over a filter (see docs/ui.md): from ``after_id``, the
+        jobs matching the filter up to ``max_id``, acted on only while they still match, and
+        never more in all than the ``count`` confirmed (the call stops before a batch that
+        would pass it)."""
+        ui = self.store.ui
+        assert req.filter is not None and req.max_id is not None and req.count is not None
+        flt = req.filter
+        max_id = req.max_id
+        confirmed = req.count
+        after_id = req.after_id
+        before = req.matched_before
+        matched = changed = conflicts = 0
+        stopped: str | None = None
+        more_than_confirmed = (
+            f"more jobs match this filter than the {confirmed:,} confirmed (jobs changed state "
+            "since the count): count again and confirm"
+        )
+        if after_id == 0 and before == 0:
+            # Before the first change: are there already more than confirmed?
+            found = await self.store.run(
+                _data.count_upto_op(ui, flt, max_id=max_id, limit=confirmed + 1)
+            )
+            if found > confirmed:
+                stopped = more_than_confirmed
+        windowed = flt.scan_limited()
+        windows = 0
+        while stopped is None and after_id < max_id:
+            if matched >= BULK_PER_CALL or windows >= BULK_WINDOWS_PER_CALL:
+                break
+            if await request.is_disconnected():
+                stopped = "the client went away"
+                break
+            upper = min(max_id, after_id + _data.SCAN_WINDOW) if windowed else max_id
+            room = confirmed - before - matched
+            ids = await self.store.run(
+                _data.matching_ids_op(
+                    ui, flt, after_id=after_id, upper_id=upper, limit=min(BULK_BATCH, room + 1)
                 )
-                if not ids:
+            )
+            if len(ids) > room:
+                stopped = more_than_confirmed
+                break
+            if not ids:
+                if upper >= max_id:
+                    after_id = max_id
                     break
-                considered += len(ids)
-                changed += await self.store.run(
-                    _data.bulk_op(ui, req.action, ids, datetime.now(UTC))
-                )
-                after_id = ids[-1]
+                after_id = upper  # an empty window of a bounded scan: the next one
+                windows += 1
+                continue
+            result = await self._bulk_batch(req.action, ids, flt)
+            matched += len(ids)
+            changed += len(result.changed)
+            conflicts += len(result.conflicts)
+            after_id = ids[-1]
+            if len(ids) < min(BULK_BATCH, room + 1):  # nothing more up to upper
+                after_id = upper
+                windows += 1
+        done = stopped is not None or after_id >= max_id
         return JSONResponse(
             {
                 "action": req.action,
-                "matched": considered,
-                "changed": len(changed),
-                "skipped": considered - len(changed),
+                "matched": matched,
+                "changed": changed,
+                "skipped": matched - changed,
+                "conflicts": conflicts,
+                "next": (
+                    None if done else {"after_id": after_id, "matched_before": before + matched}
+                ),
+                "stopped": stopped,
             }
         )
 
@@ -444,34 +597,44 @@ class Api:
         rows = await self._queue_rows()
         return JSONResponse({"queues": self._queues(rows, counts)})
 
+    def _queue_name(self, request: Request) -> str:
+        name = request.path_params.get("name")
+        if name is None:
+            name = request.query_params.get("name", "")
+        if not name:
+            raise BadRequest("name", "give the queue's name")
+        return str(name)
+
     async def queue(self, request: Request) -> Response:
-        """``GET /api/queues/{name}``: one queue."""
-        name = request.path_params["name"]
+        """``GET /api/queues/{name}`` (or ``/api/queue?name=``): one queue."""
+        name = self._queue_name(request)
         counts = await self._counts()
         try:
-            row: QueueRow | None = await self.store.call(lambda admin: admin.queue_get(name))
+            row: QueueRow | None = await self.store.call(
+                lambda admin, c: admin.queue_get_tx(c, name)
+            )
         except QueueNotFoundError:
             if name not in counts.by_queue:
                 raise
             row = None
-        return JSONResponse({"queue": _queue_json(name, row, counts.by_queue.get(name))})
+        return JSONResponse({"queue": _queue_json(name, row, counts)})
 
     async def queue_action(self, request: Request) -> Response:
-        """``POST /api/queues/{name}/pause|resume|settings``."""
-        name = request.path_params["name"]
+        """``POST /api/queues/{name}/pause|resume|settings`` (or ``/api/queue/...?name=``)."""
+        name = self._queue_name(request)
         action = request.path_params["action"]
         if action == "pause":
-            await self.store.call(lambda admin: admin.queue_pause(name))
+            await self.store.call(lambda admin, c: admin.queue_pause_tx(c, name))
         elif action == "resume":
-            await self.store.call(lambda admin: admin.queue_resume(name))
+            await self.store.call(lambda admin, c: admin.queue_resume_tx(c, name))
         elif action == "settings":
             settings = parse_settings(await self._body(request))
-            await self.store.call(lambda admin: admin.queue_update(name, **settings))
+            await self.store.call(lambda admin, c: admin.queue_update_tx(c, name, **settings))
         else:
             return self.error(404, f"no action {action!r}: pause, resume or settings", "action")
-        row = await self.store.call(lambda admin: admin.queue_get(name))
+        row = await self.store.call(lambda admin, c: admin.queue_get_tx(c, name))
         counts = await self.store.run(_data.counts_op(self.store.ui))
-        return JSONResponse({"queue": _queue_json(name, row, counts.by_queue.get(name))})
+        return JSONResponse({"queue": _queue_json(name, row, counts)})
 
     async def kinds(self, request: Request) -> Response:
         """``GET /api/kinds``: the job kinds in the table (for the filter's suggestions)."""

@@ -2,8 +2,9 @@
 
 Every request goes through :class:`Dashboard.__call__` in this order:
 
-1. Host check (when ``allowed_hosts`` is set; ``river ui`` sets it to the loopback names when
-   it listens on a loopback address, so a DNS-rebinding page cannot reach it): 400 otherwise.
+1. Host check (river/ui/_hosts.py): without an auth hook only loopback names unless
+   ``allowed_hosts`` names others, so that a DNS-rebinding page cannot reach the dashboard;
+   400 naming the setting otherwise.
 2. The auth hook (river/ui/_auth.py): 401/403 or the hook's own response.
 3. Mutations: only POST; refused with 403 in read-only mode; then the CSRF checks: the
    per-app token in the ``X-River-CSRF`` header, ``Sec-Fetch-Site`` (when the browser sends it)
@@ -41,6 +42,7 @@ from river._names import validate_schema
 from river._version import __version__
 from river.ui._api import Api
 from river.ui._auth import AuthHook
+from river.ui._hosts import HostPolicy
 from river.ui._store import Store
 
 __all__ = ["CSRF_HEADER", "Dashboard", "create_app"]
@@ -111,7 +113,7 @@ class Dashboard:
         self.read_only = read_only
         self._store = store
         self._auth = auth
-        self._hosts = {h.lower() for h in allowed_hosts} if allowed_hosts is not None else None
+        self._hosts = HostPolicy(allowed_hosts, auth=auth is not None)
         self._csrf = csrf_token
         self._title = title
         self._assets, self._template = _load_assets()
@@ -141,6 +143,9 @@ class Dashboard:
             Route("/api/queues", e(api.queues), methods=["GET"]),
             Route("/api/queues/{name}", e(api.queue), methods=["GET"]),
             Route("/api/queues/{name}/{action}", e(api.queue_action), methods=["POST"]),
+            # The same with ?name=, for a queue name that cannot be a path segment ("..").
+            Route("/api/queue", e(api.queue), methods=["GET"]),
+            Route("/api/queue/{action}", e(api.queue_action), methods=["POST"]),
             Route("/api/periodic", e(api.periodic), methods=["GET"]),
             Route("/api/{rest:path}", self._api_not_found),
         ]
@@ -183,10 +188,9 @@ class Dashboard:
 
     async def _refusal(self, request: Request) -> Response | None:
         """The answer that stops ``request`` before the routes, if any (see module doc)."""
-        if self._hosts is not None:
-            host = request.headers.get("host", "").lower()
-            if host not in self._hosts and host.rsplit(":", 1)[0] not in self._hosts:
-                return _error(400, "this host name is not allowed (allowed_hosts)")
+        host = request.headers.get("host", "")
+        if not self._hosts.allows(host):
+            return _error(400, self._hosts.refusal(host), "host")
         if self._auth is not None:
             verdict = self._auth(request)
             if inspect.isawaitable(verdict):
@@ -239,7 +243,9 @@ class Dashboard:
         asset = self._assets.get(request.path_params["name"])
         if asset is None:
             return _error(404, "no such asset")
-        headers = {"etag": asset.etag, "cache-control": "public, max-age=3600"}
+        # Behind an auth hook the assets are the dashboard's too: no shared cache keeps them.
+        cache = "private" if self._auth is not None else "public"
+        headers = {"etag": asset.etag, "cache-control": f"{cache}, max-age=3600"}
         if request.headers.get("if-none-match") == asset.etag:
             return Response(status_code=304, headers=headers)
         return Response(asset.body, media_type=asset.content_type, headers=headers)
@@ -284,12 +290,18 @@ def create_app(
     - ``auth``: a hook deciding who may use the dashboard (river.ui.bearer_token,
       river.ui.basic_auth, river.ui.auth_from_env, or yours; see river/ui/_auth.py). None
       lets every request in: keep such a dashboard on localhost or behind your own auth.
-    - ``allowed_hosts``: Host header values accepted (``"localhost"``, ``"localhost:8080"``);
-      None accepts any.
+    - ``allowed_hosts``: host names accepted in the ``Host`` header (``"jobs.example.com"``,
+      or with a port, ``"jobs.example.com:8443"``; ``"*"``: any), besides the loopback names
+      (localhost, 127.0.0.0/8, [::1]) which are always accepted. None: any host name when
+      ``auth`` is set, else the loopback names only (a DNS-rebinding page cannot reach a
+      dashboard without auth; river/ui/_hosts.py).
     - ``csrf_token``: the token mutations must carry (default: random per app). Give the same
       one to every process serving one dashboard behind a load balancer.
     - ``wait_timeout``: seconds a request waits for a connection before answering 503 (the
-      database is down or every connection is busy); the page shows a banner and retries.
+      database is down, or every connection is busy: the message says which); the page shows
+      a banner and retries.
+    - ``statement_timeout``: seconds a statement of the dashboard may run (504 beyond), set
+      per transaction, so that it holds on a pool of yours too.
     """
     if database is None:
         raise RiverError(
@@ -309,7 +321,15 @@ def create_app(
         raise RiverError("create_app: wait_timeout must be between 0.1 and 60 seconds")
     if csrf_token is not None and len(csrf_token) < 16:
         raise RiverError("create_app: csrf_token must be at least 16 characters")
-    store = Store(database, schema=schema, pool_size=pool_size, statement_timeout=statement_timeout)
+    if isinstance(allowed_hosts, str):
+        raise RiverError("create_app: allowed_hosts takes a list of host names, not a string")
+    store = Store(
+        database,
+        schema=schema,
+        pool_size=pool_size,
+        statement_timeout=statement_timeout,
+        wait_timeout=wait_timeout,
+    )
     return Dashboard(
         store,
         client=client,

@@ -28,9 +28,12 @@ from river._types import JobRow, JobState
 from river.ui._queries import UIQueries
 
 __all__ = [
+    "COUNT_CAP",
     "DISPLAY_STATES",
     "FINALIZED",
+    "SCAN_WINDOW",
     "BulkAction",
+    "BulkResult",
     "Counts",
     "JobFilter",
     "JobPage",
@@ -40,15 +43,19 @@ __all__ = [
     "Throughput",
     "bulk_op",
     "count_op",
+    "count_upto_op",
     "counts_op",
+    "id_bounds_op",
     "job_page_op",
     "kinds_op",
+    "list_order",
     "matching_ids_op",
     "now_op",
     "overview_op",
     "periodic_runs_op",
     "throughput_op",
     "time_column",
+    "unique_holder_op",
 ]
 
 #: Every job state, in the order the dashboard shows them (the life of a job, then its ends).
@@ -65,6 +72,14 @@ DISPLAY_STATES: tuple[JobState, ...] = (
 FINALIZED = frozenset({JobState.COMPLETED, JobState.CANCELLED, JobState.DISCARDED})
 _WAITING = frozenset({JobState.PENDING, JobState.SCHEDULED, JobState.AVAILABLE, JobState.RETRYABLE})
 _ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+
+#: Ids a bounded scan reads per page (a text or tag search, see :meth:`JobFilter.scan_limited`):
+#: the newest ``SCAN_WINDOW`` ids below the cursor, then a "search older" continuation.
+SCAN_WINDOW = 100_000
+#: Jobs counted per queue and state at most: a count that reaches it reads "at least".
+COUNT_CAP = 100_000
+#: (state, queue) pairs counted at most (``ui_counts``).
+MAX_COUNT_PAIRS = 5_000
 
 BulkAction = Literal["retry", "cancel", "delete"]
 Sort = Literal["id", "time"]
@@ -120,13 +135,17 @@ class JobFilter:
             add("ids", list(self.ids))
         if self.kinds:
             add("kinds", list(self.kinds))
-        if self.queues:
+        if len(self.queues) == 1:
+            add("queue", self.queues[0])
+        elif self.queues:
             add("queues", list(self.queues))
         if len(self.states) == 1:
             add("state", self.states[0].value)
         elif self.states:
             add("states", [s.value for s in self.states])
-        if self.priorities:
+        if len(self.priorities) == 1:
+            add("priority", self.priorities[0])
+        elif self.priorities:
             add("priorities", list(self.priorities))
         if self.tags:
             add("tags", list(self.tags))
@@ -138,6 +157,17 @@ class JobFilter:
             else:
                 add("text", _like_pattern(text))
         return where, args
+
+    def scan_limited(self) -> bool:
+        """Whether no index can find this filter's jobs: free text (not a JSON object), tags,
+        or a queue or priority without a state, kind, id or JSON object beside them. A list
+        then reads at most :data:`SCAN_WINDOW` ids per page (and a bulk action per batch), in
+        id order, instead of walking the whole table when nothing matches."""
+        text = self.text.strip()
+        if self.tags or (text and _json_object(text) is None):
+            return True
+        indexed = self.ids or self.kinds or self.states or text
+        return bool(self.queues or self.priorities) and not indexed
 
     def where(self, q: UIQueries) -> tuple[sql.Composable, dict[str, Any]]:
         """The conditions joined with AND (``ui_filter_none`` for an empty filter)."""
@@ -173,6 +203,39 @@ def time_column(states: Sequence[JobState]) -> str:
     return "created_at"
 
 
+def list_order(flt: JobFilter, sort: Sort) -> tuple[str, str | None]:
+    """The column a list of ``flt`` is ordered by when ``sort`` is asked for, and why it is
+    ``"id"`` when "time" was asked for but no index serves it (None otherwise).
+
+    A time order is offered only where an index returns the rows in that order from the
+    cursor, so that a page costs the same on any table: one finalized state
+    (``river_job_state_and_finalized_at_index``); one waiting state with one queue and one
+    priority (``river_job_prioritized_fetching_index`` (state, queue, priority, scheduled_at,
+    id)); running jobs (as many as the workers run at once); or jobs named by id. Anything
+    else would sort every matching row on each page: it is listed by id (creation order)."""
+    if sort == "id":
+        return "id", None
+    if flt.scan_limited():
+        return "id", "a text or tag search reads the jobs by id, newest first"
+    if flt.ids:
+        return time_column(flt.states), None
+    if len(flt.states) != 1:
+        return "id", (
+            "ordering by time needs one state (an index orders each state by its own time)"
+        )
+    (state,) = flt.states
+    if state in FINALIZED:
+        return "finalized_at", None
+    if state is JobState.RUNNING:
+        return "attempted_at", None
+    if len(flt.queues) == 1 and len(flt.priorities) == 1:
+        return "scheduled_at", None
+    return "id", (
+        f"ordering {state.value} jobs by time needs one queue and one priority (the order of "
+        "the index River fetches with)"
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class JobSummary:
     """A row of the job list: the job (``encoded_args`` holds a preview of the args, at most
@@ -186,11 +249,36 @@ class JobSummary:
 
 @dataclass(frozen=True, slots=True)
 class JobPage:
-    """A page of the job list and the cursor of the next one (None on the last page)."""
+    """A page of the job list and the cursor of the next one (None on the last page).
+
+    ``sort_column`` is the order used (``"id"`` or a time column), ``sort_note`` why it is not
+    the time order asked for. ``searched`` is the range of ids (low, high) a bounded scan read
+    (None when the filter is served by an index): a page of a text search may hold fewer
+    rows than asked, or none, and still have a next page (the older ids)."""
 
     jobs: list[JobSummary]
     next_cursor: str | None
     now: datetime
+    sort_column: str = "id"
+    sort_note: str | None = None
+    searched: tuple[int, int] | None = None
+
+
+def _id_cursor(job_id: int) -> str:
+    """A cursor of the id order positioned at ``job_id`` (the edge of a scanned window)."""
+    edge = JobRow(
+        id=job_id, kind="", queue="", state=JobState.AVAILABLE, encoded_args="{}", attempt=0,
+        max_attempts=0, priority=1, created_at=_ZERO_TIME, scheduled_at=_ZERO_TIME,
+    )  # fmt: skip
+    return encode_cursor(edge, "id")
+
+
+def id_bounds_op(q: UIQueries) -> Op[tuple[int, int] | None]:
+    """The lowest and highest job id (None when the table is empty)."""
+    row = yield Query(q.ui_id_bounds, fetch="one")
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1])
 
 
 def job_page_op(
@@ -202,17 +290,22 @@ def job_page_op(
     limit: int = 50,
     after: str | None = None,
     preview: int = 240,
+    window: int | None = None,
 ) -> Op[JobPage]:
-    """A page of jobs matching ``flt`` in ``sort`` order (``"id"``, or ``"time"``: see
-    :func:`time_column`; ties by id), after the cursor ``after`` (River (Go)'s cursor format,
-    from :func:`river._admin.encode_cursor`).
+    """A page of jobs matching ``flt`` in ``sort`` order (``"id"``, or ``"time"`` where an
+    index serves it: see :func:`list_order`; ties by id), after the cursor ``after`` (River
+    (Go)'s cursor format, from :func:`river._admin.encode_cursor`).
 
     Keyset pagination: the cursor's position goes into the WHERE clause, so a page deep into
-    the table costs what the first one does (the order's index is read from that position)."""
+    the table costs what the first one does (the order's index is read from that position).
+    A filter no index serves (:meth:`JobFilter.scan_limited`) reads at most ``window`` ids
+    from the cursor (default :data:`SCAN_WINDOW`): when they hold less than a page, the next
+    cursor continues beyond them."""
+    window = SCAN_WINDOW if window is None else window
     where, args = flt.conditions(q)
     op = sql.SQL("<" if descending else ">")
     direction = sql.SQL("DESC" if descending else "ASC")
-    column_name = "id" if sort == "id" else time_column(flt.states)
+    column_name, note = list_order(flt, sort)
     column: sql.Composable = (
         q.fragment("ui_column_attempted_at")
         if column_name == "attempted_at"
@@ -220,17 +313,41 @@ def job_page_op(
     )
     if column_name == "finalized_at":
         where.append(q.fragment("ui_filter_finalized"))
+    cursor_id: int | None = None
     if after:
         cursor = decode_cursor(after)
         if cursor.get("sort_field") != column_name:
             raise ValidationError("after", "is a cursor of another order: start from page one")
-        args["cursor_id"] = cursor["id"]
+        cursor_id = int(cursor["id"])
+        args["cursor_id"] = cursor_id
         if column_name == "id":
             where.append(q.compose("ui_after_id", op=op))
         else:
             cursor_time: datetime = cursor["time"]
             args["cursor_time"] = "infinity" if cursor_time == _ZERO_TIME else cursor_time
             where.append(q.compose("ui_after_time", column=column, op=op))
+    searched: tuple[int, int] | None = None
+    edge: int | None = None  # where the next window starts, when there are ids beyond this one
+    if flt.scan_limited():
+        bounds = yield from id_bounds_op(q)
+        if bounds is None:
+            pass  # an empty table: nothing to read, no window
+        elif descending:
+            high = bounds[1] if cursor_id is None else min(bounds[1], cursor_id - 1)
+            low = max(bounds[0], high - window + 1)
+            searched = (low, high)
+            args["window_low"] = low
+            where.append(q.fragment("ui_window_from"))
+            edge = low if low > bounds[0] else None
+        else:
+            low = bounds[0] if cursor_id is None else max(bounds[0], cursor_id + 1)
+            high = min(bounds[1], low + window - 1)
+            searched = (low, high)
+            args["window_high"] = high
+            where.append(q.fragment("ui_window_to"))
+            edge = high if high < bounds[1] else None
+        if searched is not None and searched[0] > searched[1]:
+            searched, edge = None, None  # past either end: nothing left to read
     if column_name == "id":
         order = q.compose("ui_order_id", direction=direction)
     else:
@@ -249,7 +366,9 @@ def job_page_op(
         jobs.append(JobSummary(row, int(r[18]), truncated))
     more = len(rows) > limit
     next_cursor = encode_cursor(jobs[-1].row, column_name) if jobs and more else None
-    return JobPage(jobs, next_cursor, now_row[0])
+    if next_cursor is None and edge is not None:
+        next_cursor = _id_cursor(edge)
+    return JobPage(jobs, next_cursor, now_row[0], column_name, note, searched)
 
 
 def count_op(q: UIQueries, flt: JobFilter) -> Op[tuple[int, int | None]]:
@@ -259,32 +378,65 @@ def count_op(q: UIQueries, flt: JobFilter) -> Op[tuple[int, int | None]]:
     return int(row[0]), row[1]
 
 
-def matching_ids_op(
-    q: UIQueries, flt: JobFilter, *, after_id: int, max_id: int, limit: int
-) -> Op[list[int]]:
-    """The next ``limit`` ids matching ``flt`` in ``(after_id, max_id]``, ascending."""
+def count_upto_op(q: UIQueries, flt: JobFilter, *, max_id: int, limit: int) -> Op[int]:
+    """How many jobs match ``flt`` up to ``max_id``, counting at most ``limit``."""
     where, args = flt.where(q)
-    args.update(after_id=after_id, max_id=max_id, limit=limit)
+    args.update(max_id=max_id, limit=limit)
+    row = yield Query(q.compose("ui_job_count_upto", where=where), args, fetch="one")
+    return int(row[0])
+
+
+def matching_ids_op(
+    q: UIQueries, flt: JobFilter, *, after_id: int, upper_id: int, limit: int
+) -> Op[list[int]]:
+    """The next ``limit`` ids matching ``flt`` in ``(after_id, upper_id]``, ascending."""
+    where, args = flt.where(q)
+    args.update(after_id=after_id, upper_id=upper_id, limit=limit)
     rows = yield Query(q.compose("ui_job_ids", where=where), args)
     return [r[0] for r in rows]
 
 
-def bulk_op(q: UIQueries, action: BulkAction, ids: Sequence[int], now: datetime) -> Op[list[int]]:
-    """Retry, cancel or delete the jobs ``ids`` in one statement (the rules of the single-job
-    admin calls, see river/_sql/ui.sql); returns the ids changed."""
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """What one bulk statement did: the ids it changed, and (retry) the ids it left alone
+    because another job holds their unique key."""
+
+    changed: list[int]
+    conflicts: list[int] = field(default_factory=list)
+
+
+def bulk_op(
+    q: UIQueries,
+    action: BulkAction,
+    ids: Sequence[int],
+    now: datetime,
+    flt: JobFilter | None = None,
+) -> Op[BulkResult]:
+    """Retry, cancel or delete the jobs ``ids`` that still match ``flt`` (when given) in one
+    statement, with the rules of the single-job admin calls (see river/_sql/ui.sql)."""
     if not ids:
-        return []
-    params: dict[str, Any] = {"ids": list(ids)}
+        return BulkResult([])
+    where, params = (flt or JobFilter()).where(q)
+    params["batch"] = list(ids)
     if action == "retry":
-        statement = q.ui_job_retry_many
+        name = "ui_job_retry_many"
     elif action == "cancel":
-        statement = q.ui_job_cancel_many
+        name = "ui_job_cancel_many"
         params["now"] = _rfc3339(now)
         params["schema"] = q.schema
     else:
-        statement = q.ui_job_delete_many
-    rows = yield Query(statement, params)
-    return sorted(r[0] for r in rows)
+        name = "ui_job_delete_many"
+    rows = yield Query(q.compose(name, where=where), params)
+    return BulkResult(
+        sorted(int(r[0]) for r in rows if not r[1]), sorted(int(r[0]) for r in rows if r[1])
+    )
+
+
+def unique_holder_op(q: UIQueries, job_id: int) -> Op[tuple[int, str] | None]:
+    """The job holding the unique key that job ``job_id`` would take when retried (its id
+    and state), or None."""
+    row = yield Query(q.ui_unique_holder, {"id": job_id}, fetch="one")
+    return (int(row[0]), str(row[1])) if row is not None else None
 
 
 def _rfc3339(value: datetime) -> str:
@@ -302,14 +454,19 @@ def _rfc3339(value: datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """Jobs per queue and state (every queue with at least one job), and per state."""
+    """Jobs per queue and state (every queue with at least one job), and per state. A count
+    that reached :data:`COUNT_CAP` in one queue is a lower bound: its state is in ``capped``
+    (and in ``capped_by_queue[queue]``)."""
 
     by_queue: dict[str, dict[str, int]]
     by_state: dict[str, int]
+    capped_by_queue: dict[str, list[str]] = field(default_factory=dict)
+    capped: list[str] = field(default_factory=list)
+    cap: int = COUNT_CAP
 
     @property
     def total(self) -> int:
-        """All jobs."""
+        """All jobs (at least, when a count is capped)."""
         return sum(self.by_state.values())
 
 
@@ -317,15 +474,25 @@ def _empty_states() -> dict[str, int]:
     return {s.value: 0 for s in DISPLAY_STATES}
 
 
-def counts_op(q: UIQueries) -> Op[Counts]:
-    """Exact counts of river_job by queue and state (one grouped query)."""
-    rows = yield Query(q.ui_counts)
+def counts_op(q: UIQueries, *, cap: int | None = None) -> Op[Counts]:
+    """Counts of river_job by queue and state, each at most ``cap`` (default
+    :data:`COUNT_CAP`; see ``ui_counts``): exact below it, so exact on any table of fewer
+    rows."""
+    cap = COUNT_CAP if cap is None else cap
+    rows = yield Query(q.ui_counts, {"count_limit": cap + 1, "max_pairs": MAX_COUNT_PAIRS})
     by_queue: dict[str, dict[str, int]] = {}
     by_state = _empty_states()
+    capped_by_queue: dict[str, list[str]] = {}
     for queue, state, count in rows:
-        by_queue.setdefault(queue, _empty_states())[state] = int(count)
-        by_state[state] = by_state.get(state, 0) + int(count)
-    return Counts(dict(sorted(by_queue.items())), by_state)
+        n = min(int(count), cap)
+        by_queue.setdefault(queue, _empty_states())[state] = n
+        by_state[state] = by_state.get(state, 0) + n
+        if int(count) > cap:
+            capped_by_queue.setdefault(queue, []).append(state)
+    capped = sorted({s for states in capped_by_queue.values() for s in states})
+    return Counts(
+        dict(sorted(by_queue.items())), by_state, dict(sorted(capped_by_queue.items())), capped, cap
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,15 +554,17 @@ def throughput_op(q: UIQueries, *, minutes: int = 60, queue: str | None = None) 
     rows = yield Query(q.ui_throughput, params)
     failures = yield Query(q.ui_failures, params)
     series = {name: [0] * minutes for name in SERIES}
-    since = datetime.now(UTC)
-    for index, name, count in rows:
-        if index == -1:
-            since = datetime.fromtimestamp(int(count), UTC)
-        elif 0 <= index < minutes:
-            series[name][index] = int(count)
-    for index, count in failures:
-        if 0 <= index < minutes:
-            series["failed"][index] = int(count)
+    since = next((r[0] for r in rows if r[1] == "since"), datetime.now(UTC))
+
+    def index(minute: datetime) -> int:
+        return int((minute - since).total_seconds() // 60)
+
+    for minute, name, count in rows:
+        if name != "since" and 0 <= index(minute) < minutes:
+            series[name][index(minute)] = int(count)
+    for minute, count in failures:
+        if 0 <= index(minute) < minutes:
+            series["failed"][index(minute)] = int(count)
     return Throughput(since, minutes, series)
 
 

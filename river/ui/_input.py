@@ -166,18 +166,31 @@ def _body_params(value: Any) -> dict[str, list[str]]:
 
 @dataclass(frozen=True, slots=True)
 class BulkRequest:
-    """``POST /api/jobs/bulk``: an action over a selection of ids, or over every job matching
-    a filter up to ``max_id`` (the highest id when the count was shown)."""
+    """``POST /api/jobs/bulk``: an action over a selection of ids, or over the jobs matching
+    a filter up to ``max_id`` (the highest id when the count was shown), never more than
+    ``count`` (the count confirmed), going on from ``after_id`` where an earlier call of the
+    same action stopped (``matched_before``: the jobs that call and those before it matched)."""
 
     action: BulkAction
     ids: tuple[int, ...] | None
     filter: JobFilter | None
     max_id: int | None
+    count: int | None = None
+    after_id: int = 0
+    matched_before: int = 0
+
+
+def _count_field(body: Mapping[str, Any], name: str, message: str, default: int | None) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT64:
+        raise BadRequest(name, message)
+    return value
 
 
 def parse_bulk(body: Any) -> BulkRequest:
     """``{"action": "retry"|"cancel"|"delete", "ids": [...]}`` or ``{"action": ...,
-    "filter": {...}, "max_id": n}``."""
+    "filter": {...}, "max_id": n, "count": n}``, plus ``after_id`` and ``matched_before`` (the
+    ``next`` of the previous answer) to go on."""
     if not isinstance(body, Mapping):
         raise BadRequest("body", "must be a JSON object")
     action = body.get("action")
@@ -185,7 +198,7 @@ def parse_bulk(body: Any) -> BulkRequest:
         raise BadRequest("action", "must be retry, cancel or delete")
     has_ids, has_filter = "ids" in body, "filter" in body
     if has_ids == has_filter:
-        raise BadRequest("ids", "give either ids or filter (with max_id)")
+        raise BadRequest("ids", "give either ids or filter (with max_id and count)")
     if has_ids:
         ids = body["ids"]
         if not isinstance(ids, list) or not ids:
@@ -199,10 +212,21 @@ def parse_bulk(body: Any) -> BulkRequest:
             parsed.append(parse_job_id(str(value), "ids"))
         return BulkRequest(action, tuple(dict.fromkeys(parsed)), None, None)
     flt = parse_filter(_body_params(body["filter"]))
-    max_id = body.get("max_id")
-    if isinstance(max_id, bool) or not isinstance(max_id, int) or not 0 <= max_id <= _MAX_INT64:
-        raise BadRequest("max_id", "must be the max_id of the count the action was confirmed on")
-    return BulkRequest(action, None, flt, max_id)
+    max_id = _count_field(
+        body, "max_id", "must be the max_id of the count confirmed (GET /api/jobs/count)", None
+    )
+    count = _count_field(
+        body, "count", "must be the number of jobs confirmed (GET /api/jobs/count)", None
+    )
+    after_id = _count_field(body, "after_id", "must be the after_id of the previous answer", 0)
+    before = _count_field(
+        body, "matched_before", "must be the matched_before of the previous answer", 0
+    )
+    if after_id > max_id:
+        raise BadRequest("after_id", "cannot be past max_id")
+    if before > count:
+        raise BadRequest("matched_before", "cannot be more than the count confirmed")
+    return BulkRequest(action, None, flt, max_id, count, after_id, before)
 
 
 #: The cluster-wide settings a queue's settings form may set or clear.

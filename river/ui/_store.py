@@ -6,6 +6,17 @@ The dashboard never borrows connections from the application's job runtime: a pa
 wait behind them. It opens its pool on the first request, not at import or construction, so
 that an app mounting it starts even while the database is down, and a mounted app (whose
 lifespan events Starlette does not forward to mounts) needs no start-up hook.
+
+Every request's work runs in one transaction on one connection checked out for at most the
+wait timeout, whose first statement sets the statement timeout for that transaction only
+(``SET LOCAL``): the limits hold the same on the dashboard's own pool and on a pool the
+application passes in, and never leak into the application's use of its connections.
+
+The pool is never replaced: a busy pool (every connection in use by slow requests) is not a
+dead one, and replacing it would leave the old pool's connections open beside the new ones.
+The dashboard's own pool gives up a failing reconnection after the wait timeout instead of
+backing off for minutes, so the next request after an outage tries afresh and the page
+recovers within a refresh or two of the database coming back.
 """
 
 from __future__ import annotations
@@ -27,9 +38,10 @@ from river._preflight import SCHEMA_ERRORS, schema_error_async
 from river._sansio import Op, run_async
 from river.ui._queries import UIQueries, ui_queries
 
-__all__ = ["QueryTimeoutError", "SharedReads", "Store"]
+__all__ = ["DatabaseBusyError", "QueryTimeoutError", "SharedReads", "Store"]
 
 R = TypeVar("R")
+Conn = psycopg.AsyncConnection[Any]
 
 #: ``application_name`` of the dashboard's connections unless the URL sets one.
 APPLICATION_NAME = "river ui"
@@ -39,13 +51,18 @@ class QueryTimeoutError(Exception):
     """A dashboard query ran past the statement timeout of the dashboard's connections."""
 
 
+class DatabaseBusyError(Exception):
+    """Every connection of the pool was in use for the whole wait timeout: the database is up,
+    other requests of the dashboard (or of the application, on a pool it lent) hold them."""
+
+
 class Store:
     """Connections, queries and the admin client of one dashboard (see module doc).
 
     ``database`` is a ``postgresql://`` URL or libpq conninfo (the store owns a pool of at most
-    ``pool_size`` connections, each with ``statement_timeout`` seconds per statement), or an
-    open ``psycopg_pool.AsyncConnectionPool`` the caller owns (used as it is: its connections
-    should be in autocommit mode)."""
+    ``pool_size`` connections), or an open ``psycopg_pool.AsyncConnectionPool`` the caller
+    owns. Either way a request waits at most ``wait_timeout`` seconds for a connection, and
+    each of its statements runs at most ``statement_timeout`` seconds."""
 
     def __init__(
         self,
@@ -60,7 +77,7 @@ class Store:
         self.ui: UIQueries = ui_queries(schema)
         self.runtime: Queries = queries_for(schema)
         self.statement_timeout = statement_timeout
-        self._wait_timeout = wait_timeout
+        self.wait_timeout = wait_timeout
         self._pool_size = pool_size
         self._conninfo: str | None = None
         self._pool: AsyncConnectionPool[Any] | None = None
@@ -69,10 +86,17 @@ class Store:
         else:
             self._pool = database
         self._owns_pool = self._conninfo is not None
-        self._admin: AsyncClient | None = None
+        #: The admin calls run as ``*_tx`` on the store's connections: a client without a pool.
+        self._admin = AsyncClient(config=Config(schema=schema, id="river-ui"))
         self._lock = anyio.Lock()
-        #: Set when a request found the database unreachable: the next one replaces the pool.
-        self._stale = False
+        #: Connections the store holds right now (checked out and not yet returned).
+        self.in_use = 0
+        self._errors_seen = 0
+
+    @property
+    def pool_size(self) -> int:
+        """The most connections the store's pool holds."""
+        return self._pool.max_size if self._pool is not None else self._pool_size
 
     def _new_pool(self) -> AsyncConnectionPool[Any]:
         assert self._conninfo is not None
@@ -91,88 +115,116 @@ class Store:
             max_size=self._pool_size,
             open=False,
             kwargs=kwargs,
-            configure=self._configure,
             # A connection that died with the server (a restart, a failover) is found on
             # checkout and replaced, instead of failing the request that drew it.
             check=AsyncConnectionPool.check_connection,
-            timeout=self._wait_timeout,
+            timeout=self.wait_timeout,
+            # A reconnection gives up after the wait timeout (psycopg_pool's default backs off
+            # for up to 5 minutes): the next request that needs a connection starts a fresh
+            # attempt at once, so the page recovers as soon as the database is back.
+            reconnect_timeout=max(1.0, self.wait_timeout),
             name="river-ui",
         )
-
-    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        timeout_ms = str(max(1, round(self.statement_timeout * 1000)))
-        await conn.execute(self.ui.ui_session_setup, {"statement_timeout": timeout_ms})
 
     async def pool(self) -> AsyncConnectionPool[Any]:
         """The pool, opened on first use (in the background: requests wait for a connection
         at most the wait timeout, so a database that is down answers 503 at once)."""
         current = self._pool
-        if current is not None and (not self._owns_pool or not (current.closed or self._stale)):
+        if current is not None and (not self._owns_pool or not current.closed):
             return current
         async with self._lock:
-            old = self._pool
-            if old is None or (self._owns_pool and (old.closed or self._stale)):
-                # After a failure, a new pool tries to connect at once, where the old one would
-                # wait out its reconnection backoff (up to minutes): the page recovers within
-                # one refresh of the database coming back.
+            if self._pool is None or (self._owns_pool and self._pool.closed):
                 pool = self._new_pool()
                 await pool.open(wait=False)
-                self._pool, self._stale = pool, False
-                if old is not None and not old.closed:
-                    await old.close(timeout=0)
-            assert self._pool is not None
+                self._pool = pool
             return self._pool
 
-    async def admin(self) -> AsyncClient:
-        """An insert/admin-only client on the dashboard's pool (no workers, no queues)."""
+    async def _with_conn(self, fn: Callable[[Conn], Awaitable[R]]) -> R:
+        """``fn(conn)`` in one transaction of a connection of the pool (see module doc)."""
         pool = await self.pool()
-        if self._admin is None or self._admin_pool is not pool:
-            self._admin = AsyncClient(pool, Config(schema=self.schema, id="river-ui"))
-            self._admin_pool = pool
-        return self._admin
-
-    _admin_pool: AsyncConnectionPool[Any] | None = None
-
-    async def run(self, op: Op[R]) -> R:
-        """Run a dashboard operation on a connection of the pool (see :meth:`call` for the
-        errors)."""
-
-        async def body(_: AsyncClient) -> R:
-            pool = await self.pool()
-            async with pool.connection() as conn:
+        timeout_ms = str(max(1, round(self.statement_timeout * 1000)))
+        async with pool.connection(timeout=self.wait_timeout) as conn:
+            self.in_use += 1
+            try:
                 try:
-                    return await run_async(conn, op)
+                    async with conn.transaction():
+                        await conn.execute(
+                            self.ui.ui_transaction_setup, {"statement_timeout": timeout_ms}
+                        )
+                        return await fn(conn)
                 except SCHEMA_ERRORS as exc:
                     mapped = await schema_error_async(conn, self.schema, exc, own=True)
                     if mapped is None:
                         raise
                     raise mapped from exc
+            finally:
+                self.in_use -= 1
 
-        return await self.call(body)
+    async def run(self, op: Op[R]) -> R:
+        """Run a dashboard operation in one transaction (see :meth:`call` for the errors)."""
 
-    async def call(self, fn: Callable[[AsyncClient], Awaitable[R]]) -> R:
-        """``fn(admin client)``, with the failures of the database mapped: no connection within
-        the wait timeout or a broken one raise DatabaseUnavailableError; a statement cut by
-        the statement timeout raises QueryTimeoutError; River's errors pass through."""
+        async def body(conn: Conn) -> R:
+            return await run_async(conn, op)
+
+        return await self._mapped(body)
+
+    async def call(self, fn: Callable[[AsyncClient, Conn], Awaitable[R]]) -> R:
+        """``fn(admin client, connection)``: an admin ``*_tx`` call in one transaction (see
+        :meth:`_mapped` for the errors)."""
+
+        async def body(conn: Conn) -> R:
+            return await fn(self._admin, conn)
+
+        return await self._mapped(body)
+
+    async def _mapped(self, fn: Callable[[Conn], Awaitable[R]]) -> R:
+        """``fn`` on a connection, with the failures of the database mapped: every connection
+        in use for the whole wait timeout raises DatabaseBusyError; no connection otherwise, or
+        a broken one, DatabaseUnavailableError; a statement cut by the statement timeout
+        QueryTimeoutError. River's errors and the others pass through."""
         try:
-            return await fn(await self.admin())
-        except (PoolTimeout, PoolClosed):
-            self._stale = True
+            return await self._with_conn(fn)
+        except PoolTimeout:
+            if self._busy():
+                raise DatabaseBusyError(
+                    f"all {self.pool_size} database connections of the dashboard stayed busy "
+                    f"for {self.wait_timeout:g}s (slow requests hold them): try again shortly"
+                ) from None
             raise DatabaseUnavailableError(
-                f"no connection within {self._wait_timeout:g}s (is the database up?)"
+                f"no connection within {self.wait_timeout:g}s (is the database up?)"
             ) from None
+        except PoolClosed:
+            raise DatabaseUnavailableError("the connection pool is closed") from None
         except psycopg.errors.QueryCanceled:
             raise QueryTimeoutError(
                 f"the query ran longer than {self.statement_timeout:g}s and was cancelled"
             ) from None
         except psycopg.OperationalError as exc:
-            self._stale = True
             raise DatabaseUnavailableError(exc) from None
+
+    def _busy(self) -> bool:
+        """Whether a checkout timed out because every connection was in use (rather than
+        because none could be made: no connection error since the last look)."""
+        pool = self._pool
+        if pool is None:
+            return False
+        stats = pool.get_stats()
+        errors = int(stats.get("connections_errors", 0))
+        failing = errors > self._errors_seen
+        self._errors_seen = errors
+        if failing:
+            return False
+        if self._owns_pool:
+            return self.in_use >= pool.max_size
+        return (
+            int(stats.get("pool_size", 0)) >= pool.max_size
+            and int(stats.get("pool_available", 0)) == 0
+        )
 
     async def close(self) -> None:
         """Close the pool the store owns (a later request opens a new one)."""
         async with self._lock:
-            pool, self._admin = self._pool, None
+            pool = self._pool
             if self._owns_pool and pool is not None:
                 self._pool = None
                 await pool.close()

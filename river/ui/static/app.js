@@ -59,7 +59,12 @@
   const loading = () => h("p", { class: "muted" }, "Loading…");
   const badge = (state) => h("span", { class: `badge state-${state}` }, state);
   const jobPath = (id) => `/jobs/${encodeURIComponent(String(id))}`;
-  const queuePath = (name) => `/queues/${encodeURIComponent(name)}`;
+  // A name made of dots only ("." or "..") cannot be a path segment: the browser would resolve
+  // it (even percent-encoded) before any request. Such a queue is addressed by ?name= instead.
+  const dotsOnly = (name) => /^\.+$/.test(name);
+  const queuePath = (name) => (dotsOnly(name) ? `/queues?name=${encodeURIComponent(name)}` : `/queues/${encodeURIComponent(name)}`);
+  // The JSON API of one queue, by ?name= (whatever the name holds).
+  const queueApi = (name, action) => `/queue${action ? "/" + action : ""}?name=${encodeURIComponent(name)}`;
   const jobsPath = (params) => {
     const text = new URLSearchParams(params).toString();
     return "/jobs" + (text ? "?" + text : "");
@@ -73,6 +78,8 @@
   };
   const serverNow = () => Date.now() + skew;
   const num = (n) => Number(n || 0).toLocaleString("en-US");
+  // A count that reached the server's cap: at least that many.
+  const count = (n, capped) => num(n) + (capped ? "+" : "");
   const plural = (n, word) => `${num(n)} ${word}${n === 1 ? "" : "s"}`;
 
   function span(ms) {
@@ -137,9 +144,10 @@
 
   const connection = {
     down: false,
-    fail(message) {
+    fail(message, reason) {
       const banner = document.getElementById("banner");
-      banner.textContent = `Database unreachable: ${message}. Retrying every 2 s; the page recovers on its own.`;
+      const what = reason === "busy" ? "Database connections busy" : "Database unreachable";
+      banner.textContent = `${what}: ${message}. Retrying every 2 s; the page recovers on its own.`;
       banner.hidden = false;
       this.down = true;
     },
@@ -154,10 +162,11 @@
   // --- the JSON API --------------------------------------------------------------------------
 
   class ApiError extends Error {
-    constructor(status, message, field) {
+    constructor(status, message, field, reason) {
       super(message);
       this.status = status;
       this.field = field || null;
+      this.reason = reason || null;
       this.unavailable = status === 0 || status === 502 || status === 503;
     }
     describe() {
@@ -186,7 +195,7 @@
       data = null;
     }
     if (!response.ok) {
-      throw new ApiError(response.status, (data && data.error) || `HTTP ${response.status}`, data && data.field);
+      throw new ApiError(response.status, (data && data.error) || `HTTP ${response.status}`, data && data.field, data && data.reason);
     }
     return data;
   }
@@ -197,7 +206,7 @@
       await run();
       return true;
     } catch (e) {
-      if (e instanceof ApiError && e.unavailable) connection.fail(e.message);
+      if (e instanceof ApiError && e.unavailable) connection.fail(e.message, e.reason);
       toast(e instanceof ApiError ? e.describe() : String(e), true);
       return false;
     }
@@ -257,7 +266,7 @@
           } catch (e) {
             if (generation !== this.generation) return;
             if (e instanceof StopLive) stop = true;
-            else if (e instanceof ApiError && e.unavailable) connection.fail(e.message);
+            else if (e instanceof ApiError && e.unavailable) connection.fail(e.message, e.reason);
             else toast(e instanceof ApiError ? e.describe() : String(e), true);
           }
         }
@@ -309,6 +318,15 @@
     document.title = title ? `${title} · ${TITLE}` : TITLE;
   }
 
+  // A path segment decoded, or null when its percent-encoding is malformed (a hand-typed URL).
+  function decoded(segment) {
+    try {
+      return decodeURIComponent(segment);
+    } catch (e) {
+      return null;
+    }
+  }
+
   function route() {
     live.stop();
     const path = currentPath();
@@ -316,8 +334,9 @@
     if (path === "/") overviewPage();
     else if (path === "/jobs") jobsPage();
     else if ((m = path.match(/^\/jobs\/(\d+)$/))) jobPage(m[1]);
-    else if (path === "/queues") queuesPage();
-    else if ((m = path.match(/^\/queues\/([^/]+)$/))) queuePage(decodeURIComponent(m[1]));
+    else if (path === "/queues" && !new URLSearchParams(location.search).has("name")) queuesPage();
+    else if (path === "/queues" && new URLSearchParams(location.search).has("name")) queuePage(new URLSearchParams(location.search).get("name"));
+    else if ((m = path.match(/^\/queues\/([^/]+)$/)) && decoded(m[1]) !== null) queuePage(decoded(m[1]));
     else if (path === "/periodic") periodicPage();
     else {
       setNav("", "Not found");
@@ -327,12 +346,14 @@
 
   // --- shared pieces ---------------------------------------------------------------------------------
 
-  function stateTiles(states, total, extra) {
-    const tiles = [link(jobsPath(extra), { class: "tile" }, h("div", { class: "n" }, num(total)), h("div", { class: "l" }, "all jobs"))];
+  // capped: the states whose count reached the server's cap (shown as "100,000+").
+  function stateTiles(states, total, extra, capped) {
+    const over = new Set(capped || []);
+    const tiles = [link(jobsPath(extra), { class: "tile" }, h("div", { class: "n" }, count(total, over.size > 0)), h("div", { class: "l" }, "all jobs"))];
     for (const state of STATES) {
       tiles.push(
         link(jobsPath({ ...extra, state }), { class: `tile state-${state}`, "data-state": state },
-          h("div", { class: "n" }, num(states[state])), h("div", { class: "l" }, state)),
+          h("div", { class: "n" }, count(states[state], over.has(state))), h("div", { class: "l" }, state)),
       );
     }
     return tiles;
@@ -433,7 +454,7 @@
       class: "button small",
       "data-action": pausing ? "pause" : "resume",
       onclick: async () => {
-        if (await act(() => api(`/queues/${encodeURIComponent(q.name)}/${pausing ? "pause" : "resume"}`, {}))) {
+        if (await act(() => api(queueApi(q.name, pausing ? "pause" : "resume"), {}))) {
           toast(`Queue ${q.name} ${pausing ? "paused" : "resumed"} for every client`);
           after();
         }
@@ -451,8 +472,8 @@
         h("td", null, link(queuePath(q.name), null, q.name)),
         h("td", null, queueStatus(q)),
         COUNT_COLUMNS.map((c) => h("td", { class: q.counts[c] ? "num" : "num zero" },
-          q.counts[c] ? link(jobsPath({ queue: q.name, state: c }), null, num(q.counts[c])) : "0")),
-        h("td", { class: "num" }, link(jobsPath({ queue: q.name }), null, num(q.total))),
+          q.counts[c] ? link(jobsPath({ queue: q.name, state: c }), null, count(q.counts[c], (q.capped || []).includes(c))) : "0")),
+        h("td", { class: "num" }, link(jobsPath({ queue: q.name }), null, count(q.total, (q.capped || []).length > 0))),
         withActions ? [h("td", { class: "mono" }, overrideText(q.override)), READ_ONLY ? null : h("td", null, pauseButton(q, after))] : null,
       ),
     );
@@ -469,7 +490,7 @@
     const queues = h("div", null, loading());
     main.replaceChildren(
       h("h1", null, "Overview"),
-      h("p", { class: "sub" }, "Jobs per state, the last hour's throughput, queues and the clients at work. Counts are exact."),
+      h("p", { class: "sub" }, "Jobs per state, the last hour's throughput, queues and the clients at work. Counts are exact up to 100,000 per queue and state (shown as 100,000+ beyond)."),
       tiles,
       h("div", { class: "grid" }, panel("Throughput, last hour (per minute)", chart), panel("Cluster", cluster)),
       panel("Queues", queues),
@@ -477,7 +498,7 @@
     live.start(async () => {
       const [ov, tp] = await Promise.all([api("/overview"), api("/throughput?minutes=60")]);
       setNow(ov.now);
-      tiles.replaceChildren(...stateTiles(ov.states, ov.total, {}));
+      tiles.replaceChildren(...stateTiles(ov.states, ov.total, {}, ov.capped));
       chart.replaceChildren(...throughputChart(tp));
       cluster.replaceChildren(clusterView(ov));
       queues.replaceChildren(queueTable(ov.queues, false));
@@ -537,12 +558,11 @@
     return body;
   }
 
-  function timeColumn(params) {
-    const states = params.getAll("state").flatMap((v) => v.split(","));
-    if (params.get("sort") !== "time") return { key: "created_at", label: "Created" };
-    if (states.length && states.every((st) => FINALIZED.has(st))) return { key: "finalized_at", label: "Finalized" };
-    if (states.length && states.every((st) => WAITING.has(st))) return { key: "scheduled_at", label: "Scheduled" };
-    if (states.length === 1 && states[0] === "running") return { key: "attempted_at", label: "Started" };
+  // The time column a list shows, from the order the server used (sort_column).
+  function timeColumn(sortColumn) {
+    if (sortColumn === "finalized_at") return { key: "finalized_at", label: "Finalized" };
+    if (sortColumn === "scheduled_at") return { key: "scheduled_at", label: "Scheduled" };
+    if (sortColumn === "attempted_at") return { key: "attempted_at", label: "Started" };
     return { key: "created_at", label: "Created" };
   }
 
@@ -554,6 +574,8 @@
     const selected = new Set();
     let allMatching = false;
     let lastPage = [];
+    let sortColumn = "id";
+    let running = false; // a bulk action is under way: its buttons stay disabled
 
     const tabs = h("nav", { class: "tabs", "aria-label": "States" });
     const field = (name, label, attrs) =>
@@ -616,7 +638,8 @@
 
     const table = h("div", { class: "table-wrap" }, loading());
     const pager = h("div", { class: "pager" });
-    main.replaceChildren(h("h1", null, "Jobs"), tabs, panel(null, form), bulkBar, panel(null, table, pager));
+    const notes = h("div", { class: "notes" });
+    main.replaceChildren(h("h1", null, "Jobs"), tabs, panel(null, form), bulkBar, panel(null, notes, table, pager));
 
     function filterParams() {
       const p = new URLSearchParams(params);
@@ -627,16 +650,21 @@
     function updateBulk() {
       if (READ_ONLY) return;
       const any = allMatching || selected.size > 0;
-      for (const b of actionButtons) b.disabled = !any;
+      for (const b of actionButtons) b.disabled = !any || running;
       clearSel.hidden = !any;
       selectAll.hidden = allMatching;
       if (!allMatching) bulkInfo.textContent = selected.size ? `${num(selected.size)} selected` : "Select jobs to act on them";
     }
 
+    // One bulk action. Over "all matching", the server acts on at most the confirmed count and
+    // on a bounded number of jobs per call: the page calls again with its "next" until done,
+    // showing the progress. The buttons stay disabled meanwhile (a second click does nothing).
     async function bulk(action) {
+      if (running) return;
       const verb = { retry: "Retry", cancel: "Cancel", delete: "Delete" }[action];
       let body;
       let question;
+      let total;
       if (allMatching) {
         let c;
         try {
@@ -645,28 +673,47 @@
           toast(e instanceof ApiError ? e.describe() : String(e), true);
           return;
         }
-        question = `${verb} all ${num(c.count)} jobs matching this filter (${describeFilter(filterParams())})?\n\nJobs inserted after this count are left alone; running jobs are not deleted.`;
-        body = { action, filter: filterBody(filterParams()), max_id: c.max_id };
+        total = c.count;
+        question = `${verb} all ${num(c.count)} jobs matching this filter (${describeFilter(filterParams())})?\n\nOnly jobs that still match when their turn comes are changed; jobs inserted after this count are left alone; running jobs are not deleted. If more jobs match than this count, the action stops.`;
+        body = { action, filter: filterBody(filterParams()), max_id: c.max_id, count: c.count };
       } else {
+        total = selected.size;
         question = `${verb} ${num(selected.size)} selected job${selected.size === 1 ? "" : "s"}?`;
         body = { action, ids: [...selected] };
       }
       if (!(await confirmAction(`${verb} jobs`, question, verb))) return;
-      let result;
-      if (await act(async () => {
-        result = await api("/jobs/bulk", body);
-      })) {
-        const done = { retry: "Retried", cancel: "Cancelled", delete: "Deleted" }[action];
-        toast(`${done} ${num(result.changed)} of ${num(result.matched)} jobs${result.skipped ? ` (${num(result.skipped)} left as they were)` : ""}`);
-        selected.clear();
-        allMatching = false;
-        updateBulk();
-        live.kick();
+      running = true;
+      updateBulk();
+      const sum = { matched: 0, changed: 0, skipped: 0, conflicts: 0 };
+      let stopped = null;
+      try {
+        for (;;) {
+          const result = await api("/jobs/bulk", body);
+          for (const k of Object.keys(sum)) sum[k] += result[k] || 0;
+          stopped = result.stopped;
+          if (!result.next || stopped) break;
+          bulkInfo.textContent = `${verb}: ${num(sum.matched)} of ${num(total)} jobs done…`;
+          body = { ...body, ...result.next };
+        }
+      } catch (e) {
+        if (e instanceof ApiError && e.unavailable) connection.fail(e.message, e.reason);
+        stopped = e instanceof ApiError ? e.describe() : String(e);
       }
+      running = false;
+      const done = { retry: "Retried", cancel: "Cancelled", delete: "Deleted" }[action];
+      const left = [];
+      if (sum.conflicts) left.push(`${num(sum.conflicts)} kept: another job holds their unique key`);
+      if (sum.skipped - sum.conflicts > 0) left.push(`${num(sum.skipped - sum.conflicts)} left as they were`);
+      const text = `${done} ${num(sum.changed)} of ${num(sum.matched)} jobs${left.length ? ` (${left.join("; ")})` : ""}`;
+      toast(stopped ? `${text}. Stopped: ${stopped}` : text, Boolean(stopped));
+      selected.clear();
+      allMatching = false;
+      updateBulk();
+      live.kick();
     }
 
     function renderRows() {
-      const column = timeColumn(params);
+      const column = timeColumn(sortColumn);
       if (!lastPage.length) {
         table.replaceChildren(h("p", { class: "empty" }, "No jobs match."));
         return;
@@ -702,7 +749,7 @@
       table.replaceChildren(h("table", null, h("thead", null, head), h("tbody", null, rows)));
     }
 
-    function renderPager(next) {
+    function renderPager(next, short) {
       const buttons = [];
       if (cursorTrail.stack.length) {
         buttons.push(h("button", { class: "button", type: "button", onclick: () => {
@@ -723,7 +770,7 @@
           const p = new URLSearchParams(params);
           p.set("after", next);
           navigate(jobsPath(p));
-        } }, "Next →"));
+        } }, short ? (params.get("order") === "asc" ? "Search newer →" : "Search older →") : "Next →"));
       }
       pager.replaceChildren(...buttons);
     }
@@ -733,12 +780,13 @@
       const base = new URLSearchParams(params);
       base.delete("after");
       base.delete("state");
-      const tab = (state, label, count) => {
+      const over = new Set(counts.capped || []);
+      const tab = (state, label, n, capped) => {
         const p = new URLSearchParams(base);
         if (state) p.set("state", state);
-        return link(jobsPath(p), { class: current === state ? "active" : null, "data-tab": state || "all" }, label, h("span", { class: "count" }, num(count)));
+        return link(jobsPath(p), { class: current === state ? "active" : null, "data-tab": state || "all" }, label, h("span", { class: "count" }, count(n, capped)));
       };
-      tabs.replaceChildren(tab("", "all", counts.total), ...STATES.map((st) => tab(st, st, counts.states[st])));
+      tabs.replaceChildren(tab("", "all", counts.total, over.size > 0), ...STATES.map((st) => tab(st, st, counts.states[st], over.has(st))));
     }
 
     let suggestionsLoaded = false;
@@ -748,8 +796,16 @@
       setNow(page.now);
       renderTabs(counts);
       lastPage = page.jobs;
+      sortColumn = page.sort_column;
+      const lines = [];
+      if (page.sort_note) lines.push(h("p", { class: "muted", "data-note": "sort" }, `Ordered by id (creation order): ${page.sort_note}.`));
+      if (page.searched) {
+        lines.push(h("p", { class: "muted", "data-note": "searched" },
+          `Searched jobs #${num(page.searched.low_id)} to #${num(page.searched.high_id)}: a text or tag search reads ${num(page.searched.window)} jobs per page${page.next ? "; the next page reads further" : ""}.`));
+      }
+      notes.replaceChildren(...lines);
       renderRows();
-      renderPager(page.next);
+      renderPager(page.next, Boolean(page.searched) && page.jobs.length < Number(params.get("limit") || 50));
       updateBulk();
       if (!suggestionsLoaded) {
         suggestionsLoaded = true;
@@ -773,12 +829,16 @@
 
     const jobAction = (job, action) => {
       const verb = { retry: "Retry", cancel: "Cancel", delete: "Delete" }[action];
+      // An available job already due is what a retry would make of it: nothing to do.
+      const due = job.state === "available" && Date.parse(job.scheduled_at) <= serverNow();
       const enabled = {
-        retry: job.state !== "running",
+        retry: job.state !== "running" && !due,
         cancel: !FINALIZED.has(job.state),
         delete: job.state !== "running",
       }[action];
-      return h("button", { class: action === "retry" ? "button" : "button danger", type: "button", "data-action": action, disabled: !enabled,
+      const why = action === "retry" && due ? "Nothing to do: the job is available and due, a worker takes it at its next fetch"
+        : !enabled && job.state === "running" ? "The job is running" : null;
+      return h("button", { class: action === "retry" ? "button" : "button danger", type: "button", "data-action": action, disabled: !enabled, title: why,
         onclick: async () => {
           const text = action === "cancel" && job.state === "running"
             ? `Cancel job ${job.id} (${job.kind})? It is running: the client working it cancels the attempt.`
@@ -978,7 +1038,7 @@
 
     async function send(body) {
       return act(async () => {
-        await api(`/queues/${encodeURIComponent(name)}/settings`, body);
+        await api(queueApi(name, "settings"), body);
         toast(`Queue ${name}: settings sent to every client`);
         live.kick();
       });
@@ -987,7 +1047,7 @@
     live.start(async () => {
       let data;
       try {
-        data = await api(`/queues/${encodeURIComponent(name)}`);
+        data = await api(queueApi(name));
       } catch (e) {
         if (e instanceof ApiError && e.status === 404) {
           head.replaceChildren(h("h1", null, `Queue ${name}`), h("p", { class: "sub" }, "No such queue: no row in river_queue and no job. ", link("/queues", null, "All queues")));
@@ -1003,7 +1063,7 @@
         h("p", { class: "sub" }, q.known ? ["created ", when(q.created_at), " · updated ", when(q.updated_at), q.paused ? [" · paused ", when(q.paused_at)] : null]
           : "This queue has jobs but no river_queue row: no client has worked it yet, so it cannot be paused or configured."),
       );
-      tiles.replaceChildren(...stateTiles(q.counts, q.total, { queue: q.name }));
+      tiles.replaceChildren(...stateTiles(q.counts, q.total, { queue: q.name }, q.capped));
       chart.replaceChildren(...throughputChart(tp));
       current.textContent = q.known ? `Override now: ${overrideText(q.override)}` : "";
       if (!known) settings.replaceChildren();
