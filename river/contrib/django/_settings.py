@@ -31,7 +31,7 @@ from river._names import validate_schema
 
 __all__ = ["RiverSettings", "check_postgres", "clear_caches", "project_root", "river_settings"]
 
-_KEYS = ("DATABASE", "SCHEMA", "APP", "MIGRATE")
+_KEYS = ("DATABASE", "SCHEMA", "APP", "MIGRATE", "ADMIN")  # ADMIN: read by admin.py
 
 
 @dataclass(frozen=True, slots=True)

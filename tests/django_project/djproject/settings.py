@@ -33,10 +33,38 @@ DATABASES = {
     "sqlite": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
 }
 INSTALLED_APPS = [
+    # The admin (tests/test_django_admin.py) and what it needs.
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "river.contrib.django",
     "notes",
     # django.tasks is part of Django from 6.0; before, the django-tasks backport provides it.
     *(["django_tasks"] if django.VERSION < (6,) else []),
+]
+ROOT_URLCONF = "djproject.urls"
+ALLOWED_HOSTS = ["testserver", "localhost"]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
 ]
 RIVER = {
     "DATABASE": os.environ.get("RIVER_DATABASE", "default"),
