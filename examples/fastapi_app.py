@@ -1,68 +1,103 @@
-"""A FastAPI app that runs the River client inside its lifespan.
+"""A FastAPI app that shares one connection pool with its River client (docs/fastapi.md).
 
-The client starts with the app and stops gracefully with it (running jobs finish, outcomes
-are written). Endpoints insert jobs in the same process that works them.
+The app's lifespan opens the pool and starts the client on it (the client stops gracefully at
+shutdown: running jobs finish, outcomes are written, then the pool closes). A request that
+places an order writes the order and enqueues its confirmation job in one transaction: both
+are committed, or neither is.
 
 Run: `uvicorn examples.fastapi_app:app` (needs `pip install fastapi uvicorn`), or
 `python examples/fastapi_app.py` for a self-test with an in-process HTTP client.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the annotations of routes defined
+# inside create_app() at run time, and `Tx` is a local name there.
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
 
 import psycopg
-from fastapi import FastAPI
+import pydantic
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 
 import river
 from river import dev
+from river.contrib.asgi import AppPool
 from river.migrate import Migrator
 
-
-class ResizeImage(river.JobArgs):
-    kind: ClassVar[str] = "resize_image"
-    image_id: int
-    width: int
+#: Widgets in stock: an order that would take more is refused, after its row was written.
+STOCK = 10
 
 
-resized: set[int] = set()
+class ConfirmOrder(river.JobArgs):
+    kind: ClassVar[str] = "confirm_order"
+    order_id: int
 
 
-class ResizeImageWorker(river.Worker[ResizeImage]):
-    async def work(self, job: river.Job[ResizeImage]) -> None:
-        await asyncio.sleep(0.01)
-        resized.add(job.args.image_id)
+class OrderIn(pydantic.BaseModel):
+    item: str
+    quantity: int
 
 
 def create_app(database_url: str) -> FastAPI:
+    class ConfirmOrderWorker(river.Worker[ConfirmOrder]):
+        async def work(self, job: river.Job[ConfirmOrder]) -> None:
+            # The worker uses the app's pool too (e-mail the customer here, then record it).
+            async with db.begin() as conn:
+                await conn.execute(
+                    "UPDATE orders SET confirmed = true WHERE id = %s", [job.args.order_id]
+                )
+
     workers = river.Workers()
-    workers.add(ResizeImageWorker())
-    client = river.AsyncClient(
-        database_url,
-        river.Config(queues={"images": river.QueueConfig(max_workers=20)}, workers=workers),
-    )
+    workers.add(ConfirmOrderWorker())
+    config = river.Config(queues={"orders": river.QueueConfig(max_workers=10)}, workers=workers)
+    db = AppPool(database_url, config, max_size=10)  # the pool, and a client on it
+    client = db.client
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with client:  # start() now, stop() + close() at shutdown
+        async with db.lifespan(app):  # pool open, client started; at shutdown the reverse
+            async with db.begin() as conn:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS orders (id bigserial PRIMARY KEY, "
+                    "item text NOT NULL, quantity int NOT NULL, "
+                    "confirmed boolean NOT NULL DEFAULT false)"
+                )
             yield
 
     app = FastAPI(lifespan=lifespan)
+    # One connection in one transaction per request; committed before the response is sent.
+    Tx = Annotated[psycopg.AsyncConnection[Any], Depends(db.transaction, scope="function")]
 
-    @app.post("/images/{image_id}/resize")
-    async def resize(image_id: int, width: int = 640) -> dict[str, int]:
-        result = await client.insert(
-            ResizeImage(image_id=image_id, width=width), river.InsertOpts(queue="images")
+    @app.post("/orders", status_code=201)
+    async def place_order(order: OrderIn, conn: Tx) -> dict[str, int]:
+        cur = await conn.execute(
+            "INSERT INTO orders (item, quantity) VALUES (%s, %s) RETURNING id",
+            [order.item, order.quantity],
         )
-        return {"job_id": result.job.id}
+        row = await cur.fetchone()
+        assert row is not None
+        order_id = int(row[0])
+        result = await client.insert_tx(
+            conn, ConfirmOrder(order_id=order_id), river.InsertOpts(queue="orders")
+        )
+        # A check that needs the new row: raising rolls back the order *and* its job.
+        cur = await conn.execute("SELECT sum(quantity) FROM orders WHERE item = %s", [order.item])
+        total = await cur.fetchone()
+        if total is not None and total[0] > STOCK:
+            raise HTTPException(409, f"only {STOCK} {order.item}s in stock")
+        return {"order_id": order_id, "job_id": result.job.id}
 
-    @app.get("/images/{image_id}")
-    async def status(image_id: int) -> dict[str, bool]:
-        return {"resized": image_id in resized}
+    @app.get("/orders/{order_id}")
+    async def get_order(order_id: int, conn: Tx) -> dict[str, Any]:
+        cur = await conn.execute(
+            "SELECT item, quantity, confirmed FROM orders WHERE id = %s", [order_id]
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise HTTPException(404, "no such order")
+        return {"item": row[0], "quantity": row[1], "confirmed": row[2]}
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
@@ -86,22 +121,47 @@ def _database_url() -> str:
     return url
 
 
+async def _count(conn: psycopg.AsyncConnection[Any], query: str) -> int:
+    row = await (await conn.execute(query)).fetchone()
+    return int(row[0]) if row else 0
+
+
 async def self_test() -> None:
     import httpx
     from asgi_lifespan import LifespanManager
 
-    app = create_app(_database_url())
+    url = _database_url()
+    jobs = "SELECT count(*) FROM river_job WHERE kind = 'confirm_order'"
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("DROP TABLE IF EXISTS orders")  # this example's table: a clean slate
+        jobs_before = await _count(conn, jobs)
+    app = create_app(url)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
-            response = await http.post("/images/7/resize", params={"width": 320})
-            print("POST /images/7/resize ->", response.json())
+            ok = await http.post("/orders", json={"item": "widget", "quantity": 3})
+            print("POST /orders (3 widgets) ->", ok.status_code, sorted(ok.json()))
+            assert ok.status_code == 201
+            refused = await http.post("/orders", json={"item": "widget", "quantity": 50})
+            print("POST /orders (50 widgets) ->", refused.status_code, refused.json()["detail"])
+            assert refused.status_code == 409
+
+            # The refused order left nothing behind: no row, no job.
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                new_orders = await _count(conn, "SELECT count(*) FROM orders")
+                new_jobs = await _count(conn, jobs) - jobs_before
+            print(f"committed: {new_orders} order and {new_jobs} job; the refused order, neither")
+            assert (new_orders, new_jobs) == (1, 1)
+
+            order_id = ok.json()["order_id"]
             for _ in range(500):
-                if (await http.get("/images/7")).json()["resized"]:
+                if (await http.get(f"/orders/{order_id}")).json()["confirmed"]:
                     break
                 await asyncio.sleep(0.01)
-            print("GET /images/7 ->", (await http.get("/images/7")).json())
-            assert 7 in resized
+            order = (await http.get(f"/orders/{order_id}")).json()
+            print(f"GET /orders/{order_id} ->", order)
+            assert order["confirmed"]
+
             health = await http.get("/healthz")
             print("GET /healthz ->", health.status_code, health.json()["failed"])
             assert health.status_code == 200

@@ -1,0 +1,106 @@
+"""One connection pool for an ASGI app (FastAPI, Starlette) and its River client.
+
+:class:`AppPool` owns a ``psycopg_pool.AsyncConnectionPool`` and an :class:`~river.AsyncClient`
+built on it, gives the app a lifespan that opens and closes both in the right order, and a
+per-request transaction in which a route writes its own rows and enqueues jobs with
+``client.insert_tx(conn, ...)``: both are committed together, or rolled back together.
+
+The module imports neither FastAPI nor Starlette (it is written against the ASGI lifespan
+protocol and psycopg only), so it adds no dependency; docs/fastapi.md shows both frameworks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from river._client import AsyncClient
+from river._config import Config
+from river._preflight import open_pool_async
+
+__all__ = ["AppPool"]
+
+
+class AppPool:
+    """The app's connection pool, shared with a River client.
+
+    ``conninfo`` is a ``postgresql://`` URL or a libpq conninfo string. The pool
+    (:attr:`pool`) holds ``min_size`` to ``max_size`` connections in autocommit mode (the mode
+    the client expects; a request's transaction is explicit, see :meth:`transaction`), with
+    ``config.connection_kwargs`` applied (no server-side prepared statements behind a
+    transaction pooler). It is sized for both users: the requests' transactions and the
+    client's own statements (inserts, and, when it works jobs, fetches and completions; the
+    client's LISTEN connection is one more, outside the pool).
+
+    :attr:`client` is ``river.AsyncClient(pool, config)``: it works jobs between the start and
+    the end of the app when ``config`` has queues and workers, and only inserts otherwise.
+
+    The pool is opened by :meth:`lifespan` and cannot be reopened once closed (a psycopg_pool
+    rule): one ``AppPool`` serves one run of one app.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        config: Config | None = None,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+    ) -> None:
+        self.config = config or Config()
+        self._conninfo = conninfo
+        #: The pool: also usable directly (``async with app_pool.pool.connection()``).
+        self.pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            kwargs={"autocommit": True, **self.config.connection_kwargs},
+            name="river-app",
+        )
+        #: The River client on :attr:`pool`.
+        self.client = AsyncClient(self.pool, self.config)
+
+    @asynccontextmanager
+    async def lifespan(self, app: object = None) -> AsyncIterator[None]:
+        """The app's lifespan: ``FastAPI(lifespan=app_pool.lifespan)`` or
+        ``Starlette(lifespan=app_pool.lifespan)``, or ``async with app_pool.lifespan(app):``
+        inside a lifespan of your own.
+
+        At start-up it opens the pool (waiting for ``min_size`` connections, at most
+        ``config.connect_timeout``: DatabaseUnavailableError with the driver's reason when the
+        database cannot be reached), then enters the client (which starts working jobs when it
+        has queues, after checking the schema: SchemaNotReadyError when it is not migrated).
+        At shutdown it stops the client first (a soft stop: running jobs finish and their
+        outcomes are written through the pool), then closes the pool. ``app`` is not used.
+        """
+        await open_pool_async(self.pool, self._conninfo, self.config.connect_timeout_seconds)
+        try:
+            async with self.client:
+                yield
+        finally:
+            await self.pool.close()
+
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A FastAPI dependency: a connection of the pool inside a transaction, for one request.
+
+        The transaction commits when the route returns, and rolls back when anything raises
+        (``HTTPException`` included), so rows written on the connection and jobs inserted
+        with ``client.insert_tx(conn, ...)`` are kept or dropped together. Declare it with
+        ``Depends(app_pool.transaction, scope="function")`` (FastAPI 0.121 and later): without
+        ``scope="function"`` FastAPI runs the commit after the response is sent, so a client
+        could see a success whose commit then fails.
+        """
+        async with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The same transaction as :meth:`transaction`, as ``async with app_pool.begin() as
+        conn:``: for Starlette endpoints, background code, or any FastAPI version."""
+        async with self.pool.connection() as conn, conn.transaction():
+            yield conn
