@@ -253,3 +253,38 @@ async def test_starlette_commit_and_rollback(orders_db: str) -> None:
         assert (await http.post("/orders/s3", params={"refuse": "1"})).status_code == 409
         assert counts(orders_db) == (2, 2)
     assert db.pool.closed
+
+
+class Stuck(river.JobArgs):
+    kind: ClassVar[str] = "fastapi_stuck"
+
+
+class StuckWorker(river.Worker[Stuck]):
+    def __init__(self) -> None:
+        self.started = anyio.Event()
+
+    async def work(self, job: river.Job[Stuck]) -> None:
+        self.started.set()
+        await anyio.sleep_forever()
+
+
+async def test_shutdown_is_bounded_by_stop_timeout(db_url: str) -> None:
+    """A job that never ends does not hold the app's shutdown: after stop_timeout it is
+    cancelled, its outcome written (back to available with its attempt restored), and the
+    pool closed."""
+    worker = StuckWorker()
+    workers = river.Workers()
+    workers.add(worker)
+    config = river.Config(workers=workers, queues={"default": river.QueueConfig()})
+    db = AppPool(db_url, config, max_size=4, stop_timeout=0.5)
+    with anyio.fail_after(30):  # the shutdown included: without the timeout it never ends
+        async with db.lifespan():
+            result = await db.client.insert(Stuck())
+            await worker.started.wait()
+    assert db.pool.closed
+    assert not db.client.running
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT state::text, attempt FROM river_job WHERE id = %s", (result.job.id,)
+        ).fetchone()
+    assert row == ("available", 0)

@@ -159,6 +159,19 @@ RETURNING
     j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
     j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
 
+-- name: job_kinds_distinct
+-- The distinct kinds of river_job, by a skip scan of the river_job_kind index: one index probe
+-- per kind, not a scan of the table (the Django admin's kind filter).
+WITH RECURSIVE kinds(kind) AS (
+    (SELECT kind FROM /* schema */river_job ORDER BY kind LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.kind FROM /* schema */river_job AS j
+            WHERE j.kind > k.kind ORDER BY j.kind LIMIT 1)
+    FROM kinds AS k
+    WHERE k.kind IS NOT NULL
+)
+SELECT kind FROM kinds WHERE kind IS NOT NULL LIMIT %(limit)s
+
 -- name: job_fetch_limited
 -- job_fetch for a rate-limited queue (river.RateLimit): a token bucket in the queue's
 -- river_queue row (metadata river_py.bucket: tokens left, and when, in epoch seconds) refills

@@ -34,7 +34,12 @@ class AppPool:
     ``config.connection_kwargs`` applied (no server-side prepared statements behind a
     transaction pooler). It is sized for both users: the requests' transactions and the
     client's own statements (inserts, and, when it works jobs, fetches and completions; the
-    client's LISTEN connection is one more, outside the pool).
+    client's LISTEN connection is one more, outside the pool, as is the reindexer's when
+    ``config.reindexer_schedule`` is set). Jobs that take a connection of their own (``async
+    with app_pool.begin()``) count too: with ``max_workers`` such jobs running at once, keep
+    ``max_size`` above it, or requests wait for a connection. Other keyword arguments
+    (``timeout``, ``configure``, ``check``, ``max_idle``...) go to ``AsyncConnectionPool``.
+    ``stop_timeout``: see :attr:`stop_timeout`.
 
     :attr:`client` is ``river.AsyncClient(pool, config)``: it works jobs between the start and
     the end of the app when ``config`` has queues and workers, and only inserts otherwise.
@@ -50,9 +55,15 @@ class AppPool:
         *,
         min_size: int = 1,
         max_size: int = 10,
+        stop_timeout: float | None = 30.0,
+        **pool_kwargs: Any,
     ) -> None:
         self.config = config or Config()
         self._conninfo = conninfo
+        #: Seconds the shutdown lets running jobs finish before cancelling them (their
+        #: outcomes are written either way); None: no limit. Keep it under the platform's
+        #: grace period (Kubernetes: 30 s by default, terminationGracePeriodSeconds).
+        self.stop_timeout = stop_timeout
         #: The pool: also usable directly (``async with app_pool.pool.connection()``).
         self.pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             conninfo,
@@ -61,6 +72,7 @@ class AppPool:
             open=False,
             kwargs={"autocommit": True, **self.config.connection_kwargs},
             name="river-app",
+            **pool_kwargs,
         )
         #: The River client on :attr:`pool`.
         self.client = AsyncClient(self.pool, self.config)
@@ -75,13 +87,17 @@ class AppPool:
         ``config.connect_timeout``: DatabaseUnavailableError with the driver's reason when the
         database cannot be reached), then enters the client (which starts working jobs when it
         has queues, after checking the schema: SchemaNotReadyError when it is not migrated).
-        At shutdown it stops the client first (a soft stop: running jobs finish and their
-        outcomes are written through the pool), then closes the pool. ``app`` is not used.
+        At shutdown it stops the client first (running jobs get :attr:`stop_timeout` seconds to
+        finish, then are cancelled; every outcome is written through the pool), then closes
+        the pool. ``app`` is not used.
         """
         await open_pool_async(self.pool, self._conninfo, self.config.connect_timeout_seconds)
         try:
             async with self.client:
-                yield
+                try:
+                    yield
+                finally:
+                    await self.client.stop(timeout=self.stop_timeout)
         finally:
             await self.pool.close()
 

@@ -35,9 +35,12 @@ else:  # not subscriptable at run time (only django-stubs makes them generic)
     _ModelAdminBase = admin.ModelAdmin
 
 from river._config import Config
+from river._driver import queries_for
 from river._errors import JobNotFoundError, JobRunningError
+from river._sansio import Query, run_sync, single
 from river._types import JobRow, JobState
 from river.contrib.django._client import DjangoClient
+from river.contrib.django._conn import psycopg_connection
 from river.contrib.django._settings import river_settings
 from river.contrib.django.models import JOB_STATES, Job, Queue
 
@@ -111,7 +114,9 @@ class _QueueFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
-        return queryset.filter(queue=value) if value else queryset
+        # Every state named, so that the (state, queue, ...) fetch index serves the filter
+        # instead of a scan of the table.
+        return queryset.filter(state__in=JOB_STATES, queue=value) if value else queryset
 
 
 class _KindFilter(admin.SimpleListFilter):
@@ -122,20 +127,14 @@ class _KindFilter(admin.SimpleListFilter):
     parameter_name = "kind"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        table = Job._meta.db_table
-        if not table.startswith('"'):
-            table = connections[river_settings().database].ops.quote_name(table)
-        sql = (
-            "WITH RECURSIVE kinds(kind) AS ("
-            f" (SELECT kind FROM {table} ORDER BY kind LIMIT 1)"
-            " UNION ALL"
-            f" SELECT (SELECT j.kind FROM {table} j WHERE j.kind > k.kind ORDER BY j.kind LIMIT 1)"
-            " FROM kinds k WHERE k.kind IS NOT NULL"
-            f") SELECT kind FROM kinds WHERE kind IS NOT NULL LIMIT {FILTER_CHOICES}"
+        settings_ = river_settings()
+        query = Query(
+            queries_for(settings_.schema).job_kinds_distinct,
+            {"limit": FILTER_CHOICES},
+            fetch="all",
         )
-        with connections[river_settings().database].cursor() as cursor:
-            cursor.execute(sql)
-            kinds = [str(row[0]) for row in cursor.fetchall()]
+        conn = psycopg_connection(connections[settings_.database])
+        kinds = [str(row[0]) for row in run_sync(conn, single(query))]
         value = self.value()
         if value and value not in kinds:
             kinds.append(value)
@@ -252,6 +251,15 @@ class JobAdmin(_ReadOnlyAdmin):
     search_help_text = "a job id, or a kind (exact)"
     search_fields = ("kind",)  # get_search_results below decides
     ordering = ("-id",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        match = request.resolver_match
+        if match is not None and str(match.url_name).endswith("_changelist"):
+            # The list shows none of the big columns (tracebacks can be large).
+            queryset = queryset.defer("args", "metadata", "errors")
+        return queryset
+
     sortable_by = ("id",)  # the primary key's index; other columns would sort the whole table
     actions = ("retry_jobs", "cancel_jobs", "delete_jobs")
     fieldsets = (
@@ -287,7 +295,7 @@ class JobAdmin(_ReadOnlyAdmin):
         term = search_term.strip().lstrip("#")
         if not term:
             return queryset, False
-        if term.isdigit() and int(term) < 2**63:
+        if term.isascii() and term.isdecimal() and int(term) < 2**63:
             return queryset.filter(id=int(term)), False
         return queryset.filter(kind=term), False  # the kind index, not a LIKE scan
 
