@@ -92,11 +92,12 @@ class Poller:
 
     # --- what the client and the queue manager tell it ------------------------------------
 
-    def add(self, name: str) -> None:
-        """A producer started: poll it at once (the next query serves every queue started
-        meanwhile, instead of one fetch per new producer)."""
+    def add(self, name: str, override: Any = None) -> None:
+        """A producer started, with the stored override ``override`` applied: poll it at once
+        (the next query serves every queue started meanwhile, instead of one fetch per new
+        producer)."""
         self._paused_changed[name] = time.monotonic()
-        self._overrides.pop(name, None)  # the queue manager tells repeats from changes
+        self._overrides[name] = override
         self._next[name] = time.monotonic()
         self._wake.set()
 

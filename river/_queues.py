@@ -21,7 +21,7 @@ import anyio
 
 from river import _admin
 from river._config import Config, QueueConfig, QueueSettings
-from river._driver import Queries, upsert_queues_op
+from river._driver import Queries, QueueRow, upsert_queues_op
 from river._errors import InvalidConfigError, QueueAlreadyAddedError, QueueNotFoundError, RiverError
 from river._events import EventKind
 from river._insert import validate_queue_name
@@ -91,10 +91,8 @@ class QueueManager:
         #: The running producers, by queue name (empty while the client is stopped). Changed
         #: only under :attr:`lock`.
         self.producers: dict[str, Producer] = {}
-        #: Each queue's cluster-wide override as last read (river/_queue_override.py), and the
-        #: stored value it was read from (to tell a change).
+        #: Each queue's cluster-wide override as last read (river/_queue_override.py).
         self.overrides: dict[str, QueueOverride] = {}
-        self._override_raw: dict[str, Any] = {}
 
     def _info(self, name: str) -> QueueInfo:
         config = self.configs[name]
@@ -145,10 +143,17 @@ class QueueManager:
         """Start a producer for every queue (the client is starting; the lock is held)."""
         rows = await self._run_op(upsert_queues_op(self._q, list(self.configs)))
         for name in self.configs:
-            row = rows.get(name)
-            self.override_seen(name, _stored_settings(row.metadata if row else None))
-            paused = row is not None and row.paused
-            self.producers[name] = await runtime.start_producer(name, self.effective(name), paused)
+            await self._start_producer(runtime, name, rows.get(name))
+
+    async def _start_producer(self, runtime: Runtime, name: str, row: QueueRow | None) -> None:
+        """Start the producer of ``name`` (the lock is held) with the pause state and the
+        cluster-wide override of its ``river_queue`` row, as just upserted."""
+        stored = _stored_settings(row.metadata if row else None)
+        self.override_seen(name, stored)
+        paused = row is not None and row.paused
+        self.producers[name] = await runtime.start_producer(
+            name, self.effective(name), paused, stored
+        )
 
     # --- changes --------------------------------------------------------------------------
 
@@ -167,11 +172,8 @@ class QueueManager:
             if runtime is not None:
                 rows = await self._run_op(upsert_queues_op(self._q, [name]))
                 self.configs[name] = config
-                row = rows.get(name)
-                self.override_seen(name, _stored_settings(row.metadata if row else None))
+                await self._start_producer(runtime, name, rows.get(name))
                 settings = self.effective(name)
-                paused = row is not None and row.paused
-                self.producers[name] = await runtime.start_producer(name, settings, paused)
             else:
                 self.configs[name] = config
         logger.info(
@@ -224,7 +226,6 @@ class QueueManager:
                 await runtime.retire_producer(producer)
             del self.configs[name]
             self.overrides.pop(name, None)
-            self._override_raw.pop(name, None)
         logger.info("queue %s removed (%s)", name, mode, extra={"queue": name})
         self._publish(EventKind.QUEUE_REMOVED, name, mode=mode)
 
@@ -249,32 +250,23 @@ class QueueManager:
         async with self.lock:
             if name not in self.configs:
                 raise QueueNotFoundError(name)
-            old = self.configs[name]
-            new = QueueConfig(
-                max_workers=old.max_workers if max_workers is _UNSET else max_workers,
-                fetch_cooldown=old.fetch_cooldown if fetch_cooldown is _UNSET else fetch_cooldown,
-                fetch_poll_interval=(
-                    old.fetch_poll_interval
-                    if fetch_poll_interval is _UNSET
-                    else fetch_poll_interval
-                ),
-                min_workers=old.min_workers if min_workers is _UNSET else min_workers,
-                rate_limit=old.rate_limit if rate_limit is _UNSET else rate_limit,
-            )
+            given: dict[str, Any] = {
+                field: value
+                for field, value in (
+                    ("max_workers", max_workers),
+                    ("min_workers", min_workers),
+                    ("fetch_cooldown", fetch_cooldown),
+                    ("fetch_poll_interval", fetch_poll_interval),
+                    ("rate_limit", rate_limit),
+                )
+                if value is not _UNSET
+            }
+            new = replace(self.configs[name], **given)  # validated by QueueConfig
             self._config.resolve(new, name)  # InvalidConfigError before anything changes
             self.configs[name] = new
             settings = self.effective(name)
-            given = {
-                "max_workers": max_workers,
-                "min_workers": min_workers,
-                "fetch_cooldown": fetch_cooldown,
-                "fetch_poll_interval": fetch_poll_interval,
-                "rate_limit": rate_limit,
-            }
             overridden = [
-                f
-                for f in self.overrides.get(name, QueueOverride()).as_dict()
-                if given[f] is not _UNSET
+                f for f in self.overrides.get(name, QueueOverride()).as_dict() if f in given
             ]
             if overridden:
                 logger.info(
@@ -292,14 +284,13 @@ class QueueManager:
     # --- the cluster-wide override -----------------------------------------------------------
 
     def override_seen(self, name: str, stored: Any) -> None:
-        """The stored override of ``name`` as a poll (or a start) read it: ``metadata #>
-        '{river_py,settings}'``, untrusted. A change is logged once and applied to the running
-        producer (in a task of the runtime, not in the caller's: the poller serves every queue)."""
-        if name not in self.configs or self._override_raw.get(name, None) == stored:
-            if name in self.configs:
-                self._override_raw[name] = stored
+        """The stored override of ``name`` as a producer's start or a poll read it: ``metadata
+        #> '{river_py,settings}'``, untrusted. The poller calls it only when the stored value
+        changed since the last one it saw (the start's included), so invalid fields are logged
+        once. A change is applied to the running producer (in a task of the runtime, not in
+        the caller's: the poller serves every queue)."""
+        if name not in self.configs:
             return
-        self._override_raw[name] = stored
         override, problems = from_settings(stored)
         for problem in problems:
             logger.warning(

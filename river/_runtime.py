@@ -367,15 +367,19 @@ class Runtime:
 
     # --- producers (the queue manager calls these under its lock) ------------------------
 
-    async def start_producer(self, name: str, settings: QueueSettings, paused: bool) -> Producer:
-        """Start the producer of one queue; the caller adds it to the queue map."""
+    async def start_producer(
+        self, name: str, settings: QueueSettings, paused: bool, stored_override: Any = None
+    ) -> Producer:
+        """Start the producer of one queue; the caller adds it to the queue map.
+        ``stored_override``: the override its settings took in (the poller reports changes
+        from it on)."""
         assert self._tg is not None
         producer = Producer(self, name, settings, paused)
         self.autoscale(producer, settings.autoscaled)
         # Its first poll is due now: the poller's next query (one for every queue started
         # meanwhile) wakes it if it has due jobs. A fetch per producer instead would cost one
         # query per queue at start (2,000 queues: 2,000 queries contending for the pool).
-        self.poller.add(name)
+        self.poller.add(name, stored_override)
         await self._tg.start(producer.run)
         return producer
 
