@@ -81,9 +81,8 @@ def _args_value(encoded: str) -> Any:
         return encoded
 
 
-def job_json(row: JobRow) -> dict[str, Any]:
-    """A job, whole (the job detail page)."""
-    metadata = row.metadata
+def _row_fields(row: JobRow) -> dict[str, Any]:
+    """What the job list and the job detail both show of a row."""
     return {
         "id": row.id,
         "kind": row.kind,
@@ -96,8 +95,16 @@ def job_json(row: JobRow) -> dict[str, Any]:
         "scheduled_at": _time(row.scheduled_at),
         "attempted_at": _time(row.attempted_at),
         "finalized_at": _time(row.finalized_at),
-        "attempted_by": list(row.attempted_by),
         "tags": list(row.tags),
+    }
+
+
+def job_json(row: JobRow) -> dict[str, Any]:
+    """A job, whole (the job detail page)."""
+    metadata = row.metadata
+    return {
+        **_row_fields(row),
+        "attempted_by": list(row.attempted_by),
         "args": _args_value(row.encoded_args),
         "metadata": metadata,
         "output": metadata.get("output"),
@@ -119,18 +126,7 @@ def summary_json(job: _data.JobSummary) -> dict[str, Any]:
     if last_error is not None:
         last_error = last_error.strip().splitlines()[0][:300] if last_error.strip() else ""
     return {
-        "id": row.id,
-        "kind": row.kind,
-        "queue": row.queue,
-        "state": row.state.value,
-        "attempt": row.attempt,
-        "max_attempts": row.max_attempts,
-        "priority": row.priority,
-        "created_at": _time(row.created_at),
-        "scheduled_at": _time(row.scheduled_at),
-        "attempted_at": _time(row.attempted_at),
-        "finalized_at": _time(row.finalized_at),
-        "tags": list(row.tags),
+        **_row_fields(row),
         "args_preview": row.encoded_args,
         "args_truncated": job.args_truncated,
         "error_count": job.error_count,
