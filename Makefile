@@ -62,19 +62,22 @@ test: check ## check, the whole suite (Python 3.11, a real Postgres), then `make
 # --- support matrix ---------------------------------------------------------------------------
 # `make test` runs the whole suite on Python 3.11 and the embedded Postgres (the system's
 # PostgreSQL 15 where installed). `make matrix` runs MATRIX_TESTS, a subset covering inserting,
-# working jobs, admin, migrations, leadership, the CLI (migrate-* in test_cli_migrate; job,
-# queue and migrate commands through the docs' shell blocks in test_docs) and Django (Django 6
-# there, which needs Python 3.12; the main run has Django 5.2 and the django-tasks backport),
-# on the other supported versions, both combinations at once, each in its own virtualenv
-# (.venv-py312, .venv-py313, installed like .venv, with a stamp) and on its own private
-# Postgres (.river/matrix-*):
+# working jobs (on 3.12+ each job's task starts eagerly, see river/_producer.py), admin,
+# migrations, leadership, the CLI (migrate-* in test_cli_migrate; job, queue and migrate
+# commands through the docs' shell blocks in test_docs) and Django (Django 6 there, which needs
+# Python 3.12; the main run has Django 5.2 and the django-tasks backport), on the other
+# supported versions, both combinations at once, each in its own virtualenv (.venv-py312,
+# .venv-py313, installed like .venv, with a stamp) and on its own private Postgres
+# (.river/matrix-*):
 #   Python 3.12 + PostgreSQL 16 (the pgserver wheel's)   Python 3.13 + PostgreSQL 15 (system)
 # (pgserver has no wheel for Python 3.13.) Interpreters: PY312=/path/to/python3.12 wins; else
 # pyenv's newest 3.12.x; else python3.12 on PATH. One that is missing fails the target under CI
 # (CI set) and is skipped with a warning elsewhere.
 MATRIX_TESTS ?= tests/test_insert.py tests/test_runtime_client.py tests/test_admin.py \
 	tests/test_migrate.py tests/test_cli_migrate.py tests/test_leader.py tests/test_docs.py \
-	tests/test_django.py tests/test_django_tasks.py tests/test_django_worker.py
+	tests/test_django.py tests/test_django_tasks.py tests/test_django_worker.py \
+	tests/test_runtime_outcomes.py tests/test_remote_cancel.py tests/test_deadlines.py \
+	tests/test_session.py
 PYENV_ROOT ?= $(shell pyenv root 2>/dev/null || echo "$(HOME)/.pyenv")
 find_python = $(or $(shell ls -d $(PYENV_ROOT)/versions/$(1).*/bin/python 2>/dev/null \
 	| sort -V | tail -n 1),$(shell command -v python$(1) 2>/dev/null))

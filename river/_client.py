@@ -161,7 +161,15 @@ class AsyncClient(AsyncSurface):
             open=False,
             kwargs={"autocommit": True, **self.config.connection_kwargs},
             name=f"river-{self.id}",
+            configure=self._configure_connection,
         )
+
+    async def _configure_connection(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        # Our own pool's connections only: timestamps decode in UTC (session_timezone_utc).
+        if conn.pgconn.parameter_status(b"TimeZone") != b"UTC":
+            await conn.execute(self._queries.session_timezone_utc)
+            if not conn.autocommit:
+                await conn.commit()
 
     async def _open_pool(self) -> None:
         # Bounded by config.connect_timeout; a bad host, port, password or database fails at

@@ -46,7 +46,15 @@ _HEADER_RE = re.compile(
 #: Where a statement's RETURNING columns go (see the module doc).
 RETURNING_MARKER = "/* returning */"
 #: The files of the runtime's queries (river_migration.sql is the migrator's, river/migrate.py).
-_FILES = ("job.sql", "queue.sql", "leader.sql", "maintenance.sql", "notifier.sql", "dev.sql")
+_FILES = (
+    "job.sql",
+    "queue.sql",
+    "leader.sql",
+    "maintenance.sql",
+    "notifier.sql",
+    "dev.sql",
+    "session.sql",
+)
 
 
 def _body(text: str) -> str:
@@ -165,27 +173,24 @@ def _metadata(value: Any) -> dict[str, Any]:
 def job_from_row(row: Sequence[Any]) -> JobRow:
     """Decode one row of the job row shape (river/_sql/job.sql; lenient: rows from any
     writer)."""
-    errors = row[13]
+    # Positional, in the column order (JobRow's field order): every fetched job passes here.
+    # Rows of some statements carry more columns after these (e.g. insert's "skipped").
+    if len(row) != 18:
+        row = row[:18]
+    (
+        id_, kind, queue, state, args, attempt, max_attempts, priority, created_at,
+        scheduled_at, attempted_at, finalized_at, attempted_by, errors, metadata, tags,
+        unique_key, unique_states,
+    ) = row  # fmt: skip
     return JobRow(
-        id=row[0],
-        kind=row[1],
-        queue=row[2],
-        state=_STATES[row[3]],
-        encoded_args=row[4],
-        attempt=row[5],
-        max_attempts=row[6],
-        priority=row[7],
-        created_at=row[8],
-        scheduled_at=row[9],
-        attempted_at=row[10],
-        finalized_at=row[11],
-        attempted_by=row[12] or [],
-        errors=[AttemptError.from_json(e) for e in errors if isinstance(e, dict)] if errors else [],
-        metadata=_metadata(row[14]),
-        tags=row[15] or [],
-        unique_key=bytes(row[16]) if row[16] is not None else None,
-        unique_states=row[17],
-    )
+        id_, kind, queue, _STATES[state], args, attempt, max_attempts, priority, created_at,
+        scheduled_at, attempted_at, finalized_at, attempted_by or [],
+        [AttemptError.from_json(e) for e in errors if isinstance(e, dict)] if errors else [],
+        {} if metadata == "{}" or metadata is None else _metadata(metadata),
+        tags or [],
+        bytes(unique_key) if unique_key is not None else None,
+        unique_states,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import heapq
 import json
 import logging
 import math
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from anyio import CapacityLimiter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
 from river._args import Workers
 from river._errors import JobSnooze, ValidationError
@@ -81,8 +82,8 @@ class RunningJob:
     """A job being worked by this client.
 
     Async attempts run in their own asyncio task, cancelled with ``Task.cancel`` (stop, remote
-    cancel) or by an ``asyncio.timeout_at`` (the job timeout). Sync attempts run in a thread,
-    which cannot be interrupted: cancelling one only raises the flag that
+    cancel, and the job timeout through the client's :class:`_Deadlines`). Sync attempts run in
+    a thread, which cannot be interrupted: cancelling one only raises the flag that
     :func:`cancel_requested` reads.
     """
 
@@ -108,10 +109,83 @@ class RunningJob:
         if self.cancel_reason is None or reason == CancelReason.REMOTE:
             self.cancel_reason = reason
         self.cancel_flag = True
+        self._interrupt()
+
+    def expire(self) -> None:
+        """The attempt's deadline passed: interrupt its async worker. With no cancel reason
+        set, the attempt ends as timed out (see :func:`_cancellation`)."""
+        self._interrupt()
+
+    def _interrupt(self) -> None:
         task = self.interruptible
         if task is not None and not self.task_cancelled:
             self.task_cancelled = True
             task.cancel()
+
+
+class _Deadlines:
+    """The job timeouts of one client's async attempts, on one event loop timer.
+
+    An ``asyncio.timeout`` per attempt cost a ``Timeout``, a ``TimerHandle`` and a reschedule
+    for every job, a tenth of a no-op job's client CPU. Here an attempt costs one heap entry;
+    the timer is re-armed only when a new deadline is earlier than the one it waits for (with
+    one job timeout for every kind, never after the first). An attempt that ends leaves its
+    entry behind (removing it would mean a search); the timer pops stale entries as their
+    deadlines pass, and the heap is compacted whenever stale entries outnumber live ones, so
+    it stays within about twice the attempts in flight.
+    """
+
+    __slots__ = ("_heap", "_live", "_loop", "_seq", "_timer", "_timer_at")
+
+    def __init__(self) -> None:
+        self._reset(None)
+
+    def _reset(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._heap: list[tuple[float, int, RunningJob]] = []
+        #: Attempts added and not done (their entries may have been popped already).
+        self._live = 0
+        self._seq = 0
+        self._loop = loop
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def add(self, running: RunningJob) -> None:
+        """Interrupt ``running`` (:meth:`RunningJob.expire`) at its ``deadline`` (monotonic
+        seconds, the event loop's clock) unless it has left its worker by then."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or a client restarted on another loop
+            self._reset(loop)
+        self._seq += 1
+        self._live += 1
+        heap = self._heap
+        heapq.heappush(heap, (running.deadline, self._seq, running))
+        if running.deadline < self._timer_at:
+            self._arm(running.deadline)
+        elif len(heap) > 2 * self._live + 64:
+            heap[:] = [entry for entry in heap if entry[2].interruptible is not None]
+            heapq.heapify(heap)
+
+    def done(self) -> None:
+        """An attempt given to :meth:`add` has left its worker."""
+        self._live -= 1
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self._loop is not None
+        self._timer = self._loop.call_at(when, self._fire)
+        self._timer_at = when
+
+    def _fire(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        heap = self._heap
+        now = time.monotonic()
+        while heap and heap[0][0] <= now:
+            running = heapq.heappop(heap)[2]
+            if running.interruptible is not None:
+                running.expire()
+        if heap:
+            self._arm(heap[0][0])
 
 
 _current: contextvars.ContextVar[RunningJob | None] = contextvars.ContextVar(
@@ -216,44 +290,47 @@ class Executor:
         self._limiter = thread_limiter
         self._clock = clock
         self._scheduler_interval = scheduler_interval
+        self._deadlines = _Deadlines()
 
     def now(self) -> datetime:
         """The executor's clock (UTC)."""
         return self._clock()
 
-    async def execute(self, running: RunningJob) -> Outcome:
-        """Work one attempt and return its outcome (never raises, except on cancellation of
-        the caller's own scope)."""
-        row = running.row
+    def execute(self, running: RunningJob) -> Awaitable[Outcome]:
+        """Work one attempt; the awaitable returns its outcome (it never raises, except on
+        cancellation of the caller's own scope). A plain function returning the coroutine:
+        without a tracer, the attempt adds no coroutine frame of its own."""
         tracer = TELEMETRY.tracer()
         if tracer is None:
+            return self._execute(running)
+        return self._execute_traced(running, tracer)
+
+    async def _execute_traced(self, running: RunningJob, tracer: Tracer) -> Outcome:
+        """:meth:`_execute` inside the attempt's ``river.work`` span."""
+        row = running.row
+        parent, links = TELEMETRY.work_span_origin(row.metadata, self._otel_work_span)
+        with tracer.start_as_current_span(
+            "river.work",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.system": "river",
+                "river.kind": row.kind,
+                "river.queue": row.queue,
+                "river.job.id": row.id,
+                "river.attempt": row.attempt,
+            },
+        ) as span:
             outcome = await self._execute(running)
-        else:
-            parent, links = TELEMETRY.work_span_origin(row.metadata, self._otel_work_span)
-            with tracer.start_as_current_span(
-                "river.work",
-                context=parent,
-                kind=SpanKind.CONSUMER,
-                links=links,
-                attributes={
-                    "messaging.system": "river",
-                    "river.kind": row.kind,
-                    "river.queue": row.queue,
-                    "river.job.id": row.id,
-                    "river.attempt": row.attempt,
-                },
-            ) as span:
-                outcome = await self._execute(running)
-                span.set_attribute("river.outcome", outcome.event)
-                if outcome.error is not None:
-                    span.set_status(StatusCode.ERROR, outcome.error.error)
-        TELEMETRY.record_attempt(
-            row.kind, row.queue, outcome.event[4:], outcome.finished - outcome.started
-        )
+            span.set_attribute("river.outcome", outcome.event)
+            if outcome.error is not None:
+                span.set_status(StatusCode.ERROR, outcome.error.error)
         return outcome
 
     async def _execute(self, running: RunningJob) -> Outcome:
-        """resolve -> invoke (with the hooks) -> classify. Never raises an exception."""
+        """resolve -> invoke (with the hooks) -> classify, then the attempt's metrics. Never
+        raises an exception."""
         row = running.row
         started_at = row.attempted_at or self._clock()
         try:
@@ -268,13 +345,17 @@ class Executor:
                         error = mw.work_end(job, error)
             finally:
                 _current.reset(token)
-            return self._classify(running, error, timed_out, started_at, registered, job)
+            outcome = self._classify(running, error, timed_out, started_at, registered, job)
         except Exception as exc:
             # A bug in a hook, a middleware or here must never lose the job (it would stay
             # "running" until rescued) nor crash the producer, and with it the client. (One
             # coroutine, not a wrapper around another: this runs for every job.)
             logger.exception("job %d: evaluating the attempt failed", row.id, extra=job_fields(row))
-            return self._classify(running, exc, False, started_at, None, None, internal=True)
+            outcome = self._classify(running, exc, False, started_at, None, None, internal=True)
+        TELEMETRY.record_attempt(
+            row.kind, row.queue, outcome.event[4:], outcome.finished - outcome.started
+        )
+        return outcome
 
     # ----------------------------------------------------------------------------------------
     # 1. resolve
@@ -316,14 +397,13 @@ class Executor:
         the attempt's error (None: success) and whether the job timeout ended it; a
         cancellation by the runtime comes back as an error (see :func:`_cancellation`).
 
-        Async workers run under an ``asyncio.timeout_at`` and can be interrupted
-        (:meth:`RunningJob.cancel`); sync workers run in a thread, which cannot be: the
-        deadline and cancellations only reach them through :func:`cancel_requested`."""
+        Async workers can be interrupted: by their deadline (:class:`_Deadlines`) and by
+        :meth:`RunningJob.cancel`; sync workers run in a thread, which cannot be: the deadline
+        and cancellations only reach them through :func:`cancel_requested`."""
         if timeout > 0:
             running.deadline = time.monotonic() + timeout
         error: BaseException | None = None
         cancelled = False
-        expiry: asyncio.Timeout | None = None
         try:
             if self._middleware:
                 for mw in self._middleware:
@@ -331,31 +411,29 @@ class Executor:
             if running.cancel_reason is not None:
                 cancelled = True  # stopped or cancelled before it could start
             elif registered.is_async:
-                expiry = asyncio.timeout(timeout if timeout > 0 else None)
                 running.interruptible = asyncio.current_task()
+                deadlines = self._deadlines
+                if timeout > 0:
+                    deadlines.add(running)
                 try:
-                    async with expiry:
-                        if self._middleware:
-                            await self._chain(registered, job)
-                        else:
-                            await self._dispatch(registered, job)
+                    if self._middleware:
+                        await self._chain(registered, job)
+                    else:
+                        await self._dispatch(registered, job)
                 finally:
                     running.interruptible = None
+                    if timeout > 0:
+                        deadlines.done()
             elif self._middleware:
                 await self._chain(registered, job)
             else:
                 await self._dispatch(registered, job)
-        except TimeoutError as exc:
-            if expiry is not None and expiry.expired():
-                cancelled = True  # the job timeout fired
-            else:
-                error = exc
         except Exception as exc:
             error = exc
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if running.task_cancelled and task is not None and task.cancelling():
-                task.uncancel()  # our own cancellation of this attempt
+                task.uncancel()  # our own cancellation of this attempt (a stop, or its deadline)
                 cancelled = True
             elif task is not None and task.cancelling():
                 raise  # a real cancellation from outside: not ours to absorb

@@ -114,11 +114,19 @@ class Client(SyncSurface):
                     max_size=self._pool_max_size,
                     kwargs={"autocommit": True, **self.config.connection_kwargs},
                     open=False,
+                    configure=self._configure_connection,
                 )
                 # Bounded by config.connect_timeout, failing with the driver's reason.
                 open_pool_sync(pool, self._conninfo, self.config.connect_timeout_seconds)
                 self._pool = pool
         return self._pool
+
+    def _configure_connection(self, conn: psycopg.Connection[Any]) -> None:
+        # Our own pool's connections only: timestamps decode in UTC (session_timezone_utc).
+        if conn.pgconn.parameter_status(b"TimeZone") != b"UTC":
+            conn.execute(self._queries.session_timezone_utc)
+            if not conn.autocommit:
+                conn.commit()
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
