@@ -103,6 +103,9 @@ class RunningJob:
     interruptible: asyncio.Task[Any] | None = None
     #: Whether this RunningJob cancelled that task (so the CancelledError is ours to absorb).
     task_cancelled: bool = False
+    #: The attempt's own task, when its producer has it (None: not yet known, e.g. while an
+    #: eager task runs its first step, or when the caller awaits :meth:`Executor.execute`).
+    task: asyncio.Task[Any] | None = None
 
     def cancel(self, reason: str) -> None:
         """Cancel the attempt (async workers: at their next await; sync: the flag is set)."""
@@ -411,7 +414,7 @@ class Executor:
             if running.cancel_reason is not None:
                 cancelled = True  # stopped or cancelled before it could start
             elif registered.is_async:
-                running.interruptible = asyncio.current_task()
+                running.interruptible = running.task or asyncio.current_task()
                 deadlines = self._deadlines
                 if timeout > 0:
                     deadlines.add(running)

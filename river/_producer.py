@@ -19,6 +19,7 @@ import asyncio
 import heapq
 import logging
 import math
+import operator
 import random
 import sys
 import time
@@ -90,6 +91,10 @@ else:
         iteration)."""
         return loop.create_task(coro)
 
+
+#: The order a fetched batch starts in (the fetch statement's; its UPDATE returns rows in any
+#: order).
+_FETCH_ORDER = operator.attrgetter("priority", "scheduled_at", "id")
 
 #: Seconds a rate-limited producer waits before fetching again when its bucket's river_queue
 #: row was locked by another transaction.
@@ -538,11 +543,12 @@ class Producer:
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         tasks = self._tasks
-        for row in sorted(rows, key=lambda r: (r.priority, r.scheduled_at, r.id)):
+        for row in sorted(rows, key=_FETCH_ORDER):
             running = RunningJob(row, started)
             self.running[row.id, row.attempt] = running
             task = _spawn(loop, self._work(running))
             if not task.done():  # an eager task may have finished already (see _spawn)
+                running.task = task
                 tasks.add(task)
 
     async def _work(self, running: RunningJob) -> None:
@@ -564,4 +570,5 @@ class Producer:
             if self._last_fetch_full:
                 self._trigger.set()
         finally:
-            self._tasks.discard(asyncio.current_task())
+            if running.task is not None:  # None: an eager task that never suspended
+                self._tasks.discard(running.task)
