@@ -33,6 +33,7 @@ from typing import Any
 from psycopg import sql
 
 from river._errors import RiverError
+from river._pgarray import all_null, bytea_array, int_array, text_array
 from river._queue_override import QueueOverride, from_metadata
 from river._sansio import Op, Query
 from river._schema import qualify
@@ -256,7 +257,7 @@ def insert_many_op(q: Queries, batch: InsertBatch) -> Op[list[InsertResult]]:
 
     A batch without unique keys reads back only the columns the server fills (id, created_at,
     scheduled_at, and args as jsonb normalised them) and builds the rest from what it sent."""
-    new = all(key is None for key in batch.unique_key)
+    new = all_null(batch.unique_key)
     if len(batch) == 1 and len(batch.notify_payloads) <= 1:
         row = yield Query(
             q.job_insert_one_new if new else q.job_insert_one,
@@ -280,25 +281,33 @@ def insert_many_op(q: Queries, batch: InsertBatch) -> Op[list[InsertResult]]:
             reuse_cursor=True,
         )
         if new:
-            return [InsertResult(_new_row(batch, 0, row))]
+            return _new_rows(batch, [row])
         return [InsertResult(job_from_row(row), bool(row[18]))]
+    # Text literals and NULL for a column of None throughout (river/_pgarray.py, job.sql).
     rows = yield Query(
         q.job_insert_many_new if new else q.job_insert_many,
         {
             "schema": q.schema,
-            "notify_payloads": batch.notify_payloads,
-            "args": batch.args,
-            "kind": batch.kind,
-            "queue": batch.queue,
-            "priority": batch.priority,
-            "max_attempts": batch.max_attempts,
-            "state": batch.state,
-            "scheduled_at": batch.scheduled_at,
-            "tags": batch.tags,
-            "metadata": batch.metadata,
-            "unique_key": batch.unique_key,
-            "unique_states": batch.unique_states,
+            "notify_payloads": text_array(batch.notify_payloads),
+            "args": text_array(batch.args),
+            "kind": text_array(batch.kind),
+            "queue": text_array(batch.queue),
+            "priority": int_array(batch.priority),
+            "max_attempts": int_array(batch.max_attempts),
+            "state": text_array(batch.state),
+            "scheduled_at": None if all_null(batch.scheduled_at) else batch.scheduled_at,
+            "tags": text_array(batch.tags),
+            # The empty object throughout (no job sets metadata): NULL, which the statement
+            # turns back into '{}'.
+            "metadata": (
+                None if batch.metadata.count("{}") == len(batch) else text_array(batch.metadata)
+            ),
+            "unique_key": None if new else bytea_array(batch.unique_key),
+            "unique_states": (
+                None if all_null(batch.unique_states) else int_array(batch.unique_states)
+            ),
         },
+        binary=True,  # ids and timestamps decode with less work than from text
     )
     if len(rows) != len(batch):
         # Only a trigger on river_job that drops rows could do this; never pair rows wrongly.
@@ -307,28 +316,30 @@ def insert_many_op(q: Queries, batch: InsertBatch) -> Op[list[InsertResult]]:
             "(does a trigger on river_job skip rows?)"
         )
     if new:
-        return [InsertResult(_new_row(batch, i, r)) for i, r in enumerate(rows)]
+        return _new_rows(batch, rows)
     return [InsertResult(job_from_row(r), bool(r[18])) for r in rows]
 
 
-def _new_row(batch: InsertBatch, i: int, returned: Sequence[Any]) -> JobRow:
-    """The row job ``i`` of ``batch`` was inserted as, from the values sent and ``returned``
-    (id, args as stored, created_at, scheduled_at). Valid only for a fresh insert."""
-    tags = batch.tags[i]
-    return JobRow(
-        id=returned[0],
-        kind=batch.kind[i],
-        queue=batch.queue[i],
-        state=_STATES[batch.state[i]],
-        encoded_args=returned[1],
-        attempt=0,
-        max_attempts=batch.max_attempts[i],
-        priority=batch.priority[i],
-        created_at=returned[2],
-        scheduled_at=returned[3],
-        metadata=_metadata(batch.metadata[i]),
-        tags=tags.split(",") if tags else [],
-    )
+def _new_rows(batch: InsertBatch, returned: Sequence[Sequence[Any]]) -> list[InsertResult]:
+    """The rows the jobs of ``batch`` were inserted as, from the values sent and ``returned``
+    (per job, in order: id, args as stored, created_at, and scheduled_at or NULL when it is
+    created_at). Valid only for a fresh insert."""
+    # One pass over the columns, JobRow fields by position (the whole row, defaults included).
+    states = _STATES
+    return [
+        InsertResult(
+            JobRow(
+                r[0], kind, queue, states[state], r[1], 0, max_attempts, priority, r[2],
+                r[2] if r[3] is None else r[3],
+                None, None, [], [], {} if metadata == "{}" else _metadata(metadata),
+                tags.split(",") if tags else [],
+            )
+        )
+        for r, kind, queue, state, max_attempts, priority, metadata, tags in zip(
+            returned, batch.kind, batch.queue, batch.state, batch.max_attempts, batch.priority,
+            batch.metadata, batch.tags, strict=True,
+        )
+    ]  # fmt: skip
 
 
 def copy_op(q: Queries, batch: InsertBatch, now: datetime) -> Op[int]:
@@ -442,17 +453,18 @@ def set_state_many_op(
     applied, {(job id, attempt): persisted state} or, with ``full_rows``, {(job id, attempt):
     the row as persisted}. An outcome missing from the result was not applied: its row was
     deleted, or a newer attempt of the job owns it (see the fence in river/_sql/job.sql)."""
+    # Text literals and NULL for a column of None throughout (river/_pgarray.py, job.sql).
     rows = yield Query(
         q.job_set_state_many_rows if full_rows else q.job_set_state_many,
         {
-            "id": batch.id,
-            "seen_attempt": batch.seen_attempt,
-            "state": batch.state,
-            "finalized_at": batch.finalized_at,
-            "scheduled_at": batch.scheduled_at,
-            "attempt": batch.attempt,
-            "error": batch.error,
-            "metadata": batch.metadata,
+            "id": int_array(batch.id),
+            "seen_attempt": int_array(batch.seen_attempt),
+            "state": text_array(batch.state),
+            "finalized_at": None if all_null(batch.finalized_at) else batch.finalized_at,
+            "scheduled_at": None if all_null(batch.scheduled_at) else batch.scheduled_at,
+            "attempt": None if all_null(batch.attempt) else int_array(batch.attempt),
+            "error": None if all_null(batch.error) else text_array(batch.error),
+            "metadata": None if all_null(batch.metadata) else text_array(batch.metadata),
         },
         prepare=True,
     )

@@ -140,6 +140,22 @@ def _checked(kind_or_queue: str, value: object, field: str) -> str:
     return out
 
 
+def _fast_kind(cls: type, known_kinds: frozenset[str] | None) -> str | None:
+    """The kind of args class ``cls`` when its jobs take build_batch's fast path without
+    options: a kind already validated, registered (when ``known_kinds`` is set), and the
+    default ``insert_opts``. ``isinstance(args, JobArgs)`` then holds: only JobArgs
+    subclasses define insert_opts."""
+    kind = getattr(cls, "kind", None)
+    if (
+        isinstance(kind, str)
+        and ("kind", kind) in _VALID_NAMES
+        and getattr(cls, "insert_opts", None) is JobArgs.insert_opts
+        and (known_kinds is None or kind in known_kinds)
+    ):
+        return kind
+    return None
+
+
 def build_batch(
     items: Sequence[tuple[JobArgs, InsertOpts | None]],
     defaults: InsertDefaults,
@@ -160,6 +176,13 @@ def build_batch(
     kind and the args need checking and encoding.
     """
     batch = InsertBatch()
+    # Args classes seen taking the fast path in this call, with their kind.
+    fast_kinds: dict[type, str] = {}
+    add_args, add_kind, add_queue = batch.args.append, batch.kind.append, batch.queue.append
+    add_priority, add_max_attempts = batch.priority.append, batch.max_attempts.append
+    add_state, add_scheduled_at = batch.state.append, batch.scheduled_at.append
+    add_tags, add_metadata = batch.tags.append, batch.metadata.append
+    add_unique_key, add_unique_states = batch.unique_key.append, batch.unique_states.append
     notify_queues: dict[str, None] = {}
     seen_keys: dict[bytes, int] = {}
     now = now or datetime.now(UTC)
@@ -167,25 +190,22 @@ def build_batch(
     known_kinds = defaults.known_kinds
     default_max_attempts = _int_in(defaults.max_attempts, "max_attempts", 1, _SMALLINT_MAX)
     max_size = defaults.max_encoded_size
-    plain_opts = JobArgs.insert_opts
     prefix = "" if single else f"{field_prefix or 'jobs'}["
     for index, (args, opts) in enumerate(items):
         cls = type(args)
-        kind = getattr(cls, "kind", None)
+        kind = fast_kinds.get(cls) if opts is None else None
+        if kind is None and opts is None:
+            kind = _fast_kind(cls, known_kinds)
+            if kind is not None:
+                fast_kinds[cls] = kind
         where = ""
-        if (
-            opts is None
-            and isinstance(kind, str)
-            and ("kind", kind) in _VALID_NAMES
-            and getattr(cls, "insert_opts", None) is plain_opts
-            and (known_kinds is None or kind in known_kinds)
-        ):
-            # The fast path (see the docstring); isinstance(args, JobArgs) holds since only
-            # JobArgs subclasses define insert_opts.
+        if kind is not None:
+            # The fast path (see the docstring).
             queue, priority, max_attempts = "default", 1, default_max_attempts
             scheduled_at, tags_text, metadata_text = None, "", "{}"
             state, unique_opts = _AVAILABLE, None
         else:
+            kind = getattr(cls, "kind", None)
             if prefix:
                 where = f"{prefix}{index}]."
             if not isinstance(args, JobArgs):
@@ -260,17 +280,17 @@ def build_batch(
                         "to get the existing job back)",
                     )
                 seen_keys[key] = index
-        batch.args.append(encoded)
-        batch.kind.append(kind)
-        batch.queue.append(queue)
-        batch.priority.append(priority)
-        batch.max_attempts.append(max_attempts)
-        batch.state.append(state)
-        batch.scheduled_at.append(scheduled_at)
-        batch.tags.append(tags_text)
-        batch.metadata.append(metadata_text)
-        batch.unique_key.append(key)
-        batch.unique_states.append(mask)
+        add_args(encoded)
+        add_kind(kind)
+        add_queue(queue)
+        add_priority(priority)
+        add_max_attempts(max_attempts)
+        add_state(state)
+        add_scheduled_at(scheduled_at)
+        add_tags(tags_text)
+        add_metadata(metadata_text)
+        add_unique_key(key)
+        add_unique_states(mask)
         if state == _AVAILABLE:
             notify_queues[queue] = None
     for queue in notify_queues:

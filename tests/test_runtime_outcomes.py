@@ -8,9 +8,11 @@ finalized_at (set iff finalized), scheduled_at (retries, snoozes, interruptions)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
 
 import anyio
@@ -31,6 +33,12 @@ from helpers import (
 )
 
 import river
+from river._completer import _to_batch
+from river._driver import queries_for, set_state_many_op
+from river._outcome import Outcome
+from river._sansio import run_sync
+from river._types import AttemptError, JobState
+from river._validate import jsonb_dumps
 from river.testing import signals
 
 pytestmark = pytest.mark.anyio
@@ -1283,3 +1291,77 @@ async def test_out_of_range_values_from_workers_never_crash_the_client(db_url: s
     assert broken["finalized_at"] is None
     assert broken["errors"][0]["error"] == "LookupError: middleware bug"
     assert broken["errors"][0]["attempt"] == 1
+
+
+# --- the completer's batch write ------------------------------------------------------------------
+
+
+def test_batch_write_stores_each_outcome_exactly(db_url: str) -> None:
+    """The completer's statement (river/_sql/job.sql job_set_state_many) with its parameters as
+    sent (text literals, binary timestamps, one NULL for a column of None throughout): a batch
+    of completions only, whose scheduled_at, attempt, error and metadata columns are all NULL,
+    and a batch mixing every kind of outcome, with texts that need escaping, store exactly the
+    values of each outcome and leave the other columns alone."""
+    odd = 'say "hi" \\ {a,b} NULL\ttab\nline é😀'
+    tz = timezone(timedelta(hours=-3, minutes=-30))
+    base = datetime(2031, 5, 6, 7, 8, 9, 123457, tz)
+    with river.Client(db_url) as client:
+        ids = [r.job.id for r in client.insert_many([Behave(mode=str(i)) for i in range(10)])]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE river_job SET state = 'running', attempt = 1, attempted_at = now(),"
+            " metadata = '{\"keep\": 1}' WHERE id = ANY(%s)",
+            (ids,),
+        )
+        with river.Client(db_url) as client:
+            rows = [client.job_get(i) for i in ids]
+        before = {r.id: r for r in rows}
+
+        def err(n: int) -> AttemptError:
+            return AttemptError(at=base, attempt=1, error=f"{odd} {n}", trace=f"tb\n{odd}")
+
+        at = [base + timedelta(microseconds=i) for i in range(10)]
+        completions = [Outcome(r, JobState.COMPLETED, "job_completed", at[k]) for k, r in
+                       enumerate(rows[:4])]  # fmt: skip
+        stale = dataclasses.replace(rows[9], attempt=2)
+        mixed = [
+            Outcome(rows[4], JobState.COMPLETED, "job_completed", at[4], metadata={"out": odd}),
+            Outcome(rows[5], JobState.RETRYABLE, "job_failed", None, at[5], None, err(5)),
+            Outcome(rows[6], JobState.SCHEDULED, "job_snoozed", None, at[6], 0, None,
+                    {"snoozes": 1}),
+            Outcome(rows[7], JobState.DISCARDED, "job_failed", at[7], None, None, err(7)),
+            Outcome(rows[8], JobState.CANCELLED, "job_cancelled", at[8], None, None, err(8),
+                    {odd: [odd, None]}),
+            Outcome(stale, JobState.COMPLETED, "job_completed", at[9]),
+        ]  # fmt: skip
+        q = queries_for(None)
+        for outcomes in (completions, mixed):
+            written = run_sync(conn, set_state_many_op(q, _to_batch(outcomes)))
+            assert written == {
+                (o.job.id, o.job.attempt): o.state.value for o in outcomes if o.job is not stale
+            }
+        stored = {
+            r[0]: r[1:]
+            for r in conn.execute(
+                "SELECT id, state::text, attempt, finalized_at, scheduled_at, errors,"
+                " metadata FROM river_job WHERE id = ANY(%s)",
+                (ids,),
+            )
+        }
+    for o in completions + mixed:
+        job = before[o.job.id]
+        state, attempt, finalized_at, scheduled_at, errors, metadata = stored[job.id]
+        if o.job is stale:
+            assert (state, attempt, finalized_at, errors) == ("running", 1, None, None)
+            assert (scheduled_at, metadata) == (job.scheduled_at, {"keep": 1})
+            continue
+        assert state == o.state.value
+        assert attempt == (1 if o.attempt is None else o.attempt)
+        assert finalized_at == o.finalized_at
+        assert scheduled_at == (job.scheduled_at if o.scheduled_at is None else o.scheduled_at)
+        if o.error is None:
+            assert errors is None
+        else:
+            assert errors == [json.loads(jsonb_dumps(o.error.to_json()))]
+            assert errors[0]["error"].startswith(odd)
+        assert metadata == {"keep": 1, **(o.metadata or {})}

@@ -146,9 +146,9 @@ def test_returning_variants_are_one_statement() -> None:
         head_other, _, tail_other = getattr(q, other).rpartition(b"RETURNING ")
         assert head_whole == head_other
         assert tail_whole != tail_other
-    # What river/_driver.py _new_row reads back.
+    # What river/_driver.py _new_rows reads back (scheduled_at NULL when it is created_at).
     assert q.job_insert_one_new.endswith(
-        b"RETURNING j.id, j.args::text, j.created_at, j.scheduled_at"
+        b"RETURNING j.id, j.args::text, j.created_at, nullif(j.scheduled_at, j.created_at)"
     )
 
 
