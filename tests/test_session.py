@@ -2,8 +2,7 @@
 
 Timestamps decode in UTC on the client's own pool whatever the server's TimeZone: psycopg
 builds datetimes cheaply only for a session in 'UTC', and the client fetches every job through
-that pool. A pool or connection the application passes in is never changed. A fetch's commit
-does not wait for its WAL flush, and that setting never outlives the fetch's transaction.
+that pool. A pool or connection the application passes in is never changed.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 import river
-from river._driver import fetch_op, queries_for
-from river._sansio import run_async
 from tests.helpers import fast_config, make_workers
 
 pytestmark = pytest.mark.anyio
@@ -102,24 +99,3 @@ async def test_a_pool_the_application_passes_in_is_left_as_it_is(db_url: str) ->
         async with pool.connection() as conn:
             cur = await conn.execute("SHOW TimeZone")
             assert await cur.fetchone() == ("Asia/Tokyo",)
-
-
-async def test_a_fetch_commits_without_waiting_for_its_flush_and_only_it(db_url: str) -> None:
-    """job_fetch turns synchronous_commit off for its own transaction (set_config local): in
-    a transaction it stays off until the end; on an autocommit connection the session keeps
-    the server's setting for the statements that follow (the completer's writes)."""
-    async with river.AsyncClient(db_url, fast_config(None, queues={})) as client:
-        await client.insert_many([StampArgs(), StampArgs()])
-    q = queries_for(None)
-    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
-        rows = await run_async(conn, fetch_op(q, "default", 1, "session_test"))
-        assert len(rows) == 1
-        cur = await conn.execute("SHOW synchronous_commit")
-        assert await cur.fetchone() == ("on",)
-        async with conn.transaction():
-            rows = await run_async(conn, fetch_op(q, "default", 1, "session_test"))
-            assert len(rows) == 1
-            cur = await conn.execute("SHOW synchronous_commit")
-            assert await cur.fetchone() == ("off",)
-        cur = await conn.execute("SHOW synchronous_commit")
-        assert await cur.fetchone() == ("on",)

@@ -142,18 +142,7 @@ FROM unnest(%(payloads)s::text[]) AS payload
 -- Candidates are picked in a sub-select with FOR UPDATE SKIP LOCKED, so concurrent fetchers (in
 -- any language) never take the same row and never wait on each other. attempted_by keeps the
 -- last 99 entries before appending this client's id (at most 100).
--- The fetch's commit does not wait for its WAL to reach the disk (synchronous_commit off for
--- this one transaction, through set_config(..., true) in the no_flush_wait CTE, which the join
--- makes run): the wait was most of an idle queue's insert-to-start latency (a flush takes
--- 0.2 ms here at the median, 4 ms at the 99th percentile) and a fetch loop's time at low
--- concurrency. What a crash of the server can lose is the last fraction of a second of fetches:
--- those jobs are then available again at their previous attempt and are fetched again, as when
--- a client dies (at least once), and the outcomes of their first runs are fenced off as stale
--- (job_set_state_many). Writes of outcomes keep the server's setting.
-WITH no_flush_wait AS (
-    SELECT set_config('synchronous_commit', 'off', true) AS setting
-),
-locked AS (
+WITH locked AS (
     SELECT id
     FROM /* schema */river_job
     WHERE state = 'available'
@@ -171,9 +160,8 @@ SET state = 'running',
         (coalesce(j.attempted_by, '{}'::text[]))[greatest(cardinality(j.attempted_by) - 98, 1):],
         %(client_id)s::text
     )
-FROM locked, no_flush_wait
+FROM locked
 WHERE j.id = locked.id
-  AND no_flush_wait.setting IS NOT NULL
 RETURNING
     j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
     j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
