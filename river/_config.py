@@ -181,6 +181,10 @@ class Config:
       ``start()`` says so). None (default): direct connections or a session-mode pooler.
       A pool passed in instead of a URL is the caller's: give it
       ``kwargs={"prepare_threshold": None}`` yourself (docs/production.md).
+      The connections a client opens itself (with ``pooler`` None) set their session
+      ``TimeZone`` to ``UTC``, the one zone psycopg decodes timestamps in without a conversion
+      per value: rows read through them carry ``datetime.timezone.utc`` (the same instants
+      as in any other zone). A pool passed in is left as it is.
     - ``sync_worker_threads``: threads shared by all sync (``def work``) workers (default 40).
     - ``completer_batch_size`` / ``completer_flush_interval``: batching of outcome writes
       (2,000 outcomes per statement, at most 25 ms after the first).

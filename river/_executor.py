@@ -132,38 +132,46 @@ class _Deadlines:
     An ``asyncio.timeout`` per attempt cost a ``Timeout``, a ``TimerHandle`` and a reschedule
     for every job, a tenth of a no-op job's client CPU. Here an attempt costs one heap entry;
     the timer is re-armed only when a new deadline is earlier than the one it waits for (with
-    one job timeout for every kind, never after the first). An attempt that ends leaves its
-    entry behind (removing it would mean a search); the timer pops stale entries as their
-    deadlines pass, and the heap is compacted whenever stale entries outnumber live ones, so
-    it stays within about twice the attempts in flight.
+    one job timeout for every kind, never after the first). Deadlines are on the event loop's
+    clock (``loop.time()``, which its timers follow), not ``time.monotonic()``.
+
+    An attempt that ends leaves its entry behind (removing it would mean a search): the timer
+    pops stale entries as their deadlines pass, the heap is compacted whenever stale entries
+    outnumber live ones (so it stays within about twice the attempts in flight), and it is
+    emptied, with the timer cancelled, whenever no attempt is left in its worker, so a finished
+    attempt (its row, its staged output) is never kept for long by an idle client.
     """
 
     __slots__ = ("_heap", "_live", "_loop", "_seq", "_timer", "_timer_at")
 
     def __init__(self) -> None:
+        self._timer: asyncio.TimerHandle | None = None
         self._reset(None)
 
     def _reset(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         self._heap: list[tuple[float, int, RunningJob]] = []
         #: Attempts added and not done (their entries may have been popped already).
         self._live = 0
         self._seq = 0
         self._loop = loop
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = None
         self._timer_at = math.inf
 
-    def add(self, running: RunningJob) -> None:
-        """Interrupt ``running`` (:meth:`RunningJob.expire`) at its ``deadline`` (monotonic
-        seconds, the event loop's clock) unless it has left its worker by then."""
+    def add(self, running: RunningJob, timeout: float) -> None:
+        """Interrupt ``running`` (:meth:`RunningJob.expire`) ``timeout`` seconds from now
+        unless it has left its worker by then (:meth:`done`)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a client restarted on another loop
             self._reset(loop)
+        when = loop.time() + timeout
         self._seq += 1
         self._live += 1
         heap = self._heap
-        heapq.heappush(heap, (running.deadline, self._seq, running))
-        if running.deadline < self._timer_at:
-            self._arm(running.deadline)
+        heapq.heappush(heap, (when, self._seq, running))
+        if when < self._timer_at:
+            self._arm(when)
         elif len(heap) > 2 * self._live + 64:
             heap[:] = [entry for entry in heap if entry[2].interruptible is not None]
             heapq.heapify(heap)
@@ -171,6 +179,8 @@ class _Deadlines:
     def done(self) -> None:
         """An attempt given to :meth:`add` has left its worker."""
         self._live -= 1
+        if self._live <= 0:  # nothing runs: no entry is live, none needs keeping
+            self._reset(self._loop)
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -180,10 +190,13 @@ class _Deadlines:
         self._timer_at = when
 
     def _fire(self) -> None:
+        assert self._loop is not None
+        # Due: up to the time the timer was armed for, even when the loop ran it a little
+        # early (within its clock resolution), else it would be re-armed for the same entry.
+        due = max(self._loop.time(), self._timer_at)
         self._timer, self._timer_at = None, math.inf
         heap = self._heap
-        now = time.monotonic()
-        while heap and heap[0][0] <= now:
+        while heap and heap[0][0] <= due:
             running = heapq.heappop(heap)[2]
             if running.interruptible is not None:
                 running.expire()
@@ -417,7 +430,7 @@ class Executor:
                 running.interruptible = running.task or asyncio.current_task()
                 deadlines = self._deadlines
                 if timeout > 0:
-                    deadlines.add(running)
+                    deadlines.add(running, timeout)
                 try:
                     if self._middleware:
                         await self._chain(registered, job)
@@ -436,7 +449,11 @@ class Executor:
         except asyncio.CancelledError as exc:
             task = asyncio.current_task()
             if running.task_cancelled and task is not None and task.cancelling():
-                task.uncancel()  # our own cancellation of this attempt (a stop, or its deadline)
+                # Our own cancellation of this attempt (a stop, a remote cancel, its deadline),
+                # absorbed; one from outside that came with it still propagates.
+                running.task_cancelled = False
+                if task.uncancel() > 0:
+                    raise
                 cancelled = True
             elif task is not None and task.cancelling():
                 raise  # a real cancellation from outside: not ours to absorb
@@ -444,6 +461,14 @@ class Executor:
                 # A CancelledError the worker raised on its own (e.g. it awaited a future
                 # someone cancelled) is an ordinary failure.
                 error = exc
+        if running.task_cancelled:
+            # We cancelled the task and the worker (or a middleware) swallowed the
+            # CancelledError: withdraw that request, as asyncio.timeout does on exit, or the
+            # task would count as cancelling for the rest of its life.
+            running.task_cancelled = False
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                task.uncancel()
         # A sync worker cannot be interrupted: one that saw cancel_requested() and returned
         # stopped early, exactly like a cancelled async worker.
         if error is None:

@@ -79,7 +79,10 @@ if sys.version_info >= (3, 12):
         job that never suspends (a quick async worker) finishes without being scheduled at all,
         which saves the loop iteration and most of the cost of the task. Each job still has its
         own task: its own context (contextvars set by one job never leak into the next) and
-        its own cancellation."""
+        its own cancellation. A loop with a task factory of its own (an APM integration, say)
+        gets its tasks from that factory, started the usual way."""
+        if loop.get_task_factory() is not None:
+            return loop.create_task(coro)
         return asyncio.Task(coro, loop=loop, eager_start=True)
 
 else:
@@ -559,7 +562,11 @@ class Producer:
             try:
                 outcome = await rt.executor.execute(running)
             finally:
-                del self.running[running.row.id, running.row.attempt]
+                key = (running.row.id, running.row.attempt)
+                # Only this attempt's own entry: after a server lost a fetch, the job can come
+                # back under the same attempt number while this one still runs.
+                if self.running.get(key) is running:
+                    del self.running[key]
             self.finished += 1
             self.last_outcome = rt.completer.add(outcome)
             if outcome.state is JobState.AVAILABLE and outcome.scheduled_at is not None:

@@ -123,7 +123,9 @@ class Client(SyncSurface):
 
     def _configure_connection(self, conn: psycopg.Connection[Any]) -> None:
         # Our own pool's connections only: timestamps decode in UTC (session_timezone_utc).
-        if conn.pgconn.parameter_status(b"TimeZone") != b"UTC":
+        # Not behind a transaction pooler: some pin a client to one server connection for the
+        # rest of its life after a SET, or hand the setting on to other clients.
+        if self.config.pooler is None and conn.pgconn.parameter_status(b"TimeZone") != b"UTC":
             conn.execute(self._queries.session_timezone_utc)
             if not conn.autocommit:
                 conn.commit()

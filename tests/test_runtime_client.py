@@ -724,3 +724,24 @@ async def test_cancelled_soft_stop_interrupts_and_stops_fully(db_url: str) -> No
             await client.close()
     assert worker.started == [job.job.id, job.job.id]
     await _assert_no_new_tasks(before)
+
+
+async def test_jobs_tasks_come_from_the_loops_task_factory(db_url: str) -> None:
+    """A loop's task factory (an APM integration, say) makes the jobs' tasks too: on Python
+    3.12+ they start eagerly only when the loop has none."""
+    loop = asyncio.get_running_loop()
+    made: list[str] = []
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(getattr(coro, "__qualname__", ""))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    worker = TokenWorker()
+    loop.set_task_factory(factory)
+    try:
+        async with started_client(db_url, fast_config(make_workers(worker))) as client:
+            await client.insert_many([Token(token=i) for i in range(5)])
+            await wait_for(lambda: sorted(worker.executed) == list(range(5)))
+    finally:
+        loop.set_task_factory(None)
+    assert made.count("Producer._work") == 5

@@ -14,10 +14,10 @@ from zoneinfo import ZoneInfo
 import anyio
 import psycopg
 import pytest
+from helpers import fast_config, make_workers
 from psycopg_pool import AsyncConnectionPool
 
 import river
-from tests.helpers import fast_config, make_workers
 
 pytestmark = pytest.mark.anyio
 
@@ -99,3 +99,14 @@ async def test_a_pool_the_application_passes_in_is_left_as_it_is(db_url: str) ->
         async with pool.connection() as conn:
             cur = await conn.execute("SHOW TimeZone")
             assert await cur.fetchone() == ("Asia/Tokyo",)
+
+
+async def test_no_session_setting_behind_a_transaction_pooler(db_url: str) -> None:
+    """With pooler="transaction" no connection keeps session state (some poolers pin a client
+    after a SET, or hand it on): timestamps then come in the server's zone."""
+    _set_database_timezone(db_url, "Europe/Paris")
+    config = fast_config(None, queues={}, pooler="transaction")
+    async with river.AsyncClient(db_url, config) as client:
+        inserted = await client.insert(StampArgs())
+        row = await client.job_get(inserted.job.id)
+    assert row.created_at.tzinfo == ZoneInfo("Europe/Paris")
