@@ -439,7 +439,7 @@ class Producer:
                 continue
             wait = self._last_fetch + self.settings.fetch_cooldown - time.monotonic()
             if wait > 0 and not trailing:
-                await anyio.sleep(wait)
+                await asyncio.sleep(wait)  # cheaper than anyio.sleep, once per fetch
                 if self._stopping:
                     break
                 if self.paused or self.free_slots <= 0:

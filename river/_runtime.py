@@ -217,7 +217,9 @@ class Runtime:
     async def fetch(self, queue: str, limit: int) -> list[JobRow]:
         """Lock and return up to ``limit`` due jobs of ``queue`` (their attempt begins).
         TimeoutError after ``STATEMENT_DEADLINE`` seconds (a dead link: see there)."""
-        with anyio.fail_after(STATEMENT_DEADLINE):
+        # asyncio's timeout, not anyio's: ~4 instead of ~10 µs per fetch, which counts when
+        # each fetch brings a handful of jobs.
+        async with asyncio.timeout(STATEMENT_DEADLINE):
             async with self.pool.connection() as conn:
                 rows = await run_async(conn, fetch_op(self.queries, queue, limit, self.client_id))
         self.signals.fetched.emit((queue, len(rows)))
