@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -39,9 +39,9 @@ class NapWorker(river.Worker[NapArgs]):
         await asyncio.sleep(job.args.nap)
 
 
-def _executor() -> Executor:
+def _executor(worker: river.Worker[Any] | None = None) -> Executor:
     workers = river.Workers()
-    workers.add(NapWorker())
+    workers.add(worker if worker is not None else NapWorker())
     return Executor(
         workers,
         job_timeout=60.0,
@@ -155,17 +155,6 @@ class SwallowWorker(river.Worker[SwallowArgs]):
             await asyncio.sleep(10)
 
 
-def _swallow_executor() -> Executor:
-    workers = river.Workers()
-    workers.add(SwallowWorker())
-    return Executor(
-        workers,
-        job_timeout=60.0,
-        retry_policy=next_retry_at,
-        thread_limiter=anyio.CapacityLimiter(1),
-    )
-
-
 def _swallow_row(mode: str) -> JobRow:
     row = _row(1, 0.0, 0.0)
     row.kind = "deadline_swallow"
@@ -177,7 +166,7 @@ async def test_a_worker_that_swallows_its_deadline_leaves_its_task_uncancelled()
     """As asyncio.timeout did: the cancellation request is withdrawn when the worker returns
     without letting it through, so the caller's task (the testing kit runs attempts in it) is
     not left cancelling, and a later attempt's own CancelledError stays an ordinary failure."""
-    executor = _swallow_executor()
+    executor = _executor(SwallowWorker())
     task = asyncio.current_task()
     assert task is not None
     outcome = await executor.execute(RunningJob(_swallow_row("swallow"), 0.0))
@@ -190,7 +179,7 @@ async def test_a_worker_that_swallows_its_deadline_leaves_its_task_uncancelled()
 
 
 async def test_a_cancellation_from_outside_that_comes_with_the_deadline_propagates() -> None:
-    executor = _swallow_executor()
+    executor = _executor(SwallowWorker())
     with pytest.raises(asyncio.CancelledError):
         await executor.execute(RunningJob(_swallow_row("outside_too"), 0.0))
     task = asyncio.current_task()
