@@ -138,8 +138,8 @@ class _Deadlines:
     An attempt that ends leaves its entry behind (removing it would mean a search): the timer
     pops stale entries as their deadlines pass, the heap is compacted whenever stale entries
     outnumber live ones (so it stays within about twice the attempts in flight), and it is
-    emptied, with the timer cancelled, whenever no attempt is left in its worker, so a finished
-    attempt (its row, its staged output) is never kept for long by an idle client.
+    emptied whenever no attempt is left in its worker, so a finished attempt (its row, its
+    staged output) is never kept by an idle client.
     """
 
     __slots__ = ("_heap", "_live", "_loop", "_seq", "_timer", "_timer_at")
@@ -179,8 +179,12 @@ class _Deadlines:
     def done(self) -> None:
         """An attempt given to :meth:`add` has left its worker."""
         self._live -= 1
-        if self._live <= 0:  # nothing runs: no entry is live, none needs keeping
-            self._reset(self._loop)
+        if self._live <= 0:
+            # Nothing runs: no entry is live, none needs keeping. The timer stays armed (it
+            # finds nothing due): cancelling and re-arming it whenever attempts do not overlap
+            # (every no-op job) would cost what a timer per attempt did.
+            self._live = 0
+            self._heap.clear()
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
