@@ -12,7 +12,6 @@ import json
 import logging
 import re
 import signal
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,13 @@ from typing import Any
 
 import pytest
 from helpers import fast_config, started_client
-from worker_apps.harness import TESTS_DIR, WorkerProcess, running_worker, worker_env
+from worker_apps.harness import (
+    WorkerProcess,
+    run_python,
+    run_with_worker_logging,
+    running_worker,
+    worker_env,
+)
 from worker_apps.logging_app import Boom, workers
 
 import river
@@ -402,18 +407,9 @@ def test_processes_show_their_index_in_json(db_url: str) -> None:
 
 
 def test_psycopg_lines_reach_the_json_handler_once() -> None:
-    code = (
-        "import argparse, logging\n"
-        "from river import cli\n"
-        "from river.worker import _logs\n"
-        "cli._configure_logging(argparse.Namespace(debug=False, verbose=False))\n"
-        "level = logging.getLogger('river').level\n"
-        "settings = _logs.LogSettings(format='json')\n"
-        "_logs.setup_logging(settings, _logs.command_handlers(), level)\n"
-        "logging.getLogger('psycopg.pool').warning('error connecting in %r: boom', 'river-x')\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=TESTS_DIR
+    proc = run_with_worker_logging(
+        "logging.getLogger('psycopg.pool').warning('error connecting in %r: boom', 'river-x')\n",
+        settings="_logs.LogSettings(format='json')",
     )
     assert proc.returncode == 0, proc.stderr
     (line,) = proc.stderr.splitlines()
@@ -428,19 +424,10 @@ def test_psycopg_lines_reach_the_json_handler_once() -> None:
 def test_auto_handler_steps_aside_when_the_app_configures_logging_later() -> None:
     # The decision is made once the app is imported; a root handler added after that (a
     # module-level logging.warning() runs basicConfig) must not make every line appear twice.
-    code = (
-        "import argparse, logging\n"
-        "from river import cli\n"
-        "from river.worker import _logs\n"
-        "cli._configure_logging(argparse.Namespace(debug=False, verbose=False))\n"
-        "level = logging.getLogger('river').level\n"
-        "_logs.setup_logging(_logs.LogSettings(), _logs.command_handlers(), level)\n"
+    proc = run_with_worker_logging(
         "logging.getLogger('river.job').warning('before')\n"
         "logging.warning('the app configures logging late')\n"
         "logging.getLogger('river.job').warning('after')\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=TESTS_DIR
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
@@ -466,9 +453,7 @@ def test_setup_is_undone() -> None:
         "assert before == after, (before, after)\n"
         "assert not logging.getLogger('psycopg').handlers\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=TESTS_DIR
-    )
+    proc = run_python(code)
     assert proc.returncode == 0, proc.stderr
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +20,12 @@ from typing import Any, ClassVar
 import psycopg
 import pytest
 from psycopg import conninfo, sql
-from worker_apps.harness import TESTS_DIR, free_port, running_worker, worker_env
+from worker_apps.harness import (
+    free_port,
+    run_with_worker_logging,
+    running_worker,
+    worker_env,
+)
 
 import river
 from river.migrate import Migrator
@@ -440,17 +443,8 @@ def test_worker_sigterm_during_start_up_exits_at_once(
 def test_worker_shows_psycopg_logger_names() -> None:
     # A psycopg.pool warning (e.g. a reconnect failing) printed through the worker's logging:
     # with its level and logger name, once.
-    code = (
-        "import argparse, logging\n"
-        "from river import cli\n"
-        "from river.worker import _logs\n"
-        "cli._configure_logging(argparse.Namespace(debug=False, verbose=False))\n"
-        "level = logging.getLogger('river').level\n"
-        "_logs.setup_logging(_logs.LogSettings(), _logs.command_handlers(), level)\n"
+    proc = run_with_worker_logging(
         "logging.getLogger('psycopg.pool').warning(\"error connecting in 'river-x': boom\")\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=TESTS_DIR
     )
     assert proc.returncode == 0, proc.stderr
     (line,) = proc.stderr.splitlines()

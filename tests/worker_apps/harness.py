@@ -192,3 +192,31 @@ def http_get(port: int, path: str, timeout: float = 3.0) -> tuple[int, str]:
         return exc.code, body
     except OSError as exc:
         return 0, str(exc)
+
+
+#: What ``river worker`` does to logging before the app is imported: the CLI's setup, then the
+#: worker's (``setup_logging`` with the settings named ``settings``); the code of
+#: :func:`run_with_worker_logging` runs after it.
+_WORKER_LOGGING_PRELUDE = (
+    "import argparse, logging\n"
+    "from river import cli\n"
+    "from river.worker import _logs\n"
+    "cli._configure_logging(argparse.Namespace(debug=False, verbose=False))\n"
+    "level = logging.getLogger('river').level\n"
+    "_logs.setup_logging({settings}, _logs.command_handlers(), level)\n"
+)
+
+
+def run_with_worker_logging(
+    code: str, settings: str = "_logs.LogSettings()"
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter whose logging ``river worker`` set up (``settings``:
+    a ``LogSettings`` expression); its stderr is what the worker would print."""
+    return run_python(_WORKER_LOGGING_PRELUDE.format(settings=settings) + code)
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (from tests/, 30 s at most); the caller asserts."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, cwd=TESTS_DIR
+    )
