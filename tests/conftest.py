@@ -23,6 +23,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -228,3 +229,31 @@ def _no_leaked_threads() -> Iterator[None]:
         t.join(timeout=5)
     leaked = [t.name for t in deadline_threads if t.is_alive()]
     assert not leaked, f"threads left running after the test: {leaked}"
+
+
+@pytest.fixture
+def otel() -> Iterator[tuple[Any, Any]]:
+    """OpenTelemetry SDK providers with in-memory exporters for one test: (span exporter,
+    metric reader). Set as the API's globals (which ``set_*_provider`` allows only once per
+    process), then the previous ones are put back."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    saved = (trace._TRACER_PROVIDER, metrics._internal._METER_PROVIDER)
+    trace._TRACER_PROVIDER = tracer_provider
+    metrics._internal._METER_PROVIDER = meter_provider
+    try:
+        yield exporter, reader
+    finally:
+        trace._TRACER_PROVIDER, metrics._internal._METER_PROVIDER = saved
+        tracer_provider.shutdown()
+        meter_provider.shutdown()

@@ -7,12 +7,7 @@ from typing import Any, ClassVar
 
 import psycopg
 import pytest
-from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry import trace
 
 import river
 from river import _telemetry
@@ -188,25 +183,6 @@ async def test_reserved_and_unencodable_metadata_rejected(db_url: str) -> None:
         result = await client.insert(Bad())
         await wait_for(lambda: _completed(client, result.job.id))
     assert [e.field for e in errors] == ["key", "output"]  # type: ignore[attr-defined]
-
-
-@pytest.fixture
-def otel() -> Any:
-    """Install SDK providers with in-memory exporters for one test, then restore."""
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    saved = (trace._TRACER_PROVIDER, metrics._internal._METER_PROVIDER)
-    trace._TRACER_PROVIDER = tracer_provider
-    metrics._internal._METER_PROVIDER = meter_provider
-    try:
-        yield exporter, reader
-    finally:
-        trace._TRACER_PROVIDER, metrics._internal._METER_PROVIDER = saved
-        tracer_provider.shutdown()
-        meter_provider.shutdown()
 
 
 @pytest.mark.anyio

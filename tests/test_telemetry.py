@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,10 +20,8 @@ import psycopg
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from psycopg_pool import AsyncConnectionPool
@@ -49,26 +46,6 @@ class Ping(river.JobArgs):
 class PingWorker(river.Worker[Ping]):
     async def work(self, job: river.Job[Ping]) -> None:
         return None
-
-
-@pytest.fixture
-def otel() -> Iterator[tuple[InMemorySpanExporter, InMemoryMetricReader]]:
-    """SDK providers with in-memory exporters for one test (set as the API's globals, which
-    set_*_provider allows only once per process), then the previous ones back."""
-    exporter = InMemorySpanExporter()
-    tracer_provider = TracerProvider()
-    tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
-    reader = InMemoryMetricReader()
-    meter_provider = MeterProvider(metric_readers=[reader])
-    saved = (trace._TRACER_PROVIDER, metrics._internal._METER_PROVIDER)
-    trace._TRACER_PROVIDER = tracer_provider
-    metrics._internal._METER_PROVIDER = meter_provider
-    try:
-        yield exporter, reader
-    finally:
-        trace._TRACER_PROVIDER, metrics._internal._METER_PROVIDER = saved
-        tracer_provider.shutdown()
-        meter_provider.shutdown()
 
 
 def _spans(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
