@@ -1568,6 +1568,8 @@ async def test_a_busy_pool_answers_busy_and_never_grows_past_its_size(
                     if waiting == 2:
                         break
                     await anyio.sleep(0.02)
+                else:
+                    raise AssertionError("the two slow requests never waited on the row lock")
                 for _ in range(3):
                     started = time.monotonic()
                     busy = await http.get("/api/jobs?limit=1")  # not a shared (cached) read
