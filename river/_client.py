@@ -4,7 +4,6 @@ queues the queue manager (river/_queues.py, ``client.queues``) owns."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -12,7 +11,6 @@ from typing import Any, Literal
 
 import anyio
 import psycopg
-from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from river._args import JobArgs, Workers
@@ -36,7 +34,7 @@ from river._preflight import (
 )
 from river._queues import QueueInfo, QueueManager
 from river._runtime import MaintenanceServices, Runtime, maintenance_services
-from river._sansio import Op, primed, run_async
+from river._sansio import Op, primed, run_async, run_pooled
 from river._supervisor import ClientHealth
 from river._surface import AsyncSurface, InsertManyItem
 from river._testsignal import TestSignals
@@ -204,31 +202,21 @@ class AsyncClient(AsyncSurface):
             yield conn
 
     async def _run(self, op: Op[Any]) -> Any:
-        # What ``async with pool.connection()`` does, in half the time (this is the path of every
-        # single insert): commit what a non-autocommit pool's connection left open, roll back
-        # on error, and always give the connection back.
+        # The path of every single insert: run_pooled, not ``async with pool.connection()``.
         op = primed(op)  # validation first: no connection taken for bad input
         if not self._pool_opened:
             await self._open_pool()
         pool = self._pool
         assert pool is not None  # _open_pool raised otherwise
-        conn = await pool.getconn()
-        try:
-            result = await run_async(conn, op, own=True)
-            if conn.pgconn.transaction_status != TransactionStatus.IDLE:
-                await conn.commit()
-            return result
-        except BaseException as exc:
-            if conn.pgconn.transaction_status != TransactionStatus.IDLE and not conn.closed:
-                with contextlib.suppress(Exception):
-                    await conn.rollback()
-            if isinstance(exc, SCHEMA_ERRORS):  # River's tables missing or not migrated
-                mapped = await schema_error_async(conn, self.config.schema, exc, own=True)
-                if mapped is not None:
-                    raise mapped from exc
-            raise
-        finally:
-            await pool.putconn(conn)
+        return await run_pooled(pool, op, map_error=self._map_schema_error)
+
+    async def _map_schema_error(
+        self, conn: psycopg.AsyncConnection[Any], exc: Exception
+    ) -> Exception | None:
+        # River's tables missing or not migrated: SchemaNotReadyError, saying what to run.
+        if isinstance(exc, SCHEMA_ERRORS):
+            return await schema_error_async(conn, self.config.schema, exc, own=True)
+        return None
 
     async def _run_on(self, conn: psycopg.AsyncConnection[Any], op: Op[Any]) -> Any:
         # The caller's connection: its transaction is never touched.

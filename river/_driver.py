@@ -397,6 +397,7 @@ def fetch_op(q: Queries, queue: str, limit: int, client_id: str) -> Op[list[JobR
         {"queue": queue, "limit": limit, "client_id": client_id},
         prepare=True,
         binary=True,
+        reuse_cursor=True,  # at most a fetch's limit of rows (a producer's free slots)
     )
     return [job_from_row(r) for r in rows]
 

@@ -67,7 +67,7 @@ from river._notifier import (
 )
 from river._poller import POLL_ONLY_REFRESH, Poller
 from river._producer import JobBudget, Producer
-from river._sansio import Op, run_async
+from river._sansio import Op, run_async, run_pooled
 from river._supervisor import Supervisor
 from river._testsignal import TestSignals
 from river._types import JobRow, JobState
@@ -220,8 +220,7 @@ class Runtime:
         # asyncio's timeout, not anyio's: ~4 instead of ~10 µs per fetch, which counts when
         # each fetch brings a handful of jobs.
         async with asyncio.timeout(STATEMENT_DEADLINE):
-            async with self.pool.connection() as conn:
-                rows = await run_async(conn, fetch_op(self.queries, queue, limit, self.client_id))
+            rows = await run_pooled(self.pool, fetch_op(self.queries, queue, limit, self.client_id))
         self.signals.fetched.emit((queue, len(rows)))
         return rows
 
