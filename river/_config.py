@@ -187,7 +187,10 @@ class Config:
       as in any other zone). A pool passed in is left as it is.
     - ``sync_worker_threads``: threads shared by all sync (``def work``) workers (default 40).
     - ``completer_batch_size`` / ``completer_flush_interval``: batching of outcome writes
-      (2,000 outcomes per statement, at most 25 ms after the first).
+      (2,000 outcomes per statement, else one write every 50 ms with what is waiting; River
+      (Go) ticks every 50 ms too). A finished job shows its final state, and its event
+      fires, up to ``completer_flush_interval`` (plus one write) after it returned;
+      stopping a client writes what is waiting at once.
     - ``completer_max_backlog``: room for fetches shared by all queues (5,000): outcomes
       waiting to be written plus fetches in progress stay under it. Fetches are sized to the
       room left and queues waiting for room are served first come, first served, so thousands
@@ -249,7 +252,7 @@ class Config:
     connect_timeout: float | timedelta = 10.0
     sync_worker_threads: int = 40
     completer_batch_size: int = 2000
-    completer_flush_interval: float = 0.025
+    completer_flush_interval: float = 0.05
     completer_max_backlog: int = 5_000
     skip_unknown_job_check: bool = False
     leader_election: bool = True
