@@ -185,7 +185,6 @@ def build_batch(
     add_unique_key, add_unique_states = batch.unique_key.append, batch.unique_states.append
     notify_queues: dict[str, None] = {}
     seen_keys: dict[bytes, int] = {}
-    now = now or datetime.now(UTC)
     single = len(items) == 1 and not field_prefix
     known_kinds = defaults.known_kinds
     default_max_attempts = _int_in(defaults.max_attempts, "max_attempts", 1, _SMALLINT_MAX)
@@ -270,6 +269,8 @@ def build_batch(
             if not isinstance(unique_opts, UniqueOpts):
                 raise ValidationError(f"{where}unique_opts", "must be a river.UniqueOpts")
             if unique_opts.enabled:
+                if now is None:  # only unique keys need it (by_period)
+                    now = datetime.now(UTC)
                 key = unique_key(kind, queue, encoded, unique_opts, now, scheduled_at)
                 mask = unique_opts.states_mask
                 if key in seen_keys:

@@ -217,17 +217,21 @@ class Telemetry:
 
     # --- trace context --------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def insert_span(self, batch: InsertBatch) -> Iterator[Span | None]:
+    def insert_span(self, batch: InsertBatch) -> contextlib.AbstractContextManager[Span | None]:
         """A PRODUCER span around one insert batch (none without an SDK), whose context (or,
         without an SDK, any valid span context that is current) is stored in each job's
         metadata under :data:`TRACE_CONTEXT_KEY`. Nothing is stored when no span context is
         current."""
         tracer = self.tracer()
         if tracer is None:
+            # Every insert passes here: no generator-based context manager without an SDK.
             _store_trace_context(batch)
-            yield None
-            return
+            return _NO_SPAN
+        return self._insert_span(tracer, batch)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _insert_span(tracer: Tracer, batch: InsertBatch) -> Iterator[Span | None]:
         with tracer.start_as_current_span(
             "river.insert",
             kind=SpanKind.PRODUCER,
@@ -263,6 +267,10 @@ class Telemetry:
         if mode == "link":
             return None, (Link(span_context),)
         return context, None
+
+
+#: What ``insert_span`` returns without an SDK (stateless, so one serves every insert).
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 def _store_trace_context(batch: InsertBatch) -> None:
