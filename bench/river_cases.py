@@ -1,8 +1,8 @@
 """river-queue bench cases; one case per process: ``python bench/river_cases.py CASE --db URL``.
 
-Cases: insert-one, insert-many, insert-fast, burndown, latency, timed, many-queues. Each prints
-one ``RESULT {json}`` line (see common.py). The database must be one the suite owns: every case
-empties river_job first.
+Cases: insert-one, insert-psycopg, pg-floor, insert-many, insert-fast, burndown, latency, timed,
+many-queues. Each prints one ``RESULT {json}`` line (see common.py). The database must be one
+the suite owns: every case empties river_job first.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from common import Meter, base_parser, emit, latency_result, log, peak_rss_mb, p
 from psycopg import conninfo
 
 import river
+from river._config import DEFAULT_FETCH_COOLDOWN
+from river._driver import queries_for
+from river._insert import NotifyLimiter, insert_payload
 from river.migrate import Migrator
 
 KIND = "benchmark"
@@ -129,6 +132,48 @@ async def insert_many(url: str, n: int, batch: int, fast: bool) -> dict[str, Any
                 await client.insert_many(items)
         meter.stop()
     return meter.result(n, batch=batch)
+
+
+async def insert_psycopg(url: str, n: int) -> dict[str, Any]:
+    """The single insert's own statement through psycopg alone: what ``insert`` sends (the
+    same parameters, a notification whenever the client's limiter would send one), on one
+    connection and a kept cursor, with no validation, pool or result objects. The ceiling of
+    a Python client on this driver; ``insert-one`` minus this is the library's own cost."""
+    prepare(url)
+    text = queries_for(None).job_insert_one_new
+    limiter = NotifyLimiter(DEFAULT_FETCH_COOLDOWN)
+    payload = insert_payload("default")
+
+    def params(i: int) -> dict[str, Any]:
+        return {
+            "schema": None,
+            "notify_payload": payload if limiter.allow("default") else None,
+            "args": f'{{"num":{i}}}',
+            "kind": KIND,
+            "queue": "default",
+            "priority": 1,
+            "max_attempts": 25,
+            "state": "available",
+            "scheduled_at": None,
+            "tags": "",
+            "metadata": "{}",
+            "unique_key": None,
+            "unique_states": None,
+        }
+
+    meter = Meter(url)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute("SET TimeZone TO 'UTC'")  # as the client's own connections
+        cur = conn.cursor()
+        for i in range(50):
+            await cur.execute(text, params(-i), prepare=True)
+            await cur.fetchall()
+        meter.start()
+        for i in range(n):
+            await cur.execute(text, params(i), prepare=True)
+            await cur.fetchall()
+        meter.stop()
+    return meter.result(n)
 
 
 async def pg_floor(url: str, n: int) -> dict[str, Any]:
@@ -381,6 +426,8 @@ def main() -> None:
     case = args.case
     if case == "insert-one":
         result = asyncio.run(insert_one(url, args.n))
+    elif case == "insert-psycopg":
+        result = asyncio.run(insert_psycopg(url, args.n))
     elif case == "pg-floor":
         result = asyncio.run(pg_floor(url, args.n))
     elif case == "insert-many":

@@ -50,6 +50,10 @@ BENCH_VENV = ROOT / ".venv-bench"
 BENCH_PY = BENCH_VENV / "bin" / "python"
 PEER_PACKAGES = ["procrastinate", "pgqueuer", "asyncpg", "matplotlib"]
 
+#: The psycopg-alone insert case (bench/river_cases.py insert-psycopg).
+PSYCOPG_ALONE = "insert's statement, psycopg alone"
+#: Cases run by this project's interpreter, in its own database (the rest are peers').
+OWN_LIBS = ("river-queue", "postgres", "psycopg")
 #: name: (full, smoke)
 SIZES: dict[str, tuple[float, float]] = {
     "insert_one_n": (10_000, 200),
@@ -214,7 +218,7 @@ def build_cases(
     cases: list[Case] = []
 
     def add(group: str, lib: str, name: str, script: str, argv: list[str], **kw: Any) -> None:
-        if group in groups and (lib == "river-queue" or lib == "postgres" or peers):
+        if group in groups and (lib in OWN_LIBS or peers):
             cases.append(
                 Case(group, lib, name, script, argv, kw.get("runs", runs), kw.get("timeout", 600))
             )
@@ -229,6 +233,7 @@ def build_cases(
 
     single, many = "insert (one at a time)", "insert_many (batches)"
     add("floor", "postgres", "one-row INSERT per commit", rc, one("pg-floor", "insert_one_n"))
+    add("floor", "psycopg", PSYCOPG_ALONE, rc, one("insert-psycopg", "insert_one_n"))
     add("insert", "river-queue", single, rc, one("insert-one", "insert_one_n"))
     add(
         "insert",
@@ -313,7 +318,7 @@ LOAD_SAMPLES: list[float] = []
 
 
 def run_case(case: Case, url: str) -> None:
-    python = sys.executable if case.library in ("river-queue", "postgres") else str(BENCH_PY)
+    python = sys.executable if case.library in OWN_LIBS else str(BENCH_PY)
     cmd = [python, str(BENCH / case.script), *case.argv, "--db", url]
     for n in range(case.runs):
         LOAD_SAMPLES.append(os.getloadavg()[0])
@@ -440,6 +445,14 @@ def report(
             f"| Postgres alone | one-row INSERT per commit (the fsync floor) | {_jobs(floor)} | "
             f"{cell(floor, 'jobs_per_s')} | {cell(floor, 'cpu_us_per_job', 0, False)} | "
             f"{cell(floor, 'pg_cpu_us_per_job', 0, False)} |"
+        )
+    alone = find(cases, "floor", "psycopg", PSYCOPG_ALONE)
+    if alone:
+        add(
+            f"| psycopg alone | `insert`'s statement and parameters, no library (its ceiling) | "
+            f"{_jobs(alone)} | {cell(alone, 'jobs_per_s')} | "
+            f"{cell(alone, 'cpu_us_per_job', 0, False)} | "
+            f"{cell(alone, 'pg_cpu_us_per_job', 0, False)} |"
         )
     for lib in libs:
         for name in ["insert (one at a time)", "insert_many (batches)", "insert_many_fast (COPY)"]:
@@ -598,7 +611,8 @@ def report(
     add(
         f"| single `insert`, jobs/s | >= 2,700 | "
         f"{med('insert', 'river-queue', 'insert (one at a time)', 'jobs_per_s')} "
-        f"(Postgres floor here: "
+        f"(the same statement through psycopg alone: "
+        f"{med('floor', 'psycopg', PSYCOPG_ALONE, 'jobs_per_s')}; Postgres floor: "
         f"{med('floor', 'postgres', 'one-row INSERT per commit', 'jobs_per_s')}) |"
     )
     add(
@@ -656,7 +670,7 @@ def report(
     add(f"{command}")
     add("# which ran, per case and run (DATABASE URL elided):")
     for c in cases:
-        runner = "python" if c.library in ("river-queue", "postgres") else ".venv-bench/bin/python"
+        runner = "python" if c.library in OWN_LIBS else ".venv-bench/bin/python"
         add(f"{runner} bench/{c.script} {shlex.join(c.argv)} --db URL   # x{c.runs}")
     add("```")
     add("")
@@ -771,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     dbs = {
         "river-queue": f"{opts.db_prefix}_river",
         "postgres": f"{opts.db_prefix}_river",
+        "psycopg": f"{opts.db_prefix}_river",
         "pgqueuer": f"{opts.db_prefix}_pgqueuer",
         "procrastinate": f"{opts.db_prefix}_procrastinate",
     }

@@ -177,7 +177,8 @@ def test_suite_smoke(server_url: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "12 cases, 0 with failures" in result.stdout
+    assert "13 cases, 0 with failures" in result.stdout
+    assert "floor / psycopg / " in result.stdout  # the single insert's ceiling
     for group in ["insert", "burndown", "latency", "timed", "many-queues", "floor"]:
         assert f"{group} / " in result.stdout
 
