@@ -48,7 +48,7 @@ class Completer:
         queries: Queries,
         *,
         batch_size: int = 2000,
-        flush_interval: float = 0.025,
+        flush_interval: float = 0.05,
         max_backlog: int = 5_000,
         retry_backoff_max: float = 5.0,
         write_timeout: float,
@@ -100,8 +100,8 @@ class Completer:
         task_status.started()
         tick = anyio.current_time()
         while True:
-            # Ticks at a fixed rate: an outcome waits at most flush_interval (plus a write in
-            # progress) for its write. Each tick writes what is pending once; only full
+            # Ticks at a fixed rate: an outcome waits at most flush_interval (plus the writes
+            # ahead of it) for its write. Each tick writes what is pending once; only full
             # batches go out back to back. Flushing again whenever outcomes arrived during a
             # write (as this loop once did) chained small writes: at 10 slots, twice the
             # writes for half the outcomes each.
@@ -115,6 +115,10 @@ class Completer:
             if self._pending:
                 await self._flush_once()
             while len(self._pending) >= self.batch_size or (self._stopping and self._pending):
+                # This write answers any wake-up asked for meanwhile (a full batch, flushed()
+                # callers re-ask after each write): left set, it would send the remainder
+                # straight after, not on the tick.
+                self._wake = anyio.Event()
                 await self._flush_once()
             if self._stopping and not self._pending and not self._in_flight:
                 return

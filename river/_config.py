@@ -189,14 +189,16 @@ class Config:
     - ``completer_batch_size`` / ``completer_flush_interval``: batching of outcome writes
       (2,000 outcomes per statement, else one write every 50 ms with what is waiting; River
       (Go) ticks every 50 ms too). A finished job shows its final state, and its event
-      fires, up to ``completer_flush_interval`` (plus one write) after it returned;
+      fires, up to ``completer_flush_interval`` (plus the writes ahead of it) after it returned;
       stopping a client writes what is waiting at once.
     - ``completer_max_backlog``: room for fetches shared by all queues (5,000): outcomes
       waiting to be written plus fetches in progress stay under it. Fetches are sized to the
       room left and queues waiting for room are served first come, first served, so thousands
       of busy queues neither pile jobs up in memory nor starve each other; a slow database
       pauses fetching instead of growing memory. Two or three completer batches are enough
-      to keep the writer busy; it does not limit running jobs (``max_workers`` does).
+      to keep the writer busy; it does not limit running jobs (``max_workers`` does). Below
+      ``completer_batch_size``, a full budget waits for the completer's next tick (at most
+      ``completer_max_backlog`` outcomes are written per ``completer_flush_interval``).
     - ``skip_unknown_job_check``: allow inserting kinds no worker of this client handles.
     - ``on_event``: called with every :class:`river.Event` (job outcomes, queue changes); see
       also ``client.subscribe``.
@@ -316,6 +318,17 @@ class Config:
             raise InvalidConfigError("sync_worker_threads", "must be at least 1")
         if self.completer_batch_size < 1 or self.completer_max_backlog < 1:
             raise InvalidConfigError("completer_batch_size", "batch and backlog must be >= 1")
+        flush = self.completer_flush_interval
+        if (
+            isinstance(flush, bool)
+            or not isinstance(flush, int | float)
+            or not _MIN_DURATION <= flush < math.inf
+        ):
+            # 0 or less made the completer's loop spin.
+            raise InvalidConfigError(
+                "completer_flush_interval",
+                f"must be a number of seconds, at least {_MIN_DURATION}, got {flush!r}",
+            )
         for name in (
             "leader_elect_interval",
             "scheduler_interval",

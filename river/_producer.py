@@ -572,8 +572,9 @@ class Producer:
             if outcome.state is JobState.AVAILABLE and outcome.scheduled_at is not None:
                 delay = (outcome.scheduled_at - rt.executor.now()).total_seconds()
                 if delay > 0:
-                    # Slightly late, so the completer has written the outcome by then.
-                    self.wake_at(time.monotonic() + delay + rt.completer.flush_interval)
+                    # Late enough for the completer to have written the outcome: its next tick
+                    # comes within one interval, and a write in progress may come first.
+                    self.wake_at(time.monotonic() + delay + 2 * rt.completer.flush_interval)
             if self._last_fetch_full:
                 self._trigger.set()
         finally:

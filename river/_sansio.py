@@ -55,8 +55,9 @@ class Query:
     binary: bool | None = None
     #: Run on a cursor kept with the connection instead of a new one (saves ~15 µs of cursor
     #: setup per statement: the single insert, the fetch), when the runner owns the
-    #: connection. Only for statements returning a bounded number of rows: the cursor keeps
-    #: its last result (libpq's, not Python rows) until the connection's next such statement.
+    #: connection. The cursor keeps its last result (libpq's, not Python rows) until the
+    #: connection's next such statement, unless it has more than ``_KEEP_ROWS`` rows: the
+    #: cursor is then closed (a fetch that large pays for a new one easily).
     reuse_cursor: bool = False
 
 
@@ -105,7 +106,10 @@ def run_sync(conn: psycopg.Connection[Any], op: Op[R], *, own: bool = False) -> 
         while True:
             # Tuple rows whatever the connection's row factory (e.g. a caller's dict_row).
             if own and query.reuse_cursor:
-                result = _execute_sync(_kept_cursor(conn), query)
+                cur = _kept_cursor(conn)
+                result = _execute_sync(cur, query)
+                if _holds_many(cur):
+                    cur.close()  # frees the result; the next use opens another cursor
             else:
                 with conn.cursor(row_factory=tuple_row) as cur:
                     result = _execute_sync(cur, query)
@@ -133,7 +137,10 @@ async def run_async(conn: psycopg.AsyncConnection[Any], op: Op[R], *, own: bool 
         query = next(op)
         while True:
             if own and query.reuse_cursor:
-                result = await _execute_async(_kept_cursor(conn), query)
+                kept = _kept_cursor(conn)
+                result = await _execute_async(kept, query)
+                if _holds_many(kept):
+                    await kept.close()  # frees the result; the next use opens another cursor
             else:
                 async with conn.cursor(row_factory=tuple_row) as cur:
                     result = await _execute_async(cur, query)
@@ -161,16 +168,21 @@ async def run_pooled(
             await conn.commit()
         return result
     except BaseException as exc:
-        if conn.pgconn.transaction_status != TransactionStatus.IDLE and not conn.closed:
-            with contextlib.suppress(Exception):
-                await conn.rollback()
+        await _rollback_quietly(conn)
         if map_error is not None and isinstance(exc, Exception):
             mapped = await map_error(conn, exc)
+            await _rollback_quietly(conn)  # what the mapper read, on a non-autocommit pool
             if mapped is not None:
                 raise mapped from exc
         raise
     finally:
         await pool.putconn(conn)
+
+
+async def _rollback_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
+    if conn.pgconn.transaction_status != TransactionStatus.IDLE and not conn.closed:
+        with contextlib.suppress(Exception):
+            await conn.rollback()
 
 
 async def _execute_async(cur: psycopg.AsyncCursor[Any], query: Query) -> Any:
@@ -211,6 +223,16 @@ def _kept_cursor(
         cur = conn.cursor(row_factory=tuple_row)
         setattr(conn, _KEPT_CURSOR, cur)
     return cur
+
+
+#: Rows a kept cursor may go on holding (as libpq's result) after its statement: a fetch
+#: brings up to a queue's free slots of whole job rows, args included.
+_KEEP_ROWS = 16
+
+
+def _holds_many(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    result = cur.pgresult
+    return result is not None and result.ntuples > _KEEP_ROWS
 
 
 def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:

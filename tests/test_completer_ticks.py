@@ -23,7 +23,7 @@ from river._driver import AttemptKey, fetch_op, queries_for
 from river._outcome import Outcome
 from river._sansio import run_pooled
 from river._types import JobRow, JobState
-from tests.helpers import wait_for
+from tests.helpers import assert_stays, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -148,3 +148,62 @@ async def test_flushed_writes_at_once_without_waiting_for_the_tick(
             await completer.flushed(seq)
         assert writes.applied == 3
         completer.stop()
+
+
+async def test_outcomes_filling_a_batch_mid_write_leave_no_early_write_behind(
+    db_url: str, pool: AsyncConnectionPool[Any]
+) -> None:
+    """A batch filled during a write goes out at once; what is left after it waits for the
+    tick (the wake-up the full batch asked for is answered by that write, not kept)."""
+    rows = await _running_jobs(db_url, pool, 25)
+    early, late = rows[:15], rows[15:]
+    writes = Writes()
+    arrived = False
+
+    def want_rows() -> bool:  # called as each write begins: the late outcomes arrive then
+        nonlocal arrived
+        if not arrived:
+            arrived = True
+            for row in late:
+                completer.add(_completed(row))
+        return False
+
+    completer = Completer(
+        pool,
+        queries_for(None),
+        batch_size=10,
+        flush_interval=60,
+        write_timeout=10,
+        on_persisted=writes,
+        want_rows=want_rows,
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(completer.run)
+        for row in early:
+            completer.add(_completed(row))
+        await wait_for(lambda: writes.applied == 20, timeout=10)
+        await assert_stays(lambda: writes.sizes == [10, 10], 0.3, message=lambda: str(writes.sizes))
+        assert completer.backlog == 5
+        completer.stop()
+    assert writes.sizes == [10, 10, 5]
+
+
+async def test_a_large_fetch_does_not_stay_held_by_the_kept_cursor(db_url: str) -> None:
+    """The fetch runs on the cursor kept with a pool connection; a result of more than a few
+    rows (whole job rows, args included) is not kept alive by it until the next statement."""
+    async with river.AsyncClient(db_url) as client:
+        await client.insert_many([TickArgs(n=i) for i in range(42)])
+    q = queries_for(None)
+    async with AsyncConnectionPool(
+        db_url, min_size=1, max_size=1, kwargs={"autocommit": True}, open=False
+    ) as one:  # one connection: every statement below runs on it
+        assert len(await run_pooled(one, fetch_op(q, "default", 2, "t"))) == 2
+        async with one.connection() as conn:
+            kept = getattr(conn, "_river_kept_cursor", None)
+            assert kept is not None  # a small fetch keeps its cursor
+            assert not kept.closed
+        assert len(await run_pooled(one, fetch_op(q, "default", 40, "t"))) == 40
+        async with one.connection() as conn:
+            kept = getattr(conn, "_river_kept_cursor", None)
+            assert kept is None or kept.closed or kept.pgresult is None
+        assert len(await run_pooled(one, fetch_op(q, "default", 40, "t"))) == 0  # still works

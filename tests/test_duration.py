@@ -203,6 +203,15 @@ def test_config_durations() -> None:
         ({"scheduler_interval": [5]}, "scheduler_interval", "must be a duration in seconds or"),
         ({"job_timeout": 0}, "job_timeout", "must be positive seconds, or -1 for none"),
         ({"job_timeout": True}, "job_timeout", "must be a duration in seconds, not a bool"),
+        # 0 made the completer's flush loop spin.
+        ({"completer_flush_interval": 0}, "completer_flush_interval", "must be a number of"),
+        ({"completer_flush_interval": True}, "completer_flush_interval", "must be a number of"),
+        ({"completer_flush_interval": "1"}, "completer_flush_interval", "must be a number of"),
+        (
+            {"completer_flush_interval": float("nan")},
+            "completer_flush_interval",
+            "must be a number of",
+        ),
     ],
 )
 def test_config_duration_errors(kwargs: dict[str, object], field: str, rule: str) -> None:
