@@ -270,6 +270,8 @@ async def test_invalid_stored_override_is_logged_and_ignored(
                 },
             )
             await wait_for(lambda: client.queues.get("q").override.fetch_cooldown == 1.0)
+            # The override is recorded at once; the producer takes it in a task of its own.
+            await wait_for(lambda: client.queues.get("q").settings.fetch_cooldown == 1.0)
         info = client.queues.get("q")
         assert info.settings.max_workers == 4
         assert info.settings.fetch_cooldown == 1.0
