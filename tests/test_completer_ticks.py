@@ -53,6 +53,11 @@ def _completed(row: JobRow) -> Outcome:
     return Outcome(row, JobState.COMPLETED, "job_completed", finalized_at=datetime.now(UTC))
 
 
+def _completer(pool: AsyncConnectionPool[Any], writes: Any, **settings: Any) -> Completer:
+    """A completer over ``pool`` reporting each write to ``writes``."""
+    return Completer(pool, queries_for(None), write_timeout=10, on_persisted=writes, **settings)
+
+
 class Writes:
     """Each write's size, as the completer reports them."""
 
@@ -79,13 +84,7 @@ async def test_outcomes_arriving_during_writes_wait_for_the_next_tick(
         if pending:  # the next outcome arrives as the write ends
             completer.add(_completed(pending.pop(0)))
 
-    completer = Completer(
-        pool,
-        queries_for(None),
-        flush_interval=interval,
-        write_timeout=10,
-        on_persisted=on_persisted,
-    )
+    completer = _completer(pool, on_persisted, flush_interval=interval)
     async with anyio.create_task_group() as tg:
         await tg.start(completer.run)
         started = anyio.current_time()
@@ -105,14 +104,7 @@ async def test_full_batches_go_out_at_once_and_stop_writes_the_rest(
     rows = await _running_jobs(db_url, pool, 25)
     writes = Writes()
     # A tick far away: only full batches and the stop may cause writes.
-    completer = Completer(
-        pool,
-        queries_for(None),
-        batch_size=10,
-        flush_interval=60,
-        write_timeout=10,
-        on_persisted=writes,
-    )
+    completer = _completer(pool, writes, batch_size=10, flush_interval=60)
     async with anyio.create_task_group() as tg:
         await tg.start(completer.run)
         for row in rows:
@@ -136,9 +128,7 @@ async def test_flushed_writes_at_once_without_waiting_for_the_tick(
 ) -> None:
     rows = await _running_jobs(db_url, pool, 3)
     writes = Writes()
-    completer = Completer(
-        pool, queries_for(None), flush_interval=60, write_timeout=10, on_persisted=writes
-    )
+    completer = _completer(pool, writes, flush_interval=60)
     async with anyio.create_task_group() as tg:
         await tg.start(completer.run)
         seq = 0
@@ -168,15 +158,7 @@ async def test_outcomes_filling_a_batch_mid_write_leave_no_early_write_behind(
                 completer.add(_completed(row))
         return False
 
-    completer = Completer(
-        pool,
-        queries_for(None),
-        batch_size=10,
-        flush_interval=60,
-        write_timeout=10,
-        on_persisted=writes,
-        want_rows=want_rows,
-    )
+    completer = _completer(pool, writes, batch_size=10, flush_interval=60, want_rows=want_rows)
     async with anyio.create_task_group() as tg:
         await tg.start(completer.run)
         for row in early:
