@@ -1436,6 +1436,13 @@ def write_docs(table: str) -> None:
     log(f"wrote the table into {DOCS_FILE.relative_to(ROOT)}")
 
 
+def saved_scenarios() -> set[str]:
+    """The scenarios with full-scale results in RESULTS_FILE (none when it is missing)."""
+    with contextlib.suppress(OSError, ValueError):
+        return set(json.loads(RESULTS_FILE.read_text()).get("outcomes", {}))
+    return set()
+
+
 def merge_results(
     outcomes: list[Outcome], info: dict[str, Any]
 ) -> tuple[list[Outcome], dict[str, Any]]:
@@ -1546,6 +1553,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
     if not RIVER_BIN.exists():
         parser.error(f"{RIVER_BIN} not found: run with the virtualenv's python (.venv/bin/python)")
+    if opts.write_docs and not opts.smoke:
+        # The table is rebuilt from the merged results: without the other scenarios' saved
+        # results (a fresh clone has none), their rows would silently disappear from the docs.
+        missing = [n for n in SCENARIOS if n not in names and n not in saved_scenarios()]
+        if missing:
+            parser.error(
+                f"--write-docs would drop the rows of {', '.join(missing)}: "
+                f"{RESULTS_FILE.relative_to(ROOT)} has no results for them; "
+                "run them too (or every scenario)"
+            )
     try:
         return asyncio.run(run_all(opts, names))
     except (KeyboardInterrupt, asyncio.CancelledError):

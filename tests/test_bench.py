@@ -3,7 +3,9 @@ assertions, tiny sizes."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import json
 import os
 import re
 import subprocess
@@ -225,3 +227,41 @@ def test_rate_is_measured_to_the_last_job_worked(db_url: str) -> None:
     table_seconds = row[0]
     assert table_seconds <= seconds + 0.05  # the table's span lies inside the bench's window
     assert seconds - table_seconds < 1.0  # ...and not up to a 2 s report tick
+
+
+def test_faults_refuses_docs_that_would_drop_other_scenarios(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--only X --write-docs`` rebuilds the docs table from the saved results: without the
+    other scenarios' results (a fresh clone has none) it would silently drop their rows. It
+    refuses before running anything, naming them; with their results saved it goes ahead."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # as when run as a script
+    spec = importlib.util.spec_from_file_location("bench_faults", ROOT / "bench" / "faults.py")
+    assert spec is not None
+    assert spec.loader is not None
+    faults = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_faults", faults)  # its dataclasses look it up
+    spec.loader.exec_module(faults)
+    results = tmp_path / "results" / "faults.json"
+    monkeypatch.setattr(faults, "RESULTS_FILE", results)
+    monkeypatch.setattr(faults, "ROOT", tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        faults.main(["--only", "bad-input", "--write-docs"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--write-docs would drop the rows of kill9-worker" in err
+    assert "bad-input" not in err.split("drop the rows of", 1)[1].split(":", 1)[0]
+    assert faults.saved_scenarios() == set()
+    results.parent.mkdir()
+    others = {name: {} for name in faults.SCENARIOS if name != "bad-input"}
+    results.write_text(json.dumps({"info": {}, "outcomes": others}))
+    assert faults.saved_scenarios() == set(others)
+    ran: list[list[str]] = []
+
+    async def run_all(opts: object, names: list[str]) -> int:  # the scenarios, stubbed
+        ran.append(names)
+        return 0
+
+    monkeypatch.setattr(faults, "run_all", run_all)
+    assert faults.main(["--only", "bad-input", "--write-docs"]) == 0
+    assert ran == [["bad-input"]]
