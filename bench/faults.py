@@ -566,11 +566,15 @@ async def account(url: str, stream: Stream, exec_log: Path) -> Accounting:
     )
 
 
+#: A worker log line at WARNING or above, in the text format (``<UTC time> LEVEL name: ...``).
+_WARNING_LINE = re.compile(r"(?:\S+Z )?(WARNING|ERROR|CRITICAL)\b")
+
+
 def warnings_after(worker: Worker, t: float) -> list[tuple[float, str]]:
     return [
         (at, text)
         for at, text in worker.since(t)
-        if re.match(r"(WARNING|ERROR|CRITICAL)\b", text) or "Traceback" in text
+        if _WARNING_LINE.match(text) or "Traceback" in text
     ]
 
 

@@ -26,6 +26,7 @@ from river._events import Event, EventBus, Subscription
 from river._insert import InsertDefaults, NotifyLimiter, build_batch
 from river._maintenance import PeriodicJob, PeriodicJobEnqueuer
 from river._middleware import apply_insert_middleware
+from river._pool import pooled
 from river._preflight import (
     SCHEMA_ERRORS,
     check_schema_async,
@@ -198,7 +199,7 @@ class AsyncClient(AsyncSurface):
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         await self._open_pool()
-        async with self._require_pool().connection() as conn:
+        async with pooled(self._require_pool()) as conn:
             yield conn
 
     async def _run(self, op: Op[Any]) -> Any:

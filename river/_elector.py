@@ -32,6 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 from river._driver import Queries
 from river._errors import describe
 from river._notifier import LeadershipNotice
+from river._pool import pooled
 from river._sansio import Op, Query, run_async
 
 __all__ = ["Elector"]
@@ -133,7 +134,7 @@ class Elector:
     async def _attempt_elect(self) -> bool:
         started = time.monotonic()
         with anyio.fail_after(self.db_timeout):
-            async with self._pool.connection() as conn, conn.transaction():
+            async with pooled(self._pool) as conn, conn.transaction():
                 row = await run_async(conn, _elect_op(self._q, self.client_id, self.ttl))
         if row is None:
             return False
@@ -173,7 +174,7 @@ class Elector:
         with anyio.fail_after(
             min(self.db_timeout, max(self._trusted_until - time.monotonic(), 0.1))
         ):
-            async with self._pool.connection() as conn:
+            async with pooled(self._pool) as conn:
                 return await run_async(
                     conn, _reelect_op(self._q, self.client_id, self._term, self.ttl)
                 )
@@ -182,7 +183,7 @@ class Elector:
         for attempt in range(1, tries + 1):
             try:
                 with anyio.fail_after(float(attempt)):
-                    async with self._pool.connection() as conn:
+                    async with pooled(self._pool) as conn:
                         await run_async(conn, _resign_op(self._q, self.client_id, self._term))
                 return
             except (psycopg.Error, OSError, TimeoutError) as exc:

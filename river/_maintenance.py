@@ -29,6 +29,7 @@ from river._args import JobArgs, Workers, validate_kind
 from river._driver import Queries, job_from_row, notify_op
 from river._errors import RiverError, ValidationError, describe
 from river._insert import NotifyLimiter, insert_payload
+from river._pool import pooled
 from river._retry import RetryPolicy
 from river._sansio import Op, Query, run_async, single
 from river._schedule import NEVER, Schedule
@@ -128,7 +129,7 @@ class Scheduler:
             return await self._promote()
 
     async def _promote(self) -> SchedulerResult:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with pooled(self._pool) as conn, conn.transaction():
             return await run_async(conn, self._promote_op())
 
     def _promote_op(self) -> Op[SchedulerResult]:
@@ -241,7 +242,7 @@ class Rescuer:
         return RescuerResult(rescued, skipped)
 
     async def _select(self, after_id: int) -> tuple[list[Any], Any]:
-        async with self._pool.connection() as conn:
+        async with pooled(self._pool) as conn:
             return await run_async(conn, self._select_op(after_id))
 
     def _select_op(self, after_id: int) -> Op[tuple[list[Any], Any]]:
@@ -275,7 +276,7 @@ class Rescuer:
 
     async def _update(self, params: dict[str, list[Any]]) -> list[str]:
         update = Query(self._q.rescuer_update, {**params, "after": self.rescue_after})
-        async with self._pool.connection() as conn:
+        async with pooled(self._pool) as conn:
             rows = await run_async(conn, single(update))
         return [state for _, state in rows]
 
@@ -332,7 +333,7 @@ class JobCleaner:
         delete = Query(self._q.cleaner_delete, params, fetch="rowcount")
         while True:
             with _statement_guard(self.timeout):
-                async with self._pool.connection() as conn:
+                async with pooled(self._pool) as conn:
                     deleted: int = await run_async(conn, single(delete))
             total += deleted
             if deleted < self.limit:
@@ -375,7 +376,7 @@ class QueueCleaner:
     async def _delete(self) -> int:
         params = {"idle": self.idle, "limit": self.limit}
         delete = Query(self._q.queue_cleaner_delete, params, fetch="rowcount")
-        async with self._pool.connection() as conn:
+        async with pooled(self._pool) as conn:
             count: int = await run_async(conn, single(delete))
         return count
 
@@ -418,7 +419,7 @@ class QueueDepthSampler:
     async def run_once(self) -> dict[tuple[str, str], int]:
         """Count, store the result in :attr:`sample` and return it."""
         with _statement_guard():
-            async with self._pool.connection() as conn:
+            async with pooled(self._pool) as conn:
                 rows = await run_async(conn, single(Query(self._q.queue_depth)))
         sample: dict[tuple[str, str], int] = {}
         for queue, state, count in rows:

@@ -66,6 +66,7 @@ from river._notifier import (
     QueueStateNotice,
 )
 from river._poller import POLL_ONLY_REFRESH, Poller
+from river._pool import pooled
 from river._producer import JobBudget, Producer
 from river._sansio import Op, run_async, run_pooled
 from river._supervisor import Supervisor
@@ -240,7 +241,7 @@ class Runtime:
             rate_limit.capacity,
         )
         with anyio.fail_after(STATEMENT_DEADLINE):
-            async with self.pool.connection() as conn:
+            async with pooled(self.pool) as conn:
                 rows, tokens, present = await run_async(conn, op())
                 if not present:
                     # The queue's river_queue row is gone (deleted by hand): the bucket lives

@@ -32,6 +32,8 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed
 from psycopg_pool import AsyncConnectionPool
 
+from river._pool import checkout
+
 __all__ = ["Op", "Query", "primed", "run_async", "run_pooled", "run_sync", "single"]
 
 R = TypeVar("R")
@@ -161,7 +163,7 @@ async def run_pooled(
     paths run per job (a single insert, a fetch). A transaction the statements left open (a
     pool whose connections are not in autocommit mode) is committed, or rolled back on
     error; ``map_error`` may replace an error, with the connection still in hand."""
-    conn = await pool.getconn()
+    conn = await checkout(pool)  # never one the server closed while it was idle
     try:
         result = await run_async(conn, op, own=True)
         if conn.pgconn.transaction_status != TransactionStatus.IDLE:

@@ -26,6 +26,7 @@ from river._driver import (
 from river._errors import RiverError
 from river._insert import InsertDefaults, NotifyLimiter, build_batch
 from river._middleware import apply_insert_middleware
+from river._pool import pooled_sync
 from river._preflight import SCHEMA_ERRORS, open_pool_sync, schema_error_sync
 from river._sansio import Op, primed, run_sync
 from river._surface_sync import SyncSurface
@@ -132,7 +133,7 @@ class Client(SyncSurface):
 
     @contextmanager
     def _conn(self) -> Iterator[psycopg.Connection[Any]]:
-        with self._get_pool().connection() as conn:
+        with pooled_sync(self._get_pool()) as conn:
             yield conn
 
     def _run(self, op: Op[Any]) -> Any:

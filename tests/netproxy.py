@@ -7,6 +7,8 @@ client host losing its network (real connections, real server; nothing is mocked
   closing anything (a silent dead link, only a liveness probe can notice); new connections
   work normally.
 - ``mend()``: undoes ``cut()``.
+- ``linger()``: from now on, a connection the server closes stays open towards the client:
+  what the server sent before closing arrives, the end of the stream does not.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class CuttableProxy:
     def __init__(self, host: str, port: int) -> None:
         self._target = (host, port)
         self.blocked = False
+        self.lingering = False
         self.port = 0
         self._generation = 0
         self._server: asyncio.Server | None = None
@@ -48,6 +51,9 @@ class CuttableProxy:
     def mend(self) -> None:
         self.blocked = False
 
+    def linger(self) -> None:
+        self.lingering = True
+
     def freeze(self) -> None:
         self._generation += 1
 
@@ -70,6 +76,8 @@ class CuttableProxy:
                         await asyncio.sleep(3600)  # frozen: hold the bytes forever
                     dst.write(data)
                     await dst.drain()
+                if self.lingering and dst is writer:
+                    await asyncio.sleep(3600)  # the server closed: keep the client's side open
             except (OSError, asyncio.CancelledError):
                 pass
             finally:

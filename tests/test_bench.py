@@ -6,18 +6,21 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from river import _bench
+from river._logfmt import TextFormatter
 from river.migrate import Migrator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -229,12 +232,8 @@ def test_rate_is_measured_to_the_last_job_worked(db_url: str) -> None:
     assert seconds - table_seconds < 1.0  # ...and not up to a 2 s report tick
 
 
-def test_faults_refuses_docs_that_would_drop_other_scenarios(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """``--only X --write-docs`` rebuilds the docs table from the saved results: without the
-    other scenarios' results (a fresh clone has none) it would silently drop their rows. It
-    refuses before running anything, naming them; with their results saved it goes ahead."""
+def load_faults(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """bench/faults.py as a module (it is a script, not a package's)."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))  # as when run as a script
     spec = importlib.util.spec_from_file_location("bench_faults", ROOT / "bench" / "faults.py")
     assert spec is not None
@@ -242,6 +241,38 @@ def test_faults_refuses_docs_that_would_drop_other_scenarios(
     faults = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bench_faults", faults)  # its dataclasses look it up
     spec.loader.exec_module(faults)
+    return faults
+
+
+def test_faults_counts_the_workers_warning_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fault scenarios count the worker's WARNING/ERROR lines, in the worker's own text
+    format (a UTC time first): a format the pattern missed made every count 0."""
+    faults = load_faults(monkeypatch)
+    formatter = TextFormatter()
+
+    def line(level: int) -> str:
+        record = logging.LogRecord("river.notifier", level, __file__, 1, "lost", None, None)
+        return formatter.format(record)
+
+    assert [bool(faults._WARNING_LINE.match(line(level))) for level in LEVELS] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+
+
+LEVELS = [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL]
+
+
+def test_faults_refuses_docs_that_would_drop_other_scenarios(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--only X --write-docs`` rebuilds the docs table from the saved results: without the
+    other scenarios' results (a fresh clone has none) it would silently drop their rows. It
+    refuses before running anything, naming them; with their results saved it goes ahead."""
+    faults = load_faults(monkeypatch)
     results = tmp_path / "results" / "faults.json"
     monkeypatch.setattr(faults, "RESULTS_FILE", results)
     monkeypatch.setattr(faults, "ROOT", tmp_path)

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from river._client import AsyncClient
 from river._config import Config
+from river._pool import pooled
 from river._preflight import open_pool_async
 
 __all__ = ["AppPool"]
@@ -111,12 +112,12 @@ class AppPool:
         ``scope="function"`` FastAPI runs the commit after the response is sent, so a client
         could see a success whose commit then fails.
         """
-        async with self.pool.connection() as conn, conn.transaction():
+        async with pooled(self.pool) as conn, conn.transaction():
             yield conn
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """The same transaction as :meth:`transaction`, as ``async with app_pool.begin() as
         conn:``: for Starlette endpoints, background code, or any FastAPI version."""
-        async with self.pool.connection() as conn, conn.transaction():
+        async with pooled(self.pool) as conn, conn.transaction():
             yield conn

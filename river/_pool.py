@@ -1,0 +1,136 @@
+"""Checking connections out of a pool without handing on one the server has closed.
+
+When Postgres restarts, fails over, or ends a session (``pg_terminate_backend``,
+``idle_session_timeout``, a proxy's idle limit), the connections idle in a pool are dead, and
+nothing notices until a statement is sent on one: the statement fails (``AdminShutdown``,
+"server closed the connection unexpectedly"). Every idle connection would fail one insert,
+one fetch or one completion write that way.
+
+psycopg_pool's own remedy, a ``check`` callback such as ``check_connection``, costs a round trip
+per checkout, and each further dead connection met by one checkout waits longer than the last
+(1 s, 2 s, 4 s...: its reconnection backoff), so after a restart a single checkout could stall
+for seconds. Here a checkout instead looks at the socket (one ``poll`` with no timeout, about a
+microsecond): an idle connection has nothing to read unless the server sent something, and
+when it did, libpq reads it. A server that ended the session has sent its error and closed
+the socket, so reading fails and the connection is marked bad: it goes back to the pool, which
+closes it and opens a replacement, and the next one is checked out, with no wait.
+
+What this cannot see: a server that disappears without closing its sockets (a host that
+vanished, a network cut). Such a connection fails on use, as before; TCP keepalives
+(``keepalives_idle`` in the connection string) bound how long it stays in the pool.
+"""
+
+from __future__ import annotations
+
+import select
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.pq import ConnStatus
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+__all__ = ["checkout", "checkout_sync", "closed_by_server", "pooled", "pooled_sync"]
+
+#: Reads of pending input per checkout: a session's end is the server's error message, then
+#: the end of the stream; what is still pending after this many reads is notifications.
+_MAX_READS = 4
+
+
+_POLL = hasattr(select, "poll")
+
+
+def _readable(fd: int) -> bool:
+    if _POLL:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)  # Windows: no poll()
+    return bool(readable)
+
+
+def closed_by_server(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection was closed by the server (or is otherwise unusable); one that
+    was is left bad, so that its pool discards it. Never sends anything.
+
+    Looks for pending input without blocking: nothing (the usual case) means the connection is
+    fine. Otherwise libpq reads it: a notification or a parameter change is kept for psycopg;
+    the server's goodbye is a FATAL error (given to the connection's notice handlers, since no
+    statement is running), then the end of the stream, which may not have arrived yet."""
+    pgconn = conn.pgconn
+    if pgconn.status != ConnStatus.OK:
+        return True
+    try:
+        if not _readable(pgconn.socket):
+            return False
+    except (psycopg.OperationalError, OSError):
+        return True
+    return _read_pending(conn)
+
+
+def _read_pending(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
+    pgconn = conn.pgconn
+    fatal = False
+
+    def on_notice(diag: psycopg.errors.Diagnostic) -> None:
+        nonlocal fatal
+        fatal = fatal or diag.severity_nonlocalized in ("FATAL", "PANIC")
+
+    conn.add_notice_handler(on_notice)
+    try:
+        for _ in range(_MAX_READS):
+            pgconn.consume_input()
+            pgconn.is_busy()  # parses what was read (an error reaches on_notice)
+            if fatal or not _readable(pgconn.socket):
+                break
+    except (psycopg.OperationalError, OSError):
+        return True  # the end of the stream: libpq marked the connection bad
+    finally:
+        conn.remove_notice_handler(on_notice)
+    if fatal:
+        pgconn.finish()  # the session is over; its socket's end may just not be here yet
+        return True
+    return pgconn.status != ConnStatus.OK
+
+
+async def checkout(pool: AsyncConnectionPool[Any]) -> psycopg.AsyncConnection[Any]:
+    """``pool.getconn()``, handing back (to be closed and replaced) every connection the
+    server closed while it was idle. Pair with ``pool.putconn``."""
+    conn: psycopg.AsyncConnection[Any] = await pool.getconn()
+    while closed_by_server(conn):
+        await pool.putconn(conn)  # a bad connection: the pool closes it, opens another
+        conn = await pool.getconn()
+    return conn
+
+
+def checkout_sync(pool: ConnectionPool[Any]) -> psycopg.Connection[Any]:
+    """:func:`checkout` for a sync pool."""
+    conn: psycopg.Connection[Any] = pool.getconn()
+    while closed_by_server(conn):
+        pool.putconn(conn)
+        conn = pool.getconn()
+    return conn
+
+
+@asynccontextmanager
+async def pooled(pool: AsyncConnectionPool[Any]) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """``async with pool.connection()`` with :func:`checkout`: the connection's block commits on
+    success and rolls back on error (a pool not in autocommit mode), then it goes back."""
+    conn = await checkout(pool)
+    try:
+        async with conn:  # a pooled connection's exit ends its transaction, never closes it
+            yield conn
+    finally:
+        await pool.putconn(conn)
+
+
+@contextmanager
+def pooled_sync(pool: ConnectionPool[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """:func:`pooled` for a sync pool."""
+    conn = checkout_sync(pool)
+    try:
+        with conn:
+            yield conn
+    finally:
+        pool.putconn(conn)
