@@ -19,6 +19,7 @@ from river._errors import (
     JobNotRunningError,
     JobRunningError,
     QueueNotFoundError,
+    UniqueConflictError,
     ValidationError,
 )
 from river._gojson import encode_value
@@ -241,10 +242,13 @@ def job_cancel_op(q: Queries, job_id: int, now: datetime) -> Op[JobRow]:
 
 
 def job_retry_op(q: Queries, job_id: int) -> Op[JobRow]:
-    """Make a non-running job available now (PROTOCOL.md 13.2)."""
+    """Make a non-running job available now (PROTOCOL.md 13.2); UniqueConflictError, with
+    nothing changed, when another job holds the unique key it would take back."""
     row = yield Query(q.job_retry, {"id": job_id}, fetch="one")
     if row is None:
         raise JobNotFoundError(job_id)
+    if row[18] is not None:
+        raise UniqueConflictError(job_id, int(row[18]), str(row[19]))
     return job_from_row(row)
 
 

@@ -44,6 +44,7 @@ from river._errors import (
     JobNotFoundError,
     JobRunningError,
     QueueNotFoundError,
+    UniqueConflictError,
     ValidationError,
 )
 from river._names import validate_queue_name, validate_schema
@@ -75,7 +76,8 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 #: Exit status: bad input or flags (nothing was sent to the database).
 EXIT_USAGE = 2
-#: Exit status: some of the jobs or queues named were not found (the others were acted on).
+#: Exit status: some of the jobs or queues named were not found or were refused (the others
+#: were acted on).
 EXIT_NOT_FOUND = 3
 
 #: ``job retry|cancel|delete`` draw a progress counter on a terminal above this many ids.
@@ -571,6 +573,14 @@ def _each_job(args: argparse.Namespace, db: DatabaseAccess, action: _Action) -> 
     return EXIT_NOT_FOUND if missing else EXIT_OK
 
 
+#: The result word of an id the action refused (``job`` is null in --json).
+_REFUSALS: dict[type[Exception], str] = {
+    JobNotFoundError: "not found",
+    JobRunningError: "running",
+    UniqueConflictError: "unique conflict",
+}
+
+
 def _act_on_each(
     args: argparse.Namespace,
     ids: list[int],
@@ -582,8 +592,8 @@ def _act_on_each(
     for job_id in ids:
         try:
             word, row = action(session, job_id)
-        except (JobNotFoundError, JobRunningError) as exc:
-            word = "not found" if isinstance(exc, JobNotFoundError) else "running"
+        except (JobNotFoundError, JobRunningError, UniqueConflictError) as exc:
+            word = _REFUSALS[type(exc)]
             results.append({"id": job_id, "result": word.replace(" ", "_"), "job": None})
             progress.echo(f"Error: {exc}", file=sys.stderr)
         else:
@@ -751,8 +761,8 @@ def _cmd_queue_update(args: argparse.Namespace, db: DatabaseAccess) -> int:
 
 _EXIT_TEXT = (
     "Exit status: 0 success; 1 operational error (database unreachable, schema missing); "
-    "2 bad input (nothing sent to the database); 3 some jobs or queues not found (the others "
-    "were acted on). See docs/cli.md."
+    "2 bad input (nothing sent to the database); 3 some jobs or queues not found, or refused "
+    "(the others were acted on). See docs/cli.md."
 )
 
 

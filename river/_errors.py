@@ -24,6 +24,7 @@ __all__ = [
     "QueueNotFoundError",
     "RiverError",
     "SchemaNotReadyError",
+    "UniqueConflictError",
     "UnknownJobKindError",
     "UnknownMigrationLineError",
     "ValidationError",
@@ -204,6 +205,30 @@ class JobRunningError(RiverError):
     def __init__(self, job_id: int, operation: str) -> None:
         self.job_id = job_id
         super().__init__(f"job {job_id} is running and cannot be {operation}")
+
+
+class UniqueConflictError(RiverError):
+    """``job_retry`` refused: another job holds the unique key the job would take back (a job
+    with the same key, in a state its unique options count). Nothing was changed, and the
+    caller's transaction (``job_retry_tx``) is still usable. ``holder_id`` and
+    ``holder_state`` name that job; both are None when it was inserted concurrently, between
+    the check and the update (the statement then failed on the unique index, which aborts a
+    caller's transaction)."""
+
+    def __init__(
+        self, job_id: int, holder_id: int | None = None, holder_state: str | None = None
+    ) -> None:
+        self.job_id = job_id
+        self.holder_id = holder_id
+        self.holder_state = holder_state
+        if holder_id is None:
+            message = f"job {job_id} was not retried: another job took its unique key meanwhile"
+        else:
+            message = (
+                f"job {job_id} was not retried: job {holder_id} ({holder_state}) holds the "
+                "same unique key; retry it once that job is finalized, or delete one of them"
+            )
+        super().__init__(message)
 
 
 class JobNotRunningError(RiverError):

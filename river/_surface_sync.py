@@ -17,6 +17,7 @@ from river._admin import JobListParams, JobListResult
 from river._args import JobArgs
 from river._driver import InsertBatch, Queries, QueueRow, copy_op, insert_many_op, notify_op
 from river._elector import request_resign_payload
+from river._errors import UniqueConflictError
 from river._ratelimit import RateLimit
 from river._sansio import Op
 from river._telemetry import TELEMETRY
@@ -154,13 +155,21 @@ class SyncSurface:
 
     def job_retry(self, job_id: int) -> JobRow:
         """Make a job available now (not when it is running or already due); a job that used
-        all its attempts gets one more."""
-        row: JobRow = self._run(_admin.job_retry_op(self._queries, job_id))
+        all its attempts gets one more. :class:`~river.UniqueConflictError`, with nothing
+        changed, when another job holds the unique key this one would take back."""
+        try:
+            row: JobRow = self._run(_admin.job_retry_op(self._queries, job_id))
+        except psycopg.errors.UniqueViolation as exc:  # a holder inserted concurrently
+            raise UniqueConflictError(job_id) from exc
         return row
 
     def job_retry_tx(self, conn: psycopg.Connection[Any], job_id: int) -> JobRow:
-        """:meth:`job_retry` in the caller's transaction."""
-        row: JobRow = self._run_on(conn, _admin.job_retry_op(self._queries, job_id))
+        """:meth:`job_retry` in the caller's transaction (left usable by a
+        :class:`~river.UniqueConflictError`, unless the holder was inserted concurrently)."""
+        try:
+            row: JobRow = self._run_on(conn, _admin.job_retry_op(self._queries, job_id))
+        except psycopg.errors.UniqueViolation as exc:
+            raise UniqueConflictError(job_id) from exc
         return row
 
     def job_delete(self, job_id: int) -> JobRow:

@@ -605,6 +605,67 @@ async def test_job_retry_tx_rolled_back_changes_nothing(
     assert raw_job(conn, job_id) == before
 
 
+#: River's default unique states (every state but cancelled and discarded) as an integer.
+DEFAULT_UNIQUE_STATES = 0b11110101
+
+
+def make_unique(conn: psycopg.Connection[Any], job_id: int, key: bytes) -> None:
+    conn.execute(
+        "UPDATE river_job SET unique_key = %s, unique_states = %s::integer::bit(8) WHERE id = %s",
+        (key, DEFAULT_UNIQUE_STATES, job_id),
+    )
+
+
+async def test_job_retry_refuses_a_unique_key_another_job_holds(
+    client: AnyClient, conn: psycopg.Connection[Any]
+) -> None:
+    holder = insert_job(conn, state="retryable", attempt=1)
+    make_unique(conn, holder, b"retry-key")
+    old = insert_job(conn, state="discarded", attempt=25, max_attempts=25)
+    make_unique(conn, old, b"retry-key")  # discarded: out of its unique states, so allowed
+    before = raw_job(conn, old)
+    with pytest.raises(river.UniqueConflictError) as refused:
+        await client.job_retry(old)
+    assert (refused.value.job_id, refused.value.holder_id) == (old, holder)
+    assert refused.value.holder_state == "retryable"
+    assert f"job {old} was not retried: job {holder} (retryable) holds" in str(refused.value)
+    assert raw_job(conn, old) == before
+    # Once the holder is finalized, the key is free again.
+    conn.execute(
+        "UPDATE river_job SET state = 'cancelled', finalized_at = now() WHERE id = %s", (holder,)
+    )
+    assert (await client.job_retry(old)).state is JobState.AVAILABLE
+
+
+async def test_job_retry_tx_conflict_leaves_the_callers_transaction_usable(
+    client: AnyClient, conn: psycopg.Connection[Any], tx: Tx
+) -> None:
+    holder = insert_job(conn, state="available")
+    make_unique(conn, holder, b"tx-key")
+    old = insert_job(conn, state="cancelled")
+    make_unique(conn, old, b"tx-key")
+    other = insert_job(conn, state="discarded", attempt=1, max_attempts=1)
+    with pytest.raises(river.UniqueConflictError):
+        await client.job_retry_tx(tx.conn, old)
+    # Not aborted by a failed statement: the transaction goes on and commits.
+    assert (await client.job_retry_tx(tx.conn, other)).state is JobState.AVAILABLE
+    await tx.commit()
+    assert raw_job(conn, other)["state"] == "available"  # type: ignore[index]
+    assert raw_job(conn, old)["state"] == "cancelled"  # type: ignore[index]
+
+
+async def test_job_retry_of_a_running_unique_job_is_unchanged_not_a_conflict(
+    client: AnyClient, conn: psycopg.Connection[Any]
+) -> None:
+    # Not retried for being running; the key another row holds does not matter then.
+    running = insert_job(conn, state="running", attempt=1)
+    make_unique(conn, running, b"run-key")
+    conn.execute("UPDATE river_job SET unique_states = NULL WHERE id = %s", (running,))
+    holder = insert_job(conn, state="available")
+    make_unique(conn, holder, b"run-key")
+    assert (await client.job_retry(running)).state is JobState.RUNNING
+
+
 # --- job_delete ----------------------------------------------------------------------------------
 
 

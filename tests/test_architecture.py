@@ -262,6 +262,7 @@ PUBLIC_NAMES = [
     "SchemaNotReadyError",
     "ServiceHealth",
     "Subscription",
+    "UniqueConflictError",
     "UniqueOpts",
     "UnknownJobKindError",
     "UnknownMigrationLineError",

@@ -319,6 +319,30 @@ def test_job_retry(conn: psycopg.Connection[Any], db_url: str) -> None:
     assert row == (26,)
 
 
+def test_job_retry_refuses_a_held_unique_key_and_goes_on(
+    conn: psycopg.Connection[Any], db_url: str
+) -> None:
+    holder = insert_job(conn, state="available")
+    old = insert_job(conn, state="discarded", attempt=25, max_attempts=25)
+    other = insert_job(conn, state="retryable", attempt=1)
+    for job_id in (holder, old):  # River's default unique states: discarded is outside them
+        conn.execute(
+            "UPDATE river_job SET unique_key = 'k', unique_states = 245::bit(8) WHERE id = %s",
+            [job_id],
+        )
+    proc = river_cmd("job", "retry", str(old), str(other), url=db_url)
+    assert one_error_line(proc, 3) == (
+        f"Error: job {old} was not retried: job {holder} (available) holds the same unique "
+        "key; retry it once that job is finalized, or delete one of them"
+    )
+    assert proc.stdout.splitlines() == [f"{other} retried (available)"]
+    assert job_state(conn, old) == "discarded"
+    assert job_state(conn, other) == "available"
+    proc = river_cmd("job", "retry", "--json", str(old), url=db_url)
+    assert proc.returncode == 3
+    assert json.loads(proc.stdout) == [{"id": old, "result": "unique_conflict", "job": None}]
+
+
 def test_job_cancel(conn: psycopg.Connection[Any], db_url: str) -> None:
     available = insert_job(conn, state="available")
     running = insert_job(conn, state="running", attempt=1)

@@ -657,10 +657,11 @@ async def test_retry_of_a_job_whose_unique_key_is_held(
     make_unique(conn, holder, b"key-1")
     old = insert_job(conn, kind="uniq", state="discarded", attempt=25)
     make_unique(conn, old, b"key-1")  # discarded: not in its unique states, so allowed
-    # The admin API refuses the same retry (a unique violation): the dashboard says why.
+    # The admin API refuses the same retry (UniqueConflictError): the dashboard says why.
     async with river.AsyncClient(db_url) as client:
-        with pytest.raises(psycopg.errors.UniqueViolation):
+        with pytest.raises(river.UniqueConflictError) as refused:
             await client.job_retry(old)
+    assert (refused.value.holder_id, refused.value.holder_state) == (holder, "available")
     response = await http.post(f"/api/jobs/{old}/retry", headers=await csrf_of(http))
     assert response.status_code == 409, response.text
     body = response.json()
@@ -1456,7 +1457,7 @@ async def test_no_path_of_the_dashboard_scans_the_table(conn: psycopg.Connection
         ("bulk retry", _data.bulk_op(q, "retry", batch, now, jf(states=(state.DISCARDED,)))),
         ("bulk cancel", _data.bulk_op(q, "cancel", batch, now, jf(kinds=("k1",)))),
         ("bulk delete", _data.bulk_op(q, "delete", batch, now, jf(text="x"))),
-        ("unique holder", _data.unique_holder_op(q, unique_job)),
+        ("retry of a unique job", river._admin.job_retry_op(runtime, unique_job)),
         ("id bounds", _data.id_bounds_op(q)),
     ]
     failures = {}

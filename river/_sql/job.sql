@@ -541,9 +541,22 @@ WHERE NOT EXISTS (SELECT 1 FROM updated)
 
 -- name: job_retry
 -- Unless running, or available and already due: make it available now, keeping attempt and
--- errors; grant one more attempt when it has used them all.
+-- errors; grant one more attempt when it has used them all. Not when another job holds the
+-- unique key the job would take back (a row with that key whose state is in its own
+-- unique_states: the predicate of river_job_unique_idx): the row is returned unchanged, with
+-- that job's id and state in the last two columns (NULL otherwise), instead of the update
+-- failing on the index and aborting the caller's transaction.
 WITH locked AS (
-    SELECT id FROM /* schema */river_job WHERE id = %(id)s FOR UPDATE
+    SELECT id, unique_key FROM /* schema */river_job WHERE id = %(id)s FOR UPDATE
+),
+holder AS (
+    SELECT o.id, o.state
+    FROM /* schema */river_job AS o
+    JOIN locked ON o.unique_key = locked.unique_key
+    WHERE o.id <> locked.id
+      AND o.unique_states IS NOT NULL
+      AND /* schema */river_job_state_in_bitmask(o.unique_states, o.state)
+    LIMIT 1
 ),
 updated AS (
     UPDATE /* schema */river_job AS j
@@ -556,19 +569,23 @@ updated AS (
     WHERE j.id = locked.id
       AND j.state <> 'running'
       AND NOT (j.state = 'available' AND j.scheduled_at <= now())
+      AND NOT EXISTS (SELECT 1 FROM holder)
     RETURNING
         j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
         j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
         j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
 )
-SELECT * FROM updated
+SELECT *, NULL::bigint, NULL::text FROM updated
 UNION ALL
 SELECT
     j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
     j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
-    j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
+    j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer,
+    h.id, h.state::text
 FROM /* schema */river_job AS j
 JOIN locked ON locked.id = j.id
+LEFT JOIN holder AS h ON j.state <> 'running'
+    AND NOT (j.state = 'available' AND j.scheduled_at <= now())
 WHERE NOT EXISTS (SELECT 1 FROM updated)
 
 -- name: job_delete

@@ -282,20 +282,6 @@ id {direction}
 -- fragment: ui_order_time
 {column} {direction}, id {direction}
 
--- name: ui_unique_holder
--- The job that holds the unique key job %(id)s would take: another row with that key whose
--- state is in its own unique_states (the predicate of river_job_unique_idx).
-SELECT o.id, o.state::text
-FROM /* schema */river_job AS j
-JOIN /* schema */river_job AS o
-  ON o.unique_key = j.unique_key
- AND o.id <> j.id
- AND o.unique_key IS NOT NULL
- AND o.unique_states IS NOT NULL
- AND /* schema */river_job_state_in_bitmask(o.unique_states, o.state)
-WHERE j.id = %(id)s
-LIMIT 1
-
 -- The bulk actions below take a batch of ids (%(batch)s) and {where}, the filter the action was
 -- confirmed for (ui_filter_* fragments, or ui_filter_none for a selection of ids). Each locks
 -- its rows in id order (two writers cannot deadlock) with the filter in the same statement: a

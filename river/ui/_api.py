@@ -28,6 +28,7 @@ from river._errors import (
     JobRunningError,
     QueueNotFoundError,
     SchemaNotReadyError,
+    UniqueConflictError,
     ValidationError,
 )
 from river._maintenance import PeriodicJob
@@ -430,8 +431,8 @@ class Api:
         if action == "retry":
             try:
                 row = await self.store.call(lambda admin, c: admin.job_retry_tx(c, job_id))
-            except psycopg.errors.UniqueViolation:
-                return await self._unique_conflict(job_id)
+            except UniqueConflictError as exc:
+                return self._unique_conflict(exc)
         elif action == "cancel":
             row = await self.store.call(lambda admin, c: admin.job_cancel_tx(c, job_id))
         elif action == "delete":
@@ -441,21 +442,14 @@ class Api:
             return self.error(404, f"no action {action!r}: retry, cancel or delete", "action")
         return JSONResponse({"job": job_json(row)})
 
-    async def _unique_conflict(self, job_id: int) -> Response:
-        """The 409 of a retry refused because another job holds the job's unique key (what
-        ``client.job_retry`` raises as a unique violation): the job is left as it was."""
-        holder = await self.store.run(_data.unique_holder_op(self.store.ui, job_id))
-        if holder is None:  # released meanwhile: the next try may go through
-            message = f"job {job_id} was not retried: another job held its unique key"
-            conflict = None
-        else:
-            message = (
-                f"job {job_id} was not retried: job {holder[0]} ({holder[1]}) holds the same "
-                "unique key; retry it once that job is finalized, or delete one of them"
-            )
-            conflict = {"id": holder[0], "state": holder[1]}
+    def _unique_conflict(self, exc: UniqueConflictError) -> Response:
+        """The 409 of a retry refused because another job holds the job's unique key: the job
+        is left as it was."""
+        conflict = (
+            None if exc.holder_id is None else {"id": exc.holder_id, "state": exc.holder_state}
+        )
         return JSONResponse(
-            {"error": message, "field": "unique_key", "conflict": conflict}, status_code=409
+            {"error": str(exc), "field": "unique_key", "conflict": conflict}, status_code=409
         )
 
     async def jobs_bulk(self, request: Request) -> Response:

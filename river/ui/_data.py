@@ -55,7 +55,6 @@ __all__ = [
     "periodic_runs_op",
     "throughput_op",
     "time_column",
-    "unique_holder_op",
 ]
 
 #: Every job state, in the order the dashboard shows them (the life of a job, then its ends).
@@ -430,13 +429,6 @@ def bulk_op(
     return BulkResult(
         sorted(int(r[0]) for r in rows if not r[1]), sorted(int(r[0]) for r in rows if r[1])
     )
-
-
-def unique_holder_op(q: UIQueries, job_id: int) -> Op[tuple[int, str] | None]:
-    """The job holding the unique key that job ``job_id`` would take when retried (its id
-    and state), or None."""
-    row = yield Query(q.ui_unique_holder, {"id": job_id}, fetch="one")
-    return (int(row[0]), str(row[1])) if row is not None else None
 
 
 def _rfc3339(value: datetime) -> str:
