@@ -126,6 +126,9 @@ class AsyncClient(AsyncSurface):
         self._state: Literal["stopped", "starting", "running", "stopping"] = "stopped"
         #: The running machinery while started (river/_runtime.py), else None.
         self._runtime: Runtime | None = None
+        #: Outcomes the last stop gave up writing (the database was away; river worker's exit
+        #: status says so).
+        self._unwritten_at_stop = 0
         self._periodic = PeriodicJobEnqueuer(
             self.config.periodic_jobs,
             self._insert_periodic,
@@ -389,20 +392,29 @@ class AsyncClient(AsyncSurface):
     async def stop(self, timeout: float | None = None) -> None:
         """Soft stop: fetch nothing more and let running jobs finish; after ``timeout``
         seconds (None: wait forever) cancel the rest, which go back to ``available`` with
-        their attempt restored. Every finished job's state is written before it returns.
-        Idempotent and safe to call concurrently."""
+        their attempt restored. Every finished job's state is written before it returns;
+        while the database cannot be reached, for up to ``Config.completer_stop_timeout``
+        (60 s) after the jobs ended, then the jobs not written are logged and left ``running``
+        for a rescuer. Idempotent and safe to call concurrently."""
         async with self.queues.lock:
             await self._stop_locked(timeout, hard=False)
 
     async def stop_and_cancel(self) -> None:
         """Hard stop: cancel running jobs now (they return to ``available``, attempt restored),
-        write every outcome, then stop.
+        write every outcome (bounded as in :meth:`stop`), then stop.
 
         It also escalates a soft stop (or a queue drain) already in progress: running jobs are
         cancelled at once, without waiting for the lock that the slower operation holds."""
         self.queues.cancel_running()
         async with self.queues.lock:
             await self._stop_locked(0, hard=True)
+
+    def _give_up_writes(self) -> None:
+        """Give up at once the outcome writes of a stop that cannot reach the database (each
+        job logged, left ``running`` for a rescuer): ``river worker``'s third signal."""
+        runtime = self._runtime
+        if runtime is not None:
+            runtime.completer.give_up_now()
 
     async def _stop_locked(self, timeout: float | None, hard: bool) -> None:
         runtime = self._runtime
@@ -412,6 +424,7 @@ class AsyncClient(AsyncSurface):
         try:
             await runtime.stop(timeout, hard)
         finally:
+            self._unwritten_at_stop = runtime.completer.given_up_at_stop
             self.queues.producers.clear()
             self._runtime = None
             self._state = "stopped"

@@ -7,7 +7,9 @@ connection lost) is retried with capped exponential backoff until it succeeds: a
 job's outcome is never discarded because of the connection. Each try is bounded by
 ``write_timeout`` (a dead link must not hold the write). A batch the database itself keeps
 refusing is split down to the outcome at fault, which alone is given up (its job stays
-``running`` for the rescuer).
+``running`` for the rescuer). Once the client stops, failed writes are retried only up to
+``stop_timeout`` (``Config.completer_stop_timeout``), then given up the same way, so that a stop
+returns while the database is away.
 The outcomes waiting here count against the client's job budget (river/_producer.py
 JobBudget, ``max_backlog`` jobs): producers fetch only into the room left, so a slow or
 unreachable database cannot make memory grow without bound.
@@ -37,6 +39,11 @@ from river._validate import jsonb_dumps
 __all__ = ["Completer", "Outcome"]
 
 logger = logging.getLogger("river.completer")
+
+#: Seconds :meth:`Completer.give_up_now` leaves the writes (one short try).
+_GIVE_UP_GRACE = 1.0
+#: Jobs a give-up at stop logs one line each for; the rest are summed up in one more line.
+_LOGGED_PER_GIVE_UP = 100
 
 
 class Completer:
@@ -73,8 +80,17 @@ class Completer:
         self._written = 0
         self._progress = anyio.Event()
         self._stopping = False
+        #: When a stopping completer gives up the writes that keep failing (anyio's clock).
+        self._give_up_at = math.inf
+        #: Set by :meth:`give_up_now`: wakes a retry's backoff sleep at once.
+        self._giving_up = anyio.Event()
+        #: The write being tried (cancelled by :meth:`give_up_now`).
+        self._try_scope: anyio.CancelScope | None = None
         #: Outcomes the database refused for good (see :meth:`_write`; statistics, tests).
         self.given_up = 0
+        #: Outcomes given up because the client stopped while they could not be written (see
+        #: :meth:`stop`; also counted in ``given_up``).
+        self.given_up_at_stop = 0
         #: Outcomes written but not applied: their job was deleted meanwhile, or a newer
         #: attempt of it owns the row (the attempt fence; statistics, metrics, tests).
         self.stale = 0
@@ -123,10 +139,26 @@ class Completer:
             if self._stopping and not self._pending and not self._in_flight:
                 return
 
-    def stop(self) -> None:
-        """Ask the flush loop to write everything pending and return."""
+    def stop(self, stop_timeout: float | None = None) -> None:
+        """Ask the flush loop to write everything pending and return. Writes that keep failing
+        are given up ``stop_timeout`` seconds from now (None: retried for ever)."""
         self._stopping = True
+        if stop_timeout is not None:
+            self._give_up_at = min(self._give_up_at, anyio.current_time() + stop_timeout)
+            if self._try_scope is not None:  # a try started before: bounded the same way
+                self._try_scope.deadline = min(self._try_scope.deadline, self._give_up_at)
         self._wake.set()
+
+    def give_up_now(self) -> None:
+        """Give up, within about a second, every outcome whose write does not succeed: a try
+        in progress or a retry's wait is cut short, and what is left gets one short try (a
+        database that answers still gets its outcomes). Each job given up is logged. Meant for
+        a stop that cannot reach the database; unlike :meth:`stop`, it does not end the flush
+        loop (the client's stop does, once its jobs have ended)."""
+        self._give_up_at = min(self._give_up_at, anyio.current_time() + _GIVE_UP_GRACE)
+        self._giving_up.set()
+        if self._try_scope is not None:
+            self._try_scope.deadline = min(self._try_scope.deadline, self._give_up_at)
 
     async def flushed(self, upto: int | None = None) -> None:
         """Wait until every outcome accepted before this call (or up to sequence number
@@ -192,7 +224,8 @@ class Completer:
         self, outcomes: list[Outcome], full_rows: bool, persisted: dict[AttemptKey, JobRow | str]
     ) -> None:
         """Write ``outcomes``, retrying with capped backoff until it works (a lost connection,
-        a database restarting: the outcomes wait, however long).
+        a database restarting: the outcomes wait, however long), or, once the client stops,
+        until the stop bound (:meth:`stop`), when what is still unwritten is given up.
 
         A batch the database itself keeps refusing (``_MAX_REFUSALS`` tries in a row ending in
         an error about the statement, not the connection: a trigger raising for one row, a
@@ -203,20 +236,35 @@ class Completer:
         a job whose client died, so no job is lost."""
         batch = _to_batch(outcomes)
         attempt = refused = 0
+        reason = "not written before the stop bound"
         while True:
+            left = self._give_up_at - anyio.current_time()
+            if left <= 0:
+                self._give_up(outcomes, persisted, reason)
+                return
             try:
                 # A deadline: a connection whose link died silently (half-open TCP, a frozen
                 # network path) would otherwise hold the write, and with it every outcome,
                 # for as long as the kernel keeps the socket (many minutes). On expiry psycopg
                 # closes that connection and the next try takes a fresh one.
-                with anyio.fail_after(self.write_timeout):
-                    persisted.update(
-                        await run_pooled(
-                            self._pool, set_state_many_op(self._q, batch, full_rows=full_rows)
+                with anyio.CancelScope() as self._try_scope:
+                    with anyio.fail_after(min(self.write_timeout, left)):
+                        persisted.update(
+                            await run_pooled(
+                                self._pool, set_state_many_op(self._q, batch, full_rows=full_rows)
+                            )
                         )
-                    )
-                return
+                    return
+                # Cut short, by the stop bound (stop()) or by give_up_now(): given up at the top.
+                if reason == "not written before the stop bound":
+                    reason = "no answer from the database before the stop bound"
+                continue
             except (psycopg.Error, OSError, TimeoutError) as exc:
+                reason = (
+                    "no answer from the database"
+                    if isinstance(exc, TimeoutError)
+                    else (describe(exc))
+                )
                 attempt += 1
                 refused = refused + 1 if _refused(exc) else 0
                 if refused >= _MAX_REFUSALS:
@@ -248,6 +296,10 @@ class Completer:
                     )
                     return
                 delay = min(self.retry_backoff_max, 0.05 * math.pow(2, attempt))
+                if self._give_up_at - anyio.current_time() <= delay:
+                    # The stop bound comes before the next try: no point waiting for it.
+                    self._give_up(outcomes, persisted, reason)
+                    return
                 logger.warning(
                     "writing %d job outcomes failed (try %d), retrying in %.2fs: %s",
                     len(outcomes),
@@ -255,7 +307,43 @@ class Completer:
                     delay,
                     describe(exc),
                 )
-                await anyio.sleep(delay)
+                with anyio.move_on_after(delay):
+                    if self._giving_up.is_set():
+                        await anyio.sleep(delay)
+                    else:
+                        await self._giving_up.wait()  # give_up_now() cuts the wait short
+            finally:
+                self._try_scope = None
+
+    def _give_up(
+        self, outcomes: list[Outcome], persisted: dict[AttemptKey, JobRow | str], reason: str
+    ) -> None:
+        """A stopping client's last word on outcomes it could not write (see :meth:`stop`):
+        each job logged once, with its id, kind and queue; it stays ``running`` in the
+        database, and a rescuer returns it after ``rescue_stuck_jobs_after``."""
+        lost = [o for o in outcomes if (o.job.id, o.job.attempt) not in persisted]
+        self.given_up += len(lost)
+        self.given_up_at_stop += len(lost)
+        for o in lost[:_LOGGED_PER_GIVE_UP]:
+            logger.error(
+                "stopping: gave up writing the outcome of job %d (kind %s, queue %s, %s): %s. "
+                "The job stays running until a rescuer returns it.",
+                o.job.id,
+                o.job.kind,
+                o.job.queue,
+                o.state.value,
+                reason,
+                extra=job_fields(o.job),
+            )
+        if len(lost) > _LOGGED_PER_GIVE_UP:
+            logger.error(
+                "stopping: gave up writing %d more job outcomes (ids %s...): %s",
+                len(lost) - _LOGGED_PER_GIVE_UP,
+                ", ".join(
+                    str(o.job.id) for o in lost[_LOGGED_PER_GIVE_UP : _LOGGED_PER_GIVE_UP + 20]
+                ),
+                reason,
+            )
 
 
 #: Tries in a row the database refuses a batch before it is split (see Completer._write).

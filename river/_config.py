@@ -199,6 +199,13 @@ class Config:
       to keep the writer busy; it does not limit running jobs (``max_workers`` does). Below
       ``completer_batch_size``, a full budget waits for the completer's next tick (at most
       ``completer_max_backlog`` outcomes are written per ``completer_flush_interval``).
+    - ``completer_stop_timeout``: how long a stopping client (once its jobs have ended) goes on
+      retrying outcome writes that fail (60 s; a float of seconds or a timedelta). While it
+      runs, a failed write is retried until it succeeds, however long the database is away;
+      a stop would then never return. Past this bound, the outcomes still unwritten are
+      given up: each such job is logged (ERROR, with its id, kind and queue) and stays
+      ``running`` until the rescuer of a running client returns it (after
+      ``rescue_stuck_jobs_after``), as if the process had been killed. None: retry for ever.
     - ``skip_unknown_job_check``: allow inserting kinds no worker of this client handles.
     - ``on_event``: called with every :class:`river.Event` (job outcomes, queue changes); see
       also ``client.subscribe``.
@@ -256,6 +263,7 @@ class Config:
     completer_batch_size: int = 2000
     completer_flush_interval: float = 0.05
     completer_max_backlog: int = 5_000
+    completer_stop_timeout: float | timedelta | None = 60.0
     skip_unknown_job_check: bool = False
     leader_election: bool = True
     leader_elect_interval: float = 5.0
@@ -329,6 +337,7 @@ class Config:
                 "completer_flush_interval",
                 f"must be a number of seconds, at least {_MIN_DURATION}, got {flush!r}",
             )
+        _duration(self.completer_stop_timeout, "completer_stop_timeout")
         for name in (
             "leader_elect_interval",
             "scheduler_interval",
@@ -374,6 +383,11 @@ class Config:
         if timeout > 0 and timeout != DEFAULT_JOB_TIMEOUT:
             return timeout + 3600.0
         return 3600.0
+
+    @property
+    def completer_stop_timeout_seconds(self) -> float | None:
+        """``completer_stop_timeout`` in seconds (None: retried for ever)."""
+        return _duration(self.completer_stop_timeout, "completer_stop_timeout")
 
     @property
     def queue_depth_interval_seconds(self) -> float | None:

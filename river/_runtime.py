@@ -327,7 +327,7 @@ class Runtime:
                     started.set()
                     if not failure:
                         await anyio.sleep_forever()
-                self.completer.stop()
+                self.completer.stop(self.config.completer_stop_timeout_seconds)
         finally:
             if self.executor.job_log is not None:
                 self.executor.job_log.flush()  # summaries of failures still held back

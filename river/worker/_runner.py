@@ -11,7 +11,9 @@ Lifecycle::
 Stopping is the client's two-level shutdown: a soft stop (fetch nothing more, let running jobs
 finish) bounded by the shutdown timeout, then a hard stop (running jobs are cancelled and return
 to ``available`` with their attempt restored). A second SIGTERM/SIGINT skips the rest of the
-soft stop. Outcomes of finished jobs are always written before the process exits.
+soft stop. Outcomes of finished jobs are written before the process exits; while the database
+cannot be reached, for up to ``Config.completer_stop_timeout`` (60 s), or until a third signal,
+after which the jobs not written are logged and stay ``running`` until a rescuer returns them.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ _PARENT_CHECK_INTERVAL = 1.0
 _READY_QUERY_TIMEOUT = 2.0
 #: How often the process checks its client's health (see _watch_health).
 _HEALTH_CHECK_INTERVAL = 0.5
-#: Exit status of a process that stopped because a service of its client kept failing.
+#: Exit status of a process that stopped because a service of its client kept failing, or
+#: that had to give up writing job outcomes as it stopped (the database could not be reached).
 EXIT_UNHEALTHY = 3
 
 
@@ -101,6 +104,7 @@ class WorkerRunner:
         self._subscription: Subscription | None = None
         self._stop = anyio.Event()
         self._hard = anyio.Event()
+        self._give_up = False
         self._reload = anyio.Event()
         self._reload_reasons: list[str] = []
         #: The exit status run() returns (EXIT_UNHEALTHY after a failed service).
@@ -114,7 +118,8 @@ class WorkerRunner:
 
     def request_stop(self, reason: str) -> None:
         """First call: soft stop (during start-up: abandon the start at once). Second: hard
-        stop now. Later calls are ignored."""
+        stop now. Third: give up the outcome writes still failing (the database is away).
+        Later calls are ignored."""
         if not self._stop.is_set() and self.state == "starting":
             logger.info("%s during start-up: stopping before the worker started", reason)
             self._stop.set()
@@ -128,8 +133,20 @@ class WorkerRunner:
             )
             self._stop.set()
         elif not self._hard.is_set():
-            logger.warning("%s again: stopping now, running jobs return to the queue", reason)
+            logger.warning(
+                "%s again: stopping now, running jobs return to the queue (a third time: "
+                "without waiting for the database)",
+                reason,
+            )
             self._hard.set()
+        elif not self._give_up:
+            self._give_up = True
+            logger.warning(
+                "%s a third time: outcomes not written yet are given up, their jobs stay "
+                "running until a rescuer returns them",
+                reason,
+            )
+            self.client._give_up_writes()
 
     def request_reload(self, reason: str) -> None:
         """Reload the configuration file soon (requests made meanwhile coalesce)."""
@@ -226,6 +243,17 @@ class WorkerRunner:
             tg.start_soon(self._hard_stop_watchdog, timeout)
             await self.client.stop(timeout=timeout)
             tg.cancel_scope.cancel()
+        unwritten = self.client._unwritten_at_stop
+        if unwritten:
+            # Each job was logged by the completer; the process did not stop cleanly.
+            logger.error(
+                "%d job outcomes could not be written before the exit (the database could not "
+                "be reached): those jobs stay running until a rescuer returns them; exit "
+                "status %d",
+                unwritten,
+                EXIT_UNHEALTHY,
+            )
+            self.exit_status = EXIT_UNHEALTHY
         logger.info("worker stopped pid=%d", os.getpid())
 
     async def _hard_stop_watchdog(self, timeout: float) -> None:

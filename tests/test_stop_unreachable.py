@@ -1,0 +1,213 @@
+"""Stopping a client while the database cannot be reached: the outcome writes are retried for
+``Config.completer_stop_timeout``, or until ``river worker``'s third signal, then given up (each
+job logged, left ``running`` for a rescuer), and the stop returns."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import anyio
+import psycopg
+import pytest
+from helpers import Gate, fast_config, make_workers, wait_for
+from netproxy import CuttableProxy, server_address
+
+import river
+import river._runtime
+
+pytestmark = pytest.mark.anyio
+
+
+class Held(river.JobArgs):
+    kind: ClassVar[str] = "held_at_stop"
+
+
+class HeldWorker(river.Worker[Held]):
+    def __init__(self) -> None:
+        self.gate = Gate()
+        self.done: list[int] = []
+
+    async def work(self, job: river.Job[Held]) -> None:
+        await self.gate.wait()
+        self.done.append(job.id)
+
+
+def job_state(db_url: str, job_id: int) -> str:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("SELECT state::text FROM river_job WHERE id = %s", (job_id,)).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def cut_off(db_url: str, proxy: CuttableProxy) -> None:
+    """The database becomes unreachable for the client behind ``proxy``: new connections are
+    refused and its open ones end (every other session of this test's own database)."""
+    proxy.cut()
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+def given_up(caplog: pytest.LogCaptureFixture, job_id: int) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "river.completer"
+        and r.levelno == logging.ERROR
+        and f"gave up writing the outcome of job {job_id} " in r.getMessage()
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _short_statement_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fetch in flight when the database goes away ends at its deadline (15 s): the stop
+    # waits for it before the outcome writes. Shorter here, to keep the tests short.
+    monkeypatch.setattr(river._runtime, "STATEMENT_DEADLINE", 2.0)
+
+
+async def run_until_cut_off(
+    db_url: str, proxy: CuttableProxy, name: str, **config: Any
+) -> tuple[river.AsyncClient, HeldWorker, int]:
+    """A started client behind ``proxy`` running one job; the database is then cut off and
+    the job allowed to finish: its outcome cannot be written."""
+    worker = HeldWorker()
+    # Nothing else in flight when the database goes away (a statement in flight would finish
+    # first, up to its own deadline): no leader duties, no polling (the insert's notification
+    # brings the job), and the outcome waits for the stop, not for the completer's tick.
+    quiet: dict[str, Any] = {
+        "leader_election": False,
+        "fetch_poll_interval": 60.0,
+        "completer_flush_interval": 60.0,
+    }
+    client = river.AsyncClient(
+        proxy.url(db_url, name), fast_config(make_workers(worker), **{**quiet, **config})
+    )
+    await client.start()
+    job_id = (await client.insert(Held())).job.id
+    await wait_for(lambda: worker.gate.entered.is_set(), timeout=30, message="the job to start")
+    cut_off(db_url, proxy)
+    worker.gate.open()
+    await wait_for(lambda: worker.done == [job_id], timeout=30, message="the job to finish")
+    return client, worker, job_id
+
+
+async def test_stop_gives_up_writes_after_the_stop_timeout(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with CuttableProxy(*server_address(db_url)) as proxy:
+        client, _, job_id = await run_until_cut_off(
+            db_url, proxy, "stop-bound", completer_stop_timeout=1.0
+        )
+        with anyio.fail_after(30):  # bounded: without the stop timeout it would not return
+            await client.stop()
+        await client.close()
+    [record] = given_up(caplog, job_id)
+    assert "kind held_at_stop, queue default, completed" in record.getMessage()
+    assert record.job_id == job_id  # type: ignore[attr-defined]
+    # Left for a rescuer, as if the process had been killed.
+    assert job_state(db_url, job_id) == "running"
+
+
+async def test_give_up_now_ends_a_stop_that_retries_for_ever(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with CuttableProxy(*server_address(db_url)) as proxy:
+        client, _, job_id = await run_until_cut_off(
+            db_url, proxy, "stop-forever", completer_stop_timeout=None
+        )
+        runtime = client._runtime
+        assert runtime is not None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.stop)
+            # The stop is trying to write the outcome (it waits for a connection).
+            await wait_for(
+                lambda: runtime.completer._try_scope is not None, timeout=30, message="a try"
+            )
+            assert not given_up(caplog, job_id)
+            with anyio.fail_after(30):
+                client._give_up_writes()  # what river worker's third signal does
+                await wait_for(lambda: given_up(caplog, job_id), timeout=30, message="give-up")
+        await client.close()
+    assert job_state(db_url, job_id) == "running"
+
+
+def test_completer_stop_timeout_is_validated() -> None:
+    with pytest.raises(river.InvalidConfigError, match="completer_stop_timeout"):
+        river.Config(completer_stop_timeout=0)
+    with pytest.raises(river.InvalidConfigError, match="completer_stop_timeout"):
+        river.Config(completer_stop_timeout="soon")  # type: ignore[arg-type]
+    assert river.Config(completer_stop_timeout=None).completer_stop_timeout_seconds is None
+
+
+async def test_river_worker_third_signal_gives_up_and_exits_unhealthy(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``river worker``'s escalation while the database is away: the first signal stops softly,
+    the second cancels the running job, the third gives up writing its outcome (the default
+    stop bound, 60 s, would otherwise hold the exit); the exit status says the stop was not
+    clean."""
+    from river.worker._config import build_plan, load_file
+    from river.worker._runner import EXIT_UNHEALTHY, RunnerOptions, WorkerRunner
+
+    caplog.set_level(logging.INFO)
+    worker = HeldWorker()
+    base = fast_config(
+        make_workers(worker),
+        leader_election=False,
+        fetch_poll_interval=60.0,
+        completer_flush_interval=60.0,
+    )
+    async with CuttableProxy(*server_address(db_url)) as proxy:
+        url = proxy.url(db_url, "stop-worker")
+        runner = WorkerRunner(
+            base, build_plan(load_file(None, {"database": {"url": url}}), base), RunnerOptions()
+        )
+        try:
+            await runner._start()
+            job_id = (await runner.client.insert(Held())).job.id
+            await wait_for(lambda: worker.gate.entered.is_set(), timeout=30, message="start")
+            cut_off(db_url, proxy)
+            for _ in range(3):
+                runner.request_stop("SIGTERM")
+            with anyio.fail_after(30):
+                await runner._shutdown()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await runner.client.close()
+    assert runner.exit_status == EXIT_UNHEALTHY
+    [record] = given_up(caplog, job_id)
+    assert "(kind held_at_stop, queue default, available)" in record.getMessage()  # cancelled
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("SIGTERM a third time: outcomes not written yet are given up" in m for m in messages)
+    assert any(
+        m.startswith("1 job outcomes could not be written before the exit") for m in messages
+    )
+    assert job_state(db_url, job_id) == "running"
+
+
+async def test_give_up_now_still_writes_to_a_database_that_answers(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An impatient third signal with the database up: the outcome still gets its short try.
+    caplog.set_level(logging.WARNING)
+    worker = HeldWorker()
+    config = fast_config(make_workers(worker), leader_election=False, completer_flush_interval=60.0)
+    client = river.AsyncClient(db_url, config)
+    await client.start()
+    try:
+        job_id = (await client.insert(Held())).job.id
+        worker.gate.open()
+        await wait_for(lambda: worker.done == [job_id], timeout=30, message="the job to finish")
+        client._give_up_writes()
+    finally:
+        with anyio.fail_after(30):
+            await client.stop()
+        await client.close()
+    assert job_state(db_url, job_id) == "completed"
+    assert not given_up(caplog, job_id)
+    assert client._unwritten_at_stop == 0
