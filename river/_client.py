@@ -396,6 +396,7 @@ class AsyncClient(AsyncSurface):
         while the database cannot be reached, for up to ``Config.completer_stop_timeout``
         (60 s) after the jobs ended, then the jobs not written are logged and left ``running``
         for a rescuer. Idempotent and safe to call concurrently."""
+        self._bound_writes_if_held()
         async with self.queues.lock:
             await self._stop_locked(timeout, hard=False)
 
@@ -406,8 +407,17 @@ class AsyncClient(AsyncSurface):
         It also escalates a soft stop (or a queue drain) already in progress: running jobs are
         cancelled at once, without waiting for the lock that the slower operation holds."""
         self.queues.cancel_running()
+        self._bound_writes_if_held()
         async with self.queues.lock:
             await self._stop_locked(0, hard=True)
+
+    def _bound_writes_if_held(self) -> None:
+        # A queue removal or drain holding the lock waits for its outcomes to be written; with
+        # the database away it would wait for ever, and this stop behind it. The stop bound
+        # then counts from now, not from the end of the jobs.
+        runtime = self._runtime
+        if runtime is not None and self.queues.lock.locked():
+            runtime.completer.bound(self.config.completer_stop_timeout_seconds)
 
     def _give_up_writes(self) -> None:
         """Give up at once the outcome writes of a stop that cannot reach the database (each

@@ -40,10 +40,13 @@ __all__ = ["Completer", "Outcome"]
 
 logger = logging.getLogger("river.completer")
 
-#: Seconds :meth:`Completer.give_up_now` leaves the writes (one short try).
+#: Seconds :meth:`Completer.give_up_now` leaves the writes.
 _GIVE_UP_GRACE = 1.0
-#: Jobs a give-up at stop logs one line each for; the rest are summed up in one more line.
+#: Seconds of the one try a batch gets when the bound passed before it was tried.
+_LAST_TRY = 1.0
+#: Jobs a give-up at stop logs one line each for; the others, ``_IDS_PER_LINE`` to a line.
 _LOGGED_PER_GIVE_UP = 100
+_IDS_PER_LINE = 100
 
 
 class Completer:
@@ -84,8 +87,10 @@ class Completer:
         self._give_up_at = math.inf
         #: Set by :meth:`give_up_now`: wakes a retry's backoff sleep at once.
         self._giving_up = anyio.Event()
-        #: The write being tried (cancelled by :meth:`give_up_now`).
+        #: The write being tried (its deadline is moved up to a new bound).
         self._try_scope: anyio.CancelScope | None = None
+        #: Outcomes of the batch being written that were given up (not stale: not written).
+        self._abandoned: set[AttemptKey] = set()
         #: Outcomes the database refused for good (see :meth:`_write`; statistics, tests).
         self.given_up = 0
         #: Outcomes given up because the client stopped while they could not be written (see
@@ -141,24 +146,29 @@ class Completer:
 
     def stop(self, stop_timeout: float | None = None) -> None:
         """Ask the flush loop to write everything pending and return. Writes that keep failing
-        are given up ``stop_timeout`` seconds from now (None: retried for ever)."""
+        are given up ``stop_timeout`` seconds from now (None: retried for ever; see
+        :meth:`bound`)."""
         self._stopping = True
-        if stop_timeout is not None:
-            self._give_up_at = min(self._give_up_at, anyio.current_time() + stop_timeout)
-            if self._try_scope is not None:  # a try started before: bounded the same way
-                self._try_scope.deadline = min(self._try_scope.deadline, self._give_up_at)
+        self.bound(stop_timeout)
         self._wake.set()
 
-    def give_up_now(self) -> None:
-        """Give up, within about a second, every outcome whose write does not succeed: a try
-        in progress or a retry's wait is cut short, and what is left gets one short try (a
-        database that answers still gets its outcomes). Each job given up is logged. Meant for
-        a stop that cannot reach the database; unlike :meth:`stop`, it does not end the flush
-        loop (the client's stop does, once its jobs have ended)."""
-        self._give_up_at = min(self._give_up_at, anyio.current_time() + _GIVE_UP_GRACE)
-        self._giving_up.set()
+    def bound(self, seconds: float | None) -> None:
+        """Give up the writes that keep failing from ``seconds`` from now on (never later than
+        an earlier bound; None: no bound). A try in progress is cut short at the bound. Past
+        it, each batch still gets one short try (``_LAST_TRY`` seconds: a database that
+        answers still gets its outcomes), then what was not written is given up, each job
+        logged. It does not end the flush loop (:meth:`stop` does)."""
+        if seconds is None:
+            return
+        self._give_up_at = min(self._give_up_at, anyio.current_time() + seconds)
         if self._try_scope is not None:
             self._try_scope.deadline = min(self._try_scope.deadline, self._give_up_at)
+
+    def give_up_now(self) -> None:
+        """:meth:`bound` of about a second, waking a retry that waits for its next try:
+        ``river worker``'s third signal, for a stop that cannot reach the database."""
+        self.bound(_GIVE_UP_GRACE)
+        self._giving_up.set()
 
     async def flushed(self, upto: int | None = None) -> None:
         """Wait until every outcome accepted before this call (or up to sequence number
@@ -175,6 +185,7 @@ class Completer:
         self._in_flight += len(outcomes)
         full_rows = self._want_rows()
         persisted: dict[AttemptKey, JobRow | str] = {}
+        self._abandoned.clear()
         failed = False
         try:
             # Shielded: stop/cancellation must never lose a finished job's outcome.
@@ -206,7 +217,8 @@ class Completer:
         self, outcomes: list[Outcome], persisted: dict[AttemptKey, JobRow | str]
     ) -> None:
         for o in outcomes:
-            if (o.job.id, o.job.attempt) not in persisted:
+            key = (o.job.id, o.job.attempt)
+            if key not in persisted and key not in self._abandoned:
                 self.stale += 1
                 TELEMETRY.record_stale_outcome(o.job.queue)
                 logger.debug(
@@ -236,12 +248,14 @@ class Completer:
         a job whose client died, so no job is lost."""
         batch = _to_batch(outcomes)
         attempt = refused = 0
-        reason = "not written before the stop bound"
+        reason = "no answer from the database before the stop bound"
         while True:
             left = self._give_up_at - anyio.current_time()
             if left <= 0:
-                self._give_up(outcomes, persisted, reason)
-                return
+                if attempt:
+                    self._give_up(outcomes, persisted, reason)
+                    return
+                left = _LAST_TRY  # past the bound, but never tried: one short try
             try:
                 # A deadline: a connection whose link died silently (half-open TCP, a frozen
                 # network path) would otherwise hold the write, and with it every outcome,
@@ -255,9 +269,8 @@ class Completer:
                             )
                         )
                     return
-                # Cut short, by the stop bound (stop()) or by give_up_now(): given up at the top.
-                if reason == "not written before the stop bound":
-                    reason = "no answer from the database before the stop bound"
+                # Cut short by the bound (bound(), give_up_now()): given up at the top.
+                attempt += 1
                 continue
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 reason = (
@@ -282,6 +295,7 @@ class Completer:
                         return
                     job = outcomes[0].job
                     self.given_up += 1
+                    self._abandoned.add((job.id, job.attempt))
                     logger.error(
                         "the database refused the outcome of job %d (kind %s, queue %s, state "
                         "%s) %d times: %s. Giving up on writing it: the job stays running "
@@ -324,6 +338,7 @@ class Completer:
         lost = [o for o in outcomes if (o.job.id, o.job.attempt) not in persisted]
         self.given_up += len(lost)
         self.given_up_at_stop += len(lost)
+        self._abandoned.update((o.job.id, o.job.attempt) for o in lost)
         for o in lost[:_LOGGED_PER_GIVE_UP]:
             logger.error(
                 "stopping: gave up writing the outcome of job %d (kind %s, queue %s, %s): %s. "
@@ -335,13 +350,14 @@ class Completer:
                 reason,
                 extra=job_fields(o.job),
             )
-        if len(lost) > _LOGGED_PER_GIVE_UP:
+        rest = lost[_LOGGED_PER_GIVE_UP:]
+        for start in range(0, len(rest), _IDS_PER_LINE):
+            chunk = rest[start : start + _IDS_PER_LINE]
             logger.error(
-                "stopping: gave up writing %d more job outcomes (ids %s...): %s",
-                len(lost) - _LOGGED_PER_GIVE_UP,
-                ", ".join(
-                    str(o.job.id) for o in lost[_LOGGED_PER_GIVE_UP : _LOGGED_PER_GIVE_UP + 20]
-                ),
+                "stopping: gave up writing the outcomes of %d more jobs (%s): %s. They stay "
+                "running until a rescuer returns them.",
+                len(chunk),
+                ", ".join(f"{o.job.id} {o.job.kind}/{o.job.queue}" for o in chunk),
                 reason,
             )
 

@@ -40,6 +40,9 @@ _MAX_READS = 4
 
 _POLL = hasattr(select, "poll")
 
+#: admin_shutdown, crash_shutdown, cannot_connect_now: the server is ending the session.
+_SHUTDOWN = frozenset({"57P01", "57P02", "57P03"})
+
 
 def _readable(fd: int) -> bool:
     if _POLL:
@@ -52,12 +55,15 @@ def _readable(fd: int) -> bool:
 
 def closed_by_server(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> bool:
     """Whether an idle connection was closed by the server (or is otherwise unusable); one that
-    was is left bad, so that its pool discards it. Never sends anything.
+    was is left closed, so that its pool discards it. Sends no statement.
 
     Looks for pending input without blocking: nothing (the usual case) means the connection is
-    fine. Otherwise libpq reads it: a notification or a parameter change is kept for psycopg;
-    the server's goodbye is a FATAL error (given to the connection's notice handlers, since no
-    statement is running), then the end of the stream, which may not have arrived yet."""
+    fine. Otherwise libpq reads it: a parameter change is applied; a notification (on a
+    connection that LISTENs) stays in libpq's queue, where psycopg finds it after the
+    connection's next statement rather than at once. The server's goodbye is an error message
+    (passed to the connection's notice handlers, since no statement is running): FATAL, or
+    an admin or crash shutdown (SQLSTATE 57P01/57P02/57P03, which Postgres 14+ may send as a
+    warning to the client only), then the end of the stream, which may not have arrived yet."""
     pgconn = conn.pgconn
     if pgconn.status != ConnStatus.OK:
         return True
@@ -75,7 +81,9 @@ def _read_pending(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) 
 
     def on_notice(diag: psycopg.errors.Diagnostic) -> None:
         nonlocal fatal
-        fatal = fatal or diag.severity_nonlocalized in ("FATAL", "PANIC")
+        fatal = fatal or (
+            diag.severity_nonlocalized in ("FATAL", "PANIC") or diag.sqlstate in _SHUTDOWN
+        )
 
     conn.add_notice_handler(on_notice)
     try:
@@ -94,30 +102,37 @@ def _read_pending(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) 
     return pgconn.status != ConnStatus.OK
 
 
-async def checkout(pool: AsyncConnectionPool[Any]) -> psycopg.AsyncConnection[Any]:
-    """``pool.getconn()``, handing back (to be closed and replaced) every connection the
+async def checkout(
+    pool: AsyncConnectionPool[Any], timeout: float | None = None
+) -> psycopg.AsyncConnection[Any]:
+    """``pool.getconn(timeout)``, handing back (to be closed and replaced) every connection the
     server closed while it was idle. Pair with ``pool.putconn``."""
-    conn: psycopg.AsyncConnection[Any] = await pool.getconn()
+    conn: psycopg.AsyncConnection[Any] = await pool.getconn(timeout)
     while closed_by_server(conn):
         await pool.putconn(conn)  # a bad connection: the pool closes it, opens another
-        conn = await pool.getconn()
+        conn = await pool.getconn(timeout)
     return conn
 
 
-def checkout_sync(pool: ConnectionPool[Any]) -> psycopg.Connection[Any]:
+def checkout_sync(
+    pool: ConnectionPool[Any], timeout: float | None = None
+) -> psycopg.Connection[Any]:
     """:func:`checkout` for a sync pool."""
-    conn: psycopg.Connection[Any] = pool.getconn()
+    conn: psycopg.Connection[Any] = pool.getconn(timeout)
     while closed_by_server(conn):
         pool.putconn(conn)
-        conn = pool.getconn()
+        conn = pool.getconn(timeout)
     return conn
 
 
 @asynccontextmanager
-async def pooled(pool: AsyncConnectionPool[Any]) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """``async with pool.connection()`` with :func:`checkout`: the connection's block commits on
-    success and rolls back on error (a pool not in autocommit mode), then it goes back."""
-    conn = await checkout(pool)
+async def pooled(
+    pool: AsyncConnectionPool[Any], timeout: float | None = None
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """``async with pool.connection(timeout)`` with :func:`checkout`: the connection's block
+    commits on success and rolls back on error (a pool not in autocommit mode), then it goes
+    back."""
+    conn = await checkout(pool, timeout)
     try:
         async with conn:  # a pooled connection's exit ends its transaction, never closes it
             yield conn
@@ -126,9 +141,11 @@ async def pooled(pool: AsyncConnectionPool[Any]) -> AsyncIterator[psycopg.AsyncC
 
 
 @contextmanager
-def pooled_sync(pool: ConnectionPool[Any]) -> Iterator[psycopg.Connection[Any]]:
+def pooled_sync(
+    pool: ConnectionPool[Any], timeout: float | None = None
+) -> Iterator[psycopg.Connection[Any]]:
     """:func:`pooled` for a sync pool."""
-    conn = checkout_sync(pool)
+    conn = checkout_sync(pool, timeout)
     try:
         with conn:
             yield conn

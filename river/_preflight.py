@@ -31,6 +31,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from river._errors import DatabaseUnavailableError, SchemaNotReadyError
+from river._pool import checkout
 from river._sansio import run_async, run_sync
 from river._schema import validate_schema
 from river.migrate import MAIN_LINE, _Core, _go_list, _State
@@ -214,7 +215,7 @@ async def check_schema_async(
     may not be able to connect; then :class:`DatabaseUnavailableError`, with the driver's reason
     when ``conninfo`` allows a direct attempt)."""
     try:
-        conn = await pool.getconn(timeout=timeout)
+        conn = await checkout(pool, timeout)
     except PoolTimeout as exc:
         if conninfo:
             await probe_async(conninfo, timeout)

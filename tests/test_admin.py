@@ -654,6 +654,51 @@ async def test_job_retry_tx_conflict_leaves_the_callers_transaction_usable(
     assert raw_job(conn, old)["state"] == "cancelled"  # type: ignore[index]
 
 
+async def test_job_retry_of_a_row_outside_the_unique_index_is_not_a_conflict(
+    client: AnyClient, conn: psycopg.Connection[Any]
+) -> None:
+    # A unique key without unique states (rows of older writers): never under the index, so
+    # another job holding that key does not stop the retry.
+    old = insert_job(conn, state="completed", attempt=1)
+    conn.execute("UPDATE river_job SET unique_key = 'legacy' WHERE id = %s", (old,))
+    holder = insert_job(conn, state="available")
+    make_unique(conn, holder, b"legacy")
+    assert (await client.job_retry(old)).state is JobState.AVAILABLE
+
+
+async def test_job_retry_racing_a_new_holder_raises_unique_conflict(
+    client: AnyClient, conn: psycopg.Connection[Any]
+) -> None:
+    # A job taking the key between the statement's check and its update (a trigger inserts
+    # it, in the update itself): the unique index refuses, and that is reported the same way,
+    # without naming the holder.
+    old = insert_job(conn, state="discarded", attempt=1, max_attempts=1)
+    make_unique(conn, old, b"raced-key")
+    conn.execute(
+        """
+        CREATE FUNCTION rq_test_take_key() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.state = 'available' AND OLD.state <> 'available' THEN
+                INSERT INTO river_job (kind, args, state, unique_key, unique_states)
+                VALUES ('thief', '{}', 'available', NEW.unique_key, NEW.unique_states);
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER rq_test_take_key BEFORE UPDATE ON river_job
+            FOR EACH ROW EXECUTE FUNCTION rq_test_take_key();
+        """
+    )
+    try:
+        with pytest.raises(river.UniqueConflictError) as refused:
+            await client.job_retry(old)
+    finally:
+        conn.execute("DROP TRIGGER rq_test_take_key ON river_job; DROP FUNCTION rq_test_take_key()")
+    assert (refused.value.job_id, refused.value.holder_id) == (old, None)
+    assert "another job took its unique key meanwhile" in str(refused.value)
+    assert isinstance(refused.value.__cause__, psycopg.errors.UniqueViolation)
+    assert raw_job(conn, old)["state"] == "discarded"  # type: ignore[index]
+
+
 async def test_job_retry_of_a_running_unique_job_is_unchanged_not_a_conflict(
     client: AnyClient, conn: psycopg.Connection[Any]
 ) -> None:

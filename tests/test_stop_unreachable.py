@@ -102,9 +102,13 @@ async def test_stop_gives_up_writes_after_the_stop_timeout(
         client, _, job_id = await run_until_cut_off(
             db_url, proxy, "stop-bound", completer_stop_timeout=1.0
         )
+        runtime = client._runtime
+        assert runtime is not None
         with anyio.fail_after(30):  # bounded: without the stop timeout it would not return
             await client.stop()
         await client.close()
+    # Given up, not stale (a stale outcome is one the database saw and did not apply).
+    assert (runtime.completer.given_up_at_stop, runtime.completer.stale) == (1, 0)
     [record] = given_up(caplog, job_id)
     assert "kind held_at_stop, queue default, completed" in record.getMessage()
     assert record.job_id == job_id  # type: ignore[attr-defined]
@@ -203,7 +207,15 @@ async def test_give_up_now_still_writes_to_a_database_that_answers(
         job_id = (await client.insert(Held())).job.id
         worker.gate.open()
         await wait_for(lambda: worker.done == [job_id], timeout=30, message="the job to finish")
+        runtime = client._runtime
+        assert runtime is not None
         client._give_up_writes()
+        # Even past the give-up bound, an outcome not tried yet gets its one short try.
+        await wait_for(
+            lambda: anyio.current_time() > runtime.completer._give_up_at,
+            timeout=10,
+            message="the bound to pass",
+        )
     finally:
         with anyio.fail_after(30):
             await client.stop()
@@ -211,3 +223,23 @@ async def test_give_up_now_still_writes_to_a_database_that_answers(
     assert job_state(db_url, job_id) == "completed"
     assert not given_up(caplog, job_id)
     assert client._unwritten_at_stop == 0
+
+
+async def test_stop_behind_a_queue_removal_is_bounded_too(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A removal waits for its queue's outcomes to be written while holding the lock that
+    # stop() takes: with the database away, the stop bound starts at the stop request.
+    caplog.set_level(logging.WARNING)
+    async with CuttableProxy(*server_address(db_url)) as proxy:
+        client, _, job_id = await run_until_cut_off(
+            db_url, proxy, "stop-removal", completer_stop_timeout=1.0
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.queues.remove, "default")
+            await wait_for(lambda: client.queues.lock.locked(), timeout=10, message="removal")
+            with anyio.fail_after(30):
+                await client.stop()
+        await client.close()
+    assert given_up(caplog, job_id)
+    assert job_state(db_url, job_id) == "running"

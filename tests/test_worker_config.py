@@ -263,6 +263,27 @@ def test_telemetry_settings_in_the_client_section(
     assert error.field.startswith("client.queue_depth_interval")
 
 
+def test_completer_stop_timeout_in_the_client_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    plan = build_plan(
+        load_file(_file(tmp_path, "[client]\ncompleter_stop_timeout = '2m'\n")), make_config()
+    )
+    assert plan.config.completer_stop_timeout_seconds == 120.0
+    assert plan.restart_only["client.completer_stop_timeout"] == 120.0
+    forever = build_plan(
+        load_file(_file(tmp_path, "[client]\ncompleter_stop_timeout = false\n")), make_config()
+    )
+    assert forever.config.completer_stop_timeout is None
+    assert (
+        build_plan(load_file(_file(tmp_path, "")), make_config()).config.completer_stop_timeout
+        == 60.0
+    )
+    error = _error(tmp_path, "[client]\ncompleter_stop_timeout = 'soon'\n")
+    assert error.field.startswith("client.completer_stop_timeout")
+
+
 def test_autoscale_and_rate_limit_per_queue(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -542,12 +542,13 @@ WHERE NOT EXISTS (SELECT 1 FROM updated)
 -- name: job_retry
 -- Unless running, or available and already due: make it available now, keeping attempt and
 -- errors; grant one more attempt when it has used them all. Not when another job holds the
--- unique key the job would take back (a row with that key whose state is in its own
--- unique_states: the predicate of river_job_unique_idx): the row is returned unchanged, with
+-- unique key the job would take back (both rows under river_job_unique_idx's predicate: the
+-- other in its state, this one as available): the row is returned unchanged, with
 -- that job's id and state in the last two columns (NULL otherwise), instead of the update
 -- failing on the index and aborting the caller's transaction.
 WITH locked AS (
-    SELECT id, unique_key FROM /* schema */river_job WHERE id = %(id)s FOR UPDATE
+    SELECT id, unique_key, unique_states
+    FROM /* schema */river_job WHERE id = %(id)s FOR UPDATE
 ),
 holder AS (
     SELECT o.id, o.state
@@ -556,6 +557,10 @@ holder AS (
     WHERE o.id <> locked.id
       AND o.unique_states IS NOT NULL
       AND /* schema */river_job_state_in_bitmask(o.unique_states, o.state)
+      -- Only when the job itself enters the index as available (a row without unique states
+      -- never does).
+      AND locked.unique_states IS NOT NULL
+      AND /* schema */river_job_state_in_bitmask(locked.unique_states, 'available')
     LIMIT 1
 ),
 updated AS (

@@ -12,6 +12,10 @@ wait timeout, whose first statement sets the statement timeout for that transact
 (``SET LOCAL``): the limits hold the same on the dashboard's own pool and on a pool the
 application passes in, and never leak into the application's use of its connections.
 
+Every checkout looks at the connection's socket first (river/_pool.py): a connection that died
+with the server (a restart, a failover) is replaced instead of failing the request that drew
+it, on the dashboard's own pool and on one the application passes in.
+
 The pool is never replaced: a busy pool (every connection in use by slow requests) is not a
 dead one, and replacing it would leave the old pool's connections open beside the new ones.
 The dashboard's own pool gives up a failing reconnection after the wait timeout instead of
@@ -34,6 +38,7 @@ from river._client import AsyncClient
 from river._config import Config
 from river._driver import Queries, queries_for
 from river._errors import DatabaseUnavailableError
+from river._pool import pooled
 from river._preflight import SCHEMA_ERRORS, schema_error_async
 from river._sansio import Op, run_async
 from river.ui._queries import UIQueries, ui_queries
@@ -115,9 +120,6 @@ class Store:
             max_size=self._pool_size,
             open=False,
             kwargs=kwargs,
-            # A connection that died with the server (a restart, a failover) is found on
-            # checkout and replaced, instead of failing the request that drew it.
-            check=AsyncConnectionPool.check_connection,
             timeout=self.wait_timeout,
             # A reconnection gives up after the wait timeout (psycopg_pool's default backs off
             # for up to 5 minutes): the next request that needs a connection starts a fresh
@@ -143,7 +145,7 @@ class Store:
         """``fn(conn)`` in one transaction of a connection of the pool (see module doc)."""
         pool = await self.pool()
         timeout_ms = str(max(1, round(self.statement_timeout * 1000)))
-        async with pool.connection(timeout=self.wait_timeout) as conn:
+        async with pooled(pool, self.wait_timeout) as conn:
             self.in_use += 1
             try:
                 try:

@@ -283,6 +283,8 @@ class ClientSection(_Section):
     discarded_job_retention: SecondsOrForever | None = None
     #: Seconds between the leader's queue depth samples, or ``false``: none.
     queue_depth_interval: Seconds | Literal[False] | None = None
+    #: How long a stop retries outcome writes that fail (60 s), or ``false``: for ever.
+    completer_stop_timeout: Seconds | Literal[False] | None = None
     otel_work_span: Literal["child", "link", "none"] | None = None
     job_log: JobLogSection | None = None
 
@@ -505,6 +507,7 @@ _STATIC_CLIENT_FIELDS = (
     "discarded_job_retention",
     "queue_depth_interval",
     "otel_work_span",
+    "completer_stop_timeout",
 )
 
 
@@ -657,8 +660,9 @@ def _build_plan(file: WorkerFile, base: Config) -> Plan:
         for name in _STATIC_CLIENT_FIELDS
         if getattr(client, name) is not None
     }
-    if changes.get("queue_depth_interval") is False:
-        changes["queue_depth_interval"] = None
+    for name in ("queue_depth_interval", "completer_stop_timeout"):
+        if changes.get(name) is False:
+            changes[name] = None
     if client.job_log is not None:
         changes["job_log"] = _job_log(client.job_log, base.job_log)
     try:
