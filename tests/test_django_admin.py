@@ -172,6 +172,48 @@ def test_retry_cancel_delete_actions_follow_rivers_rules(admin_client: Any, db_u
     assert "delete_jobs" in page
 
 
+def _log(object_id: Any) -> list[tuple[int, str, str]]:
+    from django.contrib.admin.models import LogEntry
+
+    return list(
+        LogEntry.objects.filter(object_id=str(object_id))
+        .order_by("id")
+        .values_list("action_flag", "object_repr", "change_message")
+    )
+
+
+def test_actions_write_the_admin_log(admin_client: Any, db_url: str) -> None:
+    """What an action did is in the admin's log (the object's history, "Recent actions"), by
+    the user who did it; refusals are not."""
+    from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+
+    retried = _job(db_url, "discarded", kind="mail")
+    running = _job(db_url, "running", kind="mail")
+    _action(admin_client, JOBS, "retry_jobs", [retried, running])
+    assert _log(retried) == [
+        (CHANGE, f"mail #{retried}", "Retried (available now) (river admin action).")
+    ]
+    assert _log(running) == []  # not retried: nothing to log
+    _action(admin_client, JOBS, "cancel_jobs", [running])
+    assert _log(running) == [
+        (
+            CHANGE,
+            f"mail #{running}",
+            "Cancel requested: the client working the job stops it (river admin action).",
+        )
+    ]
+    _action(admin_client, JOBS, "delete_jobs", [retried])
+    assert _log(retried)[-1] == (DELETION, f"mail #{retried}", "Deleted (river admin action).")
+    assert {e.user.username for e in LogEntry.objects.all()} == {"admin"}
+    # The job's history page lists them.
+    history = admin_client.get(f"{JOBS}{running}/history/").content.decode()
+    assert "Cancel requested" in history
+
+    _sql(db_url, "INSERT INTO river_queue (name, updated_at) VALUES ('mailq', now())")
+    _action(admin_client, QUEUES, "pause_queues", ["mailq"])
+    assert _log("mailq") == [(CHANGE, "mailq", "Paused (river admin action).")]
+
+
 def test_queue_pause_and_resume_actions(admin_client: Any, db_url: str) -> None:
     _sql(
         db_url,

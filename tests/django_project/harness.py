@@ -56,6 +56,10 @@ def django_on(db_url: str) -> Iterator[str]:
 
     point_at(db_url)
     call_command("migrate", verbosity=0)
+    # Content types are cached per process, by id: each test has a database of its own.
+    from django.contrib.contenttypes.models import ContentType
+
+    ContentType.objects.clear_cache()
     try:
         yield db_url
     finally:

@@ -148,25 +148,41 @@ class _KindFilter(admin.SimpleListFilter):
 # --- actions --------------------------------------------------------------------------------
 
 
+def _log_entries(request: HttpRequest, objects: Sequence[Any], flag: str, message: str) -> None:
+    """Admin log entries (the objects' history, "Recent actions") for what an action did;
+    ``flag``: ``"change"`` or ``"deletion"``. Imported here: django.contrib.admin's models
+    exist only once the apps are loaded."""
+    from django.contrib.admin.models import CHANGE, DELETION, LogEntry
+
+    if objects:
+        user: Any = request.user
+        action_flag = DELETION if flag == "deletion" else CHANGE
+        LogEntry.objects.log_actions(user.pk, objects, action_flag, message)
+
+
 def _each_job(
     model_admin: admin.ModelAdmin[Any],
     request: HttpRequest,
     queryset: QuerySet[Any],
     call: Callable[[DjangoClient, int], str],
+    flag: str,
 ) -> None:
     """Run ``call`` for each selected job (at most ACTION_LIMIT); one message per outcome,
-    naming the ids (``call`` returns the outcome's text; "!" first marks a refusal)."""
-    ids = list(queryset.order_by("id").values_list("id", flat=True)[: ACTION_LIMIT + 1])
+    naming the ids (``call`` returns the outcome's text; "!" first marks a refusal), and one
+    admin log entry (``flag``: change or deletion) per job acted on."""
+    rows = list(queryset.order_by("id").values_list("id", "kind")[: ACTION_LIMIT + 1])
     client = _client()
-    outcomes: dict[str, list[int]] = {}
-    for job_id in ids[:ACTION_LIMIT]:
-        outcomes.setdefault(call(client, job_id), []).append(job_id)
-    for outcome, done in outcomes.items():
+    outcomes: dict[str, list[Job]] = {}
+    for job_id, kind in rows[:ACTION_LIMIT]:
+        outcomes.setdefault(call(client, job_id), []).append(Job(id=job_id, kind=kind))
+    for outcome, jobs in outcomes.items():
         level = messages.WARNING if outcome.startswith("!") else messages.SUCCESS
         text = outcome.lstrip("!")
-        shown = ", ".join(str(i) for i in done[:20]) + (" ..." if len(done) > 20 else "")
-        model_admin.message_user(request, f"{text}: {len(done)} job(s) ({shown})", level)
-    if len(ids) > ACTION_LIMIT:
+        shown = ", ".join(str(j.id) for j in jobs[:20]) + (" ..." if len(jobs) > 20 else "")
+        model_admin.message_user(request, f"{text}: {len(jobs)} job(s) ({shown})", level)
+        if level == messages.SUCCESS:
+            _log_entries(request, jobs, flag, f"{text.capitalize()} (river admin action).")
+    if len(rows) > ACTION_LIMIT:
         model_admin.message_user(
             request,
             f"only the first {ACTION_LIMIT} selected jobs were handled: run the action again",
@@ -334,15 +350,15 @@ class JobAdmin(_ReadOnlyAdmin):
 
     @admin.action(description="Retry the selected jobs", permissions=["river"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        _each_job(self, request, queryset, _retry)
+        _each_job(self, request, queryset, _retry, "change")
 
     @admin.action(description="Cancel the selected jobs", permissions=["river"])
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        _each_job(self, request, queryset, _cancel)
+        _each_job(self, request, queryset, _cancel, "change")
 
     @admin.action(description="Delete the selected jobs (not running ones)", permissions=["river"])
     def delete_jobs(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        _each_job(self, request, queryset, _delete)
+        _each_job(self, request, queryset, _delete, "deletion")
 
 
 def _error_rows(errors: Iterable[Any]) -> Iterable[tuple[Any, ...]]:
@@ -379,6 +395,12 @@ class QueueAdmin(_ReadOnlyAdmin):
             (client.queue_pause if pause else client.queue_resume)(name)
         verb = "paused" if pause else "resumed"
         self.message_user(request, f"{verb}: {', '.join(names)}", messages.SUCCESS)
+        _log_entries(
+            request,
+            [Queue(name=name) for name in names],
+            "change",
+            f"{verb.capitalize()} (river admin action).",
+        )
 
     @admin.action(description="Pause the selected queues", permissions=["river"])
     def pause_queues(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
