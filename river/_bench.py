@@ -44,6 +44,7 @@ from river._client import AsyncClient, InsertManyItem
 from river._config import MAX_WORKERS_LIMIT, Config, QueueConfig
 from river._duration import DurationError, parse_duration
 from river._errors import RiverError
+from river._pool import owned
 from river._schema import validate_schema
 from river._types import InsertOpts, Job
 from river.migrate import AsyncMigrator
@@ -538,7 +539,8 @@ class _Bench:
 
     async def run(self) -> int:
         o = self.o
-        async with await psycopg.AsyncConnection.connect(o.url, autocommit=True) as conn:
+        conn = await psycopg.AsyncConnection.connect(o.url, autocommit=True)
+        async with owned(conn):
             await self.prepare(conn)
             pg = await PostgresCpu.locate(conn)
             client = self.client()

@@ -29,7 +29,7 @@ from river._args import JobArgs, Workers, validate_kind
 from river._driver import Queries, job_from_row, notify_op
 from river._errors import RiverError, ValidationError, describe
 from river._insert import NotifyLimiter, insert_payload
-from river._pool import pooled
+from river._pool import owned, pooled
 from river._retry import RetryPolicy
 from river._sansio import Op, Query, run_async, single
 from river._schedule import NEVER, Schedule
@@ -494,9 +494,10 @@ class Reindexer:
         results: dict[str, str] = {}
         # REINDEX CONCURRENTLY cannot run in a transaction block: a dedicated autocommit
         # connection, whatever the pool's settings.
-        async with await psycopg.AsyncConnection.connect(
+        conn = await psycopg.AsyncConnection.connect(
             self._conninfo, autocommit=True, **self._connect_kwargs
-        ) as conn:
+        )
+        async with owned(conn):
             for index in self.indexes:
                 if await run_async(conn, self._artifacts_op(index)):
                     logger.warning("reindexer: skipping %s: leftovers of a rebuild exist", index)

@@ -35,6 +35,7 @@ from psycopg import sql
 
 from river._driver import Queries, queries_for
 from river._errors import ListenUnavailableError, describe
+from river._pool import owned
 from river._sansio import Op, Query, run_async, single
 
 __all__ = [
@@ -267,7 +268,7 @@ class Notifier:
                 await anyio.sleep(delay)
                 continue
             try:
-                async with conn:
+                async with owned(conn):
                     await self._listen(conn)
                     if self.connections == 0 and self._send_probe is not None:
                         # Once, on the first connection: when it comes after start() has

@@ -27,11 +27,12 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import anyio
 import psycopg
 from psycopg.pq import ConnStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-__all__ = ["checkout", "checkout_sync", "closed_by_server", "pooled", "pooled_sync"]
+__all__ = ["checkout", "checkout_sync", "closed_by_server", "owned", "pooled", "pooled_sync"]
 
 #: Reads of pending input per checkout: a session's end is the server's error message, then
 #: the end of the stream; what is still pending after this many reads is notifications.
@@ -137,7 +138,8 @@ async def pooled(
         async with conn:  # a pooled connection's exit ends its transaction, never closes it
             yield conn
     finally:
-        await pool.putconn(conn)
+        with anyio.CancelScope(shield=True):  # given back even under a cancellation
+            await pool.putconn(conn)
 
 
 @contextmanager
@@ -151,3 +153,22 @@ def pooled_sync(
             yield conn
     finally:
         pool.putconn(conn)
+
+
+@asynccontextmanager
+async def owned(
+    conn: psycopg.AsyncConnection[Any],
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection of the library's own (not a pool's), closed on exit whatever happens.
+
+    Not ``async with conn``: psycopg's exit rolls back first, and its wait may yield to the
+    event loop even with nothing to wait for (after ~5 ms without a yield, so as not to starve
+    the loop). Under an anyio cancellation (a client stopping) that yield raises again, and the
+    close after it never runs: the server session stayed open until the object was collected,
+    which warned (ResourceWarning). The connections this is used for are autocommit: there is
+    no transaction to roll back."""
+    try:
+        yield conn
+    finally:
+        with anyio.CancelScope(shield=True):
+            await conn.close()

@@ -116,6 +116,29 @@ async def test_notifier_reconnects_after_its_backend_is_terminated(db_url: str) 
         assert await listen_backends(db) == [notifier.backend_pid]
 
 
+async def test_stop_closes_the_listen_connection_even_when_psycopg_yields(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg's waits may yield to the event loop with nothing to wait for (after ~5 ms
+    without one); under the stop's cancellation that yield raised again inside psycopg's
+    ``async with conn`` exit, before its close: the LISTEN session stayed open until the
+    object was collected (a ResourceWarning, seen as a rare unraisable-warning failure)."""
+    import psycopg.waiting
+
+    monkeypatch.setattr(psycopg.waiting, "MAX_BUSY_TIME", 0.0)  # yield in every such wait
+    for _ in range(3):
+        config = fast_config(make_workers(), leader_election=False)
+        async with started_client(db_url, config) as client:
+            runtime = client._runtime
+            assert runtime is not None
+            assert runtime.notifier is not None
+            await runtime.notifier.wait_connected()
+            conn = runtime.notifier._conn
+            assert conn is not None
+            await client.stop()
+        assert conn.closed
+
+
 async def test_job_inserted_without_notification_is_found_by_polling(db_url: str) -> None:
     config = fast_config(make_workers(PingWorker()), fetch_poll_interval=0.3)
     async with open_db(db_url) as db, started_client(db_url, config) as client:
