@@ -273,11 +273,8 @@ class Completer:
                 attempt += 1
                 continue
             except (psycopg.Error, OSError, TimeoutError) as exc:
-                reason = (
-                    "no answer from the database"
-                    if isinstance(exc, TimeoutError)
-                    else (describe(exc))
-                )
+                timed_out = isinstance(exc, TimeoutError)
+                reason = "no answer from the database" if timed_out else describe(exc)
                 attempt += 1
                 refused = refused + 1 if _refused(exc) else 0
                 if refused >= _MAX_REFUSALS:

@@ -1,4 +1,5 @@
-"""Checking connections out of a pool without handing on one the server has closed.
+"""The library's connections: checked out of a pool without handing on one the server has
+closed (:func:`checkout`, :func:`pooled`), and its own closed for sure (:func:`owned`).
 
 When Postgres restarts, fails over, or ends a session (``pg_terminate_backend``,
 ``idle_session_timeout``, a proxy's idle limit), the connections idle in a pool are dead, and
@@ -18,6 +19,10 @@ closes it and opens a replacement, and the next one is checked out, with no wait
 What this cannot see: a server that disappears without closing its sockets (a host that
 vanished, a network cut). Such a connection fails on use, as before; TCP keepalives
 (``keepalives_idle`` in the connection string) bound how long it stays in the pool.
+
+The connections the library opens for itself (the LISTEN connection, the reindexer's) are
+closed with :func:`owned`, not psycopg's ``async with``, whose exit can be interrupted by the
+cancellation of a stopping client before it closes (see there).
 """
 
 from __future__ import annotations
@@ -37,7 +42,6 @@ __all__ = ["checkout", "checkout_sync", "closed_by_server", "owned", "pooled", "
 #: Reads of pending input per checkout: a session's end is the server's error message, then
 #: the end of the stream; what is still pending after this many reads is notifications.
 _MAX_READS = 4
-
 
 _POLL = hasattr(select, "poll")
 

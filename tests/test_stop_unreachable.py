@@ -187,7 +187,7 @@ async def test_river_worker_third_signal_gives_up_and_exits_unhealthy(
     [record] = given_up(caplog, job_id)
     assert "(kind held_at_stop, queue default, available)" in record.getMessage()  # cancelled
     messages = [r.getMessage() for r in caplog.records]
-    assert any("SIGTERM a third time: outcomes not written yet are given up" in m for m in messages)
+    assert any("SIGTERM a third time: outcome writes that do not go through" in m for m in messages)
     assert any(
         m.startswith("1 job outcomes could not be written before the exit") for m in messages
     )

@@ -142,8 +142,8 @@ class WorkerRunner:
         elif not self._give_up:
             self._give_up = True
             logger.warning(
-                "%s a third time: outcomes not written yet are given up, their jobs stay "
-                "running until a rescuer returns them",
+                "%s a third time: outcome writes that do not go through within a second are "
+                "given up, their jobs stay running until a rescuer returns them",
                 reason,
             )
             self.client._give_up_writes()
