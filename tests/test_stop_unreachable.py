@@ -5,6 +5,8 @@ job logged, left ``running`` for a rescuer), and the stop returns."""
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import anyio
@@ -61,6 +63,30 @@ def given_up(caplog: pytest.LogCaptureFixture, job_id: int) -> list[logging.LogR
     ]
 
 
+#: Nothing else in flight when the database goes away (a statement in flight would finish
+#: first, up to its own deadline): no leader duties, no polling (the insert's notification
+#: brings the job), and the outcome waits for the stop, not for the completer's tick.
+QUIET: dict[str, Any] = {
+    "leader_election": False,
+    "fetch_poll_interval": 60.0,
+    "completer_flush_interval": 60.0,
+}
+
+
+@asynccontextmanager
+async def cut_off_client(
+    db_url: str, name: str, **config: Any
+) -> AsyncIterator[tuple[river.AsyncClient, int]]:
+    """:func:`run_until_cut_off` behind a proxy of its own; the client is closed after."""
+    async with CuttableProxy(*server_address(db_url)) as proxy:
+        client, _, job_id = await run_until_cut_off(db_url, proxy, name, **config)
+        try:
+            yield client, job_id
+        finally:
+            with anyio.CancelScope(shield=True):
+                await client.close()
+
+
 @pytest.fixture(autouse=True)
 def _short_statement_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
     # A fetch in flight when the database goes away ends at its deadline (15 s): the stop
@@ -74,16 +100,8 @@ async def run_until_cut_off(
     """A started client behind ``proxy`` running one job; the database is then cut off and
     the job allowed to finish: its outcome cannot be written."""
     worker = HeldWorker()
-    # Nothing else in flight when the database goes away (a statement in flight would finish
-    # first, up to its own deadline): no leader duties, no polling (the insert's notification
-    # brings the job), and the outcome waits for the stop, not for the completer's tick.
-    quiet: dict[str, Any] = {
-        "leader_election": False,
-        "fetch_poll_interval": 60.0,
-        "completer_flush_interval": 60.0,
-    }
     client = river.AsyncClient(
-        proxy.url(db_url, name), fast_config(make_workers(worker), **{**quiet, **config})
+        proxy.url(db_url, name), fast_config(make_workers(worker), **{**QUIET, **config})
     )
     await client.start()
     job_id = (await client.insert(Held())).job.id
@@ -98,15 +116,14 @@ async def test_stop_gives_up_writes_after_the_stop_timeout(
     db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    async with CuttableProxy(*server_address(db_url)) as proxy:
-        client, _, job_id = await run_until_cut_off(
-            db_url, proxy, "stop-bound", completer_stop_timeout=1.0
-        )
+    async with cut_off_client(db_url, "stop-bound", completer_stop_timeout=1.0) as (
+        client,
+        job_id,
+    ):
         runtime = client._runtime
         assert runtime is not None
         with anyio.fail_after(30):  # bounded: without the stop timeout it would not return
             await client.stop()
-        await client.close()
     # Given up, not stale (a stale outcome is one the database saw and did not apply).
     assert (runtime.completer.given_up_at_stop, runtime.completer.stale) == (1, 0)
     [record] = given_up(caplog, job_id)
@@ -120,10 +137,10 @@ async def test_give_up_now_ends_a_stop_that_retries_for_ever(
     db_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    async with CuttableProxy(*server_address(db_url)) as proxy:
-        client, _, job_id = await run_until_cut_off(
-            db_url, proxy, "stop-forever", completer_stop_timeout=None
-        )
+    async with cut_off_client(db_url, "stop-forever", completer_stop_timeout=None) as (
+        client,
+        job_id,
+    ):
         runtime = client._runtime
         assert runtime is not None
         async with anyio.create_task_group() as tg:
@@ -136,7 +153,6 @@ async def test_give_up_now_ends_a_stop_that_retries_for_ever(
             with anyio.fail_after(30):
                 client._give_up_writes()  # what river worker's third signal does
                 await wait_for(lambda: given_up(caplog, job_id), timeout=30, message="give-up")
-        await client.close()
     assert job_state(db_url, job_id) == "running"
 
 
@@ -160,12 +176,7 @@ async def test_river_worker_third_signal_gives_up_and_exits_unhealthy(
 
     caplog.set_level(logging.INFO)
     worker = HeldWorker()
-    base = fast_config(
-        make_workers(worker),
-        leader_election=False,
-        fetch_poll_interval=60.0,
-        completer_flush_interval=60.0,
-    )
+    base = fast_config(make_workers(worker), **QUIET)
     async with CuttableProxy(*server_address(db_url)) as proxy:
         url = proxy.url(db_url, "stop-worker")
         runner = WorkerRunner(
@@ -231,15 +242,16 @@ async def test_stop_behind_a_queue_removal_is_bounded_too(
     # A removal waits for its queue's outcomes to be written while holding the lock that
     # stop() takes: with the database away, the stop bound starts at the stop request.
     caplog.set_level(logging.WARNING)
-    async with CuttableProxy(*server_address(db_url)) as proxy:
-        client, _, job_id = await run_until_cut_off(
-            db_url, proxy, "stop-removal", completer_stop_timeout=1.0
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(client.queues.remove, "default")
-            await wait_for(lambda: client.queues.lock.locked(), timeout=10, message="removal")
-            with anyio.fail_after(30):
-                await client.stop()
-        await client.close()
+    async with (
+        cut_off_client(db_url, "stop-removal", completer_stop_timeout=1.0) as (
+            client,
+            job_id,
+        ),
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(client.queues.remove, "default")
+        await wait_for(lambda: client.queues.lock.locked(), timeout=10, message="removal")
+        with anyio.fail_after(30):
+            await client.stop()
     assert given_up(caplog, job_id)
     assert job_state(db_url, job_id) == "running"
