@@ -209,6 +209,21 @@ def test_actions_write_the_admin_log(admin_client: Any, db_url: str) -> None:
     history = admin_client.get(f"{JOBS}{running}/history/").content.decode()
     assert "Cancel requested" in history
 
+    # A retry the job's unique key forbids: reported, nothing changed, nothing logged.
+    holder = _job(db_url, "available", kind="mail")
+    old = _job(db_url, "discarded", kind="mail")
+    for job_id in (holder, old):
+        _sql(
+            db_url,
+            "UPDATE river_job SET unique_key = 'k', unique_states = 245::bit(8) WHERE id = %s",
+            job_id,
+        )
+    msgs = _action(admin_client, JOBS, "retry_jobs", [old])
+    refusal = "not retried: another job holds its unique key (retry once it is finalized)"
+    assert msgs == [f"{refusal}: 1 job(s) ({old})"]
+    assert _state(db_url, old) == "discarded"
+    assert _log(old) == []
+
     _sql(db_url, "INSERT INTO river_queue (name, updated_at) VALUES ('mailq', now())")
     _action(admin_client, QUEUES, "pause_queues", ["mailq"])
     assert _log("mailq") == [(CHANGE, "mailq", "Paused (river admin action).")]

@@ -36,7 +36,7 @@ else:  # not subscriptable at run time (only django-stubs makes them generic)
 
 from river._config import Config
 from river._driver import queries_for
-from river._errors import JobNotFoundError, JobRunningError
+from river._errors import JobNotFoundError, JobRunningError, UniqueConflictError
 from river._sansio import Query, run_sync, single
 from river._types import JobRow, JobState
 from river.contrib.django._client import DjangoClient
@@ -196,6 +196,8 @@ def _retry(client: DjangoClient, job_id: int) -> str:
         after = client.job_retry(job_id)
     except JobNotFoundError:
         return "!not found (deleted meanwhile)"
+    except UniqueConflictError:
+        return "!not retried: another job holds its unique key (retry once it is finalized)"
     if after.state is JobState.RUNNING:
         return "!not retried: running"
     if after.state is JobState.AVAILABLE and before.state is JobState.AVAILABLE:
