@@ -15,7 +15,7 @@ from netproxy import CuttableProxy, server_address
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 import river
-from river._pool import closed_by_server
+from river._pool import _readable, closed_by_server
 
 pytestmark = pytest.mark.anyio
 
@@ -74,13 +74,17 @@ def river_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def test_closed_by_server_reads_only_what_is_pending(db_url: str) -> None:
     async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
         assert not closed_by_server(conn)  # nothing pending
+        received: list[str] = []
+        conn.add_notify_handler(lambda n: received.append(n.payload))
         await conn.execute("LISTEN stale_test")
         async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as other:
             await other.execute("NOTIFY stale_test, 'hello'")
         # A notification pending on an idle connection: read and kept, the connection is fine.
-        await anyio.sleep(0.05)
+        await wait_for(lambda: _readable(conn.pgconn.socket), message="the notification")
         assert not closed_by_server(conn)
+        assert not _readable(conn.pgconn.socket)  # it was read...
         await conn.execute("SELECT 1")
+        assert received == ["hello"]  # ...and psycopg delivers it after the next statement
         terminate(db_url, [conn.info.backend_pid])
         # The server's error, then the end of the stream: bad, and nothing was sent.
         assert closed_by_server(conn)
