@@ -336,6 +336,42 @@ def test_a_dropped_persistent_connection_recovers_like_djangos_own(django_db: st
     assert _note_and_job(django_db)[1] == 4
 
 
+def test_a_connection_kept_by_a_job_is_closed_when_its_thread_ends(
+    django_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a positive CONN_MAX_AGE a job's Django connection stays open in its worker thread
+    for the next job; when that thread ends (here with the private event loop of work_job, in
+    the worker with the client's), the connection is closed there instead of being collected
+    open (a ResourceWarning from psycopg, unraisable in a thread's teardown)."""
+    import sys
+
+    from django.db import connection
+    from notes.args import CreateNote
+
+    from river.contrib.django._app import worker_config
+    from river.testing import work_job
+
+    unraisable: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(repr(u.exc_value)))
+    connection.settings_dict["CONN_MAX_AGE"] = 600
+    try:
+        registered = worker_config().workers.get("create_note")  # wrapped for the hygiene
+        assert registered is not None
+        with psycopg.connect(django_db, autocommit=True) as conn:
+            result = work_job(conn, registered.worker, CreateNote(text="kept"))
+            assert result.state == river.JobState.COMPLETED
+            pid = conn.execute("SELECT backend_pid FROM notes_note").fetchone()
+            assert pid is not None
+            deadline = time.monotonic() + 10
+            sql = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
+            while conn.execute(sql, pid).fetchone():
+                assert time.monotonic() < deadline, "the worker thread's connection is open"
+                time.sleep(0.01)
+    finally:
+        connection.settings_dict["CONN_MAX_AGE"] = 0
+    assert unraisable == []
+
+
 def test_get_client_uses_the_apps_workers(django_db: str) -> None:
     # RIVER["APP"] registers create_note and create_note_async (and TASKS adds django_task):
     # like the worker, the client refuses a kind nobody works.

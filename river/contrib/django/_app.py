@@ -13,11 +13,18 @@ error. A sync worker (``def work``) runs in one of the client's threads, where t
 too; an async worker's ORM calls run through ``sync_to_async`` in asgiref's thread, where the
 hooks are sent the same way. River's middleware runs on the event loop, not in the worker's
 thread, hence wrappers around the workers rather than a middleware.
+
+A connection a positive ``CONN_MAX_AGE`` keeps open after a job lives in its thread's locals.
+When the thread ends (an idle worker thread retiring, every one of them when the client's
+event loop ends, asgiref's at exit), it is closed there (:class:`_CloseAtThreadExit`): left to
+the garbage collector, it went away with a ResourceWarning and without a goodbye to the server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 from collections.abc import Awaitable, Mapping
 from datetime import datetime
 from typing import Any, cast
@@ -25,7 +32,7 @@ from typing import Any, cast
 import anyio
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 from river._args import Worker, Workers
 from river._config import Config, QueueConfig
@@ -39,6 +46,43 @@ __all__ = ["TASKS_BACKEND", "client_config", "task_queues", "worker_config"]
 TASKS_BACKEND = "river.contrib.django.tasks.RiverBackend"
 
 
+class _CloseAtThreadExit:
+    """Kept in a thread's locals once a job left a Django connection open there. CPython
+    clears a thread's locals in that thread as it ends, which runs ``__del__`` there: the
+    connections are closed as their thread would (Django's checks pass), or at the driver's
+    level if Django refuses."""
+
+    __slots__ = ("wrappers",)
+
+    def __init__(self) -> None:
+        self.wrappers: dict[str, Any] = {}  # alias -> the thread's DatabaseWrapper
+
+    def __del__(self) -> None:
+        for wrapper in self.wrappers.values():
+            with contextlib.suppress(Exception):
+                wrapper.close()
+            raw = wrapper.connection
+            if raw is not None:
+                with contextlib.suppress(Exception):
+                    raw.close()
+
+
+_thread_state = threading.local()
+
+
+def _after_job() -> None:
+    """Django's hygiene after a job (module doc), in the job's thread; a connection kept open
+    is closed when the thread ends."""
+    close_old_connections()
+    kept = [w for w in connections.all(initialized_only=True) if w.connection is not None]
+    if kept:
+        closer: _CloseAtThreadExit | None = getattr(_thread_state, "closer", None)
+        if closer is None:
+            closer = _thread_state.closer = _CloseAtThreadExit()
+        for wrapper in kept:
+            closer.wrappers[wrapper.alias] = wrapper
+
+
 class _SyncHygiene(Worker[Any]):
     """A sync worker with Django's connection hygiene around each job (module doc)."""
 
@@ -50,7 +94,7 @@ class _SyncHygiene(Worker[Any]):
         try:
             self.inner.work(job)
         finally:
-            close_old_connections()
+            _after_job()
 
     def timeout(self, job: Job[Any]) -> float | None:
         return self.inner.timeout(job)
@@ -68,7 +112,7 @@ class _AsyncHygiene(_SyncHygiene):
             await cast(Awaitable[None], self.inner.work(job))
         finally:
             with anyio.CancelScope(shield=True):  # also after the attempt was cancelled
-                await sync_to_async(close_old_connections)()
+                await sync_to_async(_after_job)()
 
 
 def _hygienic(worker: Worker[Any]) -> Worker[Any]:
