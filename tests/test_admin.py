@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -566,6 +568,22 @@ async def test_job_retry_future_job_becomes_available_now(
     assert (raw["state"], raw["scheduled_at"]) == ("available", job.scheduled_at)
 
 
+async def test_job_retry_removes_the_cancel_mark(
+    client: AnyClient, conn: psycopg.Connection[Any]
+) -> None:
+    # A retried job is wanted again: the mark job_cancel left would turn its next failure into
+    # a cancellation (tests/test_remote_cancel.py shows that end to end).
+    job_id = insert_job(
+        conn, state="cancelled", metadata={"cancel_attempted_at": "2024-01-01T00:00:00Z", "k": 1}
+    )
+    job = await client.job_retry(job_id)
+    assert job.state is JobState.AVAILABLE
+    assert job.metadata == {"k": 1}
+    raw = raw_job(conn, job_id)
+    assert raw is not None
+    assert raw["metadata"] == {"k": 1}
+
+
 async def test_job_retry_running_job_is_unchanged(
     client: AnyClient, conn: psycopg.Connection[Any]
 ) -> None:
@@ -916,6 +934,90 @@ async def test_job_delete_many_skips_rows_locked_by_another_transaction(
         other.rollback()
     assert [j.id for j in deleted] == [free]
     assert raw_job(conn, locked) is not None
+
+
+# --- after a lock wait ---------------------------------------------------------------------------
+
+
+def _commit_once_waited_on(db_url: str, other: psycopg.Connection[Any]) -> threading.Thread:
+    """Commit ``other``'s transaction from a thread as soon as another backend waits for one
+    of its locks (the operation under test, started right after)."""
+
+    def run() -> None:
+        with psycopg.connect(db_url, autocommit=True) as watcher:
+            deadline = time.monotonic() + 20
+            while not watcher.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            ).fetchone():
+                assert time.monotonic() < deadline, "nobody waited for the row lock"
+                time.sleep(0.005)
+        other.commit()
+
+    thread = threading.Thread(target=run, name="commit-on-wait")
+    thread.start()
+    return thread
+
+
+async def test_job_cancel_after_a_lock_wait_reports_the_row_as_left(
+    client: AnyClient, conn: psycopg.Connection[Any], db_url: str, listener: Listener
+) -> None:
+    # The job completes in another transaction while job_cancel waits for its lock: the job is
+    # not marked, and the row returned is the completed one (it was reported "running").
+    job_id = insert_job(conn, state="running", attempt=1)
+    with psycopg.connect(db_url) as other:
+        other.execute(
+            "UPDATE river_job SET state = 'completed', finalized_at = now() WHERE id = %s",
+            (job_id,),
+        )
+        thread = _commit_once_waited_on(db_url, other)
+        job = await client.job_cancel(job_id)
+        thread.join()
+    assert job.state is JobState.COMPLETED
+    raw = raw_job(conn, job_id)
+    assert raw is not None
+    assert (raw["state"], raw["metadata"]) == ("completed", {})
+    assert listener.drain() == []
+
+
+async def test_job_retry_after_a_lock_wait_decides_on_the_row_as_left(
+    client: AnyClient, conn: psycopg.Connection[Any], db_url: str
+) -> None:
+    # The running job is discarded in another transaction while job_retry waits for its lock:
+    # it is retried (it was refused as "running", and nothing happened).
+    job_id = insert_job(conn, state="running", attempt=3, max_attempts=3)
+    with psycopg.connect(db_url) as other:
+        other.execute(
+            "UPDATE river_job SET state = 'discarded', finalized_at = now() WHERE id = %s",
+            (job_id,),
+        )
+        thread = _commit_once_waited_on(db_url, other)
+        job = await client.job_retry(job_id)
+        thread.join()
+    assert job.state is JobState.AVAILABLE
+    assert (job.attempt, job.max_attempts) == (3, 4)
+    raw = raw_job(conn, job_id)
+    assert raw is not None
+    assert (raw["state"], raw["finalized_at"], raw["max_attempts"]) == ("available", None, 4)
+
+
+async def test_job_retry_after_a_lock_wait_leaves_a_job_that_started_running(
+    client: AnyClient, conn: psycopg.Connection[Any], db_url: str
+) -> None:
+    job_id = insert_job(conn, state="retryable", attempt=1)
+    with psycopg.connect(db_url) as other:
+        other.execute(
+            "UPDATE river_job SET state = 'running', attempt = 2, attempted_at = now()"
+            " WHERE id = %s",
+            (job_id,),
+        )
+        thread = _commit_once_waited_on(db_url, other)
+        job = await client.job_retry(job_id)
+        thread.join()
+    assert (job.state, job.attempt) == (JobState.RUNNING, 2)
+    raw = raw_job(conn, job_id)
+    assert raw is not None
+    assert (raw["state"], raw["attempt"]) == ("running", 2)
 
 
 # --- job_update ----------------------------------------------------------------------------------

@@ -291,9 +291,11 @@ LEFT JOIN fetched AS f ON true
 -- finalized_at and scheduled_at change only while the row is still running; staged metadata is
 -- merged (shallow, top level) even when it is not (the same attempt completed it in the
 -- worker's own transaction through job_complete_tx). A running row marked with
--- cancel_attempted_at whose requested state is retryable or scheduled becomes cancelled instead
--- (remote cancel seen). Only the stricter WHERE differs from River (Go)'s write, so rows stay
--- as River (Go) writes them. job_set_state_many_rows returns whole rows instead of the state
+-- cancel_attempted_at whose requested state is retryable, scheduled or available (a retry or
+-- snooze due within the scheduler's interval, an attempt interrupted by a stopping client)
+-- becomes cancelled instead (remote cancel seen; River (Go) checks only the first two, so a
+-- cancel that reached no client was lost to a short retry). Otherwise only the stricter WHERE
+-- differs from River (Go)'s write, so rows stay as River (Go) writes them. job_set_state_many_rows returns whole rows instead of the state
 -- (used only while someone subscribes to job events).
 -- Each outcome is identified by its ordinal (ord) through the statement, and the attempt is
 -- compared as a column, not joined on: a join on (id, attempt) made the planner expect a
@@ -324,7 +326,7 @@ locked AS (
            j.attempt = p.seen_attempt AS same_attempt,
            j.state = 'running' AS is_running,
            j.state = 'running'
-             AND p.state IN ('retryable', 'scheduled')
+             AND p.state IN ('retryable', 'scheduled', 'available')
              AND j.metadata ? 'cancel_attempted_at' AS to_cancel
     FROM /* schema */river_job AS j
     JOIN params AS p ON p.id = j.id
@@ -468,7 +470,8 @@ kind = ANY(%(kinds)s::text[])
 queue = ANY(%(queues)s::text[])
 
 -- fragment: job_filter_states
-state::text = ANY(%(states)s::text[])
+-- Compared as the enum, not as text: only then can the indexes leading with state serve it.
+state = ANY(%(states)s::/* schema */river_job_state[])
 
 -- fragment: job_filter_priorities
 priority = ANY(%(priorities)s::smallint[])
@@ -504,8 +507,14 @@ coalesce({column}, 'infinity') {direction}, id {direction}
 -- cancel it now. A running row stays running: the client working it cancels the attempt when
 -- the control notification, sent here in the same statement (so commit-bound), reaches it.
 -- json_build_object renders the payload as River (Go) does: {"action" : "cancel", ...}.
+-- Every decision and the row returned unchanged come from `locked`: after waiting for another
+-- transaction's lock, FOR UPDATE yields the row as that transaction left it, while a plain read
+-- of river_job in this statement would still see the version from before the wait.
 WITH locked AS (
-    SELECT id, state
+    SELECT
+        id, kind, queue, state, args, attempt, max_attempts, priority, created_at,
+        scheduled_at, attempted_at, finalized_at, attempted_by, errors, metadata, tags,
+        unique_key, unique_states
     FROM /* schema */river_job
     WHERE id = %(id)s
     FOR UPDATE
@@ -532,22 +541,29 @@ SELECT
 FROM updated
 UNION ALL
 SELECT
-    j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
-    j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
-    j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
-FROM /* schema */river_job AS j
-JOIN locked ON locked.id = j.id
+    l.id, l.kind, l.queue, l.state::text, l.args::text, l.attempt, l.max_attempts,
+    l.priority, l.created_at, l.scheduled_at, l.attempted_at, l.finalized_at,
+    l.attempted_by, l.errors, l.metadata::text, l.tags, l.unique_key, l.unique_states::integer
+FROM locked AS l
 WHERE NOT EXISTS (SELECT 1 FROM updated)
 
 -- name: job_retry
 -- Unless running, or available and already due: make it available now, keeping attempt and
--- errors; grant one more attempt when it has used them all. Not when another job holds the
--- unique key the job would take back (both rows under river_job_unique_idx's predicate: the
--- other in its state, this one as available): the row is returned unchanged, with
--- that job's id and state in the last two columns (NULL otherwise), instead of the update
+-- errors; grant one more attempt when it has used them all. A cancel mark
+-- (cancel_attempted_at, left by job_cancel) is removed: a retried job is wanted again, and the
+-- mark would turn its next failure into a cancellation (job_set_state_many). Not when another
+-- job holds the unique key the job would take back (both rows under river_job_unique_idx's
+-- predicate: the other in its state, this one as available): the row is returned unchanged,
+-- with that job's id and state in the last two columns (NULL otherwise), instead of the update
 -- failing on the index and aborting the caller's transaction.
+-- Decisions and the unchanged row come from `locked`, the row as it is after any lock wait
+-- (see job_cancel).
 WITH locked AS (
-    SELECT id, unique_key, unique_states
+    SELECT
+        id, kind, queue, state, args, attempt, max_attempts, priority, created_at,
+        scheduled_at, attempted_at, finalized_at, attempted_by, errors, metadata, tags,
+        unique_key, unique_states,
+        state <> 'running' AND NOT (state = 'available' AND scheduled_at <= now()) AS retriable
     FROM /* schema */river_job WHERE id = %(id)s FOR UPDATE
 ),
 holder AS (
@@ -569,11 +585,11 @@ updated AS (
         finalized_at = NULL,
         scheduled_at = now(),
         max_attempts = CASE WHEN j.attempt = j.max_attempts THEN j.max_attempts + 1
-                            ELSE j.max_attempts END
+                            ELSE j.max_attempts END,
+        metadata = j.metadata - 'cancel_attempted_at'
     FROM locked
     WHERE j.id = locked.id
-      AND j.state <> 'running'
-      AND NOT (j.state = 'available' AND j.scheduled_at <= now())
+      AND locked.retriable
       AND NOT EXISTS (SELECT 1 FROM holder)
     RETURNING
         j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
@@ -583,14 +599,12 @@ updated AS (
 SELECT *, NULL::bigint, NULL::text FROM updated
 UNION ALL
 SELECT
-    j.id, j.kind, j.queue, j.state::text, j.args::text, j.attempt, j.max_attempts,
-    j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
-    j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer,
+    l.id, l.kind, l.queue, l.state::text, l.args::text, l.attempt, l.max_attempts,
+    l.priority, l.created_at, l.scheduled_at, l.attempted_at, l.finalized_at,
+    l.attempted_by, l.errors, l.metadata::text, l.tags, l.unique_key, l.unique_states::integer,
     h.id, h.state::text
-FROM /* schema */river_job AS j
-JOIN locked ON locked.id = j.id
-LEFT JOIN holder AS h ON j.state <> 'running'
-    AND NOT (j.state = 'available' AND j.scheduled_at <= now())
+FROM locked AS l
+LEFT JOIN holder AS h ON l.retriable
 WHERE NOT EXISTS (SELECT 1 FROM updated)
 
 -- name: job_delete
