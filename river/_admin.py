@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -138,6 +138,8 @@ def decode_cursor(text: str) -> dict[str, Any]:
         data = json.loads(base64.b64decode(alt, validate=True))
         if not isinstance(data, dict) or type(data.get("id")) is not int:
             raise ValueError("not a cursor object")
+        if not 0 <= data["id"] <= _BIGINT_MAX:
+            raise ValueError("its id is not a job id")
         time_text = data.get("time", _ZERO_TIME)
         if not isinstance(time_text, str):
             raise ValueError("time is not a string")
@@ -145,6 +147,52 @@ def decode_cursor(text: str) -> dict[str, Any]:
         return data
     except (ValueError, binascii.Error) as exc:
         raise ValidationError("after", f"is not a valid job list cursor ({exc})") from None
+    except RecursionError:  # JSON nested deeper than the parser goes
+        raise ValidationError(
+            "after", "is not a valid job list cursor (nested too deeply)"
+        ) from None
+
+
+_BIGINT_MAX = 2**63 - 1
+
+
+def _is_job_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= _BIGINT_MAX
+
+
+def _is_priority(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+#: Per filter: whether a value is acceptable, and the rule it must follow.
+_FILTER_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "ids": (_is_job_id, "job ids (integers >= 1)"),
+    "kinds": (_is_str, "strings"),
+    "queues": (_is_str, "strings"),
+    "priorities": (_is_priority, "priorities (integers 1 to 4)"),
+    "tags_all": (_is_str, "strings"),
+    "tags_any": (_is_str, "strings"),
+}
+
+
+def _filter_values(name: str, values: object) -> list[Any]:
+    """``values`` as a list, after checking it is a collection (a lone string would be taken
+    as its characters: ``queues="default"`` matched queues "d", "e", ...) of values the
+    filter's rule accepts (:data:`_FILTER_RULES`)."""
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+        raise ValidationError(
+            name, f"must be a list of values, not a single {type(values).__name__}"
+        )
+    out = list(values)
+    accepts, rule = _FILTER_RULES[name]
+    for value in out:
+        if not accepts(value):
+            raise ValidationError(name, f"must hold {rule}, got {value!r}")
+    return out
 
 
 class _Filters:
@@ -156,10 +204,14 @@ class _Filters:
         self.where: list[sql.Composable] = []
         self.args: dict[str, Any] = {}
 
-    def add(self, name: str, values: Sequence[Any] | None) -> None:
-        """Match any of ``values`` (no filter when None or empty)."""
-        if values:
-            self.condition(name, list(values))
+    def add(self, name: str, values: object) -> None:
+        """Match any of ``values`` (no filter when None or empty); ValidationError naming the
+        filter when it is not a collection of acceptable values."""
+        if values is None:
+            return
+        checked = _filter_values(name, values)
+        if checked:
+            self.condition(name, checked)
 
     def condition(self, name: str, value: Any) -> None:
         """Add fragment ``job_filter_<name>``, whose parameter ``name`` is ``value``."""
@@ -171,22 +223,36 @@ class _Filters:
         return sql.SQL(" AND ").join(self.where or [self._q.fragment("job_filter_none")])
 
 
+def _job_states(states: object) -> list[JobState]:
+    """The ``states`` filter checked (a collection of job states or their names)."""
+    if states is None:
+        return []
+    if isinstance(states, str | bytes | Mapping) or not isinstance(states, Iterable):
+        raise ValidationError(
+            "states", f"must be a list of job states, not a single {type(states).__name__}"
+        )
+    out: list[JobState] = []
+    for s in states:
+        try:
+            out.append(JobState(s))
+        except ValueError:
+            names = ", ".join(state.value for state in JobState)
+            raise ValidationError("states", f"{s!r} is not a job state ({names})") from None
+    return out
+
+
 def job_list_op(q: Queries, params: JobListParams) -> Op[JobListResult]:
     """List jobs (see :class:`JobListParams`)."""
     if isinstance(params.limit, bool) or not 1 <= params.limit <= 10_000:
         raise ValidationError("limit", "must be between 1 and 10000")
-    states: list[JobState] = []
-    for s in params.states or ():
-        try:
-            states.append(JobState(s))
-        except ValueError:
-            raise ValidationError("states", f"{s!r} is not a job state") from None
+    states = _job_states(params.states)
     sort = _sort_column(params, states)
     filters = _Filters(q)
     filters.add("ids", params.ids)
     filters.add("kinds", params.kinds)
     filters.add("queues", params.queues)
-    filters.add("states", [s.value for s in states])
+    if states:
+        filters.condition("states", [s.value for s in states])
     filters.add("priorities", params.priorities)
     filters.add("tags_all", params.tags_all)
     filters.add("tags_any", params.tags_any)
@@ -287,11 +353,9 @@ def job_delete_many_op(
     filters.add("ids", ids)
     filters.add("kinds", kinds)
     filters.add("queues", queues)
-    if states:
-        try:
-            filters.add("states", [JobState(s).value for s in states])
-        except ValueError as exc:
-            raise ValidationError("states", str(exc)) from None
+    checked_states = _job_states(states)
+    if checked_states:
+        filters.condition("states", [s.value for s in checked_states])
     filters.add("priorities", priorities)
     filters.args["limit"] = limit  # None: LIMIT NULL, which is no limit
     rows = yield Query(q.compose("job_delete_many", where=filters.conditions()), filters.args)

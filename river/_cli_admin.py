@@ -109,10 +109,9 @@ class DatabaseAccess:
 def _job_ids(texts: Sequence[str]) -> list[int]:
     ids: dict[int, None] = {}
     for text in texts:
-        try:
-            value = int(text.strip())
-        except ValueError:
-            value = 0
+        digits = text.strip()
+        # Plain ASCII digits only: int() also takes "1_000" and other scripts' digits.
+        value = int(digits) if digits.isascii() and digits.isdigit() else 0
         if not 1 <= value <= _MAX_JOB_ID:
             raise ValidationError("id", f"must be a positive integer, got {text!r}")
         ids[value] = None
@@ -569,6 +568,8 @@ def _each_job(args: argparse.Namespace, db: DatabaseAccess, action: _Action) -> 
         # reading --json learns which jobs were acted on before it.
         if args.json:
             _print_json(results)
+    if any(r["result"] == "error" for r in results):
+        return EXIT_ERROR
     missing = sum(1 for r in results if r["job"] is None)
     return EXIT_NOT_FOUND if missing else EXIT_OK
 
@@ -589,6 +590,8 @@ def _act_on_each(
     progress: Progress,
     results: list[dict[str, Any]],
 ) -> None:
+    import psycopg
+
     for job_id in ids:
         try:
             word, row = action(session, job_id)
@@ -596,6 +599,14 @@ def _act_on_each(
             word = _REFUSALS[type(exc)]
             results.append({"id": job_id, "result": word.replace(" ", "_"), "job": None})
             progress.echo(f"Error: {exc}", file=sys.stderr)
+        except psycopg.Error as exc:
+            if session.conn.broken or session.conn.closed:
+                raise  # the connection is gone: the command fails here (exit 1)
+            # One statement failed (a lock held past the statement timeout, a trigger): on
+            # the autocommit connection it changed nothing, and the other ids go on.
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            results.append({"id": job_id, "result": "error", "error": reason, "job": None})
+            progress.echo(f"Error: job {job_id}: {reason}", file=sys.stderr)
         else:
             results.append({"id": job_id, "result": word.replace(" ", "_"), "job": job_json(row)})
             if not args.json:

@@ -343,6 +343,44 @@ def test_job_retry_refuses_a_held_unique_key_and_goes_on(
     assert json.loads(proc.stdout) == [{"id": old, "result": "unique_conflict", "job": None}]
 
 
+@pytest.mark.parametrize("command", ["retry", "cancel", "delete"])
+def test_a_statement_failing_for_one_id_is_reported_and_the_others_go_on(
+    conn: psycopg.Connection[Any], db_url: str, command: str
+) -> None:
+    # The middle job's row is locked by another transaction past the statement timeout: that
+    # id fails (nothing changed), the next one is still acted on, and the status says a
+    # statement failed (1), not that an id was stale (3).
+    first, locked, last = (insert_job(conn, state="scheduled") for _ in range(3))
+    with psycopg.connect(db_url) as other:
+        other.execute("SELECT 1 FROM river_job WHERE id = %s FOR UPDATE", [locked])
+        proc = river_cmd(
+            "job",
+            command,
+            str(first),
+            str(locked),
+            str(last),
+            "--statement-timeout",
+            "300ms",
+            "--json",
+            url=db_url,
+        )
+        other.rollback()
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    results = json.loads(proc.stdout)
+    assert [(r["id"], r["job"] is None) for r in results] == [
+        (first, False),
+        (locked, True),
+        (last, False),
+    ]
+    assert results[1]["result"] == "error"
+    assert "statement timeout" in results[1]["error"]
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"Error: job {locked}: canceling statement due to statement timeout")
+    assert job_state(conn, locked) == "scheduled"
+    expected = {"retry": "available", "cancel": "cancelled", "delete": None}[command]
+    assert job_state(conn, first) == job_state(conn, last) == expected
+
+
 def test_job_cancel(conn: psycopg.Connection[Any], db_url: str) -> None:
     available = insert_job(conn, state="available")
     running = insert_job(conn, state="running", attempt=1)
@@ -407,6 +445,9 @@ def test_job_delete_json(conn: psycopg.Connection[Any], db_url: str) -> None:
         (["job", "retry", "1", "0"], "Error: id: must be a positive integer, got '0'"),
         (["job", "cancel", "-3"], "Error: id: "),
         (["job", "delete", "1.5"], "Error: id: "),
+        (["job", "delete", "1_000"], "Error: id: must be a positive integer, got '1_000'"),
+        (["job", "get", "\u0665"], "Error: id: "),  # ARABIC-INDIC DIGIT FIVE
+        (["job", "retry", "+4"], "Error: id: "),
         (["job", "list", "--state", "bogus"], "Error: --state: 'bogus' is not a job state"),
         (["job", "list", "--limit", "0"], "Error: --limit: must be between 1 and 10000, got 0"),
         (["job", "list", "--limit", "ten"], "Error: --limit: must be an integer"),

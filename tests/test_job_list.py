@@ -220,12 +220,51 @@ async def test_filters(
         ({"states": ["nope"]}, "states"),
         ({"metadata": [1]}, "metadata"),
         ({"order_by": "bogus"}, "order_by"),
+        # A lone string is not a list of one: it was taken as its characters.
+        ({"states": "running"}, "states"),
+        ({"kinds": "email"}, "kinds"),
+        ({"queues": "default"}, "queues"),
+        ({"tags_all": "a"}, "tags_all"),
+        ({"tags_any": b"a"}, "tags_any"),
+        ({"ids": 5}, "ids"),
+        ({"queues": {"default": 1}}, "queues"),
+        # Values outside what the columns hold are refused before any SQL, by rule.
+        ({"ids": [2**63]}, "ids"),
+        ({"ids": [0]}, "ids"),
+        ({"ids": [True]}, "ids"),
+        ({"ids": ["1"]}, "ids"),
+        ({"priorities": [40000]}, "priorities"),
+        ({"priorities": [0]}, "priorities"),
+        ({"kinds": [1]}, "kinds"),
+        ({"queues": [None]}, "queues"),
     ],
 )
 async def test_invalid_params(client: AnyClient, params: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as info:
         await client.job_list(JobListParams(**params))
     assert info.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("filters", "field"),
+    [
+        ({"queues": "default"}, "queues"),
+        ({"kinds": "admin_job"}, "kinds"),
+        ({"states": "completed"}, "states"),
+        ({"ids": [2**63]}, "ids"),
+        ({"priorities": [5]}, "priorities"),
+    ],
+)
+async def test_job_delete_many_refuses_bad_filters_and_deletes_nothing(
+    client: AnyClient, conn: psycopg.Connection[Any], filters: dict[str, Any], field: str
+) -> None:
+    # queues="default" deleted the jobs of queue "d" (and "e", "f", ...), not of "default".
+    for queue in ("d", "default"):
+        insert_job(conn, queue=queue, state="completed")
+    with pytest.raises(ValidationError) as info:
+        await client.job_delete_many(**filters)
+    assert info.value.field == field
+    assert shared.job_count(conn) == 2
 
 
 # --- order ---------------------------------------------------------------------------------------
@@ -599,6 +638,9 @@ async def test_go_style_cursor_with_offset_and_nanoseconds(
         base64.urlsafe_b64encode(b'{"id": 1, "time": "yesterday"}').decode(),
         base64.urlsafe_b64encode(b'{"id": 1, "time": 12}').decode(),
         base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+        base64.urlsafe_b64encode(b"[" * 20000).decode(),  # deeper than the JSON parser goes
+        base64.urlsafe_b64encode(b'{"id": 100000000000000000000000000000}').decode(),
+        base64.urlsafe_b64encode(b'{"id": -1}').decode(),
     ],
 )
 async def test_invalid_cursor_names_after(client: AnyClient, cursor: str) -> None:
