@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,28 @@ def describe(exc: BaseException) -> str:
     ``TimeoutError`` would otherwise log as nothing at all)."""
     text = str(exc).strip()
     return text if text else type(exc).__name__
+
+
+#: libpq quotes the offending part of a malformed URL, which may be the password.
+_PERCENT_TOKEN = re.compile(r'invalid percent-encoded token: "[^"]*"')
+#: The password of a URL quoted in a message: ``scheme://user:SECRET@`` (up to the last ``@``
+#: of the quoted text, since an unencoded ``@`` in a password is a common mistake).
+_URL_PASSWORD = re.compile(r'(://[^:/@\s"]*):[^\s"]*@')
+#: ``password=...`` of a key/value connection string (quoted or not).
+_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` (a driver's message about a connection string) with any password in it
+    replaced by ``***``. libpq quotes malformed URLs, or the part it could not parse, in its
+    errors; these reach logs and terminals."""
+    text = _PERCENT_TOKEN.sub(
+        'invalid percent-encoded token in the URL (a "%" must be followed by two hex digits; '
+        "write a literal % as %25)",
+        text,
+    )
+    text = _URL_PASSWORD.sub(r"\1:***@", text)
+    return _KV_PASSWORD.sub(r"\1***", text)
 
 
 class RiverError(Exception):
@@ -140,7 +163,7 @@ class DatabaseUnavailableError(RiverError):
 
     def __init__(self, reason: str | BaseException) -> None:
         text = reason if isinstance(reason, str) else describe(reason)
-        self.reason = " ".join(text.split())
+        self.reason = redact_secrets(" ".join(text.split()))
         super().__init__(f"cannot connect to the database: {self.reason}")
 
 

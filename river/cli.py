@@ -49,7 +49,12 @@ from river import dev
 from river._cli_admin import DatabaseAccess, register_admin_commands
 from river._commands import CommandError, Commands, Handler, Parser, UsageError, help_handler
 from river._duration import parse_go_duration
-from river._errors import DatabaseUnavailableError, MigrationFailedError, RiverError
+from river._errors import (
+    DatabaseUnavailableError,
+    MigrationFailedError,
+    RiverError,
+    redact_secrets,
+)
 from river._progress import Progress
 from river._schema import validate_schema
 from river._version import __version__
@@ -207,7 +212,7 @@ def _split_url(url: str) -> tuple[dict[str, str], dict[str, str]]:
         try:
             parts = urlsplit(url)
         except ValueError as exc:
-            raise CommandError(f"invalid database URL: {exc}") from None
+            raise CommandError(f"invalid database URL: {redact_secrets(str(exc))}") from None
         known = _libpq_keywords()
         query = parse_qsl(parts.query, keep_blank_values=True)
         settings = {k: v for k, v in query if k not in known}
@@ -216,7 +221,7 @@ def _split_url(url: str) -> tuple[dict[str, str], dict[str, str]]:
     try:
         params = conninfo.conninfo_to_dict(url)
     except psycopg.Error as exc:
-        raise CommandError(f"invalid database URL: {_one_line(exc)}") from None
+        raise CommandError(f"invalid database URL: {redact_secrets(_one_line(exc))}") from None
     return {k: str(v) for k, v in params.items() if v is not None}, settings
 
 

@@ -319,6 +319,39 @@ def test_connection_errors(capsys: pytest.CaptureFixture[str], url: str) -> None
     assert_one_error_line(*run(capsys, "migrate-up", "--database-url", url))
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        # A "%" not percent-encoded in the password: libpq quotes the token it could not
+        # decode, here the password itself.
+        "postgresql://app:My%Secret99@127.0.0.1:1/db",
+        # A malformed host: libpq quotes the whole URL.
+        "postgresql://app:Secret99@[::1/db",
+        "postgresql://app:Secret99@[::1/db?statement_timeout=5",
+        "host=127.0.0.1 port=1 password=Secret99 dbname=x user",
+    ],
+)
+def test_connection_errors_never_print_the_password(
+    capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    line = assert_one_error_line(*run(capsys, "migrate-list", "--database-url", url))
+    assert "Secret99" not in line
+
+
+def test_redact_secrets() -> None:
+    from river._errors import DatabaseUnavailableError, redact_secrets
+
+    assert (
+        redact_secrets('in URI: "postgres://u:p@ss@h:5432/d"')
+        == 'in URI: "postgres://u:***@h:5432/d"'
+    )
+    assert redact_secrets("password='a b' host=x") == "password=*** host=x"
+    assert redact_secrets("no secret here: host=x port=1") == "no secret here: host=x port=1"
+    error = DatabaseUnavailableError('invalid percent-encoded token: "pw%zz"')
+    assert "pw%zz" not in str(error)
+    assert "%25" in error.reason
+
+
 def test_no_database_given(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
