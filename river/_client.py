@@ -424,7 +424,7 @@ class AsyncClient(AsyncSurface):
         job logged, left ``running`` for a rescuer): ``river worker``'s third signal."""
         runtime = self._runtime
         if runtime is not None:
-            runtime.completer.give_up_now()
+            runtime.give_up_writes()
 
     async def _stop_locked(self, timeout: float | None, hard: bool) -> None:
         runtime = self._runtime

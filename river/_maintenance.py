@@ -13,7 +13,8 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,15 +64,38 @@ DEFAULT_REINDEX_INDEXES = (
 )
 
 
-def _statement_guard(seconds: float = 30.0) -> contextlib.ExitStack:
+#: The guards of the maintenance statements in flight, per pool (see :func:`cut_guards`).
+_guards: weakref.WeakKeyDictionary[AsyncConnectionPool[Any], set[anyio.CancelScope]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@contextlib.contextmanager
+def _statement_guard(
+    pool: AsyncConnectionPool[Any], seconds: float = 30.0
+) -> Iterator[anyio.CancelScope]:
     """Let a statement in flight finish (up to ``seconds``) when leadership or the client
     stops: cancelling a query half-way costs its pool connection, because anyio's cancellation
     also interrupts psycopg's attempt to cancel the query on the server. Passes are made of
-    short statements, so the loop around them still stops promptly."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(anyio.CancelScope(shield=True))
-    stack.enter_context(anyio.fail_after(seconds))
-    return stack
+    short statements, so the loop around them still stops promptly. A stopping client shortens
+    the wait (:func:`cut_guards`): a statement stuck behind a lock or a dead link would
+    otherwise hold the stop for the whole ``seconds``."""
+    with anyio.CancelScope(shield=True), anyio.fail_after(seconds) as scope:
+        active = _guards.setdefault(pool, set())
+        active.add(scope)
+        try:
+            yield scope
+        finally:
+            active.discard(scope)
+
+
+def cut_guards(pool: AsyncConnectionPool[Any], seconds: float) -> None:
+    """Give the maintenance statements in flight on ``pool`` at most ``seconds`` more (they
+    then fail with TimeoutError): a client that stops does not wait up to 30 s for a statement
+    that waits for a lock or for a database that no longer answers."""
+    deadline = anyio.current_time() + seconds
+    for scope in list(_guards.get(pool, ())):
+        scope.deadline = min(scope.deadline, deadline)
 
 
 async def _loop(
@@ -125,7 +149,7 @@ class Scheduler:
 
     async def run_once(self) -> SchedulerResult:
         """One pass, in one transaction."""
-        with _statement_guard():
+        with _statement_guard(self._pool):
             return await self._promote()
 
     async def _promote(self) -> SchedulerResult:
@@ -224,7 +248,7 @@ class Rescuer:
         skipped = 0
         after_id = 0
         while True:
-            with _statement_guard():
+            with _statement_guard(self._pool):
                 rows, now_row = await self._select(after_id)
             if not rows:
                 break
@@ -234,7 +258,7 @@ class Rescuer:
             params = self._decisions(jobs, db_now)
             skipped += len(jobs) - len(params["id"])
             if params["id"]:
-                with _statement_guard():
+                with _statement_guard(self._pool):
                     for state in await self._update(params):
                         rescued[state] = rescued.get(state, 0) + 1
             if len(rows) < self.limit:
@@ -332,7 +356,7 @@ class JobCleaner:
         }
         delete = Query(self._q.cleaner_delete, params, fetch="rowcount")
         while True:
-            with _statement_guard(self.timeout):
+            with _statement_guard(self._pool, self.timeout):
                 async with pooled(self._pool) as conn:
                     deleted: int = await run_async(conn, single(delete))
             total += deleted
@@ -370,7 +394,7 @@ class QueueCleaner:
 
     async def run_once(self) -> int:
         """Delete idle queue rows; return how many."""
-        with _statement_guard():
+        with _statement_guard(self._pool):
             return await self._delete()
 
     async def _delete(self) -> int:
@@ -418,7 +442,7 @@ class QueueDepthSampler:
 
     async def run_once(self) -> dict[tuple[str, str], int]:
         """Count, store the result in :attr:`sample` and return it."""
-        with _statement_guard():
+        with _statement_guard(self._pool):
             async with pooled(self._pool) as conn:
                 rows = await run_async(conn, single(Query(self._q.queue_depth)))
         sample: dict[tuple[str, str], int] = {}

@@ -55,6 +55,7 @@ from river._maintenance import (
     Reindexer,
     Rescuer,
     Scheduler,
+    cut_guards,
 )
 from river._middleware import Middleware
 from river._notifier import (
@@ -87,6 +88,12 @@ KEEPALIVE_INTERVAL = 600.0
 #: closes it and the next try takes a fresh one. These statements take milliseconds (a batch of
 #: 2,000 outcomes well under a second) when the database answers.
 STATEMENT_DEADLINE = 15.0
+
+#: How long a stopping client waits for a maintenance statement in flight (a pass of the
+#: leader's cleaner, rescuer, scheduler...) before cancelling it: enough for a statement that
+#: runs, short next to the 30 s such a statement may otherwise take when it waits for a lock
+#: or a database that no longer answers (and the outcome writes' stop bound only starts after).
+MAINTENANCE_STOP_GRACE = 2.0
 
 MaintenanceServices = tuple[Scheduler, Rescuer, JobCleaner, QueueCleaner, Reindexer | None]
 
@@ -434,10 +441,18 @@ class Runtime:
                 for p in producers:
                     await p.wait_done()
                 await self.poller.stop()
+                cut_guards(self.pool, MAINTENANCE_STOP_GRACE)
                 if self._services_tg is not None:
                     self._services_tg.cancel_scope.cancel()
                 if self._root is not None:
                     await self._root
+
+    def give_up_writes(self) -> None:
+        """Give up the outcome writes of a stop now (:meth:`Completer.give_up_now`), and stop
+        waiting for maintenance statements in flight: the stop of a client that cannot reach
+        its database ends within about a second (``river worker``'s third signal)."""
+        cut_guards(self.pool, 0)
+        self.completer.give_up_now()
 
     # --- notifications ----------------------------------------------------------------------
 

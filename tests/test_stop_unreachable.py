@@ -255,3 +255,40 @@ async def test_stop_behind_a_queue_removal_is_bounded_too(
             await client.stop()
     assert given_up(caplog, job_id)
     assert job_state(db_url, job_id) == "running"
+
+
+async def test_a_stop_cuts_short_a_maintenance_statement_stuck_behind_a_lock(
+    db_url: str,
+) -> None:
+    # The leader's maintenance statements are not cancelled half-way (that costs their pool
+    # connection) but allowed up to 30 s; a stopping client gives them
+    # MAINTENANCE_STOP_GRACE instead. Here the scheduler's statement waits for a table lock
+    # another session holds: the stop used to wait for it (30 s, or the lock).
+    config = fast_config(
+        make_workers(HeldWorker()), **{**QUIET, "leader_election": True}, scheduler_interval=0.1
+    )
+    client = river.AsyncClient(db_url, config)
+    await client.start()
+    try:
+        await wait_for(lambda: client.is_leader, timeout=30, message="leadership")
+        with psycopg.connect(db_url) as locker:
+            locker.execute("LOCK TABLE river_job IN ACCESS EXCLUSIVE MODE")
+
+            def maintenance_waits() -> bool:
+                with psycopg.connect(db_url, autocommit=True) as conn:
+                    row = conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                        " AND query NOT ILIKE '%%skip locked%%'"
+                    ).fetchone()
+                return row is not None and row[0] > 0
+
+            await wait_for(maintenance_waits, timeout=30, message="a maintenance statement")
+            started = anyio.current_time()
+            await client.stop()  # shielded inside: a fail_after here could not cut it short
+            # Well under the guard's 30 s (about the grace plus the fetch deadline here).
+            assert anyio.current_time() - started < 20
+            locker.rollback()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await client.close()
