@@ -553,16 +553,66 @@ def _delete(session: _Session, job_id: int) -> tuple[str, JobRow]:
     return "deleted", session.client.job_delete_tx(session.conn, job_id)
 
 
+#: Page size of the job list that collects the jobs a selection (--state, ...) matches.
+_SELECTION_PAGE = 10_000
+
+
+def _selection(args: argparse.Namespace) -> tuple[list[JobState], list[str], list[str]] | None:
+    """The --state/--kind/--queue selection of retry/cancel/delete (None without one);
+    ValidationError when it is given with ids, or neither is."""
+    states = _states(args.state)
+    kinds = _kinds(args.kind)
+    queues = _queues(args.queue, "--queue")
+    selected = bool(states or kinds or queues)
+    if selected and args.ids:
+        raise ValidationError(
+            "ids", "give job ids or a selection (--state, --kind, --queue), not both"
+        )
+    if not selected and not args.ids:
+        raise ValidationError("ids", "give job ids, or select jobs with --state, --kind or --queue")
+    return (states, kinds, queues) if selected else None
+
+
+def _selected_ids(
+    session: _Session, selection: tuple[list[JobState], list[str], list[str]]
+) -> list[int]:
+    """Every job the selection matches when the command starts, in id order (jobs that match
+    later are not acted on: a selection is a snapshot, not a loop)."""
+    from river._admin import JobListParams
+
+    states, kinds, queues = selection
+    ids: list[int] = []
+    cursor: str | None = None
+    while True:
+        page = session.client.job_list_tx(
+            session.conn,
+            JobListParams(
+                states=states or None,
+                kinds=kinds or None,
+                queues=queues or None,
+                limit=_SELECTION_PAGE,
+                after=cursor,
+            ),
+        )
+        ids.extend(job.id for job in page.jobs)
+        if len(page.jobs) < _SELECTION_PAGE:
+            return ids
+        cursor = page.cursor
+
+
 def _each_job(args: argparse.Namespace, db: DatabaseAccess, action: _Action) -> int:
-    ids = _job_ids(args.ids)
+    selection = _selection(args)
+    ids = _job_ids(args.ids) if selection is None else []
     schema = _schema(args)
     results: list[dict[str, Any]] = []
     try:
-        with (
-            _session(args, db, schema) as session,
-            Progress(len(ids), "jobs", min_total=PROGRESS_MIN_JOBS) as progress,
-        ):
-            _act_on_each(args, ids, session, action, progress, results)
+        with _session(args, db, schema) as session:
+            if selection is not None:
+                ids = _selected_ids(session, selection)
+                if not ids and not args.json:
+                    _out("no jobs")
+            with Progress(len(ids), "jobs", min_total=PROGRESS_MIN_JOBS) as progress:
+                _act_on_each(args, ids, session, action, progress, results)
     finally:
         # Also when the database fails part-way (the error follows on stderr): a script
         # reading --json learns which jobs were acted on before it.
@@ -844,13 +894,26 @@ def _register_job(commands: Commands, db: DatabaseAccess) -> None:
             name,
             help=help_text,
             description=f"{help_text[0].upper()}{help_text[1:]}: one line per job, e.g. "
-            f"'12 {sample} (available)'. Each job is acted on in its own statement. On a "
-            f"terminal, more than {PROGRESS_MIN_JOBS} ids show a progress counter on stderr. "
-            + _EXIT_TEXT,
+            f"'12 {sample} (available)'. The jobs are the ids given, or every job that "
+            "--state, --kind and --queue select (AND-ed; each repeatable or comma-separated) "
+            "when the command starts, in id order. Each job is acted on in its own statement. "
+            f"On a terminal, more than {PROGRESS_MIN_JOBS} jobs show a progress counter on "
+            "stderr. " + _EXIT_TEXT,
             handler=_handler(command, db),
         )
         db.add_flags(parser)
-        parser.add_argument("ids", nargs="+", metavar="ID", help="job ids")
+        parser.add_argument("ids", nargs="*", metavar="ID", help="job ids")
+        for flag, what in (
+            ("state", "in this state"),
+            ("kind", "of this kind"),
+            ("queue", "of this queue"),
+        ):
+            parser.add_argument(
+                f"--{flag}",
+                action="append",
+                metavar=flag.upper(),
+                help=f"instead of ids: every job {what}; repeatable",
+            )
         _json_flag(parser)
 
 

@@ -381,6 +381,61 @@ def test_a_statement_failing_for_one_id_is_reported_and_the_others_go_on(
     assert job_state(conn, first) == job_state(conn, last) == expected
 
 
+def test_job_retry_cancel_delete_by_selection(
+    conn: psycopg.Connection[Any], db_url: str, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    # Every job the flags select, however many pages the selection spans (two per page here),
+    # in id order; what the selection does not match is left alone.
+    from river import _cli_admin, cli
+
+    monkeypatch.setattr(_cli_admin, "_SELECTION_PAGE", 2)
+    discarded = [insert_job(conn, state="discarded", attempt=25, max_attempts=25) for _ in range(5)]
+    other_queue = insert_job(conn, state="discarded", queue="other")
+    completed = insert_job(conn, state="completed")
+    assert (
+        cli.main(
+            ["job", "retry", "--state", "discarded", "--queue", "default", "--database-url", db_url]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.splitlines() == [f"{i} retried (available)" for i in discarded]
+    assert {job_state(conn, i) for i in discarded} == {"available"}
+    assert job_state(conn, other_queue) == "discarded"
+    assert job_state(conn, completed) == "completed"
+
+    assert (
+        cli.main(
+            ["job", "delete", "--state", "available,completed", "--json", "--database-url", db_url]
+        )
+        == 0
+    )
+    results = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in results] == sorted([*discarded, completed])
+    assert {r["result"] for r in results} == {"deleted"}
+    assert job_state(conn, other_queue) == "discarded"
+
+    # Nothing selected: said, and a success.
+    assert (
+        cli.main(["job", "cancel", "--kind", "nothing_of_this_kind", "--database-url", db_url]) == 0
+    )
+    assert capsys.readouterr().out == "no jobs\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["job", "retry"], "Error: ids: give job ids, or select jobs with --state"),
+        (["job", "delete", "3", "--state", "completed"], "Error: ids: give job ids or a selection"),
+        (["job", "cancel", "--state", "nope"], "Error: --state: 'nope' is not a job state"),
+        (["job", "retry", "--queue", "Bad Queue"], "Error: --queue: 'Bad Queue' must be"),
+    ],
+)
+def test_selection_errors_exit_2_before_connecting(argv: list[str], error: str) -> None:
+    proc = river_cmd(*argv, url=UNREACHABLE)
+    assert one_error_line(proc, 2).startswith(error)
+
+
 def test_job_cancel(conn: psycopg.Connection[Any], db_url: str) -> None:
     available = insert_job(conn, state="available")
     running = insert_job(conn, state="running", attempt=1)
