@@ -793,7 +793,9 @@ def _cmd_queue_update(args: argparse.Namespace, db: DatabaseAccess) -> int:
         field, _, rule = str(exc).partition(": ")
         raise ValidationError(_flag(field), rule) from None
     schema = _schema(args)
-    with _session(args, db, schema) as session:
+    with _session(args, db, schema) as session, session.conn.transaction():
+        # One transaction: the update and the notification telling clients about it commit
+        # together (the session's connection is in autocommit mode).
         try:
             row = session.client.queue_update_tx(
                 session.conn,
