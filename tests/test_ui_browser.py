@@ -563,3 +563,28 @@ def test_odd_urls_and_names_keep_the_page(
     expect(retry).to_be_disabled()
     expect(retry).to_have_attribute("title", re.compile("Nothing to do"))
     expect(page.locator('button[data-action="cancel"]')).to_be_enabled()
+
+
+def test_the_overview_shows_when_the_throughput_fails(
+    server: UiServer, db: psycopg.Connection, page: Page
+) -> None:
+    """The throughput chart is one panel of the overview and of a queue's page: when its
+    request fails (a 500, as one error row with an impossible date once caused), the other
+    panels still show and the chart's panel says why. Only the browser's HTTP answer is
+    replaced; the rest of the page reads the real database."""
+    insert_job(db, kind="tp_fails", queue="default")
+    page.route(
+        "**/api/throughput*",
+        lambda route: route.fulfill(
+            status=500, content_type="application/json", body='{"error": "boom"}'
+        ),
+    )
+    for path, queue_row in (("/", True), ("/queues/default", False)):
+        page.goto(server.base + path)
+        expect(page.locator('.tile[data-state="available"] .n')).not_to_have_text("")
+        expect(page.locator('[data-error="throughput"]')).to_have_text(
+            "Throughput unavailable: boom"
+        )
+        if queue_row:
+            expect(page.locator('tr[data-queue="default"]')).to_be_visible()
+        expect(page.locator("#toast")).not_to_be_visible()

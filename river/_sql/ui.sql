@@ -67,7 +67,16 @@ GROUP BY 1, 2
 -- column is the state), and jobs finalized within the window. A job that failed, was retried
 -- and waits in available or scheduled is missed until it runs again (a short gap, said in
 -- docs/ui.md). "at" is written by every River client in RFC 3339; anything else is skipped,
--- not an error.
+-- not an error: one job with an impossible date ("2024-02-30T00:00:00Z", written by some other
+-- program) must not fail the whole series. Each value goes through a CASE, the one construct
+-- whose order of evaluation Postgres keeps:
+-- 1. a value whose date is more than a day before the window is skipped at once, by comparing
+--    text (byte order): whatever its offset (at most 15:59), its instant is before the window.
+--    Exact, and most errors of retryable jobs (every error of every one is read: no index
+--    bounds them, see docs/ui.md) stop here, before the pattern and the cast;
+-- 2. the pattern of RFC 3339, then its fields are read at their fixed positions: a month 1
+--    to 12, a day of that month (a leap day of a leap year only), a time up to 23:59:59, an
+--    offset up to 15:59 (as Postgres allows); only then is it cast.
 WITH candidates AS (
     SELECT j.errors
     FROM /* schema */river_job AS j
@@ -84,10 +93,33 @@ WITH candidates AS (
       AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
 ),
 attempts AS (
-    SELECT (e ->> 'at')::timestamptz AS at
-    FROM candidates AS c, unnest(c.errors) AS e
-    WHERE jsonb_typeof(e -> 'at') = 'string'
-      AND (e ->> 'at') ~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})$'
+    SELECT CASE
+        WHEN t.text COLLATE "C" < (
+            SELECT to_char(
+                (date_trunc('minute', now()) - make_interval(mins => %(minutes)s::int - 1)
+                 - interval '1 day') AT TIME ZONE 'UTC',
+                'YYYY-MM-DD'
+            )
+        ) THEN NULL
+        WHEN t.text ~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})$' THEN CASE
+            WHEN substr(t.text, 1, 4)::int >= 1
+                AND substr(t.text, 6, 2)::int BETWEEN 1 AND 12
+                AND substr(t.text, 9, 2)::int BETWEEN 1 AND CASE
+                    WHEN substr(t.text, 6, 2)::int IN (4, 6, 9, 11) THEN 30
+                    WHEN substr(t.text, 6, 2)::int <> 2 THEN 31
+                    WHEN mod(substr(t.text, 1, 4)::int, 4) = 0
+                         AND (mod(substr(t.text, 1, 4)::int, 100) <> 0
+                              OR mod(substr(t.text, 1, 4)::int, 400) = 0) THEN 29
+                    ELSE 28 END
+                AND substr(t.text, 12, 2)::int <= 23
+                AND substr(t.text, 15, 2)::int <= 59
+                AND substr(t.text, 18, 2)::int <= 59
+                AND coalesce(substring(t.text FROM '[+-](\d{2}):?\d{2}$')::int, 0) <= 15
+                AND coalesce(substring(t.text FROM '[+-]\d{2}:?(\d{2})$')::int, 0) <= 59
+            THEN t.text::timestamptz END
+    END AS at
+    -- ->> gives a number or an object as its JSON text, which the pattern refuses.
+    FROM candidates AS c, unnest(c.errors) AS e, LATERAL (SELECT e ->> 'at' AS text) AS t
 )
 SELECT date_trunc('minute', a.at), count(*)
 FROM attempts AS a

@@ -2,15 +2,18 @@
 scripts may use it too.
 
 Every answer is a JSON object. Errors are ``{"error": message}`` plus ``"field"`` when one
-input is at fault: 400 bad input, 401/403 refused, 404 no such job or queue, 409 a running job
-cannot be deleted or a retry would take a unique key another job holds, 503 the database is
-unreachable, every connection is busy, or River's tables are missing (``"reason"``:
+input is at fault: 400 bad input (also a value the database refused as data that no check of
+river/ui/_input.py caught: logged, never a 500), 401/403 refused, 404 no such job or queue,
+405 a method the endpoint does not take, 409 a running job cannot be deleted or a retry would
+take a unique key another job holds, 503 the database is unreachable (or silent past the
+store's deadline), every connection is busy, or River's tables are missing (``"reason"``:
 ``unreachable``, ``busy``, ``schema``), 504 a query ran past the statement timeout.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +49,8 @@ from river.ui._input import (
     parse_job_id,
     parse_list,
     parse_minutes,
+    parse_queue,
+    parse_queue_name,
     parse_settings,
 )
 from river.ui._store import DatabaseBusyError, QueryTimeoutError, SharedReads, Store
@@ -63,6 +68,10 @@ BULK_PER_CALL = 5000
 BULK_WINDOWS_PER_CALL = 10
 #: Most queues listed (river_queue rows).
 MAX_QUEUES = 10_000
+#: Largest JSON body read (bytes): a longer one is refused before the rest is read.
+MAX_BODY = 1_000_000
+
+logger = logging.getLogger("river.ui")
 
 
 def _time(value: datetime | None) -> str | None:
@@ -200,6 +209,8 @@ class Api:
         self.shared = SharedReads(ttl=1.0)
         #: Held while a bulk action runs: a second one (a second click) waits for it.
         self._bulk_lock = anyio.Lock()
+        #: (path, SQLSTATE) of the data errors logged at warning level: each is logged once.
+        self._data_errors_logged: set[tuple[str, str | None]] = set()
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -250,8 +261,33 @@ class Api:
                 return self.unavailable(str(exc), "schema")
             except QueryTimeoutError as exc:
                 return self.error(504, str(exc))
+            except psycopg.DataError as exc:
+                # Input the checks of river/ui/_input.py let through and Postgres refused as
+                # data (a value out of range, text it cannot hold): the caller's to fix.
+                self._log_data_error(request, exc)
+                reason = (
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                )
+                return self.error(400, f"the database refused a value of the request: {reason}")
 
         return handle
+
+    def _log_data_error(self, request: Request, exc: psycopg.DataError) -> None:
+        """Log a data error that reached the endpoint: at warning level the first time for
+        its path and SQLSTATE (an input check is missing: worth a report), at debug level
+        after (a page polling with the same input would repeat it every few seconds)."""
+        key = (request.url.path, exc.sqlstate)
+        first = key not in self._data_errors_logged
+        if first and len(self._data_errors_logged) < 1000:
+            self._data_errors_logged.add(key)
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "dashboard request %s %s: the database refused a value (SQLSTATE %s): %s",
+            request.method,
+            request.url.path,
+            exc.sqlstate,
+            exc,
+        )
 
     @staticmethod
     def _params(request: Request) -> Params:
@@ -262,11 +298,23 @@ class Api:
 
     @staticmethod
     async def _body(request: Request) -> Any:
-        raw = await request.body()
-        if len(raw) > 1_000_000:
-            raise BadRequest("body", "must be at most 1 MB")
+        """The JSON body, read chunk by chunk and no further than :data:`MAX_BODY` bytes."""
+        too_long = BadRequest("body", "must be at most 1 MB")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            raise too_long
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise too_long
+            chunks.append(chunk)
+        raw = b"".join(chunks)
         try:
             return json.loads(raw or b"{}")
+        except RecursionError:
+            raise BadRequest("body", "is JSON nested too deeply") from None
         except ValueError:
             raise BadRequest("body", "is not valid JSON") from None
 
@@ -343,7 +391,7 @@ class Api:
         """``GET /api/counts?queue=``: jobs per state (of one queue, or all), and the names of
         the queues that have jobs."""
         counts = await self._counts()
-        queue = self._params(request).get("queue", [None])[0] or None
+        queue = parse_queue(self._params(request))
         if queue is None:
             states, capped = counts.by_state, counts.capped
         else:
@@ -364,7 +412,7 @@ class Api:
         """``GET /api/throughput?minutes=60&queue=``: jobs per minute by outcome."""
         params = self._params(request)
         minutes = parse_minutes(params)
-        queue = params.get("queue", [None])[0] or None
+        queue = parse_queue(params)
 
         async def read() -> _data.Throughput:
             return await self.store.run(
@@ -591,9 +639,7 @@ class Api:
         name = request.path_params.get("name")
         if name is None:
             name = request.query_params.get("name", "")
-        if not name:
-            raise BadRequest("name", "give the queue's name")
-        return str(name)
+        return parse_queue_name(str(name))
 
     async def queue(self, request: Request) -> Response:
         """``GET /api/queues/{name}`` (or ``/api/queue?name=``): one queue."""

@@ -33,7 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from river._client import AsyncClient
@@ -138,6 +138,8 @@ class Dashboard:
             Route("/api/jobs", e(api.jobs), methods=["GET"]),
             Route("/api/jobs/count", e(api.jobs_count), methods=["GET"]),
             Route("/api/jobs/bulk", e(api.jobs_bulk), methods=["POST"]),
+            # Not a job id: GET /api/jobs/{job_id} would answer 400 "'bulk' is not an integer".
+            Route("/api/jobs/bulk", self._bulk_not_get, methods=["GET"]),
             Route("/api/jobs/{job_id}", e(api.job), methods=["GET"]),
             Route("/api/jobs/{job_id}/{action}", e(api.job_action), methods=["POST"]),
             Route("/api/queues", e(api.queues), methods=["GET"]),
@@ -147,7 +149,7 @@ class Dashboard:
             Route("/api/queue", e(api.queue), methods=["GET"]),
             Route("/api/queue/{action}", e(api.queue_action), methods=["POST"]),
             Route("/api/periodic", e(api.periodic), methods=["GET"]),
-            Route("/api/{rest:path}", self._api_not_found),
+            Route("/api/{rest:path}", self._api_not_found, methods=["GET", "POST"]),
         ]
         self._app = Starlette(routes=routes, lifespan=self._lifespan)
 
@@ -250,8 +252,27 @@ class Dashboard:
             return Response(status_code=304, headers=headers)
         return Response(asset.body, media_type=asset.content_type, headers=headers)
 
+    async def _bulk_not_get(self, request: Request) -> Response:
+        return _method_not_allowed(request, {"POST"})
+
     async def _api_not_found(self, request: Request) -> Response:
+        """404, or 405 when an endpoint has this path with other methods."""
+        allowed: set[str] = set()
+        for route in self._app.routes:
+            if isinstance(route, Route) and route.path != "/api/{rest:path}":
+                match, _ = route.matches(request.scope)
+                if match is Match.PARTIAL and route.methods:
+                    allowed |= route.methods
+        if allowed:
+            return _method_not_allowed(request, allowed)
         return _error(404, f"no endpoint {request.url.path}")
+
+
+def _method_not_allowed(request: Request, allowed: set[str]) -> Response:
+    methods = ", ".join(sorted(allowed))
+    response = _error(405, f"method {request.method} not allowed here: use {methods}")
+    response.headers["allow"] = methods
+    return response
 
 
 def _error(status: int, message: str, field: str | None = None) -> Response:

@@ -13,6 +13,7 @@ No operation imports Starlette: they are testable on a plain connection.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +54,7 @@ __all__ = [
     "now_op",
     "overview_op",
     "periodic_runs_op",
+    "search_document",
     "throughput_op",
     "time_column",
 ]
@@ -150,7 +152,7 @@ class JobFilter:
             add("tags", list(self.tags))
         text = self.text.strip()
         if text:
-            document = _json_object(text)
+            document = search_document(text)
             if document is not None:
                 add("json", document)
             else:
@@ -163,7 +165,7 @@ class JobFilter:
         then reads at most :data:`SCAN_WINDOW` ids per page (and a bulk action per batch), in
         id order, instead of walking the whole table when nothing matches."""
         text = self.text.strip()
-        if self.tags or (text and _json_object(text) is None):
+        if self.tags or (text and search_document(text) is None):
             return True
         indexed = self.ids or self.kinds or self.states or text
         return bool(self.queues or self.priorities) and not indexed
@@ -174,17 +176,107 @@ class JobFilter:
         return sql.SQL(" AND ").join(where or [q.fragment("ui_filter_none")]), args
 
 
-def _json_object(text: str) -> str | None:
-    """``text`` re-encoded when it is a JSON object, else None."""
+#: Deepest nesting of a JSON object typed in the search box (checked before decoding: the
+#: decoder's recursion, and so its limit, depends on the interpreter and the stack).
+MAX_SEARCH_DEPTH = 100
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in JSON ``text`` (strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+class _Unsearchable(Exception):
+    """Raised while decoding a JSON object that jsonb cannot hold: the rule it breaks."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _Unsearchable(
+        f"{name} is not a JSON number (jsonb has no NaN or Infinity): a JSON object to "
+        "search by holds finite numbers only"
+    )
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Unsearchable(
+            f"{text} is beyond the range of a number (about 1.8e308): a JSON object to search "
+            "by holds finite numbers only"
+        )
+    return value
+
+
+def _text_rule(text: str) -> str | None:
+    """Why jsonb cannot hold the decoded JSON string ``text`` (None: it can)."""
+    if "\x00" in text:
+        return "holds a NUL character (\\u0000), which jsonb cannot hold"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate (such as \\ud800), which is not Unicode text"
+    return None
+
+
+def search_document(text: str) -> str | None:
+    """``text`` re-encoded when it is a JSON object (a search by containment), None when it
+    is not one (a substring search). A JSON object jsonb cannot hold raises
+    :class:`ValidationError` naming ``q`` and the rule: NaN, Infinity or a number beyond a
+    double's range, a NUL character or a lone surrogate in a key or a string, nesting deeper
+    than :data:`MAX_SEARCH_DEPTH` levels."""
     if not text.startswith("{"):
         return None
+    if _depth(text) > MAX_SEARCH_DEPTH:
+        raise ValidationError(
+            "q",
+            f"is a JSON object nested too deeply to search by (at most {MAX_SEARCH_DEPTH} levels)",
+        )
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except _Unsearchable as exc:
+        raise ValidationError("q", str(exc)) from None
+    except RecursionError:
+        raise ValidationError("q", "is a JSON object nested too deeply to search by") from None
     except ValueError:
         return None
     if not isinstance(value, dict):
         return None
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    pending: list[Any] = [value]
+    while pending:  # not recursive: the depth is the text's
+        item = pending.pop()
+        strings: list[str] = []
+        if isinstance(item, dict):
+            strings += item
+            pending += item.values()
+        elif isinstance(item, list):
+            pending += item
+        elif isinstance(item, str):
+            strings.append(item)
+        for string in strings:
+            rule = _text_rule(string)
+            if rule is not None:
+                raise ValidationError("q", f"is a JSON object that {rule}")
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError:
+        raise ValidationError("q", "is a JSON object nested too deeply to search by") from None
 
 
 def time_column(states: Sequence[JobState]) -> str:

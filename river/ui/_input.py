@@ -10,7 +10,7 @@ from typing import Any, Literal, cast
 from river._admin import decode_cursor
 from river._errors import ValidationError
 from river._types import JobState
-from river.ui._data import BulkAction, JobFilter
+from river.ui._data import BulkAction, JobFilter, search_document
 
 __all__ = [
     "MAX_BULK_IDS",
@@ -18,11 +18,14 @@ __all__ = [
     "BulkRequest",
     "ListRequest",
     "Params",
+    "check_text",
     "parse_bulk",
     "parse_filter",
     "parse_job_id",
     "parse_list",
     "parse_minutes",
+    "parse_queue",
+    "parse_queue_name",
     "parse_settings",
 ]
 
@@ -32,6 +35,9 @@ Params = Mapping[str, Sequence[str]]
 #: The most ids a bulk request may name (a selection); "all matching" has no such limit.
 MAX_BULK_IDS = 10_000
 _MAX_INT64 = 2**63 - 1
+#: The largest ``count`` a bulk request may confirm: the action counts up to ``count + 1``
+#: (a bigint), so one less than the largest bigint.
+MAX_BULK_COUNT = _MAX_INT64 - 1
 _STATE_NAMES = ", ".join(s.value for s in JobState)
 
 
@@ -44,10 +50,27 @@ class BadRequest(Exception):
         self.message = message
 
 
+def check_text(field: str, text: str) -> str:
+    """``text`` when Postgres can take it as a text value; else :class:`BadRequest` naming
+    ``field`` and the rule: no NUL character (Postgres text cannot hold one), and no lone
+    surrogate (a ``\\ud800`` escape of a JSON body: not Unicode text, UTF-8 cannot encode it)."""
+    if "\x00" in text:
+        raise BadRequest(
+            field, "must not contain a NUL character (U+0000): Postgres text cannot hold it"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(
+            field, "must be Unicode text: a lone surrogate (such as \\ud800) is not"
+        ) from None
+    return text
+
+
 def _values(params: Params, name: str) -> list[str]:
     out: list[str] = []
     for raw in params.get(name, ()):
-        out.extend(part.strip() for part in str(raw).split(","))
+        out.extend(part.strip() for part in check_text(name, str(raw)).split(","))
     return [v for v in out if v]
 
 
@@ -79,9 +102,13 @@ def _states(values: Sequence[str]) -> tuple[JobState, ...]:
 def parse_filter(params: Params) -> JobFilter:
     """The job filter of ``state``, ``kind``, ``queue``, ``priority``, ``id``, ``tag`` and
     ``q`` (free text, or a JSON object)."""
-    text = " ".join(params.get("q", ())).strip()
+    text = check_text("q", " ".join(params.get("q", ())).strip())
     if len(text) > 1000:
         raise BadRequest("q", "must be at most 1000 characters")
+    try:
+        search_document(text)  # a JSON object jsonb cannot hold is refused here, not by SQL
+    except ValidationError as exc:
+        raise BadRequest(exc.field, exc.rule) from None
     for name in ("kind", "queue", "tag"):
         for v in _values(params, name):
             if len(v) > 255:
@@ -141,6 +168,20 @@ def parse_list(params: Params) -> ListRequest:
     )
 
 
+def parse_queue(params: Params) -> str | None:
+    """The one ``queue`` of a throughput or counts request (None: every queue)."""
+    text = _one(params, "queue")
+    return check_text("queue", text) if text is not None else None
+
+
+def parse_queue_name(text: str, field: str = "name") -> str:
+    """A queue's name from the path or ``?name=``: given, and text Postgres can hold (River's
+    own rules for a name are the admin calls', which answer "no such queue" for the rest)."""
+    if not text:
+        raise BadRequest(field, "give the queue's name")
+    return check_text(field, text)
+
+
 def parse_minutes(params: Params) -> int:
     """``minutes`` of a throughput window: 1 to 1440 (a day), default 60."""
     text = _one(params, "minutes")
@@ -180,10 +221,18 @@ class BulkRequest:
     matched_before: int = 0
 
 
-def _count_field(body: Mapping[str, Any], name: str, message: str, default: int | None) -> int:
+def _count_field(
+    body: Mapping[str, Any],
+    name: str,
+    message: str,
+    default: int | None,
+    high: int = _MAX_INT64,
+) -> int:
     value = body.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INT64:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise BadRequest(name, message)
+    if value > high:
+        raise BadRequest(name, f"must be at most {high}, got {value} ({message})")
     return value
 
 
@@ -216,7 +265,11 @@ def parse_bulk(body: Any) -> BulkRequest:
         body, "max_id", "must be the max_id of the count confirmed (GET /api/jobs/count)", None
     )
     count = _count_field(
-        body, "count", "must be the number of jobs confirmed (GET /api/jobs/count)", None
+        body,
+        "count",
+        "must be the number of jobs confirmed (GET /api/jobs/count)",
+        None,
+        MAX_BULK_COUNT,
     )
     after_id = _count_field(body, "after_id", "must be the after_id of the previous answer", 0)
     before = _count_field(

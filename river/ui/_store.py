@@ -16,6 +16,15 @@ Every checkout looks at the connection's socket first (river/_pool.py): a connec
 with the server (a restart, a failover) is replaced instead of failing the request that drew
 it, on the dashboard's own pool and on one the application passes in.
 
+A database that stops answering without closing the connection (a network that goes silent:
+a half-open TCP connection after a NAT, firewall or host forgot it) would leave a request
+waiting on its socket for as long as the kernel keeps it, the server's statement timeout
+being of no help. So each transaction of a request is bounded on this side too
+(:attr:`Store.request_deadline`: the wait timeout, the statement timeout and a margin): past
+it the request answers 503 ``unreachable`` and its connection is closed, never given back to
+the pool in an unknown state (a query may be in flight on it); the store's own pool then
+replaces its idle connections too (they likely went silent with it), and opens new ones.
+
 The pool is never replaced: a busy pool (every connection in use by slow requests) is not a
 dead one, and replacing it would leave the old pool's connections open beside the new ones.
 The dashboard's own pool gives up a failing reconnection after the wait timeout instead of
@@ -43,17 +52,34 @@ from river._preflight import SCHEMA_ERRORS, schema_error_async
 from river._sansio import Op, run_async
 from river.ui._queries import UIQueries, ui_queries
 
-__all__ = ["DatabaseBusyError", "QueryTimeoutError", "SharedReads", "Store"]
+__all__ = [
+    "CLIENT_MARGIN",
+    "DatabaseBusyError",
+    "QueryTimeoutError",
+    "SharedReads",
+    "SilentDatabaseError",
+    "Store",
+]
 
 R = TypeVar("R")
 Conn = psycopg.AsyncConnection[Any]
 
 #: ``application_name`` of the dashboard's connections unless the URL sets one.
 APPLICATION_NAME = "river ui"
+#: Seconds a transaction of the dashboard may take beyond the wait timeout and the statement
+#: timeout before the client gives up on it (:attr:`Store.request_deadline`): the server's own
+#: cancellation, its answer, and the transaction's short statements (setup, now()) fit in it.
+CLIENT_MARGIN = 2.0
 
 
 class QueryTimeoutError(Exception):
     """A dashboard query ran past the statement timeout of the dashboard's connections."""
+
+
+class SilentDatabaseError(DatabaseUnavailableError):
+    """A transaction of the dashboard got no answer within :attr:`Store.request_deadline`:
+    the connection is held open but nothing comes back (a silent network). Answered 503
+    ``unreachable``, like a database that refuses connections."""
 
 
 class DatabaseBusyError(Exception):
@@ -99,6 +125,13 @@ class Store:
         self._errors_seen = 0
 
     @property
+    def request_deadline(self) -> float:
+        """Seconds one transaction of a request may take, checkout included, before the
+        client abandons it (see module doc): the wait timeout, the statement timeout, and
+        :data:`CLIENT_MARGIN`."""
+        return self.wait_timeout + self.statement_timeout + CLIENT_MARGIN
+
+    @property
     def pool_size(self) -> int:
         """The most connections the store's pool holds."""
         return self._pool.max_size if self._pool is not None else self._pool_size
@@ -142,25 +175,58 @@ class Store:
             return self._pool
 
     async def _with_conn(self, fn: Callable[[Conn], Awaitable[R]]) -> R:
-        """``fn(conn)`` in one transaction of a connection of the pool (see module doc)."""
+        """``fn(conn)`` in one transaction of a connection of the pool, within
+        :attr:`request_deadline` (see module doc)."""
         pool = await self.pool()
         timeout_ms = str(max(1, round(self.statement_timeout * 1000)))
-        async with pooled(pool, self.wait_timeout) as conn:
-            self.in_use += 1
-            try:
-                try:
-                    async with conn.transaction():
-                        await conn.execute(
-                            self.ui.ui_transaction_setup, {"statement_timeout": timeout_ms}
-                        )
-                        return await fn(conn)
-                except SCHEMA_ERRORS as exc:
-                    mapped = await schema_error_async(conn, self.schema, exc, own=True)
-                    if mapped is None:
+        silent = SilentDatabaseError(
+            f"the database did not answer within {self.request_deadline:g}s (is the network "
+            "to it down?): the request was abandoned and its connection closed"
+        )
+        try:
+            with anyio.move_on_after(self.request_deadline) as deadline:
+                async with pooled(pool, self.wait_timeout) as conn:
+                    self.in_use += 1
+                    try:
+                        try:
+                            async with conn.transaction():
+                                await conn.execute(
+                                    self.ui.ui_transaction_setup,
+                                    {"statement_timeout": timeout_ms},
+                                )
+                                return await fn(conn)
+                        except SCHEMA_ERRORS as exc:
+                            mapped = await schema_error_async(conn, self.schema, exc, own=True)
+                            if mapped is None:
+                                raise
+                            raise mapped from exc
+                    except BaseException:
+                        if deadline.cancel_called:
+                            # Cut mid-statement: the connection's state is unknown (a query
+                            # may be in flight). Closed, the pool discards it on its return
+                            # (libpq's own close: psycopg's may hand it back to a pool).
+                            conn.pgconn.finish()
                         raise
-                    raise mapped from exc
-            finally:
-                self.in_use -= 1
+                    finally:
+                        self.in_use -= 1
+        except Exception as exc:
+            # What the cut left behind (the rollback of a closed connection fails, say).
+            if not deadline.cancel_called:
+                raise
+            await self._after_silence(pool)
+            raise silent from exc
+        await self._after_silence(pool)  # the deadline's cancellation, caught by its scope
+        raise silent
+
+    async def _after_silence(self, pool: AsyncConnectionPool[Any]) -> None:
+        """After a connection went silent, its idle siblings likely did too (a network cut,
+        a NAT that forgot its mappings): the store's own pool replaces them all at once
+        (psycopg_pool 3.3's ``drain``), so that the next requests do not each wait out a
+        dead connection. A pool of the application's is left to it."""
+        drain = getattr(pool, "drain", None)
+        if self._owns_pool and drain is not None:
+            with anyio.CancelScope(shield=True):
+                await drain()
 
     async def run(self, op: Op[R]) -> R:
         """Run a dashboard operation in one transaction (see :meth:`call` for the errors)."""

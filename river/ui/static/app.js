@@ -496,13 +496,27 @@
       panel("Queues", queues),
     );
     live.start(async () => {
-      const [ov, tp] = await Promise.all([api("/overview"), api("/throughput?minutes=60")]);
+      // The chart is one panel of the page: its failure must not keep the rest from showing.
+      const [ov, tp] = await Promise.all([api("/overview"), api("/throughput?minutes=60").catch((e) => e)]);
       setNow(ov.now);
       tiles.replaceChildren(...stateTiles(ov.states, ov.total, {}, ov.capped));
-      chart.replaceChildren(...throughputChart(tp));
       cluster.replaceChildren(clusterView(ov));
       queues.replaceChildren(queueTable(ov.queues, false));
+      showThroughput(chart, tp);
     });
+  }
+
+  // The throughput chart in `chart`, or, when its request failed (`tp` is the error), why, in
+  // its place. The rest of the page has been drawn by then; a database that went away
+  // meanwhile is still reported (the banner) by rethrowing.
+  function showThroughput(chart, tp) {
+    if (!(tp instanceof Error)) {
+      chart.replaceChildren(...throughputChart(tp));
+      return;
+    }
+    const why = tp instanceof ApiError ? tp.describe() : String(tp);
+    chart.replaceChildren(h("p", { class: "empty", "data-error": "throughput" }, `Throughput unavailable: ${why}`));
+    if (tp instanceof ApiError && tp.unavailable) throw tp;
   }
 
   function clusterView(ov) {
@@ -1055,7 +1069,7 @@
         }
         throw e;
       }
-      const tp = await api(`/throughput?minutes=60&queue=${encodeURIComponent(name)}`);
+      const tp = await api(`/throughput?minutes=60&queue=${encodeURIComponent(name)}`).catch((e) => e);
       const q = data.queue;
       known = q.known;
       head.replaceChildren(
@@ -1064,7 +1078,6 @@
           : "This queue has jobs but no river_queue row: no client has worked it yet, so it cannot be paused or configured."),
       );
       tiles.replaceChildren(...stateTiles(q.counts, q.total, { queue: q.name }, q.capped));
-      chart.replaceChildren(...throughputChart(tp));
       current.textContent = q.known ? `Override now: ${overrideText(q.override)}` : "";
       if (!known) settings.replaceChildren();
       else if (!formBuilt) {
@@ -1073,6 +1086,7 @@
       }
       const meta = { ...q.metadata };
       metadata.replaceChildren(q.known ? jsonSection("Metadata", meta, "metadata", new Set(["metadata"])) : "");
+      showThroughput(chart, tp);
     });
   }
 
