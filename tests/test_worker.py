@@ -245,6 +245,33 @@ def test_invalid_file_on_reload_keeps_the_old_config(
         assert worker.wait_exit() == 0, worker.output()
 
 
+def test_a_file_that_is_not_utf8_on_reload_is_a_rejected_reload(
+    db_url: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "river.toml"
+    config.write_text("[queues.default]\nmax_workers = 2\n")
+    port = free_port()
+    args = [APP, "--config", str(config), "--health-addr", f"127.0.0.1:{port}"]
+    with running_worker(args, env) as worker:
+        worker.wait_for("worker started")
+        tmp = config.with_suffix(".tmp")
+        tmp.write_bytes(b"[queues.default]\nmax_workers = 3 # caf\xe9\n")
+        tmp.replace(config)
+        # More reloads than the crashes after which a failing service stops the process.
+        for n in range(1, 7):
+            worker.send(signal.SIGHUP)
+            line = worker.wait_for(r"reload rejected .*", count=n).group(0)
+            assert f"{config}: not UTF-8 text" in line, line
+            assert "still running generation 1" in line
+        metrics = http_get(port, "/metrics")[1]
+        assert "river_worker_reload_failures_total 6" in metrics
+        assert "river_worker_config_generation 1" in metrics
+        assert http_get(port, "/readyz")[0] == 200
+        assert not worker.matches("crashed"), worker.output()
+        worker.send(signal.SIGTERM)
+        assert worker.wait_exit() == 0, worker.output()
+
+
 def test_watch_config_reloads_on_change_and_reports_restart_only_settings(
     db_url: str, env: dict[str, str], tmp_path: Path
 ) -> None:

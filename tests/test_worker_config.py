@@ -10,8 +10,9 @@ from worker_apps.basic import Sleep, make_config, workers
 
 import river
 from river._config import DEFAULT_FETCH_COOLDOWN
-from river.cli import main
+from river.cli import build_parser, main
 from river.worker import WorkerConfigError, load_file
+from river.worker._cli import _child_argv, _overrides
 from river.worker._config import QueueSpec, build_plan, parse_seconds
 from river.worker._health import relabel_metrics
 from river.worker._reconcile import diff_queues, restart_required
@@ -47,7 +48,26 @@ def test_durations(text: object, seconds: float) -> None:
         ("[queues.default]\nmax_workers = '3'\n", "queues.default.max_workers", "integer"),
         ("[queues.Bad]\n", "queues.Bad", "lowercase"),
         ("[client]\nfetch_cooldown = 'soon'\n", "client.fetch_cooldown", "invalid duration"),
-        ("[client]\njob_timeout = 0\n", "client", "job_timeout must be positive"),
+        ("[client]\njob_timeout = 0\n", "client.job_timeout", "must be positive, or -1 for no"),
+        ("[client]\njob_timeout = '0s'\n", "client.job_timeout", "must be positive, or -1 for"),
+        ("[client]\njob_timeout = -2\n", "client.job_timeout", "must be positive, or -1 for"),
+        ("[client]\njob_timeout = 1e300\n", "client.job_timeout", "at most 100 years"),
+        (
+            "[client]\ncompleted_job_retention = -2\n",
+            "client.completed_job_retention",
+            "must be 0 or more, or -1 to keep forever",
+        ),
+        (
+            "[client]\ncompleted_job_retention = 1e300\n",
+            "client.completed_job_retention",
+            "at most 100 years",
+        ),
+        (
+            "[client]\nrescue_stuck_jobs_after = '1000000h'\n",
+            "client.rescue_stuck_jobs_after",
+            "100 years",
+        ),
+        ("[worker]\nshutdown_timeout = 1e300\n", "worker.shutdown_timeout", "at most 100 years"),
         ("[worker]\nhealth_addr = 'localhost'\n", "worker.health_addr", "HOST:PORT"),
         ("[worker]\nshutdown_timeout = -1\n", "worker.shutdown_timeout", "0 or more"),
         ("[database]\nurl = 'x'\nurl_env = 'Y'\n", "database", "not both"),
@@ -65,6 +85,41 @@ def test_file_errors_name_the_key_and_the_rule(
     assert info.value.field == key
     assert rule in info.value.rule
     assert str(info.value).startswith(f"{path}: {key}: ")
+
+
+def test_durations_up_to_100_years_and_minus_one_for_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    century = 100 * 365.25 * 86400
+    text = (
+        f"[client]\njob_timeout = {century}\nrescue_stuck_jobs_after = {century}\n"
+        f"discarded_job_retention = {century}\ncompleted_job_retention = -1\n"
+    )
+    plan = build_plan(load_file(_file(tmp_path, text)), make_config())
+    assert plan.config.job_timeout == century
+    assert plan.config.completed_job_retention == -1
+    for none in ("-1", "-1.0", "'-1'", "'none'"):
+        file = load_file(_file(tmp_path, f"[client]\njob_timeout = {none}\n"))
+        assert file.client.job_timeout == -1
+    with pytest.raises(ValueError, match="at most 100 years"):
+        parse_seconds(century * 1.01)
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "river.toml"
+    path.write_bytes(b"[client]\n# caf\xe9\nmax_workers = 2\n")
+    with pytest.raises(WorkerConfigError) as info:
+        load_file(path)
+    assert str(info.value).startswith(f"{path}: not UTF-8 text (at byte offset 14:")
+    monkeypatch.setenv("DATABASE_URL", URL)
+    app = "worker_apps.basic:workers"
+    assert main(["worker", app, "--config", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"Error: {path}: not UTF-8 text"), err
 
 
 def test_plan_errors_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -315,3 +370,82 @@ def test_autoscale_and_rate_limit_per_queue(
     plan = build_plan(load_file(_file(tmp_path, "")), app)
     assert plan.queues["x"].config.min_workers == 1
     assert plan.queues["x"].config.rate_limit == river.RateLimit(jobs=5)
+
+
+#: Every flag a supervisor forwards to its children, in the forms a user may give them.
+FORWARDED_FLAGS = [
+    ["--schema", "app", "--connect-timeout", "1m30s", "--max-workers", "7"],
+    ["--fetch-cooldown", "0.5", "--fetch-poll-interval", "250ms", "--job-timeout", "-1"],
+    ["--job-timeout", "none", "--max-attempts", "3", "--poll-only", "--pooler", "transaction"],
+    ["--job-timeout", "1e3", "--shutdown-timeout", "0", "--log-format", "json"],
+    ["--shutdown-timeout", "2m", "--log-level", "debug", "--log-handler", "never"],
+    ["--log-level", "15", "--queue", "default", "--queue", "email=3", "--watch-config"],
+    ["--watch-config", "--watch-interval", "100ms", "--config", "river.toml", "--debug"],
+    ["--watch-config", "--watch-interval", "2", "-v", "--database-url", "postgresql://u:pw@db/a"],
+]
+
+
+@pytest.mark.parametrize("flags", FORWARDED_FLAGS)
+def test_children_accept_every_flag_the_supervisor_forwards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    parent = build_parser().parse_args(["worker", "app:workers", "--processes", "2", *flags])
+    argv = _child_argv(parent)(1, 9466)
+    assert not any("postgresql:" in arg for arg in argv), argv  # the URL goes in the environment
+    child = build_parser().parse_args(["worker", *argv])  # raises on a flag it refuses
+    expected = _overrides(parent)
+    expected.get("database", {}).pop("url", None)
+    expected["worker"] = {**expected.get("worker", {}), "health_addr": "127.0.0.1:9466"}
+    expected["worker"].pop("processes")
+    got = _overrides(child)
+    assert got.get("worker", {}).pop("processes") == 1
+    assert {k: v for k, v in got.items() if v} == {k: v for k, v in expected.items() if v}
+    for name in ("watch_config", "debug", "verbose", "app"):
+        assert getattr(child, name) == getattr(parent, name), name
+    if parent.watch_config:
+        assert child.watch_interval == parent.watch_interval
+
+
+def test_health_port_range_is_checked_up_front(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", URL)
+    app = "worker_apps.basic:workers"
+    flags = ["--processes", "2", "--health-addr", "127.0.0.1:65534"]
+    assert main(["worker", app, *flags]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "Error: --health-addr: port 65534 leaves no room for 2 worker process(es): child i "
+        "serves PORT+1+i, so PORT must be at most 65533"
+    ]
+    path = _file(tmp_path, "[worker]\nprocesses = 3\nhealth_addr = '127.0.0.1:65533'\n")
+    assert main(["worker", app, "--config", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"Error: {path}: worker.health_addr: port 65533 leaves no room for 3 worker process(es): "
+        "child i serves PORT+1+i, so PORT must be at most 65532"
+    ]
+
+
+def test_help_lists_the_exit_statuses(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["worker", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Exit status 0 after a clean stop; 1 on an error" in text
+    assert "3 when the worker stopped because a background service kept failing" in text
+
+
+@pytest.mark.anyio
+async def test_source_watching_with_watchfiles_stops_at_once(tmp_path: Path) -> None:
+    import anyio
+
+    from river.worker._watch import watch_sources
+
+    pytest.importorskip("watchfiles")
+    (tmp_path / "app.py").write_text("x = 1\n")
+    # watchfiles' thread waits up to its timeout (5 s by default) unless asked to stop: the
+    # cancellation must reach it (a supervisor's Ctrl-C waited those 5 s).
+    with anyio.fail_after(2.5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: watch_sources([str(tmp_path)], 0.05, lambda paths: None))
+            await anyio.sleep(0.3)  # let its thread start waiting
+            tg.cancel_scope.cancel()

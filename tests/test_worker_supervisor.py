@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import anyio
 import psycopg
 import pytest
+from anyio.abc import Process
 from worker_apps.basic import EXEC_TABLE, Crash, Sleep
+from worker_apps.exit_at_stop import Hold
 from worker_apps.harness import (
+    executions,
     free_port,
     http_get,
     insert,
@@ -17,6 +26,8 @@ from worker_apps.harness import (
     wait_until,
     worker_env,
 )
+
+from river.worker._supervisor import Supervisor, SupervisorOptions, _Child
 
 APP = "worker_apps.basic:workers"
 
@@ -117,3 +128,170 @@ def test_reload_restarts_on_a_source_change(
         sup.send(signal.SIGTERM)
         assert sup.wait_exit() == 0, sup.output()
     assert len(sup.matches(r"worker process 0 started")) == 4
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _started(db_url: str, job_id: int) -> bool:
+    return any(j == job_id and e == "start" for j, _, _, e, _ in executions(db_url))
+
+
+def test_a_reload_that_raises_the_shutdown_timeout_reaches_the_supervisor(
+    db_url: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    # The supervisor kills children still running shutdown timeout + 10 s after a stop: with
+    # the timeout each child runs with, which a reload changes, not the one it started with.
+    config = tmp_path / "river.toml"
+    config.write_text('[worker]\nprocesses = 2\nshutdown_timeout = "0s"\n')
+    with running_worker([APP, "--config", str(config)], env) as sup:
+        sup.wait_for(r"worker started pid=\d+", count=2)
+        _write(config, '[worker]\nprocesses = 2\nshutdown_timeout = "40s"\n')
+        sup.send(signal.SIGHUP)
+        sup.wait_for(r"reload generation=2", count=2)
+        (job,) = insert(db_url, (Sleep(seconds=12.0), "default"))
+        wait_until(lambda: _started(db_url, job), message="job started")
+        sup.send(signal.SIGTERM)
+        assert sup.wait_exit(timeout=40) == 0, sup.output()
+    assert not sup.matches("killing it"), sup.output()
+    assert job_state(db_url, job) == ("completed", 1)
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_children_get_the_flags_as_given_and_the_url_out_of_argv(
+    db_url: str, env: dict[str, str]
+) -> None:
+    # A password the server does not ask for (trust authentication): it must stay out of ps.
+    url = db_url.replace("postgresql://postgres@", "postgresql://postgres:hunter2secret@", 1)
+    assert "hunter2secret" in url
+    # Not the database: the children start only if they get the --database-url.
+    env = {**env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nowhere"}
+    args = [APP, "--processes", "2", "--database-url", url, "--job-timeout", "-1"]
+    args += ["--shutdown-timeout", "5s", "--queue", "default=2"]
+    with running_worker(args, env) as sup:
+        sup.wait_for(r"worker started pid=\d+", count=2)
+        for match in sup.matches(r"worker process \d started \(pid (\d+)\)"):
+            pid = int(match.group(1))
+            cmdline = _cmdline(pid)
+            assert "--job-timeout=-1 " in cmdline, cmdline
+            assert "hunter2secret" not in cmdline, cmdline
+            assert "--database-url" not in cmdline, cmdline
+        sup.send(signal.SIGTERM)
+        assert sup.wait_exit() == 0, sup.output()
+    assert not sup.matches("exited with status [^0]"), sup.output()
+    assert "hunter2secret" not in sup.output()
+
+
+def test_sighup_while_children_start_does_not_kill_them(db_url: str, env: dict[str, str]) -> None:
+    with running_worker([APP, "--processes", "2"], env) as sup:
+        sup.wait_for(r"worker process 1 started")
+        # Reload requests all through the children's start: none may end a child.
+        while len(sup.matches(r"worker started pid=")) < 2 and not sup.matches("exited with"):
+            assert sup.proc.poll() is None, sup.output()
+            sup.send(signal.SIGHUP)
+            time.sleep(0.02)
+        sup.wait_for(r"worker started pid=\d+", count=2)
+        sup.send(signal.SIGHUP)  # once they run, a SIGHUP reloads (no file: nothing to do)
+        sup.wait_for("SIGHUP: no --config file, nothing to reload", count=2)
+        sup.send(signal.SIGTERM)
+        assert sup.wait_exit() == 0, sup.output()
+    assert not sup.matches(r"exited with status -?[1-9]"), sup.output()
+    assert len(sup.matches(r"worker process \d started")) == 2, sup.output()
+
+
+@contextmanager
+def _taken_port(port: int) -> Iterator[None]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        yield
+
+
+def test_a_health_port_in_use_is_one_error_line(
+    db_url: str, env: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port(span=3)
+    config = tmp_path / "river.toml"
+    config.write_text(f"[worker]\nhealth_addr = '127.0.0.1:{port}'\n")
+    cases = [
+        ([APP, "--processes", "2", "--health-addr", f"127.0.0.1:{port}"], "--health-addr"),
+        ([APP, "--health-addr", f"127.0.0.1:{port}"], "--health-addr"),
+        ([APP, "--config", str(config), "--processes", "2"], "worker.health_addr"),
+        ([APP, "--config", str(config)], "worker.health_addr"),
+    ]
+    with _taken_port(port):
+        for args, setting in cases:
+            with running_worker(args, env) as worker:
+                assert worker.wait_exit() == 1, worker.output()
+            assert worker.lines == [
+                f"Error: cannot listen on {setting} 127.0.0.1:{port}: Address already in use"
+            ], args
+
+
+def test_a_child_that_cannot_start_fails_the_supervisor(db_url: str, env: dict[str, str]) -> None:
+    port = free_port(span=3)
+    args = [APP, "--processes", "2", "--health-addr", f"127.0.0.1:{port}"]
+    with _taken_port(port + 2), running_worker(args, env) as sup:  # child 1's port
+        sup.wait_for(
+            f"Error: cannot listen on the health address of worker process 1 127.0.0.1:{port + 2}"
+        )
+        sup.wait_for(r"worker process 1 \(pid \d+\) exited with status 1 before it was ready")
+        sup.wait_for(r"worker started pid=")  # child 0
+        sup.send(signal.SIGTERM)
+        assert sup.wait_exit() == 1, sup.output()
+    assert sup.matches(r"supervisor stopped \(exit statuses \[0, 1\]\)"), sup.output()
+
+
+def test_the_supervisor_gives_up_on_a_child_that_never_starts(
+    db_url: str, env: dict[str, str]
+) -> None:
+    port = free_port(span=3)
+    args = [APP, "--processes", "2", "--health-addr", f"127.0.0.1:{port}"]
+    with _taken_port(port + 2), running_worker(args, env) as sup:
+        line = sup.wait_for(r"worker process 1 failed to start (\d+) times in a row", timeout=60)
+        assert line.group(1) == "5"
+        assert sup.wait_exit() == 1, sup.output()
+    assert len(sup.matches(r"worker process 1 started")) == 5
+    assert sup.matches(r"worker stopped pid="), sup.output()  # child 0 stopped gracefully
+    assert len(sup.matches(r"worker process 0 started")) == 1
+
+
+def test_a_child_that_exits_3_makes_the_supervisor_exit_3(db_url: str, env: dict[str, str]) -> None:
+    args = ["worker_apps.exit_at_stop:workers", "--processes", "2", "--shutdown-timeout", "0s"]
+    with running_worker(args, env) as sup:
+        sup.wait_for(r"worker started pid=\d+", count=2)
+        (job,) = insert(db_url, (Hold(), "default"))
+        wait_until(lambda: job_state(db_url, job)[0] == "running", message="job running")
+        sup.send(signal.SIGTERM)
+        assert sup.wait_exit() == 3, sup.output()
+    assert sup.matches(r"exited with status 3"), sup.output()
+
+
+class _SpawnDuringStop(Supervisor):
+    """A stop signal that lands while a child is being spawned."""
+
+    async def _spawn(self, child: _Child, status_fd: int) -> Process:
+        if not self._stopping.is_set():
+            self._begin_stop(signal.SIGTERM)
+        return await super()._spawn(child, status_fd)
+
+
+@pytest.mark.anyio
+async def test_a_child_spawned_during_a_stop_is_stopped() -> None:
+    options = SupervisorOptions(
+        processes=1,
+        child_argv=lambda index, port: ["-c", "import time; time.sleep(60)"],
+        child_command=[sys.executable],
+        shutdown_timeout=60,
+    )
+    supervisor = _SpawnDuringStop(options)
+    with anyio.fail_after(20):  # unsignalled, the child would sleep its 60 s
+        assert await supervisor.run() == 0
+    assert supervisor.children[0].last_status == 0

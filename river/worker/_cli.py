@@ -20,6 +20,7 @@ from river.worker._config import (
     WorkerConfigError,
     WorkerFile,
     build_plan,
+    job_timeout_seconds,
     load_file,
     parse_host_port,
     parse_seconds,
@@ -27,8 +28,10 @@ from river.worker._config import (
 from river.worker._logs import LogSettings, command_handlers, setup_logging
 from river.worker._runner import RunnerOptions, WorkerRunner
 from river.worker._supervisor import (
+    ENV_DATABASE_URL,
     ENV_PROCESS_INDEX,
     ENV_SUPERVISOR_PID,
+    ChildStatus,
     Supervisor,
     SupervisorOptions,
 )
@@ -46,7 +49,10 @@ callable without arguments) returning one of them. Settings come from the flags,
 --config file (TOML), then APP's Config. SIGTERM/SIGINT: soft stop bounded by
 --shutdown-timeout, then running jobs are cancelled (they return to the queue); a second signal
 stops at once. SIGHUP (or --watch-config) reloads the file: queues are added, updated and
-removed live; an invalid file changes nothing. Exit status 0 after a clean stop, 1 on an error.
+removed live; an invalid file changes nothing. Exit status 0 after a clean stop; 1 on an error
+(configuration, start-up, a worker process of --processes that cannot start); 3 when the worker
+stopped because a background service kept failing, or gave up writing job outcomes (the
+database was unreachable), or with --processes when a worker process last exited 3.
 See docs/worker.md."""
 
 
@@ -60,11 +66,11 @@ def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-def _int_range(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
+def _int_range(low: int, high: int) -> Callable[[object], int]:
+    def parse(text: object) -> int:
         try:
-            value = int(text)
-        except ValueError:
+            value: int = int(text)  # type: ignore[call-overload]  # int() says what it takes
+        except (TypeError, ValueError):
             raise ValueError(f"invalid integer {text!r}") from None
         if not low <= value <= high:
             raise ValueError(f"must be {low} to {high}, got {value}")
@@ -73,10 +79,45 @@ def _int_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _job_timeout(text: str) -> float:
-    if text.strip() in ("-1", "none"):
-        return -1.0
-    return parse_seconds(text)
+def _shutdown_seconds(value: object) -> float:
+    return parse_seconds(value, allow_zero=True)
+
+
+#: The flags whose value is kept as the text given (checked by argparse, parsed where used):
+#: the children of --processes/--reload get the same text, which they accept as this process
+#: did (a parsed value written back, such as ``--job-timeout=-1.0``, may not round-trip).
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "connect_timeout": parse_seconds,
+    "max_workers": _int_range(1, 10_000),
+    "fetch_cooldown": parse_seconds,
+    "fetch_poll_interval": parse_seconds,
+    "job_timeout": job_timeout_seconds,
+    "max_attempts": _int_range(1, 32767),
+    "shutdown_timeout": _shutdown_seconds,
+    "watch_interval": parse_seconds,
+    "processes": _int_range(1, 256),
+    "log_level": parse_log_level,
+}
+
+
+def _checked(dest: str) -> Callable[[str], str]:
+    """An argparse ``type``: the flag's text, once ``_PARSERS[dest]`` accepts it."""
+    parse = _PARSERS[dest]
+
+    def convert(text: str) -> str:
+        try:
+            parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return convert
+
+
+def _value(args: argparse.Namespace, dest: str) -> Any:
+    """The parsed value of a flag of :data:`_PARSERS` (None when not given)."""
+    text = getattr(args, dest, None)
+    return None if text is None else _PARSERS[dest](text)
 
 
 def _queue_flag(text: str) -> tuple[str, int | None]:
@@ -113,18 +154,23 @@ def _add_flags(parser: argparse.ArgumentParser, *, app_optional: bool = False) -
     db.add_argument("--schema", default=None, help="schema of the River tables")
     db.add_argument(
         "--connect-timeout",
-        type=_arg(parse_seconds),
+        type=_checked("connect_timeout"),
         metavar="DURATION",
         help="give up starting when the database does not answer within it (default: 10s)",
     )
     client = parser.add_argument_group("client defaults (override [client])")
-    client.add_argument("--max-workers", type=_arg(_int_range(1, 10_000)), metavar="N")
-    client.add_argument("--fetch-cooldown", type=_arg(parse_seconds), metavar="DURATION")
-    client.add_argument("--fetch-poll-interval", type=_arg(parse_seconds), metavar="DURATION")
+    client.add_argument("--max-workers", type=_checked("max_workers"), metavar="N")
+    client.add_argument("--fetch-cooldown", type=_checked("fetch_cooldown"), metavar="DURATION")
     client.add_argument(
-        "--job-timeout", type=_arg(_job_timeout), metavar="DURATION", help="-1: no timeout"
+        "--fetch-poll-interval", type=_checked("fetch_poll_interval"), metavar="DURATION"
     )
-    client.add_argument("--max-attempts", type=_arg(_int_range(1, 32767)), metavar="N")
+    client.add_argument(
+        "--job-timeout",
+        type=_checked("job_timeout"),
+        metavar="DURATION",
+        help="-1 or none: no timeout",
+    )
+    client.add_argument("--max-attempts", type=_checked("max_attempts"), metavar="N")
     client.add_argument(
         "--poll-only", action="store_true", default=None, help="no LISTEN (PgBouncer)"
     )
@@ -145,7 +191,7 @@ def _add_flags(parser: argparse.ArgumentParser, *, app_optional: bool = False) -
     run = parser.add_argument_group("process")
     run.add_argument(
         "--shutdown-timeout",
-        type=_arg(lambda t: parse_seconds(t, allow_zero=True)),
+        type=_checked("shutdown_timeout"),
         metavar="DURATION",
         help=f"soft-stop budget before running jobs are cancelled (default: "
         f"{DEFAULT_SHUTDOWN_TIMEOUT:g}s)",
@@ -161,14 +207,14 @@ def _add_flags(parser: argparse.ArgumentParser, *, app_optional: bool = False) -
     )
     run.add_argument(
         "--watch-interval",
-        type=_arg(parse_seconds),
-        default=1.0,
+        type=_checked("watch_interval"),
+        default="1s",
         metavar="DURATION",
         help="how often --watch-config (and --reload without watchfiles) polls (default: 1s)",
     )
     run.add_argument(
         "--processes",
-        type=_arg(_int_range(1, 256)),
+        type=_checked("processes"),
         metavar="N",
         help="run N worker processes under a supervisor (default: the file's, else 1)",
     )
@@ -193,7 +239,7 @@ def _add_flags(parser: argparse.ArgumentParser, *, app_optional: bool = False) -
     )
     logs.add_argument(
         "--log-level",
-        type=_arg(parse_log_level),
+        type=_checked("log_level"),
         metavar="LEVEL",
         help="level of the river loggers: debug, info, warning, error, critical or a number "
         "(default: warning, with the worker's, leadership and job lines at info)",
@@ -216,26 +262,28 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
     put("database", "url", args.database_url)
     put("database", "schema", args.schema)
-    put("database", "connect_timeout", args.connect_timeout)
+    put("database", "connect_timeout", _value(args, "connect_timeout"))
     for name in ("max_workers", "fetch_cooldown", "fetch_poll_interval", "job_timeout"):
-        put("client", name, getattr(args, name))
-    put("client", "max_attempts", args.max_attempts)
+        put("client", name, _value(args, name))
+    put("client", "max_attempts", _value(args, "max_attempts"))
     put("client", "poll_only", args.poll_only)
     put("client", "pooler", args.pooler)
     for name, max_workers in args.queue or []:
         out.setdefault("queues", {}).setdefault(name, {})
         if max_workers is not None:
             out["queues"][name]["max_workers"] = max_workers
-    put("worker", "shutdown_timeout", args.shutdown_timeout)
+    put("worker", "shutdown_timeout", _value(args, "shutdown_timeout"))
     put("worker", "health_addr", args.health_addr)
-    put("worker", "processes", args.processes)
+    put("worker", "processes", _value(args, "processes"))
     put("worker", "log_format", args.log_format)
-    put("worker", "log_level", args.log_level)
+    put("worker", "log_level", _value(args, "log_level"))
     put("worker", "log_handler", args.log_handler)
     return out
 
 
 def _child_argv(args: argparse.Namespace) -> Callable[[int, int | None], list[str]]:
+    """A child's flags: this process's, as given (the database URL goes in the environment,
+    ENV_DATABASE_URL, where ``ps`` does not show it)."""
     app_dir = os.path.abspath(args.app_dir or os.getcwd())
 
     def argv(index: int, health_port: int | None) -> list[str]:
@@ -243,7 +291,6 @@ def _child_argv(args: argparse.Namespace) -> Callable[[int, int | None], list[st
         if args.config:
             out += ["--config", os.path.abspath(args.config)]
         for flag, value in (
-            ("--database-url", args.database_url),
             ("--schema", args.schema),
             ("--connect-timeout", args.connect_timeout),
             ("--max-workers", args.max_workers),
@@ -260,7 +307,7 @@ def _child_argv(args: argparse.Namespace) -> Callable[[int, int | None], list[st
             if value is not None:
                 out.append(f"{flag}={value}")
         for name, max_workers in args.queue or []:
-            out.append(f"--queue={name}" + (f"={max_workers}" if max_workers else ""))
+            out.append(f"--queue={name}" + (f"={max_workers}" if max_workers is not None else ""))
         if args.poll_only:
             out.append("--poll-only")
         if args.watch_config:
@@ -332,14 +379,41 @@ def _cmd_worker(args: argparse.Namespace, host: WorkerHost | None = None) -> int
     # started), a reload request (e.g. forwarded by a supervisor) must not end it. The file is
     # read after this point, so the version loaded is at least as new as the request.
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # A child of --processes/--reload: its supervisor forwards SIGHUP from now on.
+    status = ChildStatus.from_env()
+    status.send("started")
     try:
-        return _run(args, logs, host)
+        return _run(_with_child_env(args), logs, host, status)
     finally:
         signal.signal(signal.SIGHUP, previous)
         logs.undo()
 
 
-def _run(args: argparse.Namespace, logs: _Logging, host: WorkerHost | None = None) -> int:
+def _with_child_env(args: argparse.Namespace) -> argparse.Namespace:
+    """A child of --processes/--reload takes the supervisor's --database-url from
+    ENV_DATABASE_URL (removed from the environment: the jobs' own subprocesses do not get it)."""
+    if _supervisor_pid() is None:
+        return args
+    url = os.environ.pop(ENV_DATABASE_URL, None)
+    if not url or args.database_url is not None:
+        return args
+    return argparse.Namespace(**{**vars(args), "database_url": url})
+
+
+def _health_setting(args: argparse.Namespace) -> str:
+    """Where the health address came from, as errors name it."""
+    index = _process_index()
+    if index is not None and _supervisor_pid() is not None:
+        return f"the health address of worker process {index}"
+    return "--health-addr" if args.health_addr is not None else "worker.health_addr"
+
+
+def _run(
+    args: argparse.Namespace,
+    logs: _Logging,
+    host: WorkerHost | None = None,
+    status: ChildStatus | None = None,
+) -> int:
     overrides = _overrides(args)
     signature = file_signature(args.config) if args.config else None
     file = load_file(args.config, overrides)
@@ -357,9 +431,11 @@ def _run(args: argparse.Namespace, logs: _Logging, host: WorkerHost | None = Non
         config_path=args.config,
         overrides=overrides,
         watch_config=args.watch_config,
-        watch_interval=args.watch_interval,
+        watch_interval=_value(args, "watch_interval"),
         supervisor_pid=_supervisor_pid(),
         config_signature=signature,
+        health_setting=_health_setting(args),
+        report=(status or ChildStatus(None)).send,
     )
     if args.watch_config and not args.config:
         logger.warning("--watch-config without --config: nothing to watch")
@@ -372,11 +448,24 @@ def _run_supervisor(
 ) -> int:
     health = file.worker.health_addr
     health_addr = parse_host_port(health) if health is not None else None
-    if health_addr is not None and health_addr[1] == 0:
-        raise WorkerConfigError(
-            "worker.health_addr",
-            "needs a fixed port with --processes or --reload (child i serves PORT+1+i)",
-        )
+    processes = file.worker.processes
+    if health_addr is not None:
+        from_flag = args.health_addr is not None
+        key, path = ("--health-addr", None) if from_flag else ("worker.health_addr", args.config)
+        port = health_addr[1]
+        if port == 0:
+            raise WorkerConfigError(
+                key,
+                "needs a fixed port with --processes or --reload (child i serves PORT+1+i)",
+                path=path,
+            )
+        if port + processes > 65535:
+            raise WorkerConfigError(
+                key,
+                f"port {port} leaves no room for {processes} worker process(es): child i "
+                f"serves PORT+1+i, so PORT must be at most {65535 - processes}",
+                path=path,
+            )
     if not args.reload:
         # Fail now, once, on an app that cannot load, rather than in a restart loop of children.
         # (--reload is exactly for code being edited, so there a broken app just waits.)
@@ -385,14 +474,16 @@ def _run_supervisor(
     logs.setup(file)
     app_dir = os.path.abspath(args.app_dir or os.getcwd())
     options = SupervisorOptions(
-        processes=file.worker.processes,
+        processes=processes,
         child_argv=_child_argv(args),
         reload=args.reload,
         reload_dirs=[os.path.abspath(d) for d in args.reload_dir or [app_dir]],
-        watch_interval=min(args.watch_interval, 0.5),
+        watch_interval=min(_value(args, "watch_interval"), 0.5),
         shutdown_timeout=file.worker.shutdown_timeout,
         health_addr=health_addr,
         child_command=host.child_command if host is not None else None,
+        health_setting=_health_setting(args),
+        database_url=args.database_url,
     )
     return anyio.run(Supervisor(options).run)
 

@@ -62,6 +62,10 @@ __all__ = [
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 #: Environment variable read for the database URL when the file names none.
 DEFAULT_URL_ENV = "DATABASE_URL"
+#: The longest duration any setting takes: 100 years. Postgres computes ``now() - retention``
+#: and ``now() + timeout``; far larger values leave timestamptz's range ("timestamp out of
+#: range" on every maintenance pass) or overflow the event loop's clock.
+MAX_DURATION = 100 * 365.25 * 86_400.0
 
 
 class WorkerConfigError(InvalidConfigError):
@@ -108,6 +112,8 @@ def parse_seconds(value: object, *, allow_zero: bool = False) -> float:
         raise ValueError(f"must be a finite duration, got {value!r}")
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ValueError(f"must be {'0 or more' if allow_zero else 'positive'}, got {value!r}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must be at most 100 years ({MAX_DURATION:.0f}s), got {value!r}")
     return seconds
 
 
@@ -119,11 +125,33 @@ def _seconds_or_zero(value: object) -> float:
     return parse_seconds(value, allow_zero=True)
 
 
-def _seconds_or_forever(value: object) -> float:
-    # -1 means "none" / "keep forever", as in river.Config.
-    if value == -1 and not isinstance(value, bool):
+def _is_minus_one(value: object) -> bool:
+    return value == -1 and not isinstance(value, bool)
+
+
+def _retention(value: object) -> float:
+    # -1 keeps forever, as in river.Config.
+    if _is_minus_one(value):
         return -1.0
-    return parse_seconds(value, allow_zero=True)
+    try:
+        return parse_seconds(value, allow_zero=True)
+    except ValueError as exc:
+        if "0 or more" in str(exc):
+            raise ValueError(f"must be 0 or more, or -1 to keep forever, got {value!r}") from None
+        raise
+
+
+def job_timeout_seconds(value: object) -> float:
+    """``client.job_timeout`` / ``--job-timeout``: positive seconds, or -1 (also ``"-1"`` and
+    ``"none"``) for no timeout, as river.Config takes it."""
+    if _is_minus_one(value) or (isinstance(value, str) and value.strip() in ("-1", "none")):
+        return -1.0
+    try:
+        return parse_seconds(value)
+    except ValueError as exc:
+        if "positive" in str(exc):
+            raise ValueError(f"must be positive, or -1 for no timeout, got {value!r}") from None
+        raise
 
 
 def parse_host_port(value: object) -> tuple[str, int]:
@@ -184,7 +212,8 @@ def _max_lines(value: object) -> object:
 
 Seconds = Annotated[float, BeforeValidator(_seconds)]
 SecondsOrZero = Annotated[float, BeforeValidator(_seconds_or_zero)]
-SecondsOrForever = Annotated[float, BeforeValidator(_seconds_or_forever)]
+Retention = Annotated[float, BeforeValidator(_retention)]
+JobTimeout = Annotated[float, BeforeValidator(job_timeout_seconds)]
 StrictInt = Annotated[int, Field(strict=True)]
 StrictBool = Annotated[bool, Field(strict=True)]
 MaxWorkers = Annotated[int, Field(strict=True, ge=1, le=MAX_WORKERS_LIMIT)]
@@ -270,7 +299,7 @@ class ClientSection(_Section):
     max_workers: MaxWorkers | None = None
     fetch_cooldown: Seconds | None = None
     fetch_poll_interval: Seconds | None = None
-    job_timeout: SecondsOrForever | None = None
+    job_timeout: JobTimeout | None = None
     max_attempts: MaxAttempts | None = None
     poll_only: StrictBool | None = None
     pooler: Literal["transaction"] | None = None
@@ -278,21 +307,15 @@ class ClientSection(_Section):
     leader_election: StrictBool | None = None
     sync_worker_threads: Annotated[int, Field(strict=True, ge=1, le=10_000)] | None = None
     rescue_stuck_jobs_after: Seconds | None = None
-    completed_job_retention: SecondsOrForever | None = None
-    cancelled_job_retention: SecondsOrForever | None = None
-    discarded_job_retention: SecondsOrForever | None = None
+    completed_job_retention: Retention | None = None
+    cancelled_job_retention: Retention | None = None
+    discarded_job_retention: Retention | None = None
     #: Seconds between the leader's queue depth samples, or ``false``: none.
     queue_depth_interval: Seconds | Literal[False] | None = None
     #: How long a stop retries outcome writes that fail (60 s), or ``false``: for ever.
     completer_stop_timeout: Seconds | Literal[False] | None = None
     otel_work_span: Literal["child", "link", "none"] | None = None
     job_log: JobLogSection | None = None
-
-    @model_validator(mode="after")
-    def _job_timeout(self) -> ClientSection:
-        if self.job_timeout == 0:
-            raise ValueError("job_timeout must be positive, or -1 for no timeout")
-        return self
 
 
 class QueueSection(_Section):
@@ -443,6 +466,11 @@ def load_file(path: str | Path | None, overrides: Mapping[str, Any] | None = Non
             raise WorkerConfigError("", f"cannot read: {exc.strerror or exc}", path=shown) from None
         except tomllib.TOMLDecodeError as exc:
             raise WorkerConfigError("", f"invalid TOML: {exc}", path=shown) from None
+        except UnicodeDecodeError as exc:
+            # TOML files are UTF-8 (tomllib decodes the whole file before parsing it).
+            raise WorkerConfigError(
+                "", f"not UTF-8 text (at byte offset {exc.start}: {exc.reason})", path=shown
+            ) from None
     merged = _merge(raw, overrides or {})
     database = merged.get("database")
     if isinstance(database, dict) and (overrides or {}).get("database", {}).get("url"):

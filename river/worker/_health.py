@@ -12,10 +12,19 @@ from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream, TaskStatus
+from anyio.abc import Listener, SocketAttribute, SocketStream, TaskStatus
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-__all__ = ["Routes", "fetch", "metric_line", "relabel_metrics", "serve"]
+__all__ = [
+    "ListenError",
+    "Routes",
+    "fetch",
+    "listen",
+    "metric_line",
+    "relabel_metrics",
+    "serve",
+    "serve_on",
+]
 
 logger = logging.getLogger("river.worker")
 
@@ -62,24 +71,54 @@ async def _handle(stream: SocketStream, routes: Routes) -> None:
             pass  # a probe that hung up or sent garbage: nothing to answer
 
 
-async def serve(
-    host: str,
-    port: int,
-    routes: Routes,
-    *,
-    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve ``routes`` on ``host:port`` until cancelled; reports the bound port as started."""
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
+class ListenError(OSError):
+    """The health address cannot be listened on (taken, not a local address...); ``str()`` is
+    one line naming the setting, the address and the reason."""
+
+
+def _shown(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def listen(
+    host: str, port: int, setting: str = "the health address"
+) -> Listener[SocketStream]:
+    """A listener on ``host:port``; raises :class:`ListenError` naming ``setting`` (the flag or
+    the file's key the address came from)."""
+    try:
+        return await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ListenError(f"cannot listen on {setting} {_shown(host, port)}: {reason}") from None
+
+
+async def serve_on(listener: Listener[SocketStream], routes: Routes) -> None:
+    """Serve ``routes`` on ``listener`` (which it closes) until cancelled."""
+    host = listener.extra(SocketAttribute.local_address)
     bound = listener.extra(SocketAttribute.local_port)
-    logger.info("health endpoints on http://%s:%d (/livez /readyz /metrics)", host, bound)
-    task_status.started(bound)
+    shown = _shown(host[0] if isinstance(host, tuple) else str(host), bound)
+    logger.info("health endpoints on http://%s (/livez /readyz /metrics)", shown)
 
     async def handler(stream: SocketStream) -> None:
         await _handle(stream, routes)
 
     async with listener:
         await listener.serve(handler)
+
+
+async def serve(
+    host: str,
+    port: int,
+    routes: Routes,
+    *,
+    setting: str = "the health address",
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``routes`` on ``host:port`` until cancelled; reports the bound port as started.
+    Raises :class:`ListenError` (before reporting started) when it cannot listen."""
+    listener = await listen(host, port, setting)
+    task_status.started(listener.extra(SocketAttribute.local_port))
+    await serve_on(listener, routes)
 
 
 async def fetch(host: str, port: int, path: str, timeout: float = 2.0) -> tuple[int, str]:

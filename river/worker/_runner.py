@@ -22,7 +22,7 @@ import functools
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -68,6 +68,10 @@ _HEALTH_CHECK_INTERVAL = 0.5
 EXIT_UNHEALTHY = 3
 
 
+def _no_report(line: str) -> None:
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class RunnerOptions:
     """How the process was started (what a reload needs to read the configuration again)."""
@@ -80,6 +84,17 @@ class RunnerOptions:
     supervisor_pid: int | None = None
     #: The config file's signature before it was first read (see watch_file).
     config_signature: Signature = None
+    #: Where health_addr came from, for errors (``--health-addr``, ``worker.health_addr``).
+    health_setting: str = "--health-addr"
+    #: Tells the supervisor of --processes/--reload about this process (ChildStatus.send):
+    #: ``shutdown_timeout SECONDS`` (at start, on a change, as a stop begins) and ``ready``.
+    report: Callable[[str], None] = _no_report
+
+
+def _describe(exc: BaseException, path: str) -> str:
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    return f"{path}: {name}: {text}" if text else f"{path}: {name}"
 
 
 class WorkerRunner:
@@ -164,6 +179,7 @@ class WorkerRunner:
         Raises what prevented the start (database unreachable, port taken, ...)."""
         error: BaseException | None = None
         subscription = None
+        self.options.report(f"shutdown_timeout {self.shutdown_timeout!r}")
         if self.plan.health_addr is not None:
             # Only for /metrics: a job-event subscription makes the completer return rows.
             subscription = self.client.subscribe(*sorted(EventKind.JOB_KINDS), buffer=10_000)
@@ -183,7 +199,13 @@ class WorkerRunner:
                             await tg.start(
                                 supervise,
                                 "worker:health-server",
-                                functools.partial(serve, host, port, self._routes),
+                                functools.partial(
+                                    serve,
+                                    host,
+                                    port,
+                                    self._routes,
+                                    setting=self.options.health_setting,
+                                ),
                             )
                         # A stop requested meanwhile cancels the start (e.g. while the
                         # database does not answer): the stop below then finds nothing to do.
@@ -227,6 +249,7 @@ class WorkerRunner:
         await self.client.start()
         await finish_pauses(self.client, self.queues, missing)
         self.state = "running"
+        self.options.report("ready")
         kinds = self.base.workers.kinds() if self.base.workers is not None else []
         logger.info(
             "worker started pid=%d generation=%d queues=[%s] kinds=[%s]",
@@ -239,6 +262,8 @@ class WorkerRunner:
     async def _shutdown(self) -> None:
         self.state = "stopping"
         timeout = self.shutdown_timeout
+        # The supervisor of --processes kills this process timeout + 10 s after the stop.
+        self.options.report(f"shutdown_timeout {timeout!r}")
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._hard_stop_watchdog, timeout)
             await self.client.stop(timeout=timeout)
@@ -334,13 +359,17 @@ class WorkerRunner:
         try:
             file = load_file(path, self.options.overrides)
             plan = build_plan(file, self.base, path=path)
-        except WorkerConfigError as exc:
+        except Exception as exc:
+            # Whatever prevents loading the file (an invalid file, and anything unforeseen: a
+            # reload must never end the process) rejects this reload and changes nothing.
             self.reload_failures += 1
+            text = str(exc) if isinstance(exc, WorkerConfigError) else _describe(exc, path)
             logger.error(
                 "reload rejected (%s): %s; still running generation %d",
                 reason,
-                exc,
+                text,
                 self.generation,
+                exc_info=not isinstance(exc, WorkerConfigError),
             )
             return False
         restart = restart_required(self.static, plan.restart_only)
@@ -367,6 +396,9 @@ class WorkerRunner:
             return False
         self.generation += 1
         self.plan = plan
+        if plan.shutdown_timeout != self.shutdown_timeout and self.state == "running":
+            # (A stop under way keeps the timeout it started with, and reported.)
+            self.options.report(f"shutdown_timeout {plan.shutdown_timeout!r}")
         self.shutdown_timeout = plan.shutdown_timeout
         if added or changed or removed:
             logger.info(

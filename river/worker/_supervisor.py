@@ -5,9 +5,13 @@ Each child is ``python -m river.worker APP ...`` with the same flags (``--proces
 and is forwarded once. The supervisor:
 
 - forwards SIGTERM/SIGINT (a second one too, for a hard stop) and SIGHUP (config reload in
-  every child) to the children, and exits 0 when every child stopped cleanly;
+  every child; a child still starting gets it once it can take it) to the children, and exits
+  0 when every child stopped cleanly (3 when one exited 3, 1 for any other failure);
 - restarts a child that exits on its own, after a backoff (0.5 s doubling to 30 s, reset once a
-  child has run for 30 s), logging each exit;
+  child has run for 30 s), logging each exit; gives up (stops the others, exits 1) when a child
+  failed to start :data:`START_FAILURES_MAX` times in a row;
+- kills the children still running ``shutdown timeout + 10 s`` after a stop signal, with the
+  shutdown timeout each child reported (it changes on reload);
 - with ``--reload``, watches the app's sources and restarts every child on a change (the old
   child soft-stops first); a child that cannot start (a syntax error) is not restarted until
   the next change;
@@ -15,12 +19,17 @@ and is forwarded once. The supervisor:
   serves its own on 127.0.0.1:PORT+1+i): ``/readyz`` is 200 only when every child is ready,
   ``/metrics`` merges the children's metrics with a ``process`` label.
 
+Each child reports to the supervisor through a pipe (its write end's number in
+``RIVER_WORKER_STATUS_FD``), one line per event: ``started`` once a SIGHUP can no longer kill it,
+``shutdown_timeout SECONDS`` whenever that changes, ``ready`` once its client has started.
+
 Leadership needs nothing here: each child is an ordinary client and takes part in the election.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -31,18 +40,32 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
-from anyio.abc import Process
+from anyio.abc import Process, TaskGroup
 
-from river.worker._health import fetch, metric_line, relabel_metrics, serve
+from river.worker._health import fetch, listen, metric_line, relabel_metrics, serve_on
 from river.worker._watch import watch_sources
 
-__all__ = ["Supervisor", "SupervisorOptions"]
+__all__ = ["ChildStatus", "Supervisor", "SupervisorOptions"]
 
 logger = logging.getLogger("river.worker")
 
 #: Environment variables a child reads (set by the supervisor only).
 ENV_SUPERVISOR_PID = "RIVER_WORKER_SUPERVISOR_PID"
 ENV_PROCESS_INDEX = "RIVER_WORKER_PROCESS"
+#: The child's end of its status pipe (see ChildStatus).
+ENV_STATUS_FD = "RIVER_WORKER_STATUS_FD"
+#: The --database-url given to the supervisor, for its children: an environment variable (only
+#: the user and root can read a process's environment) rather than an argument every ``ps``
+#: shows.
+ENV_DATABASE_URL = "RIVER_WORKER_DATABASE_URL"
+
+#: Exit status of a worker process that stopped unhealthy or gave up writing outcomes (the
+#: supervisor exits with it when a child's last exit had it).
+EXIT_UNHEALTHY = 3
+#: A child that exits with an error this many times in a row without ever becoming ready
+#: (cannot import the app, cannot listen, cannot reach the database) makes the supervisor give
+#: up (not with --reload, which waits for the next source change instead).
+START_FAILURES_MAX = 5
 
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
@@ -67,6 +90,40 @@ class SupervisorOptions:
     #: A child's command line before its flags (default ``python -m river.worker``);
     #: ``manage.py river_worker`` starts its children as Django commands.
     child_command: Sequence[str] | None = None
+    #: Where health_addr came from, for errors (``--health-addr``, ``worker.health_addr``).
+    health_setting: str = "--health-addr"
+    #: The --database-url flag, passed to the children in ENV_DATABASE_URL.
+    database_url: str | None = None
+
+
+class ChildStatus:
+    """A child's end of its status pipe (a no-op in a process that has none). The supervisor
+    reads it: see the module's docstring."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    @classmethod
+    def from_env(cls) -> ChildStatus:
+        """The pipe named by ENV_STATUS_FD (removed from the environment, and not inherited
+        by the processes this one starts)."""
+        text = os.environ.pop(ENV_STATUS_FD, "")
+        if not text.isdigit() or os.environ.get(ENV_SUPERVISOR_PID) is None:
+            return cls(None)
+        fd = int(text)
+        try:
+            os.set_inheritable(fd, False)
+        except OSError:
+            return cls(None)
+        return cls(fd)
+
+    def send(self, line: str) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.write(self._fd, (line + "\n").encode())
+        except OSError:
+            self._fd = None  # the supervisor is gone (the parent check notices it)
 
 
 @dataclass(slots=True)
@@ -78,6 +135,16 @@ class _Child:
     failures: int = 0
     restart_requested: bool = False
     last_status: int | None = None
+    #: This run reported ``started``: a SIGHUP no longer kills it.
+    hup_safe: bool = False
+    #: A SIGHUP came while it could not take one yet: sent once it reports ``started``.
+    hup_pending: bool = False
+    #: This run reported ``ready`` (its client started).
+    ready: bool = False
+    #: The shutdown timeout this run reported (None: not yet).
+    shutdown_timeout: float | None = None
+    #: Consecutive runs that failed without becoming ready.
+    start_failures: int = 0
 
 
 class Supervisor:
@@ -89,6 +156,8 @@ class Supervisor:
         self._stopping = anyio.Event()
         self._signals_seen = 0
         self._changed = anyio.Event()
+        self._gave_up = False
+        self._tg: TaskGroup | None = None
 
     def _health_port(self, index: int) -> int | None:
         if self.options.health_addr is None:
@@ -96,15 +165,22 @@ class Supervisor:
         return self.options.health_addr[1] + 1 + index
 
     async def run(self) -> int:
-        """Start the children and supervise them until they have all stopped."""
+        """Start the children and supervise them until they have all stopped.
+
+        Raises :class:`~river.worker._health.ListenError` when the health address is taken."""
+        listener = None
+        if self.options.health_addr is not None:
+            # Before anything starts: a port in use is a one-line start-up error.
+            host, port = self.options.health_addr
+            listener = await listen(host, port, self.options.health_setting)
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             with anyio.open_signal_receiver(
                 signal.SIGTERM, signal.SIGINT, signal.SIGHUP
             ) as signals:
                 tg.start_soon(self._signal_loop, signals)
-                if self.options.health_addr is not None:
-                    host, port = self.options.health_addr
-                    await tg.start(serve, host, port, self._routes)
+                if listener is not None:
+                    tg.start_soon(serve_on, listener, self._routes)
                 if self.options.reload:
                     tg.start_soon(self._watch_sources)
                 logger.info(
@@ -118,11 +194,15 @@ class Supervisor:
                         children.start_soon(self._run_child, child)
                 tg.cancel_scope.cancel()
         statuses = [c.last_status for c in self.children]
-        # A child that was not running when the stop came (in its restart backoff, or waiting
-        # for a source change) has nothing to stop: only the others' statuses count.
-        ok = all(s in (0, None) for s in statuses)
+        # A child that was not running when the stop came (in its restart backoff after a
+        # crash, or waiting for a source change) has nothing to stop: its status is None. One
+        # whose last run failed to start keeps that run's status.
         logger.info("supervisor stopped (exit statuses %s)", statuses)
-        return 0 if ok else 1
+        if EXIT_UNHEALTHY in statuses:
+            return EXIT_UNHEALTHY
+        if self._gave_up or any(s not in (0, None) for s in statuses):
+            return 1
+        return 0
 
     async def _watch_sources(self) -> None:
         await watch_sources(
@@ -139,32 +219,63 @@ class Supervisor:
         command = self.options.child_command or (sys.executable, "-m", "river.worker")
         return [*command, *argv]
 
-    def _env(self, child: _Child) -> dict[str, str]:
+    def _env(self, child: _Child, status_fd: int) -> dict[str, str]:
         env = dict(os.environ)
         env[ENV_SUPERVISOR_PID] = str(os.getpid())
         env[ENV_PROCESS_INDEX] = str(child.index)
+        env[ENV_STATUS_FD] = str(status_fd)
+        env.pop(ENV_DATABASE_URL, None)
+        if self.options.database_url is not None:
+            env[ENV_DATABASE_URL] = self.options.database_url
         if self.options.reload:
             # A rewrite within the same second with the same size would otherwise be served
             # from a stale .pyc (whose source stamp has a one-second resolution).
             env["PYTHONDONTWRITEBYTECODE"] = "1"
         return env
 
+    async def _spawn(self, child: _Child, status_fd: int) -> Process:
+        return await anyio.open_process(
+            self._command(child),
+            stdin=subprocess.DEVNULL,
+            stdout=None,
+            stderr=None,
+            env=self._env(child, status_fd),
+            start_new_session=True,
+            pass_fds=(status_fd,),
+        )
+
+    async def _run_once(self, child: _Child) -> int:
+        """Start the child, wait for its exit; return its exit status."""
+        child.hup_safe = child.hup_pending = child.ready = False
+        child.shutdown_timeout = None
+        read_fd, write_fd = os.pipe()
+        try:
+            os.set_blocking(read_fd, False)
+            try:
+                process = await self._spawn(child, write_fd)
+            finally:
+                os.close(write_fd)
+            async with process:
+                child.process, child.pid = process, process.pid
+                logger.info("worker process %d started (pid %d)", child.index, process.pid)
+                if self._stopping.is_set():
+                    # The stop came while it was being spawned: _send did not see it.
+                    self._signal_child(child, signal.SIGTERM)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._read_status, child, read_fd)
+                    status = await process.wait()
+                    tg.cancel_scope.cancel()
+                self._drain_status(child, read_fd)
+            return status
+        finally:
+            child.process = None
+            os.close(read_fd)
+
     async def _run_child(self, child: _Child) -> None:
         while not self._stopping.is_set():
             started = time.monotonic()
             changed = self._changed
-            async with await anyio.open_process(
-                self._command(child),
-                stdin=subprocess.DEVNULL,
-                stdout=None,
-                stderr=None,
-                env=self._env(child),
-                start_new_session=True,
-            ) as process:
-                child.process, child.pid = process, process.pid
-                logger.info("worker process %d started (pid %d)", child.index, process.pid)
-                status = await process.wait()
-            child.process = None
+            status = await self._run_once(child)
             if self._stopping.is_set() and status in (-signal.SIGTERM, -signal.SIGINT, 130):
                 # Killed by the forwarded signal before it had installed its handlers, i.e.
                 # before it had started any job: nothing was lost.
@@ -182,6 +293,12 @@ class Supervisor:
                 child.restart_requested = False
                 continue
             child.restarts += 1
+            failed_start = status != 0 and not child.ready
+            child.start_failures = child.start_failures + 1 if failed_start else 0
+            if not failed_start:
+                # A run that became ready: stopping while it waits for its restart leaves
+                # nothing to report (see run()).
+                child.last_status = None
             if self.options.reload:
                 logger.warning(
                     "worker process %d (pid %d) exited with status %d; waiting for a source "
@@ -193,20 +310,85 @@ class Supervisor:
                 if changed is self._changed:
                     await self._wait_or_stop(self._changed)
                 continue
+            if child.start_failures >= START_FAILURES_MAX:
+                logger.error(
+                    "worker process %d failed to start %d times in a row (last exit status "
+                    "%d): giving up, stopping the other worker processes",
+                    child.index,
+                    child.start_failures,
+                    status,
+                )
+                self._gave_up = True
+                self._signals_seen += 1  # a signal from now on stops at once
+                self._begin_stop(signal.SIGTERM)
+                return
             if time.monotonic() - started >= _HEALTHY_RUN:
                 child.failures = 0
             delay = min(_BACKOFF_FIRST * 2**child.failures, _BACKOFF_MAX)
             child.failures += 1
             logger.warning(
-                "worker process %d (pid %d) exited with status %d; restarting in %gs",
+                "worker process %d (pid %d) exited with status %d%s; restarting in %gs",
                 child.index,
                 child.pid,
                 status,
+                " before it was ready" if failed_start else "",
                 delay,
             )
             with anyio.move_on_after(delay):
                 await self._stopping.wait()
-        child.last_status = None  # stopped while not running
+
+    # --- status pipe ---------------------------------------------------------------------
+
+    async def _read_status(self, child: _Child, fd: int) -> None:
+        buffer = b""
+        while True:
+            await anyio.wait_readable(fd)
+            data = self._read_available(fd)
+            if data is None:
+                return
+            buffer += data
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                self._on_status(child, line.decode(errors="replace"))
+
+    def _drain_status(self, child: _Child, fd: int) -> None:
+        # What the child wrote just before it exited (the reader was cancelled at the exit).
+        data = self._read_available(fd) or b""
+        for line in data.split(b"\n"):
+            if line:
+                self._on_status(child, line.decode(errors="replace"))
+
+    @staticmethod
+    def _read_available(fd: int) -> bytes | None:
+        """What can be read now; None at end of file."""
+        chunks: list[bytes] = []
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.EINTR:
+                    continue
+                break
+            if not chunk:
+                return b"".join(chunks) or None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _on_status(self, child: _Child, line: str) -> None:
+        word, _, value = line.partition(" ")
+        if word == "started":
+            child.hup_safe = True
+            if child.hup_pending:
+                child.hup_pending = False
+                self._signal_child(child, signal.SIGHUP)
+        elif word == "ready":
+            child.ready = True
+            child.start_failures = 0
+        elif word == "shutdown_timeout":
+            with contextlib.suppress(ValueError):
+                child.shutdown_timeout = float(value)
 
     async def _wait_or_stop(self, event: anyio.Event) -> None:
         async with anyio.create_task_group() as tg:
@@ -219,11 +401,21 @@ class Supervisor:
             await event.wait()
             tg.cancel_scope.cancel()
 
+    @staticmethod
+    def _signal_child(child: _Child, signum: int) -> None:
+        if child.process is not None and child.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signal.Signals(signum))
+
     def _send(self, signum: int) -> None:
         for child in self.children:
-            if child.process is not None and child.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    child.process.send_signal(signal.Signals(signum))
+            if signum == signal.SIGHUP and not child.hup_safe:
+                # Still starting: a SIGHUP would kill it. It reads the file after it reports
+                # ``started``; the signal follows then, in case it had read it already.
+                if child.process is not None:
+                    child.hup_pending = True
+                continue
+            self._signal_child(child, signum)
 
     def _sources_changed(self, paths: set[str]) -> None:
         if self._stopping.is_set():
@@ -243,32 +435,57 @@ class Supervisor:
     # --- signals -------------------------------------------------------------------------
 
     async def _signal_loop(self, signals: AsyncIterator[int]) -> None:
-        async with anyio.create_task_group() as tg:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if signum == signal.SIGHUP:
-                    logger.info("%s: reloading the config of every worker process", name)
-                    self._send(signum)
-                    continue
-                self._signals_seen += 1
-                if self._signals_seen == 1:
-                    logger.info("%s: stopping the worker processes", name)
-                    self._stopping.set()
-                    tg.start_soon(self._kill_after_grace)
-                else:
-                    logger.warning("%s again: worker processes stop now", name)
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                logger.info("%s: reloading the config of every worker process", name)
                 self._send(signum)
+                continue
+            self._signals_seen += 1
+            if self._signals_seen == 1:
+                logger.info("%s: stopping the worker processes", name)
+            else:
+                logger.warning("%s again: worker processes stop now", name)
+            self._begin_stop(signum)
 
-    async def _kill_after_grace(self) -> None:
-        await anyio.sleep(self.options.shutdown_timeout + _KILL_GRACE)
-        for child in self.children:
-            if child.process is not None and child.process.returncode is None:
+    def _begin_stop(self, signum: int) -> None:
+        """Stop every child (soft; a second call: hard) and start the kill timer."""
+        if not self._stopping.is_set():
+            self._stopping.set()
+            if self._tg is not None:
+                self._tg.start_soon(self._kill_after_grace, time.monotonic())
+        self._send(signum)
+
+    def _kill_deadline(self, child: _Child, stopped_at: float) -> float:
+        # The shutdown timeout the child reported (a reload may have changed it), else the
+        # supervisor's own (a child that has not reported it yet has not started any job).
+        timeout = child.shutdown_timeout
+        if timeout is None:
+            timeout = self.options.shutdown_timeout
+        return stopped_at + timeout + _KILL_GRACE
+
+    async def _kill_after_grace(self, stopped_at: float) -> None:
+        killed: set[int] = set()
+        while True:
+            now = time.monotonic()
+            waits = [1.0]  # re-checked every second: a reported timeout can still change
+            for child in self.children:
+                process = child.process
+                if process is None or process.returncode is not None or process.pid in killed:
+                    continue
+                left = self._kill_deadline(child, stopped_at) - now
+                if left > 0:
+                    waits.append(left)
+                    continue
                 logger.error(
                     "worker process %d (pid %s) did not stop in time: killing it",
                     child.index,
                     child.pid,
                 )
-                child.process.kill()
+                killed.add(process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+            await anyio.sleep(min(waits))
 
     # --- health --------------------------------------------------------------------------
 

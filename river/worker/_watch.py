@@ -25,6 +25,10 @@ _SKIP_DIRS = frozenset({"__pycache__", "node_modules", "site-packages", "venv", 
 
 Signature = tuple[int, int, int] | None
 
+#: Longest wait of watchfiles' thread before it looks for a stop request again (its default,
+#: 5 s, delayed every stop of --reload by up to that much).
+_WATCHFILES_TIMEOUT_MS = 500
+
 
 def file_signature(path: str) -> Signature:
     """What changes when the file does: (inode, size, mtime in ns); None when it is missing."""
@@ -86,12 +90,30 @@ async def watch_sources(
     module = _watchfiles() if use_watchfiles else None
     if module is not None:
         logger.info("watching %s for changes (watchfiles)", ", ".join(dirs))
-        async for changes in module.awatch(
-            *dirs, watch_filter=module.PythonFilter(), debounce=400, step=50
-        ):
-            changed = {path for _, path in changes}
-            if changed:
-                on_change(changed)
+        # awatch waits in a thread that a cancellation cannot interrupt: only its stop event
+        # (checked every `step` ms) or its timeout ends the wait. Set the event as soon as this
+        # task is cancelled, so that a stop does not wait out the timeout.
+        stop = anyio.Event()
+
+        async def consume() -> None:
+            async for changes in module.awatch(
+                *dirs,
+                watch_filter=module.PythonFilter(),
+                debounce=400,
+                step=50,
+                stop_event=stop,
+                rust_timeout=_WATCHFILES_TIMEOUT_MS,
+            ):
+                changed = {path for _, path in changes}
+                if changed:
+                    on_change(changed)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            try:
+                await anyio.sleep_forever()
+            finally:
+                stop.set()
         return
     logger.info("watching %s for changes (polling every %gs)", ", ".join(dirs), interval)
     last = await anyio.to_thread.run_sync(python_files_snapshot, dirs)

@@ -118,8 +118,13 @@ def running_worker(
 
 def worker_env(db_url: str, **extra: str) -> dict[str, str]:
     env = {**os.environ, "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1", **extra}
-    env.pop("RIVER_WORKER_SUPERVISOR_PID", None)
-    env.pop("RIVER_WORKER_PROCESS", None)
+    for name in (
+        "RIVER_WORKER_SUPERVISOR_PID",
+        "RIVER_WORKER_PROCESS",
+        "RIVER_WORKER_STATUS_FD",
+        "RIVER_WORKER_DATABASE_URL",
+    ):
+        env.pop(name, None)
     return env
 
 
