@@ -53,6 +53,17 @@ DEFAULT_FETCH_POLL_INTERVAL = 1.0
 #: max_workers of a queue whose QueueConfig leaves it unset.
 DEFAULT_MAX_WORKERS = 100
 _MIN_DURATION = 0.001
+#: Longest job timeout, retention or rescue horizon (100 years): these become intervals the
+#: database subtracts from now(), and one beyond timestamptz's range made every maintenance
+#: pass fail ("timestamp out of range").
+MAX_HORIZON = 100 * 365.25 * 86_400.0
+
+
+def _horizon(seconds: float, field_name: str) -> None:
+    if seconds > MAX_HORIZON:
+        raise InvalidConfigError(
+            field_name, f"must be at most 100 years ({MAX_HORIZON:.0f}s), got {seconds!r}"
+        )
 
 
 def _seconds(value: float | timedelta, field_name: str) -> float:
@@ -303,6 +314,7 @@ class Config:
         seconds = _seconds(self.job_timeout, "job_timeout")
         if seconds != -1 and (math.isnan(seconds) or seconds <= 0):
             raise InvalidConfigError("job_timeout", "must be positive seconds, or -1 for none")
+        _horizon(seconds, "job_timeout")
         _max_workers(self.max_workers, "max_workers")
         _duration(self.fetch_cooldown, "fetch_cooldown")
         _duration(self.fetch_poll_interval, "fetch_poll_interval")
@@ -347,6 +359,9 @@ class Config:
             "queue_idle_retention",
         ):
             _duration(getattr(self, name), name)
+        _horizon(
+            _seconds(self.queue_idle_retention, "queue_idle_retention"), "queue_idle_retention"
+        )
         _duration(self.queue_depth_interval, "queue_depth_interval")
         if self.otel_work_span not in ("child", "link", "none"):
             raise InvalidConfigError(
@@ -364,6 +379,7 @@ class Config:
             value = getattr(self, name)
             if value != -1 and not (isinstance(value, int | float) and value >= 0):
                 raise InvalidConfigError(name, "must be seconds >= 0, or -1 to keep forever")
+            _horizon(value, name)
         rescue = self.rescue_after_seconds
         if self.job_timeout_seconds > 0 and rescue < self.job_timeout_seconds:
             raise InvalidConfigError(
@@ -378,6 +394,7 @@ class Config:
         if self.rescue_stuck_jobs_after is not None:
             seconds = _duration(self.rescue_stuck_jobs_after, "rescue_stuck_jobs_after")
             assert seconds is not None
+            _horizon(seconds, "rescue_stuck_jobs_after")
             return seconds
         timeout = self.job_timeout_seconds
         if timeout > 0 and timeout != DEFAULT_JOB_TIMEOUT:

@@ -212,6 +212,13 @@ def test_config_durations() -> None:
             "completer_flush_interval",
             "must be a number of",
         ),
+        # Intervals the database subtracts from now(): beyond timestamptz's range every
+        # maintenance pass failed ("timestamp out of range").
+        ({"completed_job_retention": 1e300}, "completed_job_retention", "must be at most 100"),
+        ({"discarded_job_retention": math.inf}, "discarded_job_retention", "must be at most"),
+        ({"queue_idle_retention": 1e12}, "queue_idle_retention", "must be at most 100 years"),
+        ({"job_timeout": 1e300}, "job_timeout", "must be at most 100 years"),
+        ({"rescue_stuck_jobs_after": 1e300}, "rescue_stuck_jobs_after", "must be at most 100"),
     ],
 )
 def test_config_duration_errors(kwargs: dict[str, object], field: str, rule: str) -> None:
