@@ -239,6 +239,8 @@ class Config:
     - ``completed_job_retention`` (24 h), ``cancelled_job_retention`` (24 h),
       ``discarded_job_retention`` (7 days), -1 keeps forever; ``job_cleaner_interval`` (30 s).
     - ``queue_idle_retention`` (24 h) and ``queue_cleaner_interval`` (1 h).
+    - Retentions, ``rescue_stuck_jobs_after`` and ``job_timeout`` are at most 100 years (the
+      database subtracts them from now()).
     - ``reindexer_schedule``: e.g. ``river.Cron("0 0 * * *")``; None (default) disables it.
     - ``queue_depth_interval`` (10 s): how often the leader counts the jobs not yet finalized
       per queue and state (one grouped ``count(*)``), for the ``river.queue.depth`` gauge,
