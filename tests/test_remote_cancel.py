@@ -81,7 +81,7 @@ class SpinnerWorker(river.Worker[Spinner]):
 
 class Flaky(river.JobArgs):
     kind: ClassVar[str] = "rc_flaky"
-    outcome: str  # "error" | "snooze" | "ok", or "error_soon" | "snooze_soon" (due at once)
+    outcome: str  # "error" | "snooze" | "ok"
 
 
 class FlakyWorker(river.Worker[Flaky]):
@@ -94,16 +94,12 @@ class FlakyWorker(river.Worker[Flaky]):
         self.entered.add(job.args.outcome)
         self.runs += 1
         await self.gate.wait()
-        if job.args.outcome.startswith("error"):
+        if job.args.outcome == "error":
             raise ValueError("boom after cancel")
         if job.args.outcome == "snooze":
             raise river.JobSnooze(60)
-        if job.args.outcome == "snooze_soon":
-            raise river.JobSnooze(1)  # within the scheduler's interval: written available
 
     def next_retry(self, job: river.Job[Flaky]) -> datetime | None:
-        if job.args.outcome == "error_soon":  # written available, not retryable
-            return datetime.now().astimezone() + timedelta(seconds=1)
         return datetime.now().astimezone() + timedelta(hours=1)  # a retryable (not available) retry
 
 
@@ -276,33 +272,6 @@ async def test_cancel_marked_job_that_fails_or_snoozes_ends_cancelled_by_the_wri
             assert cancelled_row.state is river.JobState.CANCELLED
             assert events[jobs["snooze"].id].kind == "job_cancelled"
             assert events[jobs["ok"].id].kind == "job_completed"
-
-
-async def test_cancel_marked_job_whose_retry_or_snooze_is_due_at_once_ends_cancelled(
-    db_url: str,
-) -> None:
-    # A retry or snooze due within the scheduler's interval is written `available`, not
-    # retryable or scheduled; the cancel mark must stop it too, or the job runs again after a
-    # cancel that reached no client (poll-only here).
-    worker = FlakyWorker()
-    config = fast_config(make_workers(worker), poll_only=True, leader_election=False)
-    async with open_db(db_url) as db, started_client(db_url, config) as client:
-        jobs = {
-            outcome: (await client.insert(Flaky(outcome=outcome))).job
-            for outcome in ("error_soon", "snooze_soon")
-        }
-        await wait_for(lambda: len(worker.entered) == 2, message="jobs running")
-        for job in jobs.values():
-            assert (await client.job_cancel(job.id)).state is river.JobState.RUNNING
-        worker.gate.open()
-        for job in jobs.values():
-            row = await db.wait_state(job.id, "cancelled", "available", "retryable", "scheduled")
-            assert row["state"] == "cancelled", row
-            assert row["attempt"] == 1
-        failed = await db.job(jobs["error_soon"].id)
-        assert [e["error"] for e in failed["errors"]] == ["ValueError: boom after cancel"]
-        # Not run again: the gate is open, a second attempt would have entered at once.
-        await assert_stays(lambda: worker.runs == 2, seconds=1.5)
 
 
 async def test_a_cancelled_job_retried_by_hand_fails_as_a_retry_not_a_cancel(

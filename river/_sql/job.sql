@@ -291,11 +291,11 @@ LEFT JOIN fetched AS f ON true
 -- finalized_at and scheduled_at change only while the row is still running; staged metadata is
 -- merged (shallow, top level) even when it is not (the same attempt completed it in the
 -- worker's own transaction through job_complete_tx). A running row marked with
--- cancel_attempted_at whose requested state is retryable, scheduled or available (a retry or
--- snooze due within the scheduler's interval, an attempt interrupted by a stopping client)
--- becomes cancelled instead (remote cancel seen; River (Go) checks only the first two, so a
--- cancel that reached no client was lost to a short retry). Otherwise only the stricter WHERE
--- differs from River (Go)'s write, so rows stay as River (Go) writes them. job_set_state_many_rows returns whole rows instead of the state
+-- cancel_attempted_at whose requested state is retryable or scheduled becomes cancelled instead
+-- (remote cancel seen). Requested available (a retry or snooze due within the scheduler's
+-- interval) is not converted: River (Go) does not, and PROTOCOL.md 3.6 asks for identical
+-- outcomes. Only the stricter WHERE differs from River (Go)'s write, so rows stay as River
+-- (Go) writes them. job_set_state_many_rows returns whole rows instead of the state
 -- (used only while someone subscribes to job events).
 -- Each outcome is identified by its ordinal (ord) through the statement, and the attempt is
 -- compared as a column, not joined on: a join on (id, attempt) made the planner expect a
@@ -326,7 +326,7 @@ locked AS (
            j.attempt = p.seen_attempt AS same_attempt,
            j.state = 'running' AS is_running,
            j.state = 'running'
-             AND p.state IN ('retryable', 'scheduled', 'available')
+             AND p.state IN ('retryable', 'scheduled')
              AND j.metadata ? 'cancel_attempted_at' AS to_cancel
     FROM /* schema */river_job AS j
     JOIN params AS p ON p.id = j.id
