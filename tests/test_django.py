@@ -85,10 +85,82 @@ def test_manage_py_migrate_in_the_configured_schema(empty_db_url: str) -> None:
     assert _count(empty_db_url, "SELECT count(*) FROM jobs.river_job") == 0
 
 
-def test_manage_py_migrate_names_a_missing_schema(empty_db_url: str) -> None:
-    result = manage(["migrate"], empty_db_url, check=False, RIVER_SCHEMA="nowhere")
-    assert result.returncode != 0
-    assert "schema 'nowhere' does not exist" in result.stderr
+def test_manage_py_migrate_creates_a_missing_schema(empty_db_url: str) -> None:
+    manage(["migrate"], empty_db_url, RIVER_SCHEMA="new_place")
+    assert _versions(empty_db_url, "new_place") == LATEST
+    out = manage(["sqlmigrate", "river", "0001"], empty_db_url, RIVER_SCHEMA="new_place").stdout
+    assert 'CREATE SCHEMA IF NOT EXISTS "new_place"' in out
+
+
+def test_manage_py_test_gets_rivers_tables_in_the_configured_schema(
+    empty_db_url: str, server_url: str
+) -> None:
+    # Django's test runner creates a fresh test_<NAME> database and migrates it: River's
+    # schema is created there (tests/django_project/notes/tests.py inserts a job).
+    from psycopg.conninfo import conninfo_to_dict
+
+    test_db = f"test_{conninfo_to_dict(empty_db_url)['dbname']}"
+    try:
+        result = manage(
+            ["test", "notes", "--noinput"], empty_db_url, check=False, RIVER_SCHEMA="myriver"
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Ran 1 test" in result.stderr
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    psycopg.sql.Identifier(test_db)
+                )
+            )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RIVER_SCHEMA": "bad-name"}, "RIVER['SCHEMA'] 'bad-name' must start"),
+        ({"RIVER_DATABASE": "nope"}, "RIVER['DATABASE'] must be an alias"),
+    ],
+)
+def test_manage_py_check_reports_a_bad_river_setting(
+    empty_db_url: str, env: dict[str, str], message: str
+) -> None:
+    # Not a crash of every command as Django starts (the models read RIVER["SCHEMA"]).
+    result = manage(["check"], empty_db_url, check=False, **env)
+    assert result.returncode == 1
+    assert "river.E001" in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_manage_py_check_database_reports_rivers_schema(empty_db_url: str) -> None:
+    check = ["check", "--database", "default", "--fail-level", "WARNING"]
+    # Pending migrations are Django's to report (and migrate runs these checks first).
+    assert "river." not in manage(check, empty_db_url, RIVER_SCHEMA="jobs").stderr
+    assert manage(["migrate", "--check"], empty_db_url, check=False).returncode == 1
+    # With MIGRATE = False, Django's migrate does not apply them: reported.
+    unmanaged = manage(check, empty_db_url, check=False, RIVER_MIGRATE="0").stderr
+    assert "river.W002" in unmanaged
+    assert "bring River's schema up to date with river migrate-up" in unmanaged
+    manage(["migrate"], empty_db_url, RIVER_SCHEMA="jobs")
+    assert "river." not in manage(check, empty_db_url, RIVER_SCHEMA="jobs").stderr
+    # Behind Django's back, which records River's migrations as applied: a dropped schema,
+    # versions reverted. Database checks run with --database only, as Django's own.
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        Migrator(conn, schema="jobs").migrate_down(target_version=4)
+    assert "river." not in manage(["check"], empty_db_url, RIVER_SCHEMA="jobs").stderr
+    reverted = manage(check, empty_db_url, check=False, RIVER_SCHEMA="jobs")
+    assert reverted.returncode == 1
+    assert "river.W002" in reverted.stderr
+    assert (
+        "River's migrations are not all applied to database 'default' in schema 'jobs': "
+        "Unapplied migrations: [5 6 7]"
+    ) in reverted.stderr
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA jobs CASCADE")
+    dropped = manage(check, empty_db_url, check=False, RIVER_SCHEMA="jobs").stderr
+    assert "river.W001" in dropped
+    assert "RIVER['SCHEMA'] 'jobs' does not exist in database 'default'" in dropped
 
 
 def test_sqlmigrate_names_river_migrate_get(empty_db_url: str) -> None:
@@ -403,20 +475,23 @@ def test_sqlite_connection_is_refused(django_db: str) -> None:
         ({"SCHEMA": "bad-name"}, "river.E001", "RIVER['SCHEMA'] 'bad-name' must start"),
         ({"QUEUES": []}, "river.E001", "unknown key(s) 'QUEUES'"),
         ({"APP": "no_colon"}, "river.E001", "RIVER['APP'] must be 'module:attribute'"),
+        ({"ADMIN": "no"}, "river.E001", "RIVER['ADMIN'] must be True or False"),
+        ({"APP": "nowhere.jobs:workers"}, "river.E004", "'nowhere.jobs:workers' cannot be"),
+        ({"APP": "notes.jobs:nothing"}, "river.E004", "'notes.jobs' has no attribute"),
     ],
 )
 def test_system_checks_name_the_problem(
     django_db: str, river_setting: dict[str, object], check_id: str, message: str
 ) -> None:
+    from django.core.checks import run_checks
     from django.test import override_settings
 
-    from river.contrib.django.checks import check_settings
-
     with override_settings(RIVER=river_setting):
-        (error,) = check_settings()
+        # Once: the tasks backend's check does not repeat river's own.
+        (error,) = [e for e in run_checks() if e.id.startswith("river.")]
         assert error.id == check_id
         assert message in error.msg
-    assert check_settings() == []
+    assert [e for e in run_checks() if e.id.startswith("river.")] == []
 
 
 @pytest.mark.anyio
@@ -426,3 +501,28 @@ async def test_async_client_refuses_a_django_connection(django_db: str) -> None:
 
     with pytest.raises(river.RiverError, match="a Django connection is synchronous"):
         await river.AsyncClient().insert_tx(connection, CreateNote(text="x"))  # type: ignore[arg-type]
+
+
+def test_a_failed_copy_marks_djangos_connection(django_db: str) -> None:
+    # As a failed statement does (see the dropped-connection test above): Django's end of
+    # request then checks the connection.
+    from django.db import connection
+    from notes.jobs import CreateNote
+
+    with psycopg.connect(django_db, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'refused by a trigger'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON river_job"
+            " FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
+    connection.ensure_connection()
+    assert not connection.errors_occurred
+    try:
+        with pytest.raises(psycopg.errors.RaiseException, match="refused by a trigger"):
+            river.Client().insert_many_fast_tx(connection, [CreateNote(text="x")])
+        assert connection.errors_occurred
+    finally:
+        connection.close()

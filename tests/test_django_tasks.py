@@ -8,6 +8,7 @@ import signal
 from collections.abc import Iterator
 from datetime import timedelta
 from functools import partial
+from typing import Any
 
 import pytest
 from django_project.harness import django_on, project_env, running_manage
@@ -185,8 +186,163 @@ def test_tasks_run_in_river_worker_and_results_come_back(db_url: str) -> None:
         assert tasks.create_note.get_result(note.id).status == "SUCCESSFUL"
         assert (unstorable.status, unstorable.attempts) == ("FAILED", 1)
         assert "cannot be stored as JSON" in unstorable.errors[-1].traceback
+        assert unstorable.errors[-1].exception_class_path == "builtins.TypeError"
     # The task that returned a set ran once: its side effect is not repeated.
     assert sorted(query(db_url, "SELECT text FROM notes_note")) == [
         ("from a task",),
         ("side effect",),
     ]
+
+
+def _work(db_url: str, task_path: str, *args: object, max_attempts: int = 5) -> Any:
+    """Work one django_task job of ``task_path`` with the worker manage.py river_worker runs
+    (river.testing.work_job: the real executor), allowed ``max_attempts``."""
+    import psycopg
+
+    from river import InsertOpts
+    from river.contrib.django._app import worker_config
+    from river.contrib.django.tasks import DjangoTaskArgs
+    from river.testing import work_job
+
+    registered = worker_config().workers.get("django_task")
+    assert registered is not None
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return work_job(
+            conn,
+            registered.worker,
+            DjangoTaskArgs(task=task_path, args=list(args)),
+            InsertOpts(max_attempts=max_attempts),
+        )
+
+
+@pytest.mark.parametrize(
+    ("what", "exception_class"),
+    [
+        ("set", "builtins.TypeError"),
+        ("nan", "river._errors.ValidationError"),
+        ("int", "river._errors.ValidationError"),
+        ("nul", "river._errors.ValidationError"),
+    ],
+)
+def test_a_return_value_river_cannot_store_fails_the_task_once(
+    django_db: str, what: str, exception_class: str
+) -> None:
+    # Django's JSON normalization accepts NaN, 2**64 and NUL; river's record_output refuses
+    # them. Either way the task ran: it is failed once (cancelled), not run again.
+    from notes import tasks
+
+    from river import JobState
+    from river.contrib.django.tasks import task_finished
+
+    finished: list[Any] = []
+
+    def receiver(sender: type, task_result: Any, **kwargs: object) -> None:
+        finished.append(task_result)
+
+    task_finished.connect(receiver)
+    try:
+        result = _work(django_db, "notes.tasks.unrecordable", what)
+    finally:
+        task_finished.disconnect(receiver)
+    assert result.state == JobState.CANCELLED
+    assert "cannot be stored as JSON" in result.job.errors[-1].error
+    (sent,) = finished
+    assert sent.status == "FAILED"
+    assert [e.exception_class_path for e in sent.errors] == [exception_class]
+    stored = tasks.unrecordable.get_result(str(result.job.id))
+    assert stored.status == "FAILED"
+    assert [e.exception_class_path for e in stored.errors] == [exception_class]
+    assert query(django_db, "SELECT text FROM notes_note") == [(f"unrecordable {what}",)]
+
+
+@pytest.mark.parametrize(
+    ("task_path", "cause"),
+    [
+        ("notes.tasks.removed", 'does not define a "removed" attribute'),
+        ("notes.gone.task", "No module named 'notes.gone'"),
+        ("notes.moved_tasks.orphan", "Queue 'added_in_a_later_release' is not valid"),
+        ("notes.models.Note", "is not a django.tasks Task"),
+    ],
+)
+def test_a_task_the_worker_cannot_load_is_retried(
+    django_db: str, task_path: str, cause: str
+) -> None:
+    # The code may arrive (a rolling deploy): retried with river's backoff, as a job of a kind
+    # no worker knows is, not cancelled at its first attempt.
+    from notes import tasks
+
+    from river import JobState
+
+    result = _work(django_db, task_path)
+    # Retried (a first retry, due within seconds, goes straight back to available).
+    assert result.state in (JobState.RETRYABLE, JobState.AVAILABLE)
+    (error,) = result.job.errors
+    assert f"django task {task_path!r} cannot be loaded here" in error.error
+    assert cause in error.error
+    # get_result cannot build the result's task either: TaskResultDoesNotExist, saying why.
+    from river.contrib.django.tasks import TaskResultDoesNotExist
+
+    with pytest.raises(TaskResultDoesNotExist, match=f"{result.job.id}: django task"):
+        tasks.add.get_backend().get_result(str(result.job.id))
+
+
+def test_empty_queues_are_refused(django_db: str) -> None:
+    # django.tasks accepts any queue_name with QUEUES = [], but river's worker works the
+    # queues listed: a task of another queue would never run.
+    from django.core.checks import run_checks
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import override_settings
+    from notes import tasks
+
+    from river.contrib.django._app import worker_config
+    from river.worker import AppError
+
+    backend = "river.contrib.django.tasks.RiverBackend"
+    with override_settings(TASKS={"default": {"BACKEND": backend, "QUEUES": []}}):
+        errors = [e for e in run_checks() if e.id.startswith("river.")]
+        assert [e.id for e in errors] == ["river.E003"]  # once
+        assert "TASKS['default']['QUEUES'] is empty" in errors[0].msg
+        with pytest.raises(ImproperlyConfigured, match="QUEUES'] is empty"):
+            tasks.add.using(queue_name="anything").enqueue(1, 2)
+        with pytest.raises(AppError, match="QUEUES'] is empty"):
+            worker_config()
+    assert _jobs(django_db) == []
+
+
+def test_a_subclass_of_river_backend_is_worked(django_db: str) -> None:
+    from django.test import override_settings
+
+    from river.contrib.django._app import worker_config
+
+    params = {"BACKEND": "notes.backends.ProjectBackend", "QUEUES": ["default", "mail"]}
+    with override_settings(TASKS={"default": params}):
+        config = worker_config()
+    assert config.workers is not None
+    assert "django_task" in config.workers
+    assert {"default", "mail"} <= set(config.queues)
+
+
+def test_results_are_naive_without_use_tz(django_db: str) -> None:
+    # As Django's own backends give them: naive, in the current time zone.
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from django.db import connections
+    from django.test import override_settings
+    from django.utils import timezone
+    from notes import tasks
+
+    with override_settings(USE_TZ=False, TIME_ZONE="America/Chicago"):
+        connections.close_all()
+        try:
+            result = tasks.add.enqueue(1, 2)
+            again = tasks.add.get_result(result.id)
+            now = timezone.now()
+        finally:
+            connections.close_all()
+    for enqueued_at in (result.enqueued_at, again.enqueued_at):
+        assert enqueued_at is not None
+        assert enqueued_at.tzinfo is None
+        assert timedelta(0) <= now - enqueued_at < timedelta(minutes=1)
+    chicago = datetime.now(ZoneInfo("America/Chicago")).replace(tzinfo=None)
+    assert abs(chicago - again.enqueued_at) < timedelta(minutes=1)

@@ -2,8 +2,8 @@
 
 :func:`worker_config` is ``river worker``'s base Config under ``manage.py river_worker``: the
 workers of ``RIVER["APP"]`` (loaded as ``river worker APP`` loads it), plus the worker of the
-``django.tasks`` backend when ``TASKS`` uses it, every one wrapped for Django's connection
-hygiene; the queues of those backends added to the app's; ``RIVER["SCHEMA"]``.
+``django.tasks`` backend when ``TASKS`` uses it (or a subclass), every one wrapped for Django's
+connection hygiene; the queues of those backends added to the app's; ``RIVER["SCHEMA"]``.
 
 Connection hygiene: Django's connections are per thread, and a worker thread lives for many
 jobs, as a thread serving requests does. So, as Django does around each request,
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import threading
 from collections.abc import Awaitable, Mapping
 from datetime import datetime
@@ -33,6 +34,7 @@ import anyio
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connections
+from django.utils.module_loading import import_string
 
 from river._args import Worker, Workers
 from river._config import Config, QueueConfig
@@ -40,9 +42,15 @@ from river._types import Job
 from river.contrib.django._settings import project_root, river_settings
 from river.worker._app import AppError, load_app
 
-__all__ = ["TASKS_BACKEND", "client_config", "task_queues", "worker_config"]
+__all__ = [
+    "TASKS_BACKEND",
+    "client_config",
+    "river_task_backends",
+    "task_queues",
+    "worker_config",
+]
 
-#: The ``BACKEND`` of ``TASKS`` entries this module looks for.
+#: The ``BACKEND`` of ``TASKS`` entries this module looks for (or a subclass of it).
 TASKS_BACKEND = "river.contrib.django.tasks.RiverBackend"
 
 
@@ -130,13 +138,50 @@ def _hygienic(worker: Worker[Any]) -> Worker[Any]:
     return wrapped
 
 
-def task_queues() -> list[str]:
-    """The queues of the ``TASKS`` backends that are river's (empty when there is none)."""
+def _is_river_backend(path: Any) -> bool:
+    """Whether ``BACKEND`` path names :class:`~river.contrib.django.tasks.RiverBackend` or a
+    subclass. Imports the class (as django.tasks does when the backend is first used); called
+    once Django is set up, never while settings are read."""
+    if path == TASKS_BACKEND:
+        return True
+    if not isinstance(path, str):
+        return False
+    try:
+        cls = import_string(path)
+    except ImportError:
+        return False  # django.tasks reports it when the backend is used
+    # A subclass was defined after importing RiverBackend's module: not loaded, no subclass
+    # (and django.tasks itself, which it needs, is not imported for nothing).
+    module = sys.modules.get(TASKS_BACKEND.rpartition(".")[0])
+    river_backend = getattr(module, "RiverBackend", None)
+    return isinstance(cls, type) and river_backend is not None and issubclass(cls, river_backend)
+
+
+def river_task_backends() -> dict[str, Mapping[str, Any]]:
+    """The ``TASKS`` entries (alias: params) whose backend is river's (or a subclass)."""
     tasks: Any = getattr(settings, "TASKS", None) or {}
+    if not isinstance(tasks, Mapping):
+        return {}
+    return {
+        str(alias): params
+        for alias, params in tasks.items()
+        if isinstance(params, Mapping) and _is_river_backend(params.get("BACKEND"))
+    }
+
+
+def task_queues(*, strict: bool = True) -> list[str]:
+    """The queues of the ``TASKS`` backends that are river's (empty when there is none).
+    Raises :class:`river.worker.AppError` for an empty ``QUEUES`` (any queue name would be
+    accepted, and no worker would work them); ``strict=False``: counted as ``["default"]``."""
     queues: set[str] = set()
-    for params in tasks.values() if isinstance(tasks, Mapping) else ():
-        if isinstance(params, Mapping) and params.get("BACKEND") == TASKS_BACKEND:
-            queues.update(params.get("QUEUES") or ["default"])
+    for alias, params in river_task_backends().items():
+        listed = params.get("QUEUES", ["default"]) or ([] if strict else ["default"])
+        if not listed:
+            raise AppError(
+                f"TASKS[{alias!r}]['QUEUES'] is empty: django.tasks then accepts any "
+                "queue_name, but river's worker works only the queues listed: list them"
+            )
+        queues.update(str(q) for q in listed)
     return sorted(queues)
 
 
@@ -152,9 +197,10 @@ def _app_config(spec: str | None) -> Config:
         raise
 
 
-def worker_config(app: str | None = None) -> Config:
+def worker_config(app: str | None = None, *, strict: bool = True) -> Config:
     """The base Config of ``manage.py river_worker`` (module doc). ``app`` overrides
-    ``RIVER["APP"]``. Raises :class:`river.worker.AppError` when there is nothing to work."""
+    ``RIVER["APP"]``. Raises :class:`river.worker.AppError` when there is nothing to work, or
+    (``strict``) for an empty ``QUEUES`` of river's tasks backend."""
     river = river_settings()
     spec = app or river.app
     base = _app_config(spec) if spec is not None else Config()
@@ -163,7 +209,7 @@ def worker_config(app: str | None = None) -> Config:
         registered = base.workers.get(kind) if base.workers is not None else None
         assert registered is not None
         workers.add(_hygienic(registered.worker))
-    queues = task_queues()
+    queues = task_queues(strict=strict)
     if queues:
         from river.contrib.django.tasks import TASK_KIND, DjangoTaskWorker
 
@@ -195,4 +241,6 @@ def client_config() -> Config:
     river = river_settings()
     if river.app is None:
         return Config(schema=river.schema)
-    return dataclasses.replace(worker_config(), queues={})
+    # Not strict: an empty QUEUES fails the tasks backend's enqueue (and manage.py check), not
+    # every insert of the project's own jobs.
+    return dataclasses.replace(worker_config(strict=False), queues={})

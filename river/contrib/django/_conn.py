@@ -20,6 +20,8 @@ connections.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import psycopg
@@ -40,18 +42,41 @@ _DEFAULT_LOADERS = tuple(
 
 
 class _TrackedCursor(psycopg.Cursor[Any]):
-    """psycopg's cursor that tells Django when a statement failed (``errors_occurred``), as
-    Django's own cursors do: ``close_old_connections()`` then checks the connection at the
-    end of the request and throws it away when it is no longer usable (a server restart)."""
+    """psycopg's cursor that tells Django when a statement (``execute``, ``executemany``) or a
+    ``COPY`` failed (``errors_occurred``), as Django's own cursors do (not for a data or
+    integrity error, which leaves the connection usable): ``close_old_connections()`` then
+    checks the connection at the end of the request and throws it away when it is no longer
+    usable (a server restart)."""
 
     _django: Any = None
+
+    def _failed(self, exc: psycopg.Error) -> None:
+        if self._django is not None and not isinstance(
+            exc, psycopg.DataError | psycopg.IntegrityError
+        ):
+            self._django.errors_occurred = True
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().execute(*args, **kwargs)
-        except psycopg.Error:
-            if self._django is not None:
-                self._django.errors_occurred = True
+        except psycopg.Error as exc:
+            self._failed(exc)
+            raise
+
+    def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().executemany(*args, **kwargs)
+        except psycopg.Error as exc:
+            self._failed(exc)
+            raise
+
+    @contextmanager
+    def copy(self, *args: Any, **kwargs: Any) -> Iterator[psycopg.Copy]:
+        try:
+            with super().copy(*args, **kwargs) as copy:
+                yield copy
+        except psycopg.Error as exc:
+            self._failed(exc)
             raise
 
 

@@ -12,7 +12,8 @@ bookkeeping and can be mixed in any order:
 
 Each migration is non-atomic: every version runs in a transaction of its own together with its
 ``river_migration`` row, under the migrator's advisory lock (versions 4 and 6 cannot share a
-transaction). Only database ``RIVER["DATABASE"]`` is touched, in ``RIVER["SCHEMA"]``, and
+transaction). Only database ``RIVER["DATABASE"]`` is touched, in ``RIVER["SCHEMA"]`` (created
+first when it does not exist: a fresh database such as Django's test database has none), and
 nothing at all with ``RIVER["MIGRATE"] = False`` (the migrations are then recorded as applied
 and do nothing). ``manage.py sqlmigrate`` prints a comment naming ``river migrate-get``, which
 prints the SQL.
@@ -22,13 +23,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from django.db.migrations.operations.base import Operation
+from psycopg import sql
 
+from river._driver import queries_for
 from river.contrib.django._conn import psycopg_connection
 from river.contrib.django._settings import river_settings
 from river.migrate import Migrator, load_migrations
 
 __all__ = ["RiverSchemaVersion"]
+
+
+def _create_schema(conn: psycopg.Connection[Any], schema: str) -> None:
+    """Create ``schema`` unless it exists (a fresh database: Django's test database, a new
+    deployment). Looked up first: ``CREATE SCHEMA IF NOT EXISTS`` needs the CREATE privilege
+    on the database even when the schema is there."""
+    q = queries_for(None)
+    with conn.cursor() as cur:
+        cur.execute(q.schema_exists, {"schema": schema})
+        row = cur.fetchone()
+        if row is None or not row[0]:
+            cur.execute(q.compose("schema_create", schema=sql.Identifier(schema)))
 
 
 class RiverSchemaVersion(Operation):
@@ -66,14 +82,24 @@ class RiverSchemaVersion(Operation):
         if schema_editor.collect_sql:  # sqlmigrate: show, never run
             direction = "up" if up else "down"
             schema = f" --schema {settings.schema}" if settings.schema else ""
+            if up and settings.schema:
+                create = queries_for(None).compose(
+                    "schema_create", schema=sql.Identifier(settings.schema)
+                )
+                schema_editor.collected_sql.append(
+                    f"{create.as_string(None)}; -- when it does not exist yet"
+                )
             schema_editor.collected_sql.append(
                 f"-- River schema version {self.version} ({self._name}), {direction}: run by "
                 f"river.Migrator; its SQL: river migrate-get --version {self.version} "
                 f"--{direction}{schema}"
             )
             return
-        migrator = Migrator(psycopg_connection(connection), schema=settings.schema)
+        conn = psycopg_connection(connection)
+        migrator = Migrator(conn, schema=settings.schema)
         if up:
+            if settings.schema:
+                _create_schema(conn, settings.schema)
             migrator.migrate_up(target_version=self.version)
         else:
             migrator.migrate_down(target_version=self.version - 1)

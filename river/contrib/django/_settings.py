@@ -84,6 +84,9 @@ def river_settings() -> RiverSettings:
     migrate = raw.get("MIGRATE", True)
     if not isinstance(migrate, bool):
         raise _error("MIGRATE", f"must be True or False, not {migrate!r}")
+    admin = raw.get("ADMIN", True)
+    if not isinstance(admin, bool):
+        raise _error("ADMIN", f"must be True or False, not {admin!r}")
     return RiverSettings(database=database, schema=schema, app=app, migrate=migrate)
 
 

@@ -15,7 +15,8 @@ Two details:
   them to superusers; see docs/django.md, "Admin").
 - ``RIVER["SCHEMA"]`` is read when this module is imported: the tables are then
   ``"schema"."river_job"`` and ``"schema"."river_queue"``; without it, the connection's
-  ``search_path`` finds them, as it does for River's own statements.
+  ``search_path`` finds them, as it does for River's own statements. A ``RIVER`` setting
+  with a mistake does not fail the import (``manage.py check`` reports it, ``river.E001``).
 
 The managers query ``RIVER["DATABASE"]``.
 """
@@ -25,9 +26,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 
+from river._errors import ValidationError
+from river._names import validate_schema
 from river.contrib.django._settings import river_settings
 
 __all__ = ["JOB_STATES", "Job", "Queue"]
@@ -45,8 +50,22 @@ JOB_STATES = (
 )
 
 
+def _schema_at_import() -> str | None:
+    """``RIVER["SCHEMA"]``, read leniently: this module is imported by ``django.setup()``, so
+    a mistake in ``RIVER`` must not stop every ``manage.py`` command here; the system check
+    (``river.E001``) reports it. A valid ``SCHEMA`` is used even when another key is wrong."""
+    try:
+        return river_settings().schema
+    except ImproperlyConfigured:
+        raw: Any = getattr(settings, "RIVER", None)
+        try:
+            return validate_schema(raw.get("SCHEMA")) if isinstance(raw, dict) else None
+        except ValidationError:
+            return None
+
+
 def _table(name: str) -> str:
-    schema = river_settings().schema
+    schema = _schema_at_import()
     # Django leaves a name already in double quotes as it is: "schema"."table" works.
     return f'"{schema}"."{name}"' if schema else name
 

@@ -5,7 +5,7 @@
     TASKS = {
         "default": {
             "BACKEND": "river.contrib.django.tasks.RiverBackend",
-            "QUEUES": ["default", "emails"],  # river queues the worker works
+            "QUEUES": ["default", "emails"],  # river queues the worker works (not empty)
             "OPTIONS": {"MAX_ATTEMPTS": 3},  # optional; river's default is 25
         }
     }
@@ -29,17 +29,30 @@ job is then inserted after the commit). The result id is the job id. Mapping:
 - the return value (normalized to JSON as Django does) is the job's recorded output
   (metadata ``output``); each failed attempt is a ``TaskError`` with river's traceback and the
   exception's class (kept in metadata ``django_task_exceptions``);
-- ``worker_ids`` are river's ``attempted_by`` (client ids), so ``attempts`` counts attempts.
+- ``worker_ids`` are river's ``attempted_by`` (client ids), so ``attempts`` counts attempts;
+- a result's times are aware, or naive in the current time zone with ``USE_TZ = False``.
 
 A failing task is retried with river's backoff up to ``OPTIONS["MAX_ATTEMPTS"]`` attempts
-(river's default, 25, when unset): ``READY`` in between, ``FAILED`` once discarded.
+(river's default, 25, when unset): ``READY`` in between, ``FAILED`` once discarded. So is a
+task the worker cannot load (:class:`TaskUnavailableError`: removed, or not yet deployed to
+the worker). A return value that cannot be stored (Django's JSON normalization, then river's
+``record_output`` rules) fails the task once, without a retry: it ran, and running it again
+would repeat its effects.
+
+``QUEUES: []`` (Django: any queue name) is refused (``river.E003``, ``enqueue``, the worker):
+the worker works the queues listed.
 """
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+import pydantic
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from pydantic import Field
@@ -83,7 +96,14 @@ else:
                 "Django 5.2 the django-tasks backport (pip install django-tasks)"
             ) from exc
 
-__all__ = ["TASK_KIND", "DjangoTaskArgs", "DjangoTaskWorker", "RiverBackend", "river_priority"]
+__all__ = [
+    "TASK_KIND",
+    "DjangoTaskArgs",
+    "DjangoTaskWorker",
+    "RiverBackend",
+    "TaskUnavailableError",
+    "river_priority",
+]
 
 #: The job kind of every task.
 TASK_KIND = "django_task"
@@ -132,11 +152,38 @@ def _exception_path(exc: BaseException) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+class TaskUnavailableError(RiverError):
+    """The task of a job cannot be loaded in this process: its import path does not resolve
+    (the task was removed or renamed, or this process runs older code than the one that
+    enqueued it), names something that is not a ``Task``, or importing it raised
+    ``InvalidTask`` (the task is not valid for this process's ``TASKS``)."""
+
+    def __init__(self, path: str, cause: BaseException) -> None:
+        self.path = path
+        super().__init__(
+            f"django task {path!r} cannot be loaded here: {type(cause).__name__}: {cause}"
+        )
+
+
 def _load_task(path: str) -> Task[..., Any]:
-    obj = import_string(path)
+    """The ``Task`` at ``path``; :class:`TaskUnavailableError` when it cannot be loaded."""
+    try:
+        obj = import_string(path)
+    except (ImportError, InvalidTaskError) as exc:
+        raise TaskUnavailableError(path, exc) from exc
     if not isinstance(obj, Task):
-        raise TypeError(f"{path} is not a django.tasks Task (decorate it with @task)")
+        raise TaskUnavailableError(
+            path, TypeError(f"{path} is not a django.tasks Task (decorate it with @task)")
+        )
     return obj
+
+
+def _local_time(value: datetime | None) -> datetime | None:
+    """``value`` (aware, from river) as Django's own backends give it: naive in the current
+    time zone when ``USE_TZ = False``."""
+    if value is None or settings.USE_TZ or timezone.is_naive(value):
+        return value
+    return timezone.make_naive(value)
 
 
 def _result(
@@ -156,10 +203,10 @@ def _result(
         task=task,
         id=str(row.id),
         status=status if status is not None else _STATUS[row.state],
-        enqueued_at=row.created_at,
-        started_at=row.attempted_at,
-        finished_at=row.finalized_at,
-        last_attempted_at=row.attempted_at,
+        enqueued_at=_local_time(row.created_at),
+        started_at=_local_time(row.attempted_at),
+        finished_at=_local_time(row.finalized_at),
+        last_attempted_at=_local_time(row.attempted_at),
         args=args.args,
         kwargs=args.kwargs,
         backend=args.backend,
@@ -208,6 +255,16 @@ class RiverBackend(BaseTaskBackend):
                 f"not {max_attempts!r}"
             )
         self.max_attempts: int | None = max_attempts
+        #: ``QUEUES: []``: django.tasks would accept any queue name, but river's worker works
+        #: the queues listed (``manage.py river_worker``): refused (:meth:`check`, enqueue).
+        self.queues_empty = "QUEUES" in params and not params["QUEUES"]
+
+    def _queues_empty_message(self) -> str:
+        return (
+            f"TASKS[{self.alias!r}]['QUEUES'] is empty: django.tasks then accepts any "
+            "queue_name, but river's worker (manage.py river_worker) works only the queues "
+            "listed, so tasks of other queues would never run"
+        )
 
     def enqueue(
         self, task: Task[Any, Any], args: list[Any], kwargs: dict[str, Any]
@@ -215,6 +272,8 @@ class RiverBackend(BaseTaskBackend):
         """Insert the task's job on Django's connection (in its transaction, if any)."""
         from river.contrib.django._client import get_client
 
+        if self.queues_empty:
+            raise ImproperlyConfigured(self._queues_empty_message())
         self.validate_task(task)
         # Django's own JSON normalization (TypeError for what JSON cannot hold), before SQL.
         args = cast(list[Any], normalize_json(list(args)))
@@ -242,7 +301,8 @@ class RiverBackend(BaseTaskBackend):
 
     def get_result(self, result_id: str) -> TaskResult[Any, Any]:
         """The result of a task by id (its job's id), read from river_job on Django's
-        connection. ``TaskResultDoesNotExist`` for an unknown id or another kind of job."""
+        connection. ``TaskResultDoesNotExist`` for an unknown id, another kind of job, or a
+        task this process cannot load (:class:`TaskUnavailableError` as its cause)."""
         from river.contrib.django._client import get_client
 
         try:
@@ -255,14 +315,32 @@ class RiverBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(result_id) from None
         if row.kind != TASK_KIND:
             raise TaskResultDoesNotExist(result_id)
-        args = DjangoTaskArgs.model_validate_json(row.encoded_args)
-        task = _task_as_enqueued(_load_task(args.task), args, row.queue)
-        return _result(row, args, task)
+        try:
+            args = DjangoTaskArgs.model_validate_json(row.encoded_args)
+        except pydantic.ValidationError as exc:
+            raise TaskResultDoesNotExist(
+                f"{result_id}: the job's args are not a django task's: {exc}"
+            ) from exc
+        try:
+            task = _load_task(args.task)
+        except TaskUnavailableError as exc:
+            raise TaskResultDoesNotExist(f"{result_id}: {exc}") from exc
+        return _result(row, args, _task_as_enqueued(task, args, row.queue))
 
     def check(self, **kwargs: Any) -> list[Any]:
-        from river.contrib.django.checks import check_settings
+        """This backend's problems (the ``RIVER`` setting's are river's own checks':
+        river/contrib/django/checks.py)."""
+        from django.core import checks
 
-        return check_settings()
+        if self.queues_empty:
+            return [
+                checks.Error(
+                    self._queues_empty_message(),
+                    hint="list the queues the tasks use, or leave QUEUES out for ['default']",
+                    id="river.E003",
+                )
+            ]
+        return []
 
 
 class DjangoTaskWorker(Worker[DjangoTaskArgs]):
@@ -274,9 +352,11 @@ class DjangoTaskWorker(Worker[DjangoTaskArgs]):
         args = job.args
         try:
             task = _load_task(args.task)
-        except (ImportError, TypeError) as exc:
-            # Retrying cannot help: the code that would run is not there.
-            raise JobCancel(exc) from exc
+        except TaskUnavailableError as exc:
+            # An ordinary failure, retried with river's backoff as an unknown kind is: the
+            # code may arrive (a rolling deploy where web processes run newer code).
+            _record_exception(job, exc)
+            raise
         backend = type(task.get_backend())
         running = _result(job.row, args, task, TaskResultStatus.RUNNING)
         object.__setattr__(running, "finished_at", None)
@@ -287,32 +367,52 @@ class DjangoTaskWorker(Worker[DjangoTaskArgs]):
             else:
                 value = task.call(*args.args, **args.kwargs)
         except Exception as exc:
-            row = current_job()
-            seen = row.metadata.get(_EXCEPTIONS_KEY) if row is not None else None
-            set_metadata(
-                _EXCEPTIONS_KEY,
-                {
-                    **(seen if isinstance(seen, Mapping) else {}),
-                    str(job.row.attempt): _exception_path(exc),
-                },
-            )
-            object.__setattr__(running, "status", TaskResultStatus.FAILED)
-            object.__setattr__(running, "finished_at", timezone.now())
-            task_finished.send(sender=backend, task_result=running)
+            _record_exception(job, exc)
+            _finished(backend, running, TaskResultStatus.FAILED, exc)
             raise
         try:
             output = normalize_json(value)
+            # River's own rules (no NaN, infinities, NUL, lone surrogates, integers outside
+            # int64, at most 32 MB): river.ValidationError, a ValueError.
+            record_output(output)
         except (TypeError, ValueError) as exc:
             # The task ran: running it again would repeat its effects for a result that can
             # never be stored. Failed once, as Django's database backend does.
-            object.__setattr__(running, "status", TaskResultStatus.FAILED)
-            object.__setattr__(running, "finished_at", timezone.now())
-            task_finished.send(sender=backend, task_result=running)
+            _record_exception(job, exc)
+            _finished(backend, running, TaskResultStatus.FAILED, exc)
             raise JobCancel(
-                TypeError(f"the task's return value cannot be stored as JSON: {exc}")
+                f"the task's return value cannot be stored as JSON: {type(exc).__name__}: {exc}"
             ) from exc
-        record_output(output)
-        object.__setattr__(running, "status", TaskResultStatus.SUCCESSFUL)
-        object.__setattr__(running, "finished_at", timezone.now())
         object.__setattr__(running, "_return_value", output)
-        task_finished.send(sender=backend, task_result=running)
+        _finished(backend, running, TaskResultStatus.SUCCESSFUL)
+
+
+def _record_exception(job: Job[DjangoTaskArgs], exc: BaseException) -> None:
+    """Keep the class of the exception that failed this attempt (metadata
+    ``django_task_exceptions``, by attempt), for the result's ``TaskError``."""
+    row = current_job()
+    seen = row.metadata.get(_EXCEPTIONS_KEY) if row is not None else None
+    set_metadata(
+        _EXCEPTIONS_KEY,
+        {**(seen if isinstance(seen, Mapping) else {}), str(job.row.attempt): _exception_path(exc)},
+    )
+
+
+def _finished(
+    backend: type[Any],
+    running: TaskResult[..., Any],
+    status: Any,
+    exc: BaseException | None = None,
+) -> None:
+    """Send ``task_finished`` with ``running`` finished now with ``status`` (and this
+    attempt's error, as Django's immediate backend adds it)."""
+    if exc is not None:
+        running.errors.append(
+            TaskError(
+                exception_class_path=_exception_path(exc),
+                traceback="".join(traceback.format_exception(exc)),
+            )
+        )
+    object.__setattr__(running, "status", status)
+    object.__setattr__(running, "finished_at", timezone.now())
+    task_finished.send(sender=backend, task_result=running)

@@ -70,6 +70,7 @@ RIVER = {
     "DATABASE": os.environ.get("RIVER_DATABASE", "default"),
     "SCHEMA": os.environ.get("RIVER_SCHEMA") or None,
     "APP": "notes.jobs:workers",
+    "MIGRATE": os.environ.get("RIVER_MIGRATE", "1") == "1",
 }
 TASKS = {
     "default": {

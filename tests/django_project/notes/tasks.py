@@ -43,3 +43,20 @@ def unstorable() -> set[int]:
     """Returns what JSON cannot hold: failed once, not retried (its effects would repeat)."""
     Note.objects.create(text="side effect")
     return {1, 2}
+
+
+#: What ``unrecordable`` returns, by name: values JSON holds that River cannot store.
+UNRECORDABLE: dict[str, Any] = {
+    "set": {1, 2},  # not JSON at all (Django's normalization refuses it)
+    "nan": float("nan"),
+    "int": 2**64,  # outside int64
+    "nul": "a\x00b",  # Postgres' jsonb holds no NUL
+}
+
+
+@task
+def unrecordable(what: str) -> Any:
+    """Returns a value River cannot store: failed once, not retried (its effects would
+    repeat)."""
+    Note.objects.create(text=f"unrecordable {what}")
+    return UNRECORDABLE[what]
