@@ -5,6 +5,7 @@ security layer (auth hooks, CSRF, read-only, allowed hosts, headers)."""
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import subprocess
@@ -521,11 +522,31 @@ async def test_bulk_action_on_all_matching_stops_at_the_count(
     )
 
 
+async def count_all(
+    http: httpx.AsyncClient, flt: dict[str, Any], answers: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """``GET /api/jobs/count`` as the page runs it: again with each answer's ``next`` until the
+    count is complete (every answer is appended to ``answers``)."""
+    more: dict[str, Any] = {}
+    for _ in range(1000):
+        response = await http.get("/api/jobs/count", params={**flt, **more})
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        if answers is not None:
+            answers.append(answer)
+        if answer["next"] is None:
+            assert answer["complete"] is True
+            return answer
+        assert answer["complete"] is False
+        more = answer["next"]
+    raise AssertionError("the count never completed")
+
+
 async def _bulk_all(
     http: httpx.AsyncClient, action: str, flt: dict[str, Any], **extra: Any
 ) -> list[dict[str, Any]]:
     """A bulk action over a filter as the page runs it: count, confirm, call until done."""
-    count = (await http.get("/api/jobs/count", params=flt)).json()
+    count = await count_all(http, flt)
     body: dict[str, Any] = {"action": action, "filter": flt, "max_id": count["max_id"]}
     body["count"] = count["count"]
     body.update(extra)
@@ -765,6 +786,10 @@ async def test_queue_endpoints(conn: psycopg.Connection, http: httpx.AsyncClient
         ("/api/jobs?after=not-a-cursor", "after"),
         ("/api/jobs?after=eyJ4IjoxfQ==", "after"),
         ("/api/jobs/count?state=nope", "state"),
+        ("/api/jobs/count?below=0", "below"),
+        ("/api/jobs/count?count_before=3", "below"),
+        ("/api/jobs/count?below=9&count_before=-1", "count_before"),
+        ("/api/jobs/count?below=9&count_before=1&max_id_before=4", "max_id_before"),
         ("/api/throughput?minutes=0", "minutes"),
         ("/api/throughput?minutes=x", "minutes"),
     ],
@@ -802,6 +827,16 @@ async def test_bad_query_input_is_400_naming_the_field(
             "/api/jobs/bulk",
             {"action": "retry", "filter": {}, "max_id": 9, "count": 2, "after_id": 10},
             "after_id",
+        ),
+        (
+            "/api/jobs/bulk",
+            {"action": "retry", "filter": {}, "max_id": 9, "count": 2, "checked_id": 10},
+            "checked_id",
+        ),
+        (
+            "/api/jobs/bulk",
+            {"action": "retry", "filter": {}, "max_id": 9, "count": 2, "checked": 3},
+            "checked",
         ),
         ("/api/jobs/bulk", [1, 2], "body"),
         ("/api/queues/default/settings", {"max_workers": 0}, "max_workers"),
@@ -1184,14 +1219,34 @@ async def test_mounted_in_fastapi_under_a_base_path(conn: psycopg.Connection, db
 # --------------------------------------------------------------------------------------------
 
 
+def _plans(conn: psycopg.Connection, op: Any, analyze: bool = False) -> list[dict[str, Any]]:
+    """The plan (JSON) of every statement of a sans-IO op, each run too (in a transaction
+    rolled back at the end) so that the op goes on to its next statement with real results."""
+    options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
+    plans = []
+    with conn.transaction(force_rollback=True), conn.cursor() as cur:
+        try:
+            query = next(op)
+            while True:
+                sql = query.sql
+                text = sql.as_string(conn) if not isinstance(sql, bytes) else sql.decode()
+                cur.execute(f"EXPLAIN ({options}) {text}".encode(), query.params)
+                row = cur.fetchone()
+                assert row is not None
+                plan: dict[str, Any] = row[0][0]
+                plan["Statement"] = text
+                plans.append(plan)
+                cur.execute(text.encode(), query.params)
+                result = cur.fetchone() if query.fetch == "one" else cur.fetchall()
+                query = op.send(result)
+        except StopIteration:
+            pass
+    return plans
+
+
 def _plan(conn: psycopg.Connection, op: Any) -> dict[str, Any]:
-    query = next(op)
-    text = query.sql.as_string(conn) if not isinstance(query.sql, bytes) else query.sql.decode()
-    with conn.cursor() as cur:
-        cur.execute(("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + text).encode(), query.params)
-        row = cur.fetchone()
-    assert row is not None
-    plan: dict[str, Any] = row[0][0]
+    """The plan of the list statement of a job page op (ANALYZE, BUFFERS)."""
+    (plan,) = [p for p in _plans(conn, op, analyze=True) if "LIMIT" in p["Statement"]]
     return plan
 
 
@@ -1267,12 +1322,14 @@ async def test_deep_pages_cost_what_the_first_costs(
     print("\ndeep paging (ms first, ms deep, blocks first, blocks deep):", figures)
 
     # And through the API: the deep page holds exactly the rows SQL says.
-    page = (await http.get("/api/jobs?limit=50&state=completed")).json()
+    page = (await http.get("/api/jobs?limit=50&state=completed&sort=id")).json()
     after = page["next"]
     timings = []
     for _ in range(3):
         started = time.perf_counter()
-        deep_page = (await http.get(f"/api/jobs?limit=50&state=completed&after={after}")).json()
+        deep_page = (
+            await http.get(f"/api/jobs?limit=50&state=completed&sort=id&after={after}")
+        ).json()
         timings.append(time.perf_counter() - started)
     expected = [
         r[0]
@@ -1353,17 +1410,168 @@ async def test_text_search_reads_a_bounded_window_and_goes_on(
     assert cancelled == len(expected)
 
 
-def _explain(conn: psycopg.Connection, op: Any, analyze: bool = False) -> dict[str, Any]:
-    """The plan (JSON) of the first statement of a sans-IO op."""
-    query = next(op)
-    text = query.sql.as_string(conn) if not isinstance(query.sql, bytes) else query.sql.decode()
-    options = "ANALYZE, BUFFERS, FORMAT JSON" if analyze else "FORMAT JSON"
-    with conn.cursor() as cur:
-        cur.execute(f"EXPLAIN ({options}) {text}".encode(), query.params)
-        row = cur.fetchone()
-    assert row is not None
-    plan: dict[str, Any] = row[0][0]
-    return plan
+async def _walk(http: httpx.AsyncClient, query: str, first: str = "") -> list[dict[str, Any]]:
+    """Every page of ``/api/jobs?{query}``, from the cursor ``first`` (none: page one)."""
+    pages = []
+    after = f"&after={first}" if first else ""
+    for _ in range(200):
+        response = await http.get(f"/api/jobs?{query}{after}")
+        assert response.status_code == 200, response.text
+        pages.append(response.json())
+        if pages[-1]["next"] is None:
+            return pages
+        after = f"&after={pages[-1]['next']}"
+    raise AssertionError(f"paging {query} never ended")
+
+
+async def test_finalized_tabs_are_by_time_and_cursors_stay_valid(
+    conn: psycopg.Connection, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tab of one finalized state lists the most recently finalized first (an index
+    serves it, however many newer jobs are in other states): every row once across pages,
+    ties of finalized_at broken by id; a cursor of the id order still pages by id; by id on
+    request, a bounded window of ids per page, every row once too."""
+    monkeypatch.setattr(_data, "SCAN_WINDOW", 10)
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(23):  # finalized out of id order, three jobs per second (ties)
+        state = "completed" if i % 4 else "discarded"
+        insert_job(conn, state=state, queue=f"q{i % 2}",
+                   finalized_at=base + timedelta(seconds=(i * 7 % 23) // 3))  # fmt: skip
+    for _ in range(30):  # a burst of newer jobs in another state
+        insert_job(conn)
+
+    def sql_ids(where: str, order: str) -> list[int]:
+        rows = conn.execute(f"SELECT id FROM river_job WHERE {where} ORDER BY {order}")
+        return [r[0] for r in rows]
+
+    for query, where, order in [
+        ("state=completed", "state = 'completed'", "finalized_at DESC, id DESC"),
+        ("state=completed&order=asc", "state = 'completed'", "finalized_at, id"),
+        ("state=discarded", "state = 'discarded'", "finalized_at DESC, id DESC"),
+        ("state=completed&queue=q1", "state = 'completed' AND queue = 'q1'",
+         "finalized_at DESC, id DESC"),
+    ]:  # fmt: skip
+        pages = await _walk(http, f"{query}&limit=4")
+        assert {(p["sort"], p["sort_column"], p["sort_note"]) for p in pages} == {
+            ("time", "finalized_at", None)
+        }
+        assert all(p["searched"] is None for p in pages), query
+        assert [j["id"] for p in pages for j in p["jobs"]] == sql_ids(where, order), query
+
+    # Other states, and several finalized states, keep the id order by default.
+    for query in ("state=available", "state=completed,discarded", ""):
+        page = (await http.get(f"/api/jobs?{query}")).json()
+        assert (page["sort"], page["searched"]) == ("id", None), query
+
+    # By id on request: a window of ids per page (short pages, then "search older"), every
+    # completed job once, newest first.
+    pages = await _walk(http, "state=completed&sort=id&limit=4")
+    assert all(p["sort_column"] == "id" for p in pages)
+    assert all(p["searched"]["high_id"] - p["searched"]["low_id"] < 10 for p in pages)
+    assert "id order" in pages[0]["searched"]["why"]
+    assert [j["id"] for p in pages for j in p["jobs"]] == sql_ids("state = 'completed'", "id DESC")
+
+    # A cursor carries its order: one of the id order (a page opened before the default
+    # changed, a script) goes on by id without sort=id; one of the time order by time.
+    (by_id,) = [p for p in pages if p["jobs"] and p["next"]][:1]
+    last = by_id["jobs"][-1]["id"]
+    rest = await _walk(http, "state=completed&limit=4", by_id["next"])
+    assert all(p["sort_column"] == "id" for p in rest)
+    assert [j["id"] for p in rest for j in p["jobs"]] == sql_ids(
+        f"state = 'completed' AND id < {last}", "id DESC"
+    )
+    first = (await http.get("/api/jobs?state=completed&limit=4")).json()
+    rest = await _walk(http, "state=completed&limit=4", first["next"])
+    seen = [j["id"] for j in first["jobs"]] + [j["id"] for p in rest for j in p["jobs"]]
+    assert seen == sql_ids("state = 'completed'", "finalized_at DESC, id DESC")
+    # A cursor of the time order cannot page the id order asked for (and the reverse).
+    response = await http.get(f"/api/jobs?state=completed&sort=id&after={first['next']}")
+    assert (response.status_code, response.json()["field"]) == (400, "after")
+
+
+async def test_a_count_no_index_serves_goes_on_window_by_window(
+    conn: psycopg.Connection, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text or tag filter is counted a few windows of ids per call, newest first: each
+    answer until the last is a lower bound and says where to go on; the last is exact."""
+    monkeypatch.setattr(_data, "SCAN_WINDOW", 10)
+    monkeypatch.setattr(_data, "COUNT_WINDOWS", 2)
+    for i in range(95):
+        insert_job(conn, args={"n": i, "needle": "yes" if i % 7 == 0 else "no"},
+                   tags=["odd"] if i % 2 else [])  # fmt: skip
+    (low, high) = conn.execute("SELECT min(id), max(id) FROM river_job").fetchone()
+    for flt, where in [
+        ({"q": "yes"}, "args->>'needle' = 'yes'"),
+        ({"tag": "odd"}, "tags @> ARRAY['odd']::varchar[]"),
+        ({"q": "yes", "state": "available"}, "args->>'needle' = 'yes'"),
+    ]:
+        answers: list[dict[str, Any]] = []
+        final = await count_all(http, flt, answers)
+        (count, max_id) = conn.execute(
+            f"SELECT count(*), max(id) FROM river_job WHERE {where}"
+        ).fetchone()
+        assert (final["count"], final["max_id"]) == (count, max_id), flt
+        assert len(answers) == 5  # 95 ids, 20 per call
+        counts = [a["count"] for a in answers]
+        assert counts == sorted(counts)
+        assert counts[-1] == count
+        # The ids read, call after call: adjacent windows from the newest down to the oldest.
+        spans = [(a["searched"]["low_id"], a["searched"]["high_id"]) for a in answers]
+        assert spans[0][1] == high
+        assert spans[-1][0] == low
+        assert all(a[0] == b[1] + 1 for a, b in itertools.pairwise(spans))
+        assert all(hi - lo < 20 for lo, hi in spans)
+    # What an index serves is counted in one call; "below" counts the ids below it.
+    one = (await http.get("/api/jobs/count?state=available")).json()
+    assert (one["count"], one["complete"], one["next"], one["searched"]) == (95, True, None, None)
+    below = (
+        await http.get(
+            f"/api/jobs/count?state=available&below={low + 10}&count_before=0&max_id_before=0"
+        )
+    ).json()
+    assert (below["count"], below["max_id"]) == (10, low + 9)
+    # Nothing matches: zero, and no max_id.
+    none = await count_all(http, {"q": "nowhere"})
+    assert (none["count"], none["max_id"]) == (0, 0)
+
+
+async def test_a_bulk_action_over_a_text_search_checks_its_count_window_by_window(
+    conn: psycopg.Connection, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before its first change, a bulk action over a filter no index serves checks that no
+    more jobs match than confirmed a few windows per call; then it acts. When more match, it
+    stops having changed nothing."""
+    monkeypatch.setattr(_data, "SCAN_WINDOW", 10)
+    monkeypatch.setattr(_api, "BULK_WINDOWS_PER_CALL", 2)
+    for i in range(60):
+        insert_job(conn, args={"n": i, "needle": "yes" if i % 5 == 0 else "no"})
+    answers = await _bulk_all(http, "cancel", {"q": "yes"})
+    checking = [a for a in answers if a["next"] and "checked_id" in a["next"]]
+    assert len(checking) >= 2
+    assert all(a["matched"] == 0 for a in checking)
+    assert sum(a["changed"] for a in answers) == 12
+    assert all(a["stopped"] is None for a in answers)
+    (cancelled,) = conn.execute(
+        "SELECT count(*) FROM river_job WHERE state = 'cancelled' AND args->>'needle' = 'yes'"
+    ).fetchone()
+    assert cancelled == 12
+
+    # More jobs match than confirmed (one more was confirmed away): found by the check in a
+    # later call, before any change.
+    conn.execute("UPDATE river_job SET state = 'available', finalized_at = NULL")
+    count = await count_all(http, {"q": "yes"})
+    body: dict[str, Any] = {"action": "delete", "filter": {"q": "yes"},
+                            "max_id": count["max_id"], "count": count["count"] - 1}  # fmt: skip
+    headers = await csrf_of(http)
+    for _ in range(20):
+        answer = (await http.post("/api/jobs/bulk", json=body, headers=headers)).json()
+        assert answer["matched"] == 0
+        if answer["next"] is None:
+            break
+        body.update(answer["next"])
+    assert answer["stopped"]
+    assert "more jobs match" in answer["stopped"]
+    assert conn.execute("SELECT count(*) FROM river_job").fetchone() == (60,)
 
 
 async def test_no_path_of_the_dashboard_scans_the_table(conn: psycopg.Connection) -> None:
@@ -1413,6 +1621,14 @@ async def test_no_path_of_the_dashboard_scans_the_table(conn: psycopg.Connection
         ("list of a state, by id", _data.job_page_op(q, jf(states=(state.AVAILABLE,)))),
         ("list of completed, by id", _data.job_page_op(q, jf(states=(state.COMPLETED,)))),
         (
+            "list of completed, default order",
+            _data.job_page_op(q, jf(states=(state.COMPLETED,)), sort=None),
+        ),
+        (
+            "list of completed of a queue, default order",
+            _data.job_page_op(q, jf(states=(state.COMPLETED,), queues=("q1",)), sort=None),
+        ),
+        (
             "list of discarded, by time",
             _data.job_page_op(q, jf(states=(state.DISCARDED,)), sort="time"),
         ),
@@ -1444,6 +1660,12 @@ async def test_no_path_of_the_dashboard_scans_the_table(conn: psycopg.Connection
         ("kinds", _data.kinds_op(q)),
         ("periodic runs", _data.periodic_runs_op(q)),
         ("count of discarded", _data.count_op(q, jf(states=(state.DISCARDED,)))),
+        ("count of a text search", _data.count_op(q, jf(text="nowhere"), window=5000)),
+        ("count of a tag search", _data.count_op(q, jf(tags=("t7",)), window=5000)),
+        (
+            "count up to the confirmed, one window",
+            _data.count_upto_op(q, jf(text="x"), after_id=5000, max_id=10_000, limit=401),
+        ),
         (
             "count up to the confirmed",
             _data.count_upto_op(q, jf(states=(state.DISCARDED,)), max_id=max_id, limit=401),
@@ -1462,12 +1684,13 @@ async def test_no_path_of_the_dashboard_scans_the_table(conn: psycopg.Connection
     ]
     failures = {}
     for label, op in paths:
-        plan = _explain(conn, op)
-        nodes = [
-            f"{n['Node Type']} {n.get('Relation Name', '')}".strip() for n in _nodes(plan["Plan"])
-        ]
-        if "Seq Scan river_job" in nodes:
-            failures[label] = nodes
+        for plan in _plans(conn, op):  # every statement of the op
+            nodes = [
+                f"{n['Node Type']} {n.get('Relation Name', '')}".strip()
+                for n in _nodes(plan["Plan"])
+            ]
+            if "Seq Scan river_job" in nodes:
+                failures[label] = nodes
     # The later statements of the ops with several (throughput's failed attempts, the
     # overview's active clients) are checked one by one too.
     for label, statement, params in [

@@ -543,6 +543,66 @@ def test_bulk_retry_reports_what_it_left(
     expect(page.locator('[data-note="searched"]')).to_contain_text("Searched jobs #")
 
 
+def test_finalized_tab_by_time_and_a_count_over_several_calls(
+    server: UiServer, db: psycopg.Connection, page: Page
+) -> None:
+    """The completed tab lists the most recently finalized first and says so; "newest first"
+    lists by id. "Select all matching" on a text search counts window by window until the
+    count is whole, and the confirmation shows that count."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    done = [
+        insert_job(db, kind="fin_tab", state="completed", finalized_at=base + timedelta(seconds=s))
+        for s in (30, 10, 20)
+    ]
+    insert_job(db, kind="fin_tab")  # newer, available
+    by_time = [done[0], done[2], done[1]]
+    page.goto(server.base + "/jobs?state=completed&kind=fin_tab")
+    rows = page.locator("tbody tr[data-job]")
+    expect(rows).to_have_count(3)
+    for index, job_id in enumerate(by_time):
+        expect(rows.nth(index)).to_have_attribute("data-job", str(job_id))
+    expect(page.locator('[data-note="order"]')).to_contain_text(
+        "Ordered by when each job was finalized, latest first"
+    )
+    expect(page.locator("thead")).to_contain_text("Finalized")
+    expect(page.locator('select[name="sort"]')).to_have_value("time:desc")
+    # A filter applied without touching the order keeps the tab's default.
+    page.fill('input[name="queue"]', "default")
+    page.get_by_role("button", name="Apply").click()
+    expect(page).to_have_url(re.compile(r"queue=default"))
+    assert "sort=" not in page.url
+    expect(rows.first).to_have_attribute("data-job", str(by_time[0]))
+    # "Newest first": by id, a window of ids per page, said so.
+    page.select_option('select[name="sort"]', "id:desc")
+    page.get_by_role("button", name="Apply").click()
+    expect(page).to_have_url(re.compile(r"sort=id"))
+    expect(rows.first).to_have_attribute("data-job", str(max(done)))
+    expect(page.locator('[data-note="order"]')).to_have_count(0)
+    expect(page.locator('[data-note="searched"]')).to_contain_text("id order")
+
+    # Ids far apart: the server counts a text search a million ids per call, newest first.
+    needles = [insert_job(db, kind="count_me", args={"needle": "far-apart"}) for _ in range(4)]
+    far = 2_500_000
+    try:
+        db.execute(
+            "INSERT INTO river_job (id, kind, queue, state, args, max_attempts)"
+            " VALUES (%s, 'count_me', 'default', 'available', '{\"needle\": \"far-apart\"}', 25)",
+            (far,),
+        )
+        page.goto(server.base + "/jobs?q=far-apart")
+        expect(rows.first).to_have_attribute("data-job", str(far))
+        page.locator('button[data-action="select-all-matching"]').click()
+        expect(page.locator(".bulk")).to_contain_text(
+            "All 5 jobs matching this filter are selected"
+        )
+        page.locator('button[data-bulk="cancel"]').click()
+        confirm(page, re.compile(r"Cancel all 5 jobs matching this filter"))
+        expect(page.locator("#toast")).to_contain_text("Cancelled 5 of 5 jobs", timeout=30_000)
+        assert [state_of(db, i) for i in [*needles, far]] == ["cancelled"] * 5
+    finally:
+        db.execute("DELETE FROM river_job WHERE id = %s", (far,))
+
+
 def test_odd_urls_and_names_keep_the_page(
     server: UiServer, db: psycopg.Connection, page: Page
 ) -> None:

@@ -200,7 +200,9 @@ LIMIT %(limit)s
 -- fragment: ui_job_count
 -- How many jobs match a filter, and the highest id among them: a bulk action over "all
 -- matching" acts on rows up to that id only, so it never reaches jobs inserted after the
--- count was shown.
+-- count was shown. A filter no index serves (a text or tag search) is counted one window of
+-- ids at a time ({where} then holds ui_window_from and ui_window_to), newest first, so that no
+-- statement reads the whole table.
 SELECT count(*), max(id)
 FROM /* schema */river_job
 WHERE {where}
@@ -208,6 +210,7 @@ WHERE {where}
 -- fragment: ui_job_count_upto
 -- How many jobs match a filter up to %(max_id)s, counting no further than %(limit)s: whether
 -- more jobs match than a bulk action was confirmed for, at the cost of the confirmed count.
+-- For a filter no index serves, one window of ids at a time ({where} holds ui_window_from).
 SELECT count(*)
 FROM (
     SELECT 1
@@ -261,7 +264,9 @@ state = %(state)s::/* schema */river_job_state
 
 -- fragment: ui_filter_finalized
 -- Always true of finalized rows (a check constraint since version 4), said here so that the
--- planner may use the partial index river_job_state_and_finalized_at_index.
+-- planner may use the partial index river_job_state_and_finalized_at_index. The tabs of one
+-- finalized state are in that order by default: by id, no index returns one state's rows, so
+-- the list by id reads a bounded window of ids per page (ui_window_*).
 finalized_at IS NOT NULL
 
 -- fragment: ui_filter_priorities
@@ -287,11 +292,13 @@ tags @> %(tags)s::varchar(255)[]
 (args @> %(json)s::jsonb OR metadata @> %(json)s::jsonb)
 
 -- fragment: ui_window_from
--- The lower end of the window of ids a bounded scan reads on this page (newest first).
+-- The lower end of the window of ids a bounded scan reads on this page (newest first), or
+-- that a windowed count reads.
 id >= %(window_low)s
 
 -- fragment: ui_window_to
--- The upper end of the window of ids a bounded scan reads on this page (oldest first).
+-- The upper end of the window of ids a bounded scan reads on this page (oldest first), or
+-- that a windowed count reads.
 id <= %(window_high)s
 
 -- fragment: ui_after_id

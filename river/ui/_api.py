@@ -45,7 +45,7 @@ from river.ui._input import (
     BulkRequest,
     Params,
     parse_bulk,
-    parse_filter,
+    parse_count,
     parse_job_id,
     parse_list,
     parse_minutes,
@@ -447,7 +447,12 @@ class Api:
                 "sort_column": page.sort_column,
                 "sort_note": page.sort_note,
                 "searched": (
-                    {"low_id": searched[0], "high_id": searched[1], "window": _data.SCAN_WINDOW}
+                    {
+                        "low_id": searched[0],
+                        "high_id": searched[1],
+                        "window": _data.SCAN_WINDOW,
+                        "why": page.searched_why,
+                    }
                     if searched is not None
                     else None
                 ),
@@ -455,10 +460,33 @@ class Api:
         )
 
     async def jobs_count(self, request: Request) -> Response:
-        """``GET /api/jobs/count``: how many jobs match the filters, and the highest id."""
-        flt = parse_filter(self._params(request))
-        count, max_id = await self.store.run(_data.count_op(self.store.ui, flt))
-        return JSONResponse({"count": count, "max_id": max_id or 0})
+        """``GET /api/jobs/count``: how many jobs match the filters, and the highest id. A
+        filter no index serves is counted :data:`_data.COUNT_WINDOWS` windows of ids per call,
+        newest first: until ``next`` is null the count is of the ids read so far (a lower
+        bound), and the same request with ``next`` added goes on."""
+        req = parse_count(self._params(request))
+        found = await self.store.run(_data.count_op(self.store.ui, req.filter, below=req.below))
+        count = req.count_before + found.count
+        max_id = max(req.max_id_before, found.max_id or 0)
+        following = (
+            None
+            if found.below is None
+            else {"below": found.below, "count_before": count, "max_id_before": max_id}
+        )
+        searched = found.searched
+        return JSONResponse(
+            {
+                "count": count,
+                "max_id": max_id,
+                "complete": following is None,
+                "next": following,
+                "searched": (
+                    {"low_id": searched[0], "high_id": searched[1]}
+                    if searched is not None
+                    else None
+                ),
+            }
+        )
 
     async def job(self, request: Request) -> Response:
         """``GET /api/jobs/{id}``: one job, whole."""
@@ -573,15 +601,27 @@ class Api:
             f"more jobs match this filter than the {confirmed:,} confirmed (jobs changed state "
             "since the count): count again and confirm"
         )
-        if after_id == 0 and before == 0:
-            # Before the first change: are there already more than confirmed?
-            found = await self.store.run(
-                _data.count_upto_op(ui, flt, max_id=max_id, limit=confirmed + 1)
-            )
-            if found > confirmed:
-                stopped = more_than_confirmed
         windowed = flt.scan_limited()
         windows = 0
+        # Before the first change: are there already more than confirmed? A filter no index
+        # serves is checked window by window, over as many calls as it takes (``checked_id``).
+        checked_id, found = (req.checked_id, req.checked) if windowed else (0, 0)
+        checking = after_id == 0 and before == 0
+        while checking and found <= confirmed and checked_id < max_id:
+            if windowed and windows >= BULK_WINDOWS_PER_CALL:
+                break
+            upper = min(max_id, checked_id + _data.SCAN_WINDOW) if windowed else max_id
+            found += await self.store.run(
+                _data.count_upto_op(
+                    ui, flt, max_id=upper, limit=confirmed + 1 - found, after_id=checked_id
+                )
+            )
+            checked_id = upper
+            windows += 1 if windowed else 0
+        if checking and found > confirmed:
+            stopped = more_than_confirmed
+        elif checking and checked_id < max_id:
+            windows = BULK_WINDOWS_PER_CALL  # no change in this call: the check goes on first
         while stopped is None and after_id < max_id:
             if matched >= BULK_PER_CALL or windows >= BULK_WINDOWS_PER_CALL:
                 break
@@ -614,6 +654,11 @@ class Api:
                 after_id = upper
                 windows += 1
         done = stopped is not None or after_id >= max_id
+        following: dict[str, int] | None = None
+        if not done:
+            following = {"after_id": after_id, "matched_before": before + matched}
+            if windowed and after_id == 0 and before + matched == 0:
+                following.update(checked_id=checked_id, checked=found)
         return JSONResponse(
             {
                 "action": req.action,
@@ -621,9 +666,7 @@ class Api:
                 "changed": changed,
                 "skipped": matched - changed,
                 "conflicts": conflicts,
-                "next": (
-                    None if done else {"after_id": after_id, "matched_before": before + matched}
-                ),
+                "next": following,
                 "stopped": stopped,
             }
         )

@@ -39,6 +39,7 @@ __all__ = [
     "JobFilter",
     "JobPage",
     "JobSummary",
+    "MatchCount",
     "Overview",
     "PeriodicRun",
     "Throughput",
@@ -46,6 +47,7 @@ __all__ = [
     "count_op",
     "count_upto_op",
     "counts_op",
+    "default_sort",
     "id_bounds_op",
     "job_page_op",
     "kinds_op",
@@ -57,6 +59,7 @@ __all__ = [
     "search_document",
     "throughput_op",
     "time_column",
+    "windowed",
 ]
 
 #: Every job state, in the order the dashboard shows them (the life of a job, then its ends).
@@ -77,6 +80,10 @@ _ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 #: Ids a bounded scan reads per page (a text or tag search, see :meth:`JobFilter.scan_limited`):
 #: the newest ``SCAN_WINDOW`` ids below the cursor, then a "search older" continuation.
 SCAN_WINDOW = 100_000
+#: Windows of :data:`SCAN_WINDOW` ids one call of :func:`count_op` reads for a filter no index
+#: serves: a count of a text search goes on in further calls (``below``) instead of reading the
+#: whole table in one statement.
+COUNT_WINDOWS = 10
 #: Jobs counted per queue and state at most: a count that reaches it reads "at least".
 COUNT_CAP = 100_000
 #: (state, queue) pairs counted at most (``ui_counts``).
@@ -327,6 +334,47 @@ def list_order(flt: JobFilter, sort: Sort) -> tuple[str, str | None]:
     )
 
 
+def _one_finalized_state(flt: JobFilter) -> bool:
+    """Whether ``flt`` is one finalized state (completed, cancelled or discarded) that an index
+    finds, with no ids: what river_job_state_and_finalized_at_index serves in finalized_at
+    order."""
+    return (
+        len(flt.states) == 1
+        and flt.states[0] in FINALIZED
+        and not flt.ids
+        and not flt.scan_limited()
+    )
+
+
+def default_sort(flt: JobFilter, after: str | None = None) -> Sort:
+    """The order of a list whose request names none.
+
+    A cursor carries its order (``sort_field``): a list that goes on from one keeps it, so a
+    cursor stays valid whatever the default of its filter. Otherwise: by time for one
+    finalized state (the tabs of completed, cancelled and discarded jobs: most recently
+    finalized first, through river_job_state_and_finalized_at_index, so that a page costs the
+    same however many newer jobs are in other states), by id anywhere else."""
+    if after:
+        return "id" if decode_cursor(after).get("sort_field") == "id" else "time"
+    return "time" if _one_finalized_state(flt) else "id"
+
+
+def windowed(flt: JobFilter, column: str) -> str | None:
+    """Why a list of ``flt`` ordered by ``column`` reads a bounded window of ids per page
+    (:data:`SCAN_WINDOW`), or None when an index serves it. A filter no index finds
+    (:meth:`JobFilter.scan_limited`); or one finalized state by id: its rows are found by state
+    but no index returns them in id order, and the backward scan of the primary key would step
+    over every newer job of the other states (all of a burst of available jobs) on each page."""
+    if flt.scan_limited():
+        return "no index finds the jobs of this filter"
+    if column == "id" and _one_finalized_state(flt):
+        return (
+            f"no index returns {flt.states[0].value} jobs in id order (the time order does: "
+            "it is the default)"
+        )
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class JobSummary:
     """A row of the job list: the job (``encoded_args`` holds a preview of the args, at most
@@ -344,8 +392,9 @@ class JobPage:
 
     ``sort_column`` is the order used (``"id"`` or a time column), ``sort_note`` why it is not
     the time order asked for. ``searched`` is the range of ids (low, high) a bounded scan read
-    (None when the filter is served by an index): a page of a text search may hold fewer
-    rows than asked, or none, and still have a next page (the older ids)."""
+    (None when the filter is served by an index), ``searched_why`` why it is bounded (see
+    :func:`windowed`): a page of a text search may hold fewer rows than asked, or none, and
+    still have a next page (the older ids)."""
 
     jobs: list[JobSummary]
     next_cursor: str | None
@@ -353,6 +402,7 @@ class JobPage:
     sort_column: str = "id"
     sort_note: str | None = None
     searched: tuple[int, int] | None = None
+    searched_why: str | None = None
 
 
 def _id_cursor(job_id: int) -> str:
@@ -376,7 +426,7 @@ def job_page_op(
     q: UIQueries,
     flt: JobFilter,
     *,
-    sort: Sort = "id",
+    sort: Sort | None = "id",
     descending: bool = True,
     limit: int = 50,
     after: str | None = None,
@@ -384,15 +434,17 @@ def job_page_op(
     window: int | None = None,
 ) -> Op[JobPage]:
     """A page of jobs matching ``flt`` in ``sort`` order (``"id"``, or ``"time"`` where an
-    index serves it: see :func:`list_order`; ties by id), after the cursor ``after`` (River
-    (Go)'s cursor format, from :func:`river._admin.encode_cursor`).
+    index serves it: see :func:`list_order`; ties by id; None: :func:`default_sort`), after the
+    cursor ``after`` (River (Go)'s cursor format, from :func:`river._admin.encode_cursor`).
 
     Keyset pagination: the cursor's position goes into the WHERE clause, so a page deep into
     the table costs what the first one does (the order's index is read from that position).
     A filter no index serves (:meth:`JobFilter.scan_limited`) reads at most ``window`` ids
     from the cursor (default :data:`SCAN_WINDOW`): when they hold less than a page, the next
-    cursor continues beyond them."""
+    cursor continues beyond them; so does one finalized state by id (see :func:`windowed`)."""
     window = SCAN_WINDOW if window is None else window
+    if sort is None:
+        sort = default_sort(flt, after)
     where, args = flt.conditions(q)
     op = sql.SQL("<" if descending else ">")
     direction = sql.SQL("DESC" if descending else "ASC")
@@ -419,7 +471,8 @@ def job_page_op(
             where.append(q.compose("ui_after_time", column=column, op=op))
     searched: tuple[int, int] | None = None
     edge: int | None = None  # where the next window starts, when there are ids beyond this one
-    if flt.scan_limited():
+    why = windowed(flt, column_name)
+    if why is not None:
         bounds = yield from id_bounds_op(q)
         if bounds is None:
             pass  # an empty table: nothing to read, no window
@@ -459,21 +512,88 @@ def job_page_op(
     next_cursor = encode_cursor(jobs[-1].row, column_name) if jobs and more else None
     if next_cursor is None and edge is not None:
         next_cursor = _id_cursor(edge)
-    return JobPage(jobs, next_cursor, now_row[0], column_name, note, searched)
+    return JobPage(
+        jobs, next_cursor, now_row[0], column_name, note, searched,
+        why if searched is not None else None,
+    )  # fmt: skip
 
 
-def count_op(q: UIQueries, flt: JobFilter) -> Op[tuple[int, int | None]]:
-    """How many jobs match ``flt``, and the highest id among them (None when none do)."""
-    where, args = flt.where(q)
-    row = yield Query(q.compose("ui_job_count", where=where), args, fetch="one")
-    return int(row[0]), row[1]
+@dataclass(frozen=True, slots=True)
+class MatchCount:
+    """How many jobs match a filter among the ids a count read, and the highest id among them
+    (None when none do). ``below`` is None when the count is complete; otherwise the ids below
+    it are still to be counted (a filter no index serves is counted window by window, in
+    several calls). ``searched``: the ids (low, high) this call read, when windowed."""
+
+    count: int
+    max_id: int | None
+    below: int | None = None
+    searched: tuple[int, int] | None = None
 
 
-def count_upto_op(q: UIQueries, flt: JobFilter, *, max_id: int, limit: int) -> Op[int]:
-    """How many jobs match ``flt`` up to ``max_id``, counting at most ``limit``."""
-    where, args = flt.where(q)
+def count_op(
+    q: UIQueries,
+    flt: JobFilter,
+    *,
+    below: int | None = None,
+    windows: int | None = None,
+    window: int | None = None,
+) -> Op[MatchCount]:
+    """How many jobs match ``flt`` with an id below ``below`` (None: any), and the highest id
+    among them.
+
+    A filter an index serves is counted in one statement. One no index serves (a text or tag
+    search: :meth:`JobFilter.scan_limited`) would read the whole table: it is counted newest
+    first in at most ``windows`` windows of ``window`` ids (defaults :data:`COUNT_WINDOWS`,
+    :data:`SCAN_WINDOW`), one statement each, and the answer's ``below`` says where the next
+    call goes on."""
+    window = SCAN_WINDOW if window is None else window
+    windows = COUNT_WINDOWS if windows is None else windows
+    if not flt.scan_limited():
+        where, args = flt.conditions(q)
+        if below is not None:
+            where.append(q.fragment("ui_window_to"))
+            args["window_high"] = below - 1
+        conditions = sql.SQL(" AND ").join(where or [q.fragment("ui_filter_none")])
+        row = yield Query(q.compose("ui_job_count", where=conditions), args, fetch="one")
+        return MatchCount(int(row[0]), row[1])
+    bounds = yield from id_bounds_op(q)
+    if bounds is None:
+        return MatchCount(0, None)
+    high = bounds[1] if below is None else min(bounds[1], below - 1)
+    if high < bounds[0]:
+        return MatchCount(0, None)
+    total = 0
+    max_id: int | None = None
+    top = low = high
+    for _ in range(max(1, windows)):
+        low = max(bounds[0], high - window + 1)
+        where, args = flt.conditions(q)
+        where += [q.fragment("ui_window_from"), q.fragment("ui_window_to")]
+        args.update(window_low=low, window_high=high)
+        conditions = sql.SQL(" AND ").join(where)
+        row = yield Query(q.compose("ui_job_count", where=conditions), args, fetch="one")
+        total += int(row[0])
+        if max_id is None and row[1] is not None:
+            max_id = int(row[1])
+        if low <= bounds[0]:
+            break
+        high = low - 1
+    return MatchCount(total, max_id, low if low > bounds[0] else None, (low, top))
+
+
+def count_upto_op(
+    q: UIQueries, flt: JobFilter, *, max_id: int, limit: int, after_id: int = 0
+) -> Op[int]:
+    """How many jobs match ``flt`` with an id in ``(after_id, max_id]``, counting at most
+    ``limit``."""
+    where, args = flt.conditions(q)
+    if after_id > 0:
+        where.append(q.fragment("ui_window_from"))
+        args["window_low"] = after_id + 1
+    conditions = sql.SQL(" AND ").join(where or [q.fragment("ui_filter_none")])
     args.update(max_id=max_id, limit=limit)
-    row = yield Query(q.compose("ui_job_count_upto", where=where), args, fetch="one")
+    row = yield Query(q.compose("ui_job_count_upto", where=conditions), args, fetch="one")
     return int(row[0])
 
 

@@ -16,10 +16,12 @@ __all__ = [
     "MAX_BULK_IDS",
     "BadRequest",
     "BulkRequest",
+    "CountRequest",
     "ListRequest",
     "Params",
     "check_text",
     "parse_bulk",
+    "parse_count",
     "parse_filter",
     "parse_job_id",
     "parse_list",
@@ -126,10 +128,11 @@ def parse_filter(params: Params) -> JobFilter:
 
 @dataclass(frozen=True, slots=True)
 class ListRequest:
-    """A request for a page of the job list."""
+    """A request for a page of the job list (``sort`` None: the filter's default order, see
+    :func:`river.ui._data.default_sort`)."""
 
     filter: JobFilter
-    sort: Literal["id", "time"]
+    sort: Literal["id", "time"] | None
     descending: bool
     limit: int
     after: str | None
@@ -143,10 +146,11 @@ def _one(params: Params, name: str) -> str | None:
 
 
 def parse_list(params: Params) -> ListRequest:
-    """``GET /api/jobs``: the filter, ``sort`` (id, time), ``order`` (desc, asc), ``limit``
-    (1 to 500, default 50) and ``after`` (a cursor from a previous page)."""
-    sort = _one(params, "sort") or "id"
-    if sort not in ("id", "time"):
+    """``GET /api/jobs``: the filter, ``sort`` (id, time; absent: the filter's default),
+    ``order`` (desc, asc), ``limit`` (1 to 500, default 50) and ``after`` (a cursor from a
+    previous page)."""
+    sort = _one(params, "sort")
+    if sort is not None and sort not in ("id", "time"):
         raise BadRequest("sort", f"must be id or time, got {sort!r}")
     order = _one(params, "order") or "desc"
     if order not in ("asc", "desc"):
@@ -161,11 +165,44 @@ def parse_list(params: Params) -> ListRequest:
             raise BadRequest("after", exc.rule) from None
     return ListRequest(
         parse_filter(params),
-        cast(Literal["id", "time"], sort),
+        cast(Literal["id", "time"] | None, sort),
         order == "desc",
         limit,
         after,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CountRequest:
+    """``GET /api/jobs/count``: the filter, and where an earlier call of the same count stopped
+    (its ``next``): the ids below ``below`` are still to be counted; ``count_before`` jobs
+    matched above it, the highest of them ``max_id_before`` (0: none)."""
+
+    filter: JobFilter
+    below: int | None = None
+    count_before: int = 0
+    max_id_before: int = 0
+
+
+def parse_count(params: Params) -> CountRequest:
+    """The filter, plus ``below``, ``count_before`` and ``max_id_before`` (the ``next`` of the
+    previous answer) to go on with a count."""
+    flt = parse_filter(params)
+    below_text = _one(params, "below")
+    below = parse_job_id(below_text, "below") if below_text is not None else None
+    before_text = _one(params, "count_before")
+    max_text = _one(params, "max_id_before")
+    if below is None and (before_text is not None or max_text is not None):
+        raise BadRequest(
+            "below", "give it with count_before and max_id_before (the next of the answer)"
+        )
+    before = _int("count_before", before_text, 0, MAX_BULK_COUNT) if before_text else 0
+    max_before = _int("max_id_before", max_text, 0, _MAX_INT64) if max_text else 0
+    if max_before and max_before < (below or 0):
+        raise BadRequest(
+            "max_id_before", "must be 0 or at least below (the ids counted so far are above it)"
+        )
+    return CountRequest(flt, below, before, max_before)
 
 
 def parse_queue(params: Params) -> str | None:
@@ -210,7 +247,10 @@ class BulkRequest:
     """``POST /api/jobs/bulk``: an action over a selection of ids, or over the jobs matching
     a filter up to ``max_id`` (the highest id when the count was shown), never more than
     ``count`` (the count confirmed), going on from ``after_id`` where an earlier call of the
-    same action stopped (``matched_before``: the jobs that call and those before it matched)."""
+    same action stopped (``matched_before``: the jobs that call and those before it matched).
+    Before the first change, a filter no index serves is checked against ``count`` window by
+    window, over several calls: ``checked_id`` is where that check stopped, ``checked`` the
+    jobs it found up to there."""
 
     action: BulkAction
     ids: tuple[int, ...] | None
@@ -219,6 +259,8 @@ class BulkRequest:
     count: int | None = None
     after_id: int = 0
     matched_before: int = 0
+    checked_id: int = 0
+    checked: int = 0
 
 
 def _count_field(
@@ -239,7 +281,8 @@ def _count_field(
 def parse_bulk(body: Any) -> BulkRequest:
     """``{"action": "retry"|"cancel"|"delete", "ids": [...]}`` or ``{"action": ...,
     "filter": {...}, "max_id": n, "count": n}``, plus ``after_id`` and ``matched_before`` (the
-    ``next`` of the previous answer) to go on."""
+    ``next`` of the previous answer, with ``checked_id`` and ``checked`` while the count is
+    being checked) to go on."""
     if not isinstance(body, Mapping):
         raise BadRequest("body", "must be a JSON object")
     action = body.get("action")
@@ -279,7 +322,15 @@ def parse_bulk(body: Any) -> BulkRequest:
         raise BadRequest("after_id", "cannot be past max_id")
     if before > count:
         raise BadRequest("matched_before", "cannot be more than the count confirmed")
-    return BulkRequest(action, None, flt, max_id, count, after_id, before)
+    checked_id = _count_field(
+        body, "checked_id", "must be the checked_id of the previous answer", 0
+    )
+    checked = _count_field(body, "checked", "must be the checked of the previous answer", 0)
+    if checked_id > max_id:
+        raise BadRequest("checked_id", "cannot be past max_id")
+    if checked > count:
+        raise BadRequest("checked", "cannot be more than the count confirmed")
+    return BulkRequest(action, None, flt, max_id, count, after_id, before, checked_id, checked)
 
 
 #: The cluster-wide settings a queue's settings form may set or clear.

@@ -574,10 +574,10 @@
 
   // The time column a list shows, from the order the server used (sort_column).
   function timeColumn(sortColumn) {
-    if (sortColumn === "finalized_at") return { key: "finalized_at", label: "Finalized" };
-    if (sortColumn === "scheduled_at") return { key: "scheduled_at", label: "Scheduled" };
-    if (sortColumn === "attempted_at") return { key: "attempted_at", label: "Started" };
-    return { key: "created_at", label: "Created" };
+    if (sortColumn === "finalized_at") return { key: "finalized_at", label: "Finalized", order: "when each job was finalized" };
+    if (sortColumn === "scheduled_at") return { key: "scheduled_at", label: "Scheduled", order: "scheduled time" };
+    if (sortColumn === "attempted_at") return { key: "attempted_at", label: "Started", order: "when each job started" };
+    return { key: "created_at", label: "Created", order: "creation time" };
   }
 
   function jobsPage() {
@@ -597,7 +597,10 @@
         h("input", { name, value: params.getAll(name).join(","), autocomplete: "off", ...(attrs || {}), wide: null }));
     const priority = h("select", { name: "priority" }, h("option", { value: "" }, "any"),
       [1, 2, 3, 4].map((p) => h("option", { value: String(p), selected: params.get("priority") === String(p) }, String(p))));
-    const sortValue = `${params.get("sort") || "id"}:${params.get("order") || "desc"}`;
+    // With no sort in the URL the server picks the filter's default (by time for one finalized
+    // state, by id elsewhere): the select shows it once the first page says which it was, and a
+    // filter applied without touching the select keeps the default.
+    let sortValue = `${params.get("sort") || "id"}:${params.get("order") || "desc"}`;
     const sort = h("select", { name: "sort" },
       [["id:desc", "newest first"], ["id:asc", "oldest first"], ["time:desc", "time, latest first"], ["time:asc", "time, earliest first"]]
         .map(([v, t]) => h("option", { value: v, selected: v === sortValue }, t)));
@@ -613,7 +616,7 @@
         if (v) next.set(el.name, v);
       }
       const [sortBy, order] = sort.value.split(":");
-      if (sortBy !== "id") next.set("sort", sortBy);
+      if (params.get("sort") || sort.value !== sortValue) next.set("sort", sortBy);
       if (order !== "desc") next.set("order", order);
       navigate(jobsPath(next));
     } },
@@ -629,19 +632,45 @@
     kinds, queueList);
 
     const bulkInfo = h("span", { class: "muted" });
+    // The count of every job matching the filter. A text or tag search (no index finds its
+    // jobs) is counted by the server a million ids per call, newest first: the page calls again
+    // with each answer's "next", showing the progress, until the count is complete. Null when
+    // it was given up (clear selection, another page).
+    let counting = null;
+    async function countMatching() {
+      const token = {};
+      counting = token;
+      let more = {};
+      for (;;) {
+        const p = filterParams();
+        for (const [k, v] of Object.entries(more)) p.set(k, String(v));
+        const c = await api(`/jobs/count?${p.toString()}`);
+        if (counting !== token || !bulkBar.isConnected) return null;
+        if (!c.next) {
+          counting = null;
+          return c;
+        }
+        bulkInfo.textContent = `Counting the jobs matching this filter: ${num(c.count)} so far, in jobs down to #${num(c.next.below)}…`;
+        more = c.next;
+      }
+    }
     const selectAll = h("button", { class: "link-button", type: "button", "data-action": "select-all-matching", onclick: async () => {
       try {
-        const c = await api(`/jobs/count?${filterParams().toString()}`);
+        const c = await countMatching();
+        if (c === null) return;
         allMatching = true;
         bulkInfo.textContent = `All ${num(c.count)} jobs matching this filter are selected.`;
         updateBulk();
       } catch (e) {
+        counting = null;
+        updateBulk();
         toast(e instanceof ApiError ? e.describe() : String(e), true);
       }
     } }, "Select all jobs matching this filter");
     const clearSel = h("button", { class: "link-button", type: "button", onclick: () => {
       selected.clear();
       allMatching = false;
+      counting = null;
       renderRows();
       updateBulk();
     } }, "clear selection");
@@ -665,8 +694,9 @@
       if (READ_ONLY) return;
       const any = allMatching || selected.size > 0;
       for (const b of actionButtons) b.disabled = !any || running;
-      clearSel.hidden = !any;
-      selectAll.hidden = allMatching;
+      clearSel.hidden = !any && !counting;
+      selectAll.hidden = allMatching || Boolean(counting);
+      if (counting) return; // the count's progress stays shown
       if (!allMatching) bulkInfo.textContent = selected.size ? `${num(selected.size)} selected` : "Select jobs to act on them";
     }
 
@@ -681,12 +711,18 @@
       let total;
       if (allMatching) {
         let c;
+        running = true; // counting again: the buttons wait for it
+        updateBulk();
         try {
-          c = await api(`/jobs/count?${filterParams().toString()}`);
+          c = await countMatching();
         } catch (e) {
+          counting = null;
           toast(e instanceof ApiError ? e.describe() : String(e), true);
-          return;
         }
+        running = false;
+        updateBulk();
+        if (!c) return;
+        bulkInfo.textContent = `All ${num(c.count)} jobs matching this filter are selected.`;
         total = c.count;
         question = `${verb} all ${num(c.count)} jobs matching this filter (${describeFilter(filterParams())})?\n\nOnly jobs that still match when their turn comes are changed; jobs inserted after this count are left alone; running jobs are not deleted. If more jobs match than this count, the action stops.`;
         body = { action, filter: filterBody(filterParams()), max_id: c.max_id, count: c.count };
@@ -706,7 +742,9 @@
           for (const k of Object.keys(sum)) sum[k] += result[k] || 0;
           stopped = result.stopped;
           if (!result.next || stopped) break;
-          bulkInfo.textContent = `${verb}: ${num(sum.matched)} of ${num(total)} jobs done…`;
+          bulkInfo.textContent = result.next.checked_id !== undefined && !sum.matched
+            ? `${verb}: checking that no more than ${num(total)} jobs match, jobs up to #${num(result.next.checked_id)} of #${num(body.max_id)}…`
+            : `${verb}: ${num(sum.matched)} of ${num(total)} jobs done…`;
           body = { ...body, ...result.next };
         }
       } catch (e) {
@@ -811,11 +849,20 @@
       renderTabs(counts);
       lastPage = page.jobs;
       sortColumn = page.sort_column;
+      if (!params.get("sort") && sort.value === sortValue) {
+        sortValue = `${page.sort}:${params.get("order") || "desc"}`; // the server's default
+        sort.value = sortValue;
+      }
       const lines = [];
       if (page.sort_note) lines.push(h("p", { class: "muted", "data-note": "sort" }, `Ordered by id (creation order): ${page.sort_note}.`));
+      if (page.sort === "time") {
+        const latest = params.get("order") === "asc" ? "earliest first" : "latest first";
+        lines.push(h("p", { class: "muted", "data-note": "order" },
+          `Ordered by ${timeColumn(page.sort_column).order}, ${latest}${params.get("sort") ? "" : " (the default here: choose “newest first” to order by id)"}.`));
+      }
       if (page.searched) {
         lines.push(h("p", { class: "muted", "data-note": "searched" },
-          `Searched jobs #${num(page.searched.low_id)} to #${num(page.searched.high_id)}: a text or tag search reads ${num(page.searched.window)} jobs per page${page.next ? "; the next page reads further" : ""}.`));
+          `Searched jobs #${num(page.searched.low_id)} to #${num(page.searched.high_id)}: ${page.searched.why || "no index serves this list"}, so each page reads ${num(page.searched.window)} ids at most${page.next ? "; the next page reads further" : ""}.`));
       }
       notes.replaceChildren(...lines);
       renderRows();
