@@ -8,7 +8,10 @@ insert and admin methods are generated from ``AsyncClient``'s (river/_surface_sy
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -34,6 +37,27 @@ from river._surface_sync import SyncSurface
 __all__ = ["Client"]
 
 R = TypeVar("R")
+
+#: Every Client that owns a pool, for the fork handler below.
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+#: Pools a forked child inherited: kept, never closed nor collected there (see _after_fork).
+_inherited: list[ConnectionPool[Any]] = []
+
+
+def _after_fork() -> None:
+    """In a child just forked (gunicorn ``--preload``, multiprocessing's fork): the pools of
+    the parent's clients are the parent's. Their sockets are shared with it, and their threads
+    did not survive the fork, so using them hangs or mixes both processes' replies, and
+    closing them (or the child's exit collecting them) would send the server a Terminate on
+    the parent's sessions. So each inherited connection's descriptor is pointed at /dev/null
+    in the child (the parent's sessions are left alone whatever the child does with it), the
+    pool is set aside, and the client opens a pool of its own on its next call."""
+    for client in list(_clients):
+        client._forget_inherited_pool()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 class Client(SyncSurface):
@@ -83,6 +107,11 @@ class Client(SyncSurface):
             raise RiverError(f"database must be a URL or a ConnectionPool, not {database!r}")
         self._pool_max_size = pool_max_size
         self._pool_lock = threading.Lock()
+        #: The connections of the pool this client opened (for :meth:`_forget_inherited_pool`).
+        self._connections: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+        self._closed = False
+        if self._owns_pool:
+            _clients.add(self)
         self._queries = queries_for(self.config.schema)
         self._middleware = tuple(self.config.middleware)
         workers = self.config.workers
@@ -107,6 +136,9 @@ class Client(SyncSurface):
             raise RiverError(
                 "this Client has no database: pass a URL or pool, or use the *_tx methods"
             )
+        if self._closed:
+            # A pool opened now would never be closed.
+            raise RiverError("this Client is closed: create a new one")
         with self._pool_lock:
             if self._pool is None:
                 pool: ConnectionPool[Any] = ConnectionPool(
@@ -122,7 +154,31 @@ class Client(SyncSurface):
                 self._pool = pool
         return self._pool
 
+    def _forget_inherited_pool(self) -> None:
+        """After a fork, in the child (see :func:`_after_fork`)."""
+        # Locks another thread held at the fork stay held in the child: new ones.
+        self._pool_lock = threading.Lock()
+        self._limiter_lock = threading.Lock()
+        pool, self._pool = self._pool, None
+        if pool is None or not self._owns_pool:
+            return
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for conn in list(self._connections):
+                fd = -1
+                with contextlib.suppress(Exception):
+                    fd = conn.pgconn.socket
+                if fd >= 0:
+                    # The child's descriptor now reads /dev/null: the parent's socket stays
+                    # open, and a Terminate sent here later goes nowhere.
+                    os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+        self._connections = weakref.WeakSet()
+        _inherited.append(pool)
+
     def _configure_connection(self, conn: psycopg.Connection[Any]) -> None:
+        self._connections.add(conn)
         # Our own pool's connections only: timestamps decode in UTC (session_timezone_utc).
         # Not behind a transaction pooler: some pin a client to one server connection for the
         # rest of its life after a SET, or hand the setting on to other clients.
@@ -167,10 +223,13 @@ class Client(SyncSurface):
             raise mapped from exc
 
     def close(self) -> None:
-        """Close the pool this client created (a caller's pool is left open)."""
-        if self._owns_pool and self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        """Close the pool this client created (a caller's pool is left open). A closed client
+        that owned its pool raises RiverError on the next call that needs the database."""
+        if self._owns_pool:
+            self._closed = True
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
 
     def __enter__(self) -> Client:
         return self
@@ -181,9 +240,12 @@ class Client(SyncSurface):
     # --- insert ----------------------------------------------------------------------------
 
     def _batch(self, items: Sequence[InsertManyItem], *, many: bool) -> InsertBatch:
+        # The application's middleware runs outside the lock: it may be slow, or insert
+        # through this client itself (which would deadlock on the lock).
+        normalised = apply_insert_middleware(self._middleware, _normalise_items(items))
         with self._limiter_lock:
             return build_batch(
-                apply_insert_middleware(self._middleware, _normalise_items(items)),
+                normalised,
                 self._insert_defaults,
                 self._limiter,
                 field_prefix="jobs" if many else "",
