@@ -38,7 +38,14 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from river._version import __version__
 
-__all__ = ["TELEMETRY", "TRACE_CONTEXT_KEY", "QueueDepthSource", "Telemetry", "WorkSpanMode"]
+__all__ = [
+    "DURATION_BUCKETS",
+    "TELEMETRY",
+    "TRACE_CONTEXT_KEY",
+    "QueueDepthSource",
+    "Telemetry",
+    "WorkSpanMode",
+]
 
 #: Metadata key of the trace context stored at insert: ``{"traceparent": ..., "tracestate":
 #: ...}`` (the W3C Trace Context header names and values; ``tracestate`` only when not empty).
@@ -99,6 +106,29 @@ def _meter_provider() -> MeterProvider | None:
     return provider  # type: ignore[no-any-return]
 
 
+#: Upper bounds (seconds) of the job duration histograms (``river.job.duration``, ``river
+#: worker``'s ``river_job_duration_seconds``): from a few
+#: milliseconds (no-op jobs) to an hour (the default rescue horizon); +Inf is implied.
+DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
+
+
 class InsertBatch(Protocol):
     """What the insert span needs of river/_driver.py's InsertBatch (named structurally: the
     driver sits above this module)."""
@@ -151,7 +181,12 @@ class Telemetry:
                 "river.jobs", unit="{job}", description="Job attempts by outcome"
             )
             self._duration = meter.create_histogram(
-                "river.job.duration", unit="s", description="Duration of job attempts"
+                "river.job.duration",
+                unit="s",
+                description="Duration of job attempts",
+                # The SDK's default bounds are for milliseconds: every attempt under 5 s fell
+                # in its first bucket.
+                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
             )
             self._stale = meter.create_counter(
                 "river.job.outcomes.stale",
@@ -247,25 +282,29 @@ class Telemetry:
     @staticmethod
     def work_span_origin(
         metadata: Mapping[str, Any], mode: WorkSpanMode
-    ) -> tuple[Context | None, Sequence[Link] | None]:
+    ) -> tuple[Context, Sequence[Link] | None]:
         """The parent context and links of a job's ``river.work`` span: the context stored at
-        insert as the parent (``"child"``) or as a link (``"link"``); (None, None) with
-        ``"none"``, or when the job has no valid stored context (inserted without a span, by
-        River (Go), or the value is not what this library writes)."""
+        insert as the parent (``"child"``) or as a link (``"link"``, in a new trace). An empty
+        context (a new trace, no link) with ``"none"``, or when the job has no valid stored
+        context (inserted without a span, by River (Go), or the value is not what this library
+        writes). Never the context current in the worker: the job's task inherits that of the
+        client's ``start()``, and every attempt became a child of whatever span was current
+        then (one endless trace under the application's start-up)."""
+        root = Context()
         if mode == "none":
-            return None, None
+            return root, None
         carrier = metadata.get(TRACE_CONTEXT_KEY)
         if not isinstance(carrier, dict):
-            return None, None
+            return root, None
         headers = {k: v for k, v in carrier.items() if isinstance(v, str)}
         if "traceparent" not in headers:
-            return None, None
-        context = _W3C.extract(headers)
+            return root, None
+        context = _W3C.extract(headers, context=root)
         span_context = trace.get_current_span(context).get_span_context()
         if not span_context.is_valid:
-            return None, None
+            return root, None
         if mode == "link":
-            return None, (Link(span_context),)
+            return root, (Link(span_context),)
         return context, None
 
 

@@ -219,6 +219,10 @@ async def test_spans_and_metrics(db_url: str, otel: Any) -> None:
     (duration,) = points["river.job.duration"]
     assert duration.count == 1
     assert "river.job.id" not in duration.attributes  # no high-cardinality attributes
+    # Bounds in seconds, as the unit says (the SDK's defaults are for milliseconds: every
+    # attempt under 5 s fell in one bucket).
+    assert tuple(duration.explicit_bounds) == _telemetry.DURATION_BUCKETS
+    assert duration.explicit_bounds[0] == 0.005
 
 
 def test_no_sdk_means_no_tracer() -> None:

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -235,10 +236,17 @@ async def test_work_span_is_a_child_of_the_insert(db_url: str, otel: Any) -> Non
 async def test_work_span_linked_or_apart(db_url: str, otel: Any, mode: str) -> None:
     exporter, _ = otel
     config = fast_config(make_workers(PingWorker()), otel_work_span=mode)
-    async with started_client(db_url, config) as client:
+    # Started inside a span of the application's start-up: the jobs' tasks inherit that
+    # context, and must not make every attempt a child of it.
+    with trace.get_tracer("app").start_as_current_span("startup"):
+        client_cm = started_client(db_url, config)
+        client = await client_cm.__aenter__()
+    try:
         with trace.get_tracer("app").start_as_current_span("app"):
             job = (await client.insert(Ping())).job
         await wait_for(lambda: _spans(exporter, "river.work"), message="river.work span")
+    finally:
+        await client_cm.__aexit__(None, None, None)
     (insert,) = _spans(exporter, "river.insert")
     (work,) = _spans(exporter, "river.work")
     assert work.context.trace_id != insert.context.trace_id
@@ -251,6 +259,29 @@ async def test_work_span_linked_or_apart(db_url: str, otel: Any, mode: str) -> N
         assert not work.links
     # The context is stored whatever the mode: another client may work the job.
     assert TRACE_CONTEXT_KEY in await _metadata(db_url, job.id)
+
+
+@pytest.mark.anyio
+async def test_a_job_without_a_stored_context_is_worked_in_a_new_trace(
+    db_url: str, otel: Any
+) -> None:
+    # Inserted with no span current (or by River (Go), or before an SDK was installed): the
+    # attempt starts a trace of its own, whatever span was current when the client started.
+    exporter, _ = otel
+    with trace.get_tracer("app").start_as_current_span("startup") as startup:
+        client_cm = started_client(db_url, fast_config(make_workers(PingWorker())))
+        await client_cm.__aenter__()
+    try:
+        # As River (Go) inserts it: no trace context in the metadata.
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            await conn.execute("INSERT INTO river_job (kind, args) VALUES (%s, '{}')", (Ping.kind,))
+        await wait_for(lambda: _spans(exporter, "river.work"), message="river.work span")
+    finally:
+        await client_cm.__aexit__(None, None, None)
+    (work,) = _spans(exporter, "river.work")
+    assert work.parent is None
+    assert not work.links
+    assert work.context.trace_id != startup.get_span_context().trace_id
 
 
 @pytest.mark.anyio
@@ -362,7 +393,8 @@ def test_stored_context_is_merged_into_encoded_metadata() -> None:
 def test_work_span_origin_ignores_what_it_cannot_use(value: Any) -> None:
     metadata = {} if value is None else {TRACE_CONTEXT_KEY: value}
     for mode in ("child", "link", "none"):
-        assert TELEMETRY.work_span_origin(metadata, mode) == (None, None)  # type: ignore[arg-type]
+        # A new trace: an empty context, never the one current where the job runs.
+        assert TELEMETRY.work_span_origin(metadata, mode) == (Context(), None)  # type: ignore[arg-type]
 
 
 def test_work_span_origin_modes() -> None:
@@ -375,10 +407,10 @@ def test_work_span_origin_modes() -> None:
     assert span_context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
     assert span_context.trace_state.get("vendor") == "x"
     parent, links = TELEMETRY.work_span_origin(metadata, "link")
-    assert parent is None
+    assert parent == Context()
     assert links is not None
     assert links[0].context.span_id == 0xB7AD6B7169203331
-    assert TELEMETRY.work_span_origin(metadata, "none") == (None, None)
+    assert TELEMETRY.work_span_origin(metadata, "none") == (Context(), None)
 
 
 def test_config_validates_the_telemetry_options() -> None:

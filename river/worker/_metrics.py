@@ -11,30 +11,10 @@ from collections import Counter
 from collections.abc import Mapping
 
 from river._events import Event
+from river._telemetry import DURATION_BUCKETS
 from river.worker._health import metric_line
 
 __all__ = ["DURATION_BUCKETS", "JobMetrics", "queue_depth_lines"]
-
-#: Upper bounds (seconds) of the ``river_job_duration_seconds`` buckets: from a few
-#: milliseconds (no-op jobs) to an hour (the default rescue horizon); +Inf is implied.
-DURATION_BUCKETS = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    900.0,
-    3600.0,
-)
 
 
 def _family(lines: list[str], name: str, kind: str, help_text: str) -> None:
