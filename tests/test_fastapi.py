@@ -217,6 +217,21 @@ async def test_an_unreachable_database_fails_the_start_up() -> None:
     assert db.pool.closed
 
 
+async def test_a_second_lifespan_is_refused_and_leaves_the_first_running(db_url: str) -> None:
+    # Two apps sharing one AppPool, or a lifespan nested in another: the inner one's exit
+    # used to stop the client and close the pool under the first.
+    db = AppPool(db_url)
+    async with db.lifespan(None):
+        with pytest.raises(river.RiverError, match="already running"):
+            async with db.lifespan(None):
+                pass
+        assert not db.pool.closed
+        async with db.begin() as conn:
+            assert await (await conn.execute("SELECT 1")).fetchone() == (1,)
+        await db.client.insert(ConfirmOrder(order_id=1))
+    assert db.pool.closed
+
+
 # --------------------------------------------------------------------------------------------
 # Starlette
 # --------------------------------------------------------------------------------------------

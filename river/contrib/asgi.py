@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from river._client import AsyncClient
 from river._config import Config
+from river._errors import RiverError
 from river._pool import pooled
 from river._preflight import open_pool_async
 
@@ -77,6 +78,7 @@ class AppPool:
         )
         #: The River client on :attr:`pool`.
         self.client = AsyncClient(self.pool, self.config)
+        self._in_lifespan = False
 
     @asynccontextmanager
     async def lifespan(self, app: object = None) -> AsyncIterator[None]:
@@ -91,16 +93,29 @@ class AppPool:
         At shutdown it stops the client first (running jobs get :attr:`stop_timeout` seconds to
         finish, then are cancelled; every outcome is written through the pool), then closes
         the pool. ``app`` is not used.
+
+        One lifespan at a time: entering it while it runs (two apps sharing one ``AppPool``, a
+        lifespan nested in another) raises RiverError and leaves the running one alone (its
+        exit would otherwise stop the client and close the pool under the first app).
         """
-        await open_pool_async(self.pool, self._conninfo, self.config.connect_timeout_seconds)
+        if self._in_lifespan:
+            raise RiverError(
+                "this AppPool's lifespan is already running: one AppPool serves one app "
+                "(create one per app, or enter the lifespan once)"
+            )
+        self._in_lifespan = True
         try:
-            async with self.client:
-                try:
-                    yield
-                finally:
-                    await self.client.stop(timeout=self.stop_timeout)
+            await open_pool_async(self.pool, self._conninfo, self.config.connect_timeout_seconds)
+            try:
+                async with self.client:
+                    try:
+                        yield
+                    finally:
+                        await self.client.stop(timeout=self.stop_timeout)
+            finally:
+                await self.pool.close()
         finally:
-            await self.pool.close()
+            self._in_lifespan = False
 
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         """A FastAPI dependency: a connection of the pool inside a transaction, for one request.
