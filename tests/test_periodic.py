@@ -6,6 +6,7 @@ Rows are inserted through the client's normal insert path into a real database.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -273,3 +274,33 @@ async def test_no_periodic_jobs_without_leadership(db_url: str) -> None:
             lambda: runs.names == [], 0.6, message="no periodic run without leadership"
         )
         assert await db.count() == 0
+
+
+async def test_periodic_jobs_go_through_the_insert_middleware(db_url: str) -> None:
+    # As every insert: a middleware sees (and may change or refuse) the periodic jobs; one it
+    # refuses is logged and skipped, the others are inserted.
+    seen: list[str] = []
+
+    class TagAndVeto(river.Middleware):
+        def insert_many(self, items: list[Any]) -> list[Any]:
+            out = []
+            for args, opts in items:
+                seen.append(args.name)
+                if args.name == "vetoed":
+                    raise ValueError("not this one")
+                out.append((args, dataclasses.replace(opts or river.InsertOpts(), tags=["from_mw"])))
+            return out
+
+    config = river.Config(workers=make_workers(TickWorker()), middleware=[TagAndVeto()])
+    async with river.AsyncClient(db_url, config) as client, open_db(db_url) as db:
+        jobs = [
+            river.PeriodicJob(river.PeriodicInterval(60), tick("kept"), run_on_start=True, id="kk"),
+            river.PeriodicJob(river.PeriodicInterval(60), tick("vetoed"), run_on_start=True),
+        ]
+        enqueuer = PeriodicJobEnqueuer(jobs, client._insert_periodic)
+        assert await enqueuer.run_once(on_start=True) == 1
+        rows = await rows_by_name(db)
+    assert set(rows) == {"kept"}
+    assert rows["kept"][0]["tags"] == ["from_mw"]
+    assert rows["kept"][0]["metadata"]["river:periodic_job_id"] == "kk"
+    assert {"kept", "vetoed"} <= set(seen)
