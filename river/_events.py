@@ -57,9 +57,13 @@ _STATE_EVENTS = {
 
 def job_event_kind(requested: str, persisted_state: str | None) -> str:
     """The event kind from the persisted outcome (River (Go) >= 0.44): e.g. a failure of a job
-    that was cancelled remotely meanwhile is reported as job_cancelled."""
+    that was cancelled remotely meanwhile is reported as job_cancelled, and a failure, snooze or
+    interruption of a job its worker had already completed (``job_complete_tx`` in its own
+    transaction, then an exception) as job_completed: the row is completed, no retry follows."""
     if persisted_state == "cancelled" and requested != EventKind.JOB_CANCELLED:
         return EventKind.JOB_CANCELLED
+    if persisted_state == "completed" and requested != EventKind.JOB_COMPLETED:
+        return EventKind.JOB_COMPLETED
     return requested
 
 

@@ -827,6 +827,7 @@ class TxArgs(river.JobArgs):
     kind: ClassVar[str] = "tx_job"
     value: str
     tamper: str = ""  # "", "cancel", "rescue", "delete", "complete"
+    raise_after: bool = False  # raise once the transaction has committed
 
 
 class TxWorker(river.Worker[TxArgs]):
@@ -854,6 +855,8 @@ class TxWorker(river.Worker[TxArgs]):
             except river.JobNotRunningError as exc:
                 self.errors.append(exc)
                 raise
+        if job.args.raise_after:
+            raise RuntimeError("after the job was completed")
 
 
 class SyncTxWorker(river.Worker[TxArgs]):
@@ -893,6 +896,24 @@ async def test_job_complete_tx_completes_with_the_callers_writes(db_url: str) ->
         assert returned.id == job_id
         assert returned.state is river.JobState.COMPLETED
         assert returned.finalized_at == row["finalized_at"]
+
+
+async def test_an_error_after_job_complete_tx_is_reported_as_the_completion_it_is(
+    db_url: str,
+) -> None:
+    # The row is completed (no retry follows): the event says job_completed, as the row does.
+    worker = TxWorker(db_url)
+    async with open_db(db_url) as db:
+        await _side_table(db)
+        async with started_client(db_url, client_config(worker)) as client:
+            with client.subscribe(river.EventKind.JOB_COMPLETED, river.EventKind.JOB_FAILED) as sub:
+                job_id = await insert(db, TxArgs(value="x", raise_after=True))
+                event = await sub.get(timeout=10)
+            row = await db.wait_state(job_id, "completed")
+        assert event.kind == river.EventKind.JOB_COMPLETED
+        assert event.job is not None
+        assert event.job.state is river.JobState.COMPLETED
+        assert row["attempt"] == 1
 
 
 async def test_job_complete_tx_with_sync_connection(db_url: str) -> None:
