@@ -164,7 +164,7 @@ def _text_value(value: Any) -> str:
 
 class TextFormatter(logging.Formatter):
     """``TIME LEVEL LOGGER: MESSAGE key=value ...``, then the traceback (if any) on the lines
-    that follow.
+    that follow. Line breaks inside the message are written as ``\\n`` (one line per record).
 
     ``TIME`` is UTC with milliseconds (``2026-01-02T03:04:05.678Z``). ``process_index`` (the
     ``--processes`` child's index) adds ``[INDEX:PID]`` after the logger name. Field values are
@@ -179,9 +179,13 @@ class TextFormatter(logging.Formatter):
         where = record.name
         if self.process_index is not None:
             where += f"[{self.process_index}:{record.process}]"
+        message = record.getMessage()
+        if "\n" in message or "\r" in message:
+            # One line per record: a driver's multi-line error (psycopg's "...\nDETAIL: ...")
+            # in the message would put its end and the fields after it on lines of their own.
+            message = message.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
         parts = [
-            f"{format_time(record.created, record.msecs)} {record.levelname} {where}: "
-            f"{record.getMessage()}"
+            f"{format_time(record.created, record.msecs)} {record.levelname} {where}: {message}"
         ]
         parts.extend(f"{k}={_text_value(v)}" for k, v in record_fields(record).items())
         line = " ".join(parts)

@@ -108,6 +108,20 @@ def test_text_quotes_values_that_would_break_the_line() -> None:
     )
 
 
+def test_text_keeps_a_multi_line_message_on_one_line() -> None:
+    # A driver's error ("...\nDETAIL: ...") in the message used to put its end and the fields
+    # after it on a line of their own.
+    record = make_record(
+        "write failed: %s",
+        ("duplicate key\r\nDETAIL: Key (id)=(1).\nHINT: x",),
+        extra={"job_id": 5},
+    )
+    line = TextFormatter().format(record)
+    assert "\n" not in line
+    assert "\r" not in line
+    assert line.endswith("write failed: duplicate key\\nDETAIL: Key (id)=(1).\\nHINT: x job_id=5")
+
+
 def test_text_appends_the_traceback_and_shows_the_process_index() -> None:
     record = make_record(exc_info=failing())
     text = TextFormatter(process_index=2).format(record)
