@@ -247,8 +247,10 @@ class AsyncClient(AsyncSurface):
                 raise mapped from exc
 
     async def close(self) -> None:
-        """Stop the client if running, then close the pool it owns."""
+        """Stop the client if running, then close the pool it owns. Subscriptions end: their
+        buffered events are still delivered, then iteration stops."""
         await self.stop()
+        self._events.end_all()
         if self._owns_pool and self._pool_opened and self._pool is not None:
             await self._pool.close()
             self._pool_opened = False

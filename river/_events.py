@@ -181,6 +181,13 @@ class EventBus:
         self._subs.append(sub)
         return sub
 
+    def end_all(self) -> None:
+        """End every subscription's stream (the client is closed): events still buffered are
+        delivered, then iteration ends instead of waiting for events that will never come."""
+        for sub in list(self._subs):
+            sub._send.close()
+        self._subs.clear()
+
     def _unsubscribe(self, sub: Subscription) -> None:
         if sub in self._subs:
             self._subs.remove(sub)

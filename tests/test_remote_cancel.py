@@ -435,3 +435,23 @@ async def test_a_closed_subscription_leaves_no_unclosed_stream(db_url: str) -> N
             del sub
             gc.collect()
         assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+async def test_iterating_a_subscription_ends_when_the_client_closes(db_url: str) -> None:
+    # An `async for` over a subscription used to wait for ever once the client was closed.
+    client = river.AsyncClient(db_url)
+    sub = client.subscribe(river.EventKind.QUEUE_PAUSED)
+    ended = anyio.Event()
+
+    async def read() -> None:
+        async for _ in sub:
+            pass
+        ended.set()
+
+    with anyio.fail_after(10):  # the reader must end, or the task group never exits
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            await client.queue_list()  # the pool is open: close() has something to close
+            await client.close()
+    assert ended.is_set()
+    sub.close()
