@@ -335,7 +335,12 @@ class Executor:
             kind=SpanKind.CONSUMER,
             links=links,
             attributes={
+                # OpenTelemetry's messaging conventions, then river's own.
                 "messaging.system": "river",
+                "messaging.operation.type": "process",
+                "messaging.operation.name": "work",
+                "messaging.destination.name": row.queue,
+                "messaging.message.id": str(row.id),
                 "river.kind": row.kind,
                 "river.queue": row.queue,
                 "river.job.id": row.id,

@@ -267,14 +267,19 @@ class Telemetry:
     @staticmethod
     @contextlib.contextmanager
     def _insert_span(tracer: Tracer, batch: InsertBatch) -> Iterator[Span | None]:
+        queues = sorted(dict.fromkeys(batch.queue))
+        attributes: dict[str, Any] = {
+            # OpenTelemetry's messaging conventions, then river's own.
+            "messaging.system": "river",
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "insert",
+            "messaging.batch.message_count": len(batch),
+            "river.queues": queues,
+        }
+        if len(queues) == 1:
+            attributes["messaging.destination.name"] = queues[0]
         with tracer.start_as_current_span(
-            "river.insert",
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "river",
-                "messaging.batch.message_count": len(batch),
-                "river.queues": sorted(dict.fromkeys(batch.queue)),
-            },
+            "river.insert", kind=SpanKind.PRODUCER, attributes=attributes
         ) as span:
             _store_trace_context(batch)
             yield span

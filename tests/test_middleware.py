@@ -197,7 +197,13 @@ async def test_spans_and_metrics(db_url: str, otel: Any) -> None:
     work = spans["river.work"]
     assert insert.kind is trace.SpanKind.PRODUCER
     assert insert.attributes["messaging.batch.message_count"] == 1
+    # OpenTelemetry's messaging conventions, so that tracing back ends classify the spans.
+    assert insert.attributes["messaging.operation.type"] == "send"
+    assert insert.attributes["messaging.destination.name"] == "default"
     assert work.kind is trace.SpanKind.CONSUMER
+    assert work.attributes["messaging.operation.type"] == "process"
+    assert work.attributes["messaging.destination.name"] == "default"
+    assert work.attributes["messaging.message.id"] == str(result.job.id)
     assert work.attributes["river.kind"] == "greet"
     assert work.attributes["river.job.id"] == result.job.id
     assert work.attributes["river.outcome"] == "job_completed"

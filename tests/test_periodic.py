@@ -288,7 +288,8 @@ async def test_periodic_jobs_go_through_the_insert_middleware(db_url: str) -> No
                 seen.append(args.name)
                 if args.name == "vetoed":
                     raise ValueError("not this one")
-                out.append((args, dataclasses.replace(opts or river.InsertOpts(), tags=["from_mw"])))
+                tagged = dataclasses.replace(opts or river.InsertOpts(), tags=["from_mw"])
+                out.append((args, tagged))
             return out
 
     config = river.Config(workers=make_workers(TickWorker()), middleware=[TagAndVeto()])
