@@ -21,7 +21,7 @@ from river._driver import (
     insert_many_op,
     queries_for,
 )
-from river._errors import InvalidConfigError, RiverError, describe
+from river._errors import InvalidConfigError, RiverError
 from river._events import Event, EventBus, Subscription
 from river._insert import InsertDefaults, NotifyLimiter, build_batch
 from river._maintenance import PeriodicJob, PeriodicJobEnqueuer
@@ -133,6 +133,8 @@ class AsyncClient(AsyncSurface):
             self.config.periodic_jobs,
             self._insert_periodic,
             max_encoded_size=self.config.max_encoded_size,
+            # As every insert (River (Go) fixed the same omission in v0.14.2).
+            prepare=lambda items: apply_insert_middleware(self._middleware, items),
         )
         self._events = EventBus(self.config.on_event)
         #: Named test signals, kept across starts (``river.testing.signals``).
@@ -387,15 +389,7 @@ class AsyncClient(AsyncSurface):
         )
 
     async def _insert_periodic(self, items: list[tuple[JobArgs, InsertOpts | None]]) -> None:
-        # Through the insert middleware, as every insert (River (Go) fixed the same omission in
-        # v0.14.2). A middleware refusing a job refuses it as a bad option does: the enqueuer
-        # then inserts the others one by one and logs the refused one.
-        try:
-            items = apply_insert_middleware(self._middleware, items)
-        except RiverError:
-            raise
-        except Exception as exc:
-            raise RiverError(f"an insert middleware refused it: {describe(exc)}") from exc
+        # The insert middleware already ran over each job (the enqueuer's prepare step).
         batch = build_batch(items, self._insert_defaults, self._limiter, field_prefix="periodic",
                             allow_reserved_metadata=True)  # fmt: skip
         await self._run(insert_many_op(self._queries, batch))

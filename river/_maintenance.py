@@ -10,8 +10,10 @@ once after an election.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
+import math
 import random
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -64,10 +66,34 @@ DEFAULT_REINDEX_INDEXES = (
 )
 
 
-#: The guards of the maintenance statements in flight, per pool (see :func:`cut_guards`).
-_guards: weakref.WeakKeyDictionary[AsyncConnectionPool[Any], set[anyio.CancelScope]] = (
-    weakref.WeakKeyDictionary()
+#: The client runtime whose maintenance runs in this context: its root task sets it, and the
+#: tasks started from there inherit it. Guards are grouped by it (by the pool outside a
+#: runtime), so that a client's stop cuts only its own statements, even when two clients share
+#: a pool the application passed in.
+guard_owner: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "river_guard_owner", default=None
 )
+
+
+class _GuardGroup:
+    """The guards of one owner in flight, and the deadline a stop set for them and for any
+    guard entered after it."""
+
+    __slots__ = ("active", "cut_at")
+
+    def __init__(self) -> None:
+        self.active: set[anyio.CancelScope] = set()
+        self.cut_at = math.inf
+
+
+_guard_groups: weakref.WeakKeyDictionary[object, _GuardGroup] = weakref.WeakKeyDictionary()
+
+
+def _guard_group(owner: object) -> _GuardGroup:
+    group = _guard_groups.get(owner)
+    if group is None:
+        group = _guard_groups[owner] = _GuardGroup()
+    return group
 
 
 @contextlib.contextmanager
@@ -78,24 +104,33 @@ def _statement_guard(
     stops: cancelling a query half-way costs its pool connection, because anyio's cancellation
     also interrupts psycopg's attempt to cancel the query on the server. Passes are made of
     short statements, so the loop around them still stops promptly. A stopping client shortens
-    the wait (:func:`cut_guards`): a statement stuck behind a lock or a dead link would
-    otherwise hold the stop for the whole ``seconds``."""
+    the wait (:func:`cut_guards`), for the statement in flight and for any a pass starts after:
+    a statement stuck behind a lock or a dead link would otherwise hold the stop for the whole
+    ``seconds``, and a pass of many statements (a cleaner's backlog) for all of them."""
+    group = _guard_group(guard_owner.get() or pool)
     with anyio.CancelScope(shield=True), anyio.fail_after(seconds) as scope:
-        active = _guards.setdefault(pool, set())
-        active.add(scope)
+        scope.deadline = min(scope.deadline, group.cut_at)
+        group.active.add(scope)
         try:
             yield scope
         finally:
-            active.discard(scope)
+            group.active.discard(scope)
 
 
-def cut_guards(pool: AsyncConnectionPool[Any], seconds: float) -> None:
-    """Give the maintenance statements in flight on ``pool`` at most ``seconds`` more (they
-    then fail with TimeoutError): a client that stops does not wait up to 30 s for a statement
-    that waits for a lock or for a database that no longer answers."""
-    deadline = anyio.current_time() + seconds
-    for scope in list(_guards.get(pool, ())):
-        scope.deadline = min(scope.deadline, deadline)
+def cut_guards(owner: object, seconds: float) -> None:
+    """Give the maintenance statements of ``owner`` (a runtime, see :data:`guard_owner`) at
+    most ``seconds`` more, those in flight and those started later (they then fail with
+    TimeoutError): a client that stops does not wait up to 30 s per statement for a lock or
+    for a database that no longer answers."""
+    group = _guard_group(owner)
+    group.cut_at = min(group.cut_at, anyio.current_time() + seconds)
+    for scope in list(group.active):
+        scope.deadline = min(scope.deadline, group.cut_at)
+
+
+def reset_guards(owner: object) -> None:
+    """A new run of ``owner``: no cut applies any more."""
+    _guard_groups.pop(owner, None)
 
 
 async def _loop(
@@ -613,9 +648,16 @@ class PeriodicJobEnqueuer:
         insert: Callable[[list[tuple[JobArgs, InsertOpts | None]]], Awaitable[object]],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_encoded_size: int = DEFAULT_MAX_ENCODED_SIZE,
+        prepare: Callable[
+            [list[tuple[JobArgs, InsertOpts | None]]], list[tuple[JobArgs, InsertOpts | None]]
+        ]
+        | None = None,
     ) -> None:
         self.jobs: list[PeriodicJob] = list(jobs)
         self._insert = insert
+        #: Run once over each constructed job before it is inserted (the client's insert
+        #: middleware): a job it refuses (raises) is logged and skipped, the others go on.
+        self._prepare = prepare
         self._clock = clock
         self._max_encoded_size = max_encoded_size
         self._changed = anyio.Event()
@@ -691,7 +733,29 @@ class PeriodicJobEnqueuer:
                     ),
                 )
             )
-        return items
+        return self._prepared(items) if self._prepare is not None else items
+
+    def _prepared(
+        self, items: list[tuple[PeriodicJob, tuple[JobArgs, InsertOpts | None]]]
+    ) -> list[tuple[PeriodicJob, tuple[JobArgs, InsertOpts | None]]]:
+        """Each job through :attr:`_prepare` once, on its own: one a middleware refuses is
+        skipped (logged), and the insert that follows (or its one-by-one retry) never runs the
+        middleware again."""
+        assert self._prepare is not None
+        out: list[tuple[PeriodicJob, tuple[JobArgs, InsertOpts | None]]] = []
+        for job, item in items:
+            try:
+                prepared = self._prepare([item])
+            except Exception as exc:
+                logger.error(
+                    "periodic job %s: constructed job not inserted: an insert middleware "
+                    "refused it: %s",
+                    job.id or job.schedule,
+                    describe(exc),
+                )
+                continue
+            out.extend((job, each) for each in prepared)
+        return out
 
     async def run_once(self, *, on_start: bool = False) -> int:
         """Insert every job due now, or with ``on_start`` the run-on-start jobs (and schedule

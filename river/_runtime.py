@@ -56,6 +56,8 @@ from river._maintenance import (
     Rescuer,
     Scheduler,
     cut_guards,
+    guard_owner,
+    reset_guards,
 )
 from river._middleware import Middleware
 from river._notifier import (
@@ -314,6 +316,9 @@ class Runtime:
         start_producers: Callable[[], Awaitable[None]],
     ) -> None:
         supervise = self.supervisor.run
+        # Maintenance statements of this run are this runtime's (cut_guards at stop).
+        reset_guards(self)
+        guard_owner.set(self)
         try:
             # Two levels: producers and the completer live in the outer group; the services
             # in an inner one that stop() cancels once every producer is done, after which the
@@ -441,7 +446,7 @@ class Runtime:
                 for p in producers:
                     await p.wait_done()
                 await self.poller.stop()
-                cut_guards(self.pool, MAINTENANCE_STOP_GRACE)
+                cut_guards(self, MAINTENANCE_STOP_GRACE)
                 if self._services_tg is not None:
                     self._services_tg.cancel_scope.cancel()
                 if self._root is not None:
@@ -451,7 +456,7 @@ class Runtime:
         """Give up the outcome writes of a stop now (:meth:`Completer.give_up_now`), and stop
         waiting for maintenance statements in flight: the stop of a client that cannot reach
         its database ends within about a second (``river worker``'s third signal)."""
-        cut_guards(self.pool, 0)
+        cut_guards(self, 0)
         self.completer.give_up_now()
 
     # --- notifications ----------------------------------------------------------------------

@@ -292,3 +292,26 @@ async def test_a_stop_cuts_short_a_maintenance_statement_stuck_behind_a_lock(
     finally:
         with anyio.CancelScope(shield=True):
             await client.close()
+
+
+async def test_a_cut_applies_to_statements_started_after_it_and_to_its_owner_only() -> None:
+    # A pass of many statements (a cleaner's backlog) went on with a fresh 30 s guard per
+    # statement after the stop cut the one in flight; and two clients sharing a pool the
+    # application passed in must not cut each other's statements.
+    from river._maintenance import _statement_guard, cut_guards, guard_owner, reset_guards
+
+    class Owner:  # a runtime, or a pool outside one (weakly referenced)
+        pass
+
+    pool, mine, theirs = Owner(), Owner(), Owner()
+    guard_owner.set(mine)
+    cut_guards(mine, 0)
+    with pytest.raises(TimeoutError), _statement_guard(pool):  # type: ignore[arg-type]
+        await anyio.sleep(5)  # a statement started after the cut: ended at once
+    guard_owner.set(theirs)
+    with _statement_guard(pool):  # type: ignore[arg-type]
+        await anyio.sleep(0.05)  # another client's statement runs as usual
+    reset_guards(mine)  # the owner's next run
+    guard_owner.set(mine)
+    with _statement_guard(pool):  # type: ignore[arg-type]
+        await anyio.sleep(0.05)
