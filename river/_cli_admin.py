@@ -577,27 +577,37 @@ def _selected_ids(
     session: _Session, selection: tuple[list[JobState], list[str], list[str]]
 ) -> list[int]:
     """Every job the selection matches when the command starts, in id order (jobs that match
-    later are not acted on: a selection is a snapshot, not a loop)."""
+    later are not acted on: a selection is a snapshot, not a loop). The pages are read in one
+    REPEATABLE READ transaction, so that they all see the same snapshot."""
+    import psycopg
+
     from river._admin import JobListParams
 
     states, kinds, queues = selection
     ids: list[int] = []
     cursor: str | None = None
-    while True:
-        page = session.client.job_list_tx(
-            session.conn,
-            JobListParams(
-                states=states or None,
-                kinds=kinds or None,
-                queues=queues or None,
-                limit=_SELECTION_PAGE,
-                after=cursor,
-            ),
-        )
-        ids.extend(job.id for job in page.jobs)
-        if len(page.jobs) < _SELECTION_PAGE:
-            return ids
-        cursor = page.cursor
+    conn = session.conn
+    isolation = conn.isolation_level
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    try:
+        with conn.transaction():
+            while True:
+                page = session.client.job_list_tx(
+                    conn,
+                    JobListParams(
+                        states=states or None,
+                        kinds=kinds or None,
+                        queues=queues or None,
+                        limit=_SELECTION_PAGE,
+                        after=cursor,
+                    ),
+                )
+                ids.extend(job.id for job in page.jobs)
+                if len(page.jobs) < _SELECTION_PAGE:
+                    return ids
+                cursor = page.cursor
+    finally:
+        conn.isolation_level = isolation
 
 
 def _each_job(args: argparse.Namespace, db: DatabaseAccess, action: _Action) -> int:

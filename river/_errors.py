@@ -44,6 +44,11 @@ _PERCENT_TOKEN = re.compile(r'invalid percent-encoded token: "[^"]*"')
 #: The password of a URL quoted in a message: ``scheme://user:SECRET@`` (up to the last ``@``
 #: of the quoted text, since an unencoded ``@`` in a password is a common mistake).
 _URL_PASSWORD = re.compile(r'(://[^:/@\s"]*):[^\s"]*@')
+#: A word of a key/value string libpq could not read (``password=my secret``: the second word
+#: of the password).
+_MISSING_EQUALS = re.compile(r'missing "=" after "[^"]*"')
+#: A host name holding an ``@`` (a password with an unencoded ``@`` splits there).
+_HOST_WITH_AT = re.compile(r"(host ['\"])[^'\"]*@")
 #: ``password=...`` of a key/value connection string (quoted or not).
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
@@ -57,6 +62,8 @@ def redact_secrets(text: str) -> str:
         "write a literal % as %25)",
         text,
     )
+    text = _MISSING_EQUALS.sub('missing "=" after a word (quote values with blanks)', text)
+    text = _HOST_WITH_AT.sub(r"\1***@", text)
     text = _URL_PASSWORD.sub(r"\1:***@", text)
     return _KV_PASSWORD.sub(r"\1***", text)
 

@@ -136,10 +136,10 @@ class Client(SyncSurface):
             raise RiverError(
                 "this Client has no database: pass a URL or pool, or use the *_tx methods"
             )
-        if self._closed:
-            # A pool opened now would never be closed.
-            raise RiverError("this Client is closed: create a new one")
         with self._pool_lock:
+            if self._closed:
+                # A pool opened now would never be closed.
+                raise RiverError("this Client is closed: create a new one")
             if self._pool is None:
                 pool: ConnectionPool[Any] = ConnectionPool(
                     self._conninfo,
@@ -226,10 +226,12 @@ class Client(SyncSurface):
         """Close the pool this client created (a caller's pool is left open). A closed client
         that owned its pool raises RiverError on the next call that needs the database."""
         if self._owns_pool:
-            self._closed = True
-            if self._pool is not None:
-                self._pool.close()
-                self._pool = None
+            # Under the lock: a pool another thread is opening is closed too, once open.
+            with self._pool_lock:
+                self._closed = True
+                pool, self._pool = self._pool, None
+            if pool is not None:
+                pool.close()
 
     def __enter__(self) -> Client:
         return self

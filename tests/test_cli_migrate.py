@@ -347,6 +347,11 @@ def test_redact_secrets() -> None:
     )
     assert redact_secrets("password='a b' host=x") == "password=*** host=x"
     assert redact_secrets("no secret here: host=x port=1") == "no secret here: host=x port=1"
+    # What libpq and psycopg quote of a password with a blank or an unencoded @.
+    assert "secret" not in redact_secrets('missing "=" after "secret" in connection info string')
+    assert redact_secrets("failed to resolve host 'ss@127.0.0.1': x") == (
+        "failed to resolve host '***@127.0.0.1': x"
+    )
     error = DatabaseUnavailableError('invalid percent-encoded token: "pw%zz"')
     assert "pw%zz" not in str(error)
     assert "%25" in error.reason
