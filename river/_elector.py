@@ -71,6 +71,14 @@ class Elector:
         #: Terms won over this elector's life (tests and metrics).
         self.terms = 0
 
+    def trusted(self) -> bool:
+        """Whether this client may still act as leader now: it holds a term and is within the
+        time it may trust it (the term's TTL less a second, from the last renewal). A process
+        or event loop that stalled past it (SIGSTOP, a worker blocking the loop) may have been
+        replaced by another leader before its elector wakes up to notice: its maintenance must
+        not act meanwhile (river/_maintenance.py checks this before every statement)."""
+        return self.is_leader and time.monotonic() < self._trusted_until
+
     def leadership_notification(self, notice: LeadershipNotice) -> None:
         """Handle a ``river_leadership`` notice (from the notifier, which checked its shape)."""
         if notice.action == "resigned" and notice.leader_id != self.client_id:

@@ -75,6 +75,31 @@ guard_owner: contextvars.ContextVar[object | None] = contextvars.ContextVar(
 )
 
 
+#: Whether this client's leadership can still be trusted (the elector's ``trusted``): set by
+#: the runtime for each maintenance term, and checked before every maintenance statement and
+#: periodic insert. None outside a term (a service run on its own, in tests).
+leadership_trusted: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+    "river_leadership_trusted", default=None
+)
+
+
+class LeadershipNotTrustedError(RiverError):
+    """A maintenance statement was about to run while this client's leadership term could no
+    longer be trusted (the process or its event loop stalled past it; another client may lead
+    by now). Nothing was sent; the elector settles the leadership."""
+
+
+def check_leadership() -> None:
+    """Raise :class:`LeadershipNotTrustedError` when the current maintenance term's leadership
+    is no longer trusted (see :data:`leadership_trusted`)."""
+    trusted = leadership_trusted.get()
+    if trusted is not None and not trusted():
+        raise LeadershipNotTrustedError(
+            "this client's leadership term ran out before the statement could start (the "
+            "process or its event loop stalled?): nothing sent, leadership is re-checked"
+        )
+
+
 class _GuardGroup:
     """The guards of one owner in flight, and the deadline a stop set for them and for any
     guard entered after it."""
@@ -107,6 +132,7 @@ def _statement_guard(
     the wait (:func:`cut_guards`), for the statement in flight and for any a pass starts after:
     a statement stuck behind a lock or a dead link would otherwise hold the stop for the whole
     ``seconds``, and a pass of many statements (a cleaner's backlog) for all of them."""
+    check_leadership()
     group = _guard_group(guard_owner.get() or pool)
     with anyio.CancelScope(shield=True), anyio.fail_after(seconds) as scope:
         scope.deadline = min(scope.deadline, group.cut_at)
@@ -147,6 +173,9 @@ async def _loop(
     while True:
         try:
             full = await once()
+        except LeadershipNotTrustedError as exc:
+            logger.info("%s: pass skipped: %s", name, exc)
+            full = False
         except (psycopg.Error, OSError, TimeoutError) as exc:
             logger.warning("%s: pass failed: %s", name, describe(exc))
             full = False
@@ -558,6 +587,7 @@ class Reindexer:
         )
         async with owned(conn):
             for index in self.indexes:
+                check_leadership()
                 if await run_async(conn, self._artifacts_op(index)):
                     logger.warning("reindexer: skipping %s: leftovers of a rebuild exist", index)
                     results[index] = "skipped"
@@ -592,6 +622,8 @@ class Reindexer:
             await anyio.sleep((target - now).total_seconds())
             try:
                 await self.run_once()
+            except LeadershipNotTrustedError as exc:
+                logger.info("reindexer: pass skipped: %s", exc)
             except (psycopg.Error, OSError) as exc:
                 logger.warning("reindexer: pass failed: %s", describe(exc))
 
@@ -780,8 +812,11 @@ class PeriodicJobEnqueuer:
         items = self._items(due)
         if not items:
             return 0
+        check_leadership()
         try:
             await self._insert([item for _, item in items])
+        except LeadershipNotTrustedError:
+            raise
         except RiverError:
             # One job's options or kind refused (a bad queue name, a kind no worker handles):
             # insert the others one by one, so that it alone is skipped.
@@ -793,8 +828,11 @@ class PeriodicJobEnqueuer:
     ) -> int:
         inserted = 0
         for job, item in items:
+            check_leadership()
             try:
                 await self._insert([item])
+            except LeadershipNotTrustedError:
+                raise
             except RiverError as exc:
                 logger.error(
                     "periodic job %s: constructed job not inserted: %s", job.id or job.schedule, exc
@@ -830,5 +868,7 @@ class PeriodicJobEnqueuer:
     async def _safe_once(self, *, on_start: bool = False) -> None:
         try:
             await self.run_once(on_start=on_start)
+        except LeadershipNotTrustedError as exc:
+            logger.info("periodic job enqueuer: pass skipped: %s", exc)
         except (psycopg.Error, OSError) as exc:
             logger.warning("periodic job enqueuer: insert failed: %s", exc)

@@ -57,6 +57,7 @@ from river._maintenance import (
     Scheduler,
     cut_guards,
     guard_owner,
+    leadership_trusted,
     reset_guards,
 )
 from river._middleware import Middleware
@@ -550,6 +551,9 @@ class Runtime:
     async def _maintenance_main(self, term: int) -> None:
         if term != self._maintenance_term:
             return  # leadership changed again before this term began
+        if self.elector is not None:
+            # Every statement of the term's services checks the term is still trusted.
+            leadership_trusted.set(self.elector.trusted)
         supervise = self.supervisor.run
         services = maintenance_services(
             self.config, self.pool, self.queries, self._workers, self._limiter, self._conninfo

@@ -393,3 +393,47 @@ async def test_maintenance_runs_only_on_the_leader(db_url: str) -> None:
         await db.wait_state(job_id, "completed", timeout=5)
         assert signals(a).maintenance.drain() == [True]  # started, still running
         assert signals(b).maintenance.drain() == []
+
+
+async def test_a_leader_past_its_trusted_term_sends_no_maintenance_statement(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A leader whose process or event loop stalled past its term (SIGSTOP, a worker blocking
+    # the loop) may have been replaced: when it resumes, its overdue maintenance timers fire
+    # before its elector notices, and it used to insert periodic jobs and promote jobs beside
+    # the new leader. Every maintenance statement now checks the term is still trusted. Here
+    # the stall is simulated: the term's trust runs out, and renewal never completes.
+    import logging
+
+    from river._elector import Elector
+
+    caplog.set_level(logging.INFO, logger="river.maintenance")
+
+    class Tick(river.JobArgs):
+        kind: ClassVar[str] = "leader_noop"
+
+    ticks = river.PeriodicJob(river.PeriodicInterval(0.2), Tick)
+    config = leader_config(
+        "stalled", periodic_jobs=[ticks], leader_elect_interval=5.0, leader_ttl=15.0
+    )
+    async with open_db(db_url) as db, started_client(db_url, config) as client:
+        await wait_leader(db, [client])
+        await wait_for(lambda: db.scalar("SELECT count(*) FROM river_job"), message="a tick")
+        runtime = client._runtime
+        assert runtime is not None
+        assert runtime.elector is not None
+
+        async def never(self: Elector) -> bool:
+            await anyio.sleep_forever()
+            return True  # pragma: no cover
+
+        monkeypatch.setattr(Elector, "_attempt_reelect", never)
+        runtime.elector._trusted_until = time.monotonic() - 1  # the stall
+        await wait_for(
+            lambda: any("pass skipped" in r.getMessage() for r in caplog.records),
+            message="a maintenance pass skipped",
+        )
+        before = await db.scalar("SELECT count(*) FROM river_job")
+        await assert_stays(
+            lambda: db.scalar("SELECT count(*) = %(n)s FROM river_job", {"n": before}), seconds=1.0
+        )
