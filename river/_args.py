@@ -181,4 +181,8 @@ class _Registered:
     def __init__(self, worker: Worker[Any], args_type: type[JobArgs]) -> None:
         self.worker = worker
         self.args_type = args_type
-        self.is_async = inspect.iscoroutinefunction(worker.work)
+        # Through decorators (functools.wraps sets __wrapped__): a sync wrapper around an
+        # async work() returns its coroutine, which must be awaited, not run in a thread.
+        self.is_async = inspect.iscoroutinefunction(worker.work) or inspect.iscoroutinefunction(
+            inspect.unwrap(worker.work)
+        )

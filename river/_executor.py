@@ -21,6 +21,7 @@ import asyncio
 import contextvars
 import functools
 import heapq
+import inspect
 import json
 import logging
 import math
@@ -207,6 +208,9 @@ class _Deadlines:
         if heap:
             self._arm(heap[0][0])
 
+
+#: Worker classes whose hidden async work() was already reported (see Executor._in_thread).
+_HIDDEN_ASYNC_WARNED: set[str] = set()
 
 _current: contextvars.ContextVar[RunningJob | None] = contextvars.ContextVar(
     "river_current_job", default=None
@@ -499,7 +503,23 @@ class Executor:
         hot path (an async worker without middleware) adds no coroutine frame."""
         if registered.is_async:
             return cast(Awaitable[None], registered.worker.work(job))
-        return anyio.to_thread.run_sync(registered.worker.work, job, limiter=self._limiter)
+        return self._in_thread(registered, job)
+
+    async def _in_thread(self, registered: _Registered, job: Job[Any]) -> None:
+        result = await anyio.to_thread.run_sync(registered.worker.work, job, limiter=self._limiter)
+        if inspect.isawaitable(result):
+            # An async work() behind a wrapper that hides it (no functools.wraps): the job
+            # would have been marked completed without running. Awaited here, and said once.
+            kind = type(registered.worker).__qualname__
+            if kind not in _HIDDEN_ASYNC_WARNED:
+                _HIDDEN_ASYNC_WARNED.add(kind)
+                logger.warning(
+                    "%s.work returned an awaitable from a thread: it is async behind a wrapper "
+                    "that hides it (use functools.wraps, or make the wrapper async); awaited "
+                    "on the event loop",
+                    kind,
+                )
+            await result
 
     # ----------------------------------------------------------------------------------------
     # 3. classify
