@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from river._driver import load_sql
 from river._errors import (
@@ -597,21 +598,35 @@ class Migrator:
 
     def _migrate(self, request: _Request, on_step: StepCallback | None) -> MigrateResult:
         core, conn = self._core, self._conn
-        with conn.transaction():
-            plan = run_sync(conn, core.plan_op(request))
-        done: list[MigrationVersionResult] = []
-        steps = core.steps(plan)
-        for position, migration in enumerate(steps, start=1):
-            if on_step is not None:
-                on_step(position, len(steps), migration)
-            try:
-                with conn.transaction():
-                    result = run_sync(conn, core.apply_op(plan, migration))
-            except psycopg.Error as exc:
-                raise core.failure(plan, migration, done, exc) from exc
-            if result is not None:
-                done.append(result)
-        return core.result(plan, done)
+        # READ COMMITTED whatever the database's default: each version's transaction takes the
+        # advisory lock first, and only a statement after it may see what a racing migrator
+        # committed meanwhile (under REPEATABLE READ the lock statement fixed the snapshot).
+        # Not when the caller's transaction is already open (the level is set by then).
+        idle = isinstance(conn, psycopg.Connection) and (
+            conn.info.transaction_status == TransactionStatus.IDLE
+        )
+        restore = conn.isolation_level if idle else None
+        if idle:
+            conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+        try:
+            with conn.transaction():
+                plan = run_sync(conn, core.plan_op(request))
+            done: list[MigrationVersionResult] = []
+            steps = core.steps(plan)
+            for position, migration in enumerate(steps, start=1):
+                if on_step is not None:
+                    on_step(position, len(steps), migration)
+                try:
+                    with conn.transaction():
+                        result = run_sync(conn, core.apply_op(plan, migration))
+                except psycopg.Error as exc:
+                    raise core.failure(plan, migration, done, exc) from exc
+                if result is not None:
+                    done.append(result)
+            return core.result(plan, done)
+        finally:
+            if idle and not conn.closed and conn.isolation_level != restore:
+                conn.isolation_level = restore
 
     def applied(self) -> list[AppliedMigration]:
         """The rows recorded for this line, ascending (unknown versions included)."""
@@ -694,21 +709,32 @@ class AsyncMigrator:
 
     async def _migrate(self, request: _Request, on_step: StepCallback | None) -> MigrateResult:
         core, conn = self._core, self._conn
-        async with conn.transaction():
-            plan = await run_async(conn, core.plan_op(request))
-        done: list[MigrationVersionResult] = []
-        steps = core.steps(plan)
-        for position, migration in enumerate(steps, start=1):
-            if on_step is not None:
-                on_step(position, len(steps), migration)
-            try:
-                async with conn.transaction():
-                    result = await run_async(conn, core.apply_op(plan, migration))
-            except psycopg.Error as exc:
-                raise core.failure(plan, migration, done, exc) from exc
-            if result is not None:
-                done.append(result)
-        return core.result(plan, done)
+        # READ COMMITTED whatever the database's default (see Migrator._migrate).
+        idle = isinstance(conn, psycopg.AsyncConnection) and (
+            conn.info.transaction_status == TransactionStatus.IDLE
+        )
+        restore = conn.isolation_level if idle else None
+        if idle:
+            await conn.set_isolation_level(psycopg.IsolationLevel.READ_COMMITTED)
+        try:
+            async with conn.transaction():
+                plan = await run_async(conn, core.plan_op(request))
+            done: list[MigrationVersionResult] = []
+            steps = core.steps(plan)
+            for position, migration in enumerate(steps, start=1):
+                if on_step is not None:
+                    on_step(position, len(steps), migration)
+                try:
+                    async with conn.transaction():
+                        result = await run_async(conn, core.apply_op(plan, migration))
+                except psycopg.Error as exc:
+                    raise core.failure(plan, migration, done, exc) from exc
+                if result is not None:
+                    done.append(result)
+            return core.result(plan, done)
+        finally:
+            if idle and not conn.closed and conn.isolation_level != restore:
+                await conn.set_isolation_level(restore)
 
     async def applied(self) -> list[AppliedMigration]:
         """See :meth:`Migrator.applied`."""
