@@ -47,6 +47,7 @@ from river._errors import RiverError, describe
 from river._events import Event, EventBus, EventKind, JobStatistics, job_event_kind
 from river._executor import CancelReason, Executor
 from river._insert import NotifyLimiter
+from river._logfmt import job_fields
 from river._maintenance import (
     JobCleaner,
     PeriodicJobEnqueuer,
@@ -91,6 +92,9 @@ KEEPALIVE_INTERVAL = 600.0
 #: closes it and the next try takes a fresh one. These statements take milliseconds (a batch of
 #: 2,000 outcomes well under a second) when the database answers.
 STATEMENT_DEADLINE = 15.0
+
+#: Seconds after which a stop logs the cancelled jobs that still run (Runtime._wait_cancelled).
+CANCEL_NOTICE = 5.0
 
 #: How long a stopping client waits for a maintenance statement in flight (a pass of the
 #: leader's cleaner, rescuer, scheduler...) before cancelling it: enough for a statement that
@@ -444,14 +448,38 @@ class Runtime:
             with anyio.CancelScope(shield=True):
                 for p in producers:
                     p.cancel_jobs()
-                for p in producers:
-                    await p.wait_done()
+                await self._wait_cancelled(producers)
                 await self.poller.stop()
                 cut_guards(self, MAINTENANCE_STOP_GRACE)
                 if self._services_tg is not None:
                     self._services_tg.cancel_scope.cancel()
                 if self._root is not None:
                     await self._root
+
+    async def _wait_cancelled(self, producers: list[Producer]) -> None:
+        """Wait for the cancelled jobs to end. Not bounded: a sync worker's thread cannot be
+        interrupted, and an async worker may swallow its cancellation; the stop waits for
+        them (their outcomes must be written). Each one still running after
+        :data:`CANCEL_NOTICE` seconds is logged, so that the wait is explained."""
+        with anyio.move_on_after(CANCEL_NOTICE):
+            for p in producers:
+                await p.wait_done()
+            return
+        for p in producers:
+            for running in list(p.running.values()):
+                row = running.row
+                logger.warning(
+                    "job %d (kind %s, queue %s) still runs %gs after it was cancelled: the stop "
+                    "waits for it to return (a sync worker should poll "
+                    "river.cancel_requested(); an async one must not swallow CancelledError)",
+                    row.id,
+                    row.kind,
+                    row.queue,
+                    CANCEL_NOTICE,
+                    extra=job_fields(row),
+                )
+        for p in producers:
+            await p.wait_done()
 
     def give_up_writes(self) -> None:
         """Give up the outcome writes of a stop now (:meth:`Completer.give_up_now`), and stop

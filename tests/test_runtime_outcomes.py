@@ -1389,3 +1389,56 @@ def test_batch_write_stores_each_outcome_exactly(db_url: str) -> None:
             assert errors == [json.loads(jsonb_dumps(o.error.to_json()))]
             assert errors[0]["error"].startswith(odd)
         assert metadata == {"keep": 1, **(o.metadata or {})}
+
+
+class Deaf(river.JobArgs):
+    kind: ClassVar[str] = "deaf_job"
+
+
+class DeafWorker(river.Worker[Deaf]):
+    """A sync worker that never polls cancel_requested(): its thread cannot be interrupted."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def work(self, job: river.Job[Deaf]) -> None:
+        self.started.set()
+        self.release.wait(30)
+
+
+async def test_a_stop_says_which_cancelled_job_it_waits_for(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # stop(timeout) cancels what still runs at the timeout, then waits for it to end (its
+    # outcome must be written): a job that ignores the cancellation holds the stop, and the
+    # wait is now logged, naming the job, instead of looking like a hang.
+    import logging
+
+    import river._runtime
+
+    monkeypatch.setattr(river._runtime, "CANCEL_NOTICE", 0.2)
+    caplog.set_level(logging.WARNING, logger="river.client")
+    worker = DeafWorker()
+    async with open_db(db_url) as db:
+        job_id = await insert(db, Deaf())
+        async with started_client(db_url, client_config(worker)) as client:
+            await wait_for(worker.started.is_set, message="the job to start")
+            stopped = anyio.Event()
+
+            async def stop() -> None:
+                await client.stop(0.1)
+                stopped.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(stop)
+                await wait_for(
+                    lambda: any(
+                        f"job {job_id} (kind deaf_job" in r.getMessage() for r in caplog.records
+                    ),
+                    message="the warning",
+                )
+                assert not stopped.is_set()  # still waiting for the job
+                worker.release.set()
+        row = await db.wait_state(job_id, "completed")
+    assert row["attempt"] == 1
