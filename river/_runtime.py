@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -92,6 +93,10 @@ KEEPALIVE_INTERVAL = 600.0
 #: closes it and the next try takes a fresh one. These statements take milliseconds (a batch of
 #: 2,000 outcomes well under a second) when the database answers.
 STATEMENT_DEADLINE = 15.0
+
+#: The loop watch's tick, and how late a tick must come to be reported (Runtime._watch_loop).
+LOOP_WATCH_TICK = 0.5
+LOOP_BLOCKED = 1.0
 
 #: Seconds after which a stop logs the cancelled jobs that still run (Runtime._wait_cancelled).
 CANCEL_NOTICE = 5.0
@@ -373,6 +378,7 @@ class Runtime:
         await tg.start(supervise, "poller", self.poller.run)
         await tg.start(supervise, "autoscaler", self.autoscaler.run)
         await tg.start(supervise, "keepalive", self._keepalive)
+        await tg.start(supervise, "loop watch", self._watch_loop)
         if config.leader_election:
             self.elector = Elector(
                 self.pool,
@@ -622,6 +628,37 @@ class Runtime:
         return run
 
     # --- keep-alive -----------------------------------------------------------------------------
+
+    async def _watch_loop(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Say when the event loop was blocked (a tick came :data:`LOOP_BLOCKED` seconds or
+        more late): an async worker calling blocking code (``time.sleep``, a sync driver)
+        holds every job, fetch and lease renewal of the client meanwhile, and nothing else
+        would tell. At most one line a minute, with how many blocks it covers."""
+        task_status.started()
+        last_warning = -math.inf
+        blocks = 0
+        longest = 0.0
+        while True:
+            before = time.monotonic()
+            await anyio.sleep(LOOP_WATCH_TICK)
+            now = time.monotonic()
+            late = now - before - LOOP_WATCH_TICK
+            if late < LOOP_BLOCKED:
+                continue
+            blocks += 1
+            longest = max(longest, late)
+            if now - last_warning >= 60.0:
+                logger.warning(
+                    "the event loop was blocked for %.1fs (%d time(s) since the last such "
+                    "line): code on the loop, such as an async worker calling blocking "
+                    "functions, held every job, fetch and leadership renewal of this client; "
+                    "run blocking work in a sync worker (def work) instead",
+                    longest,
+                    blocks,
+                )
+                last_warning, blocks, longest = now, 0, 0.0
 
     async def _keepalive(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED

@@ -1442,3 +1442,32 @@ async def test_a_stop_says_which_cancelled_job_it_waits_for(
                 worker.release.set()
         row = await db.wait_state(job_id, "completed")
     assert row["attempt"] == 1
+
+
+class Blocking(river.JobArgs):
+    kind: ClassVar[str] = "blocking_job"
+
+
+class BlockingWorker(river.Worker[Blocking]):
+    """An async worker that calls a blocking function: the mistake the loop watch reports."""
+
+    async def work(self, job: river.Job[Blocking]) -> None:
+        time.sleep(2.0)  # noqa: ASYNC251 - the mistake under test
+
+
+async def test_a_blocked_event_loop_is_reported(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="river.client")
+    async with open_db(db_url) as db:
+        job_id = await insert(db, Blocking())
+        async with started_client(db_url, client_config(BlockingWorker())):
+            await db.wait_state(job_id, "completed")
+            await wait_for(
+                lambda: [r for r in caplog.records if "event loop was blocked" in r.getMessage()],
+                message="the loop watch's warning",
+            )
+    (line,) = [r.getMessage() for r in caplog.records if "event loop was blocked" in r.getMessage()]
+    assert "sync worker" in line
