@@ -497,16 +497,22 @@ def queue_update_op(
     if row is None:
         raise QueueNotFoundError(name)
     queue = queue_from_row(row)
-    # Compact, in River (Go)'s key order; NOTIFY payloads are capped at 8000 bytes, so a large
-    # metadata is left out (listeners re-read the row anyway).
-    payload = (
-        '{"action":"metadata_changed","metadata":'
-        + encode_json_value(queue.metadata, MAX_ENCODED_SIZE_LIMIT, "metadata")
-        + ',"queue":'
-        + json.dumps(name)
-        + "}"
-    )
-    if len(payload.encode()) >= _MAX_NOTIFY_BYTES:
-        payload = '{"action":"metadata_changed","queue":' + json.dumps(name) + "}"
-    yield from notify_op(q, "river_control", [payload])
+    yield from notify_op(q, "river_control", [_metadata_changed_payload(name, queue.metadata)])
     return queue
+
+
+def _metadata_changed_payload(name: str, metadata: Mapping[str, Any]) -> str:
+    """The ``metadata_changed`` notification: compact, in River (Go)'s key order, with the
+    stored metadata. The payload is a hint (listeners re-read the row), and the metadata is
+    not only the caller's: what others stored (an integer beyond int64, a number decoded as
+    infinite) is encoded as it is, without this library's insert rules, and on any problem,
+    or over the 8000-byte cap of NOTIFY payloads, left out."""
+    short = '{"action":"metadata_changed","queue":' + json.dumps(name) + "}"
+    try:
+        encoded = encode_value(dict(metadata))
+    except Exception:  # not encodable (infinite, nested too deep): the hint names the queue
+        return short
+    payload = (
+        '{"action":"metadata_changed","metadata":' + encoded + ',"queue":' + json.dumps(name) + "}"
+    )
+    return short if len(payload.encode()) >= _MAX_NOTIFY_BYTES else payload

@@ -400,10 +400,31 @@ class AsyncClient(AsyncSurface):
         their attempt restored. Every finished job's state is written before it returns;
         while the database cannot be reached, for up to ``Config.completer_stop_timeout``
         (60 s) after the jobs ended, then the jobs not written are logged and left ``running``
-        for a rescuer. Idempotent and safe to call concurrently."""
+        for a rescuer. Idempotent and safe to call concurrently.
+
+        ``timeout`` bounds a queue drain (``queues.remove``) or another soft stop in progress
+        too: when it expires before they let this stop in, the jobs they wait for are
+        cancelled (as :meth:`stop_and_cancel` does at once)."""
         self._bound_writes_if_held()
-        async with self.queues.lock:
-            await self._stop_locked(timeout, hard=False)
+        lock = self.queues.lock
+        if timeout is None or not lock.locked():
+            async with lock:
+                await self._stop_locked(timeout, hard=False)
+            return
+        deadline = anyio.current_time() + timeout
+        acquired = False
+        with anyio.move_on_after(timeout):
+            await lock.acquire()
+            acquired = True
+        if not acquired:
+            # The change holding the lock (a drain, a soft stop) outlasts this stop's bound:
+            # interrupt the jobs it waits for, then stop with no time left.
+            self.queues.cancel_running()
+            await lock.acquire()
+        try:
+            await self._stop_locked(max(deadline - anyio.current_time(), 0.0), hard=False)
+        finally:
+            lock.release()
 
     async def stop_and_cancel(self) -> None:
         """Hard stop: cancel running jobs now (they return to ``available``, attempt restored),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,17 @@ from river._sansio import Op, Query
 from river._schema import qualify
 from river._types import AttemptError, InsertResult, JobRow, JobState
 
-__all__ = ["Queries", "QueueRow", "job_from_row", "load_sql", "parse_sql", "queries_for"]
+__all__ = [
+    "Queries",
+    "QueueRow",
+    "decode_queue_json",
+    "job_from_row",
+    "load_sql",
+    "parse_sql",
+    "queries_for",
+]
+
+logger = logging.getLogger("river.client")
 
 _HEADER_RE = re.compile(
     r"^-- (name|fragment): (\w+)(?:[ \t]+returning: (\w+))?[ \t]*$", re.MULTILINE
@@ -216,12 +227,56 @@ class QueueRow:
         return from_metadata(self.metadata)[0]
 
 
+def _lenient_int(text: str) -> int | float:
+    # An integer beyond Python's int-conversion limit (4,300 digits by default), which jsonb
+    # stores: read as json reads 1e5000, an infinite float (invalid wherever a setting is
+    # expected), instead of raising ValueError.
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def decode_queue_json(value: Any, queue: str, what: str = "metadata") -> Any:
+    """A JSON value of a ``river_queue`` row, selected as text (river/_sql/queue.sql), decoded
+    leniently: whoever can write the row (the application, River (Go), River Pro, a person)
+    must never make a client fail to start, poll or read its queues. Integers of any length
+    decode (see :func:`_lenient_int`); a value Python cannot decode at all (nested deeper than
+    its recursion limit) is logged at WARNING and reads as None. NULL is None."""
+    if value is None or not isinstance(value, str | bytes):
+        return value  # NULL, or already decoded (a caller's own jsonb loader)
+    try:
+        return json.loads(value, parse_int=_lenient_int)
+    except (ValueError, RecursionError, MemoryError) as exc:
+        # Once per value (the keep-alive reads every queue's row again and again).
+        seen = (queue, what, hash(value))
+        if seen not in _UNDECODABLE:
+            if len(_UNDECODABLE) >= 1024:
+                _UNDECODABLE.clear()
+            _UNDECODABLE.add(seen)
+            logger.warning(
+                "queue %s: ignoring its %s, which cannot be decoded (%s)",
+                queue,
+                what,
+                type(exc).__name__,
+                extra={"queue": queue},
+            )
+        return None
+
+
+#: The undecodable values already logged (bounded).
+_UNDECODABLE: set[tuple[str, str, int]] = set()
+
+
 def queue_from_row(row: Sequence[Any]) -> QueueRow:
-    """Decode one river_queue row."""
+    """Decode one river_queue row (``metadata`` selected as text, decoded leniently: see
+    :func:`decode_queue_json`; anything but an object reads as empty)."""
+    # Most queues have none: no decoding.
+    metadata = {} if row[2] == "{}" else decode_queue_json(row[2], row[0])
     return QueueRow(
         name=row[0],
         created_at=row[1],
-        metadata=row[2] if isinstance(row[2], dict) else {},
+        metadata=metadata if isinstance(metadata, dict) else {},
         paused_at=row[3],
         updated_at=row[4],
     )

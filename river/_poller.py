@@ -21,7 +21,7 @@ import anyio
 import psycopg
 from anyio.abc import TaskStatus
 
-from river._driver import Queries
+from river._driver import Queries, decode_queue_json
 from river._errors import describe
 from river._sansio import Op, Query
 from river._testsignal import TestSignal
@@ -44,8 +44,8 @@ POLL_ONLY_REFRESH = 2.0
 
 
 def poll_queues_op(q: Queries, names: list[str], probe: list[bool]) -> Op[list[Any]]:
-    """``(name, paused, stored override settings, has due jobs)`` for each of ``names``
-    (``queue_poll_due``)."""
+    """``(name, paused, stored override settings as JSON text, has due jobs)`` for each of
+    ``names`` (``queue_poll_due``)."""
     rows: list[Any] = yield Query(q.queue_poll_due, {"names": names, "probe": probe}, prepare=True)
     return rows
 
@@ -74,8 +74,10 @@ class Poller:
         self._on_paused = on_paused
         self._on_override = on_override
         self._polled = polled if polled is not None else TestSignal[list[str]]("polled")
-        #: The stored override of each queue as last seen (None: none).
+        #: The stored override of each queue as last seen (None: none), decoded.
         self._overrides: dict[str, Any] = {}
+        #: Its text as last read (decoded again only when it changes).
+        self._override_texts: dict[str, str | None] = {}
         #: Poll-only clients re-read every queue's pause state and override at least this
         #: often (seconds), whatever the queues' poll intervals: no notification tells them.
         self._refresh_interval = refresh_interval
@@ -89,6 +91,10 @@ class Poller:
         self._ticks: dict[float, float] = {}
         # Monotonic time of the last local change of each queue's paused state.
         self._paused_changed: dict[str, float] = {}
+        # Monotonic time of the last pause/resume/override hint of each queue: a poll started
+        # before it may have read the row before the change it announces, so the queue stays
+        # due after that poll instead of waiting a whole interval.
+        self._hinted: dict[str, float] = {}
 
     # --- what the client and the queue manager tell it ------------------------------------
 
@@ -98,6 +104,7 @@ class Poller:
         producer)."""
         self._paused_changed[name] = time.monotonic()
         self._overrides[name] = override
+        self._override_texts.pop(name, None)
         self._next[name] = time.monotonic()
         self._wake.set()
 
@@ -106,6 +113,8 @@ class Poller:
         self._next.pop(name, None)
         self._paused_changed.pop(name, None)
         self._overrides.pop(name, None)
+        self._override_texts.pop(name, None)
+        self._hinted.pop(name, None)
 
     def paused_locally(self, name: str) -> None:
         """This client paused or resumed ``name`` itself: a poll that started before must not
@@ -121,9 +130,12 @@ class Poller:
         """A pause/resume notification for ``queue`` (``"*"``: all): re-read river_queue now
         for those queues rather than trusting the notification."""
         targets = list(self._producers) if queue == "*" else [queue]
+        now = time.monotonic()
         for name in targets:
             if name in self._next:
                 self._next[name] = 0.0
+                # A poll in flight must not push it back a whole interval (see _poll).
+                self._hinted[name] = now
         self._wake.set()
 
     def schedule(self, name: str, interval: float, now: float) -> None:
@@ -202,22 +214,43 @@ class Poller:
             self._polled.emit(due)
         now = time.monotonic()
         only_refresh = set(refresh)
-        for name, paused, override, has_jobs in rows:
-            producer = producers.get(name)
-            if producer is None:
-                continue
+        for row in rows:
+            try:
+                self._apply_row(row, started, now, only_refresh)
+            except Exception:  # a bug: one queue's row must not cost the others their poll
+                logger.exception("queue %s: applying its poll failed", row[0])
+                if row[0] in self._next and row[0] not in only_refresh:
+                    self._next[row[0]] = max(self._next[row[0]], now + _RETRY_AFTER)
+
+    def _apply_row(
+        self, row: tuple[str, bool, Any, bool], started: float, now: float, only_refresh: set[str]
+    ) -> None:
+        name, paused, text, has_jobs = row
+        producer = self._producers.get(name)
+        if producer is None:
+            return
+        if name not in self._override_texts or text != self._override_texts[name]:
+            # Decoded only when the text changed; the decoded value is compared, so an
+            # override written again unchanged (or as read at start) is not reported again.
+            self._override_texts[name] = text
+            override = decode_queue_json(text, name, "cluster-wide settings")
             if override != self._overrides.get(name):
                 self._overrides[name] = override
                 try:
                     self._on_override(name, override)
                 except Exception:  # a bug: must not cost the other queues their poll
                     logger.exception("queue %s: applying its override failed", name)
-            if name not in only_refresh:
-                producer.polled += 1
+        if name not in only_refresh:
+            producer.polled += 1
+            if self._hinted.get(name, -math.inf) >= started:
+                # A hint came while this poll was in flight: its snapshot may predate the
+                # change announced, so poll the queue again at once.
+                self._next[name] = 0.0
+            else:
                 self.schedule(name, producer.settings.fetch_poll_interval, now)
-            stale = self._paused_changed.get(name, -math.inf) >= started
-            if paused != producer.paused and not stale:
-                producer.set_paused(paused)
-                self._on_paused(name, paused)
-            if has_jobs and not producer.paused:
-                producer.wake()
+        stale = self._paused_changed.get(name, -math.inf) >= started
+        if paused != producer.paused and not stale:
+            producer.set_paused(paused)
+            self._on_paused(name, paused)
+        if has_jobs and not producer.paused:
+            producer.wake()

@@ -255,6 +255,11 @@ class Producer:
         self._rt = runtime
         self._trigger = _Trigger()
         self._stopping = False
+        # Hard stops reach jobs whose fetch is in flight too: a fetch started before the
+        # latest cancel_jobs (its generation is older), or any fetch returning after a cancel
+        # of a stopping producer, starts its jobs already cancelled (see _start_jobs).
+        self._cancel_gen = 0
+        self._cancel_arrivals = False
         self._last_fetch = -math.inf
         self._last_fetch_full = False
         self._notified = False
@@ -391,7 +396,13 @@ class Producer:
         self._trigger.set()
 
     def cancel_jobs(self) -> None:
-        """Hard stop: cancel every running job (they are recorded as interrupted)."""
+        """Hard stop: cancel every running job (they are recorded as interrupted), and the
+        jobs of a fetch in flight when they arrive (their attempt began in the database
+        before this call). Once the producer is stopping, every job still arriving is
+        cancelled: nothing new starts after a hard stop."""
+        self._cancel_gen += 1
+        if self._stopping:
+            self._cancel_arrivals = True
         for running in list(self.running.values()):
             running.cancel(CancelReason.STOP)
 
@@ -462,6 +473,7 @@ class Producer:
                     self._last_fetch = time.monotonic()
                 trailing = False
                 rows: list[JobRow] | None = None
+                generation = self._cancel_gen
                 if limit > 0:
                     try:
                         rate_limit = self.settings.rate_limit
@@ -493,7 +505,9 @@ class Producer:
                 self.last_full_fetch = time.monotonic()
             got_rows = bool(rows)
             if rows:
-                self._start_jobs(rows)
+                self._start_jobs(
+                    rows, cancelled=self._cancel_arrivals or generation != self._cancel_gen
+                )
             # This frame waits below: holding the rows would keep every queue's last batch
             # alive (2,000 idle queues x 100 rows, all for the garbage collector to walk).
             rows = None
@@ -541,13 +555,19 @@ class Producer:
             ):
                 return
 
-    def _start_jobs(self, rows: list[JobRow]) -> None:
+    def _start_jobs(self, rows: list[JobRow], *, cancelled: bool = False) -> None:
+        """Run the jobs of a fetch; ``cancelled``: a hard stop came while the fetch was in
+        flight, so each starts already cancelled: its worker never runs and the attempt ends
+        interrupted (back to ``available``, attempt restored), as if it had been cancelled
+        running."""
         self.fetched += len(rows)
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         tasks = self._tasks
         for row in sorted(rows, key=_FETCH_ORDER):
             running = RunningJob(row, started)
+            if cancelled:
+                running.cancel(CancelReason.STOP)
             self.running[row.id, row.attempt] = running
             task = _spawn(loop, self._work(running))
             if not task.done():  # an eager task may have finished already (see _spawn)

@@ -210,11 +210,20 @@ def from_settings(settings: Any) -> tuple[QueueOverride, list[str]]:
         value = settings.get(field)
         if value is None:
             continue
-        reason = _check(field, value)
+        try:
+            reason = _check(field, value)
+        except Exception as exc:  # a rule that trips on a value nobody foresaw: invalid too
+            reason = f"unreadable ({type(exc).__name__})"
         if reason:
-            problems.append(f"{field}: {reason}")
+            problems.append(_clipped(f"{field}: {reason}"))
         elif field == "rate_limit":
             values[field] = rate_limit_from_json(value)
         else:
             values[field] = _normalized(field, value)
     return QueueOverride(**values), problems
+
+
+def _clipped(problem: str) -> str:
+    """A problem's description, shortened for the log: a stored value may be a number of
+    thousands of digits."""
+    return problem if len(problem) <= 200 else f"{problem[:160]}... ({len(problem)} characters)"

@@ -212,20 +212,34 @@ class QueueManager:
                 raise QueueNotFoundError(name)
             producer = self.producers.get(name)
             runtime = self._runtime()
-            if producer is not None and runtime is not None:
-                producer.stop_fetching()
-                if mode == "cancel":
-                    producer.cancel_jobs()
+            if producer is None or runtime is None:
+                self._forget(name, mode)
+                return
+            producer.stop_fetching()
+            if mode == "cancel":
+                producer.cancel_jobs()
+            try:
                 with anyio.move_on_after(math.inf if timeout is None else timeout):
                     await producer.wait_done()
-                producer.cancel_jobs()
-                await producer.wait_done()
-                del self.producers[name]
-                # Like stop: the outcomes of its jobs are written before remove returns (only
-                # those: other queues' outcomes written later do not hold it up).
-                await runtime.retire_producer(producer)
-            del self.configs[name]
-            self.overrides.pop(name, None)
+            finally:
+                # Also when the caller gives up (cancelled, e.g. by a timeout of its own): a
+                # queue whose producer stopped fetching must never stay registered as if it
+                # ran. Like a cancelled stop, what still runs is interrupted and the removal
+                # completes before the cancellation goes on.
+                with anyio.CancelScope(shield=True):
+                    producer.cancel_jobs()
+                    await producer.wait_done()
+                    if self.producers.get(name) is producer:
+                        del self.producers[name]
+                    # Like stop: the outcomes of its jobs are written before remove returns
+                    # (only those: other queues' outcomes written later do not hold it up).
+                    await runtime.retire_producer(producer)
+                    self._forget(name, mode)
+
+    def _forget(self, name: str, mode: str) -> None:
+        """The last step of a removal (the lock is held): drop the queue, log, publish."""
+        self.configs.pop(name, None)
+        self.overrides.pop(name, None)
         logger.info("queue %s removed (%s)", name, mode, extra={"queue": name})
         self._publish(EventKind.QUEUE_REMOVED, name, mode=mode)
 

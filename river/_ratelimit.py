@@ -54,10 +54,12 @@ class RateLimit:
                 "rate_limit.jobs", f"must be between 1 and {MAX_RATE_JOBS:,}, got {self.jobs}"
             )
         per = _period(self.per)
+        if per > MAX_RATE_PERIOD:
+            raise InvalidConfigError(
+                "rate_limit.per", f"must be at most one day, got {_shown(self.per)}"
+            )
         # Seconds, so that RateLimit(5, per=1) == RateLimit(5, per=timedelta(seconds=1)).
         object.__setattr__(self, "per", per)
-        if per > MAX_RATE_PERIOD:
-            raise InvalidConfigError("rate_limit.per", f"must be at most one day, got {per}s")
         if self.burst is not None and (
             isinstance(self.burst, bool)
             or not isinstance(self.burst, int)
@@ -97,8 +99,14 @@ def _period(value: float | timedelta) -> float:
             "rate_limit.per", f"must be a duration in seconds or a timedelta, got {value!r}"
         ) from None
     if math.isnan(seconds) or seconds < 0.001:
-        raise InvalidConfigError("rate_limit.per", f"must be at least 0.001s, got {value!r}")
+        raise InvalidConfigError("rate_limit.per", f"must be at least 0.001s, got {_shown(value)}")
     return seconds
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, shortened: a stored value may be a number of thousands of digits."""
+    text = f"{value}s" if isinstance(value, float) and math.isfinite(value) else repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 def rate_limit_from_json(value: Any) -> RateLimit:
@@ -112,7 +120,9 @@ def rate_limit_from_json(value: Any) -> RateLimit:
     per = value.get("per", 1.0)
     if isinstance(per, bool) or not isinstance(per, int | float):
         raise InvalidConfigError("rate_limit.per", f"must be a number of seconds, got {per!r}")
-    return RateLimit(jobs=value.get("jobs"), per=float(per), burst=value.get("burst"))  # type: ignore[arg-type]
+    # No float() here: an integer too large for a float (jsonb stores a 400-digit one) would
+    # raise OverflowError; RateLimit reads it as infinite, which its range check refuses.
+    return RateLimit(jobs=value.get("jobs"), per=per, burst=value.get("burst"))  # type: ignore[arg-type]
 
 
 def rate_limit_to_json(limit: RateLimit) -> dict[str, Any]:

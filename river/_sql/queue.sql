@@ -1,12 +1,14 @@
 -- Queries on river_queue (PROTOCOL.md section 10). Same conventions as job.sql.
--- Row shape: name, created_at, metadata, paused_at, updated_at
+-- Row shape: name, created_at, metadata, paused_at, updated_at. The metadata is selected as text
+-- and decoded leniently (river/_driver.py decode_queue_json): anyone can write it, and psycopg's
+-- jsonb loader raises on an integer of more than 4,300 digits.
 
 -- name: queue_upsert
 -- Producer start: create the row, or only bump updated_at (paused_at and metadata are kept).
 INSERT INTO /* schema */river_queue AS q (name, created_at, metadata, paused_at, updated_at)
 VALUES (%(name)s, now(), '{}', NULL, now())
 ON CONFLICT (name) DO UPDATE SET updated_at = now()
-RETURNING q.name, q.created_at, q.metadata, q.paused_at, q.updated_at
+RETURNING q.name, q.created_at, q.metadata::text, q.paused_at, q.updated_at
 
 -- name: queue_upsert_many
 -- The same for many queues at once (client start with many queues, and the keep-alive).
@@ -14,15 +16,15 @@ INSERT INTO /* schema */river_queue AS q (name, created_at, metadata, paused_at,
 SELECT name, now(), '{}', NULL, now()
 FROM unnest(%(names)s::text[]) AS name
 ON CONFLICT (name) DO UPDATE SET updated_at = now()
-RETURNING q.name, q.created_at, q.metadata, q.paused_at, q.updated_at
+RETURNING q.name, q.created_at, q.metadata::text, q.paused_at, q.updated_at
 
 -- name: queue_get
-SELECT name, created_at, metadata, paused_at, updated_at
+SELECT name, created_at, metadata::text, paused_at, updated_at
 FROM /* schema */river_queue
 WHERE name = %(name)s
 
 -- name: queue_list
-SELECT name, created_at, metadata, paused_at, updated_at
+SELECT name, created_at, metadata::text, paused_at, updated_at
 FROM /* schema */river_queue
 ORDER BY name
 LIMIT %(limit)s
@@ -120,7 +122,7 @@ SET metadata = m.base || CASE
     updated_at = now()
 FROM merged AS m
 WHERE q.name = m.name
-RETURNING q.name, q.created_at, q.metadata, q.paused_at, q.updated_at
+RETURNING q.name, q.created_at, q.metadata::text, q.paused_at, q.updated_at
 
 -- name: queue_poll_due
 -- The poller's one query per tick for all of a client's due queues (river/_poller.py): whether
@@ -128,7 +130,7 @@ RETURNING q.name, q.created_at, q.metadata, q.paused_at, q.updated_at
 -- The EXISTS probe is skipped for busy queues, whose index range is full of entries of rows
 -- just fetched or completed: probing thousands of them took seconds per tick.
 SELECT q.name, rq.paused_at IS NOT NULL,
-       rq.metadata #> '{river_py,settings}',
+       (rq.metadata #> '{river_py,settings}')::text,
        CASE WHEN q.probe THEN EXISTS (
            SELECT 1 FROM /* schema */river_job AS j
            WHERE j.state = 'available' AND j.queue = q.name AND j.scheduled_at <= now()
