@@ -172,14 +172,33 @@ def queries_for(schema: str | None) -> Queries:
 _STATES = {s.value: s for s in JobState}
 
 
-def _metadata(value: Any) -> dict[str, Any]:
+def _metadata(value: Any, job_id: int = 0) -> dict[str, Any]:
     # Selected as text: decoding it here is ~3 us/row cheaper than psycopg's jsonb loader, and
     # most rows carry the empty object.
     if value == "{}" or value is None:
         return {}
     if isinstance(value, str):
-        value = json.loads(value)
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            # Written by someone else (an integer beyond Python's 4,300-digit limit, nesting
+            # deeper than its recursion limit): decoded leniently, never failing the fetch
+            # that already locked the job's batch.
+            value = _job_metadata_leniently(value, job_id)
     return value if isinstance(value, dict) else {}
+
+
+def _job_metadata_leniently(text: str, job_id: int) -> Any:
+    try:
+        return json.loads(text, parse_int=_lenient_int)
+    except (ValueError, RecursionError) as exc:
+        logger.warning(
+            "job %d: its metadata cannot be decoded (%s): read as empty",
+            job_id,
+            type(exc).__name__,
+            extra={"job_id": job_id},
+        )
+        return {}
 
 
 def job_from_row(row: Sequence[Any]) -> JobRow:
@@ -198,7 +217,7 @@ def job_from_row(row: Sequence[Any]) -> JobRow:
         id_, kind, queue, _STATES[state], args, attempt, max_attempts, priority, created_at,
         scheduled_at, attempted_at, finalized_at, attempted_by or [],
         [AttemptError.from_json(e) for e in errors if isinstance(e, dict)] if errors else [],
-        {} if metadata == "{}" or metadata is None else _metadata(metadata),
+        {} if metadata == "{}" or metadata is None else _metadata(metadata, id_),
         tags or [],
         bytes(unique_key) if unique_key is not None else None,
         unique_states,

@@ -1471,3 +1471,25 @@ async def test_a_blocked_event_loop_is_reported(
             )
     (line,) = [r.getMessage() for r in caplog.records if "event loop was blocked" in r.getMessage()]
     assert "sync worker" in line
+
+
+async def test_a_job_whose_metadata_python_cannot_read_is_still_worked(db_url: str) -> None:
+    # Written by someone else (River Pro, a person): an integer beyond Python's 4,300-digit
+    # limit made the fetch that had already locked the job's batch fail, again and again.
+    worker = BehaveWorker()
+    async with open_db(db_url) as db:
+        job_id = await insert(db, Behave(mode="ok"))
+        await db.execute(
+            """UPDATE river_job SET metadata = ('{"big": ' || repeat('9', 5000) || '}')::jsonb"""
+            " WHERE id = %(id)s",
+            {"id": job_id},
+        )
+        sql = "SELECT state::text AS state, attempt FROM river_job WHERE id = %(id)s"
+        async with started_client(db_url, client_config(worker)):
+            # Not db.wait_state: the test's own psycopg cannot decode that metadata either.
+            async def completed() -> bool:
+                return bool(await db.scalar(sql, {"id": job_id}) == "completed")
+
+            await wait_for(completed, message="completed")
+        row = await db.one(sql, {"id": job_id})
+    assert row == {"state": "completed", "attempt": 1}
