@@ -21,6 +21,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -267,7 +268,12 @@ def _fast_level(tp: Any, seen: set[type]) -> int:
         return _fast_level(args[0], seen) if _plain_metadata(args[1:]) else _EXACT
     if origin in (typing.Union, types.UnionType):
         return _combine(_fast_level(a, seen) for a in args)
-    if origin in (list, tuple, frozenset, set) or (
+    if origin in (set, frozenset) or tp in (set, frozenset):
+        # pydantic writes a set in its iteration order, which depends on hash randomisation:
+        # the exact path writes the elements sorted (a unique key must not change between
+        # processes).
+        return _EXACT
+    if origin in (list, tuple) or (
         origin is not None
         and getattr(origin, "__module__", "") == "collections.abc"
         and getattr(origin, "__name__", "") in _SEQUENCE_NAMES
@@ -401,6 +407,11 @@ def _encode_dumped(value: Any, hint: Any) -> str:
             elements = [_encode_dumped(v, h) for v, h in zip(value, hint, strict=True)]
         else:
             elements = [_encode_dumped(v, _NO_HINT) for v in value]
+        if isinstance(hint, AbstractSet):
+            # A set has no order; its iteration order changes between processes (hash
+            # randomisation): written sorted, so that its encoding (and a unique key over it)
+            # is the same everywhere.
+            elements.sort()
         return "[" + ",".join(elements) + "]"
     return _encode_plain(value)
 

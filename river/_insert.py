@@ -80,6 +80,20 @@ def _pick(field: str, insert: InsertOpts | None, args: InsertOpts | None) -> Any
     return None
 
 
+def _check_scheduled_at(value: Any, field: str) -> None:
+    """A timezone-aware datetime whose UTC time Python can represent (years 1 to 9999): Postgres
+    stores more, but such a row could not be read back (the insert's own result, every later
+    fetch or list), after its insert had committed."""
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        return  # said by the caller's own check
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(
+            field, "is out of range: its time in UTC must fall in years 1 to 9999"
+        ) from None
+
+
 def _default(value: Any, default: Any) -> Any:
     return default if value is None else value
 
@@ -236,6 +250,8 @@ def build_batch(
                 _SMALLINT_MAX,
             )
             scheduled_at = _pick("scheduled_at", opts, args_opts)
+            if scheduled_at is not None:
+                _check_scheduled_at(scheduled_at, f"{where}scheduled_at")
             if scheduled_at is not None and (
                 not isinstance(scheduled_at, datetime) or scheduled_at.tzinfo is None
             ):
@@ -256,6 +272,15 @@ def build_batch(
             else:
                 state = _AVAILABLE
             unique_opts = _pick("unique_opts", opts, args_opts)
+            if (
+                isinstance(unique_opts, UniqueOpts)
+                and not unique_opts.enabled
+                and args_opts is not None
+                and args_opts.unique_opts is not None
+            ):
+                # Empty per-insert options (exclude_kind alone counts as empty) leave the args'
+                # own in force, as in River (Go) (PROTOCOL.md 5.1).
+                unique_opts = args_opts.unique_opts
         try:
             encoded = encode_job_args(args, max_size, where)
         except ValidationError as exc:

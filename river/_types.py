@@ -256,6 +256,10 @@ def _seconds(value: float | timedelta | None, field_name: str) -> float:
     return seconds
 
 
+#: The longest ``UniqueOpts.by_period`` (100 years, in seconds).
+_MAX_UNIQUE_PERIOD = 100 * 365.25 * 86_400.0
+
+
 @dataclass(frozen=True, slots=True)
 class UniqueOpts:
     """Make an insert unique (PROTOCOL.md section 5).
@@ -284,10 +288,17 @@ class UniqueOpts:
         period = _seconds(self.by_period, "unique_opts.by_period")
         if 0 < period < 1:
             raise ValidationError("unique_opts.by_period", "must be 0 or at least 1 second")
+        if not period <= _MAX_UNIQUE_PERIOD:  # NaN and infinity too
+            raise ValidationError("unique_opts.by_period", "must be at most 100 years")
         if not isinstance(self.by_args, bool):
             if isinstance(self.by_args, str):
                 raise ValidationError(
                     "unique_opts.by_args", "must be True/False or a list of field paths"
+                )
+            if not self.by_args:
+                raise ValidationError(
+                    "unique_opts.by_args",
+                    "an empty list selects no field: list at least one, or give True for all",
                 )
             for path in self.by_args:
                 if not isinstance(path, str) or not path:
