@@ -20,8 +20,9 @@ class ShipOrder(river.JobArgs):
 async def main() -> None:
     url = dev.database_url()
     async with await psycopg.AsyncConnection.connect(url) as conn:
-        async with conn.transaction():
-            await AsyncMigrator(conn).migrate_up()
+        # Outside any transaction: the migrator runs each version in a transaction of its own
+        # (versions 4 and 6 cannot share one).
+        await AsyncMigrator(conn).migrate_up()
         client = river.AsyncClient(url)  # its own pool is only opened if used
         async with conn.transaction():
             results = await client.insert_many_tx(conn, [ShipOrder(order_id=n) for n in range(3)])

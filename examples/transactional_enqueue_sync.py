@@ -24,8 +24,10 @@ def main() -> None:
     url = dev.database_url()
     client = river.Client()  # no pool needed: every call below uses the caller's connection
     with psycopg.connect(url) as conn:
+        # Outside any transaction: the migrator runs each version in a transaction of its own
+        # (versions 4 and 6 cannot share one).
+        Migrator(conn).migrate_up()
         with conn.transaction():
-            Migrator(conn).migrate_up()
             conn.execute("CREATE TABLE IF NOT EXISTS shop_order (id bigint PRIMARY KEY)")
             conn.execute("DELETE FROM shop_order")
         with conn.transaction():
