@@ -28,6 +28,7 @@ import importlib.util
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -104,12 +105,37 @@ def bundled_bindir() -> Path | None:
     return Path(spec.origin).parent / "pginstall" / "bin"
 
 
-def find_bindir(*, bundled: bool = True) -> Path:
+def _bindir_major(bindir: Path) -> int | None:
+    """The major version of the server in ``bindir`` (``pg_ctl --version``), or None."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            [str(bindir / "pg_ctl"), "--version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+        match = re.search(r"(\d+)(?:\.\d+)?", out)
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def _data_major(data_dir: Path) -> int | None:
+    """The major version a cluster was initialised by (its ``PG_VERSION``), or None."""
+    try:
+        return int((data_dir / "PG_VERSION").read_text().strip().split(".")[0])
+    except (OSError, ValueError):
+        return None
+
+
+def find_bindir(*, bundled: bool = True, major: int | None = None) -> Path:
     """Return the directory of the Postgres server binaries to use.
 
-    ``bundled=False`` leaves out the ``pgserver`` wheel: an installed PostgreSQL only. Raises
+    ``bundled=False`` leaves out the ``pgserver`` wheel: an installed PostgreSQL only.
+    ``major``: only binaries of that major version (an existing cluster's). Raises
     :class:`DevPostgresError` naming every place searched when none has ``initdb``, ``pg_ctl``
-    and ``postgres``.
+    and ``postgres`` (of that version).
     """
     candidates: list[tuple[str, Path]] = []
     env = os.environ.get("RIVER_PG_BINDIR")
@@ -132,9 +158,16 @@ def find_bindir(*, bundled: bool = True) -> Path:
     if wheel is not None:
         candidates.append(("pgserver wheel", wheel))
     for _, path in candidates:
-        if _has_postgres(path):
+        if _has_postgres(path) and (major is None or _bindir_major(path) == major):
             return path
     searched = ", ".join(f"{where} ({path})" for where, path in candidates) or "nothing found"
+    if major is not None:
+        raise DevPostgresError(
+            f"the development cluster was initialised by PostgreSQL {major}, and no binaries of "
+            f"that version were found (searched: {searched}): install PostgreSQL {major}, set "
+            "RIVER_PG_BINDIR to its bin directory, or delete the cluster (river dev stop, then "
+            "remove the data directory) to start afresh"
+        )
     embedded = "or the wheel with `pip install 'river-queue[embedded]'`, "
     if sys.version_info >= (3, 13):
         # The embedded extra installs pgserver only where it has wheels (pyproject.toml).
@@ -232,6 +265,17 @@ def _locked(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _port_free(port: int) -> bool:
+    if port <= 0:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -264,6 +308,49 @@ def _accepts_connections(port: int, timeout: float = 2.0) -> bool:
         return False
 
 
+def _owner(data_dir: Path, default: _RunAs | None) -> _RunAs | None:
+    """Who runs the cluster's pg_ctl: as root, the data directory's owner (the user who
+    initialised it, whatever RIVER_DEV_USER says now); else this process's user, which must
+    own it (Postgres refuses any other)."""
+    try:
+        uid = data_dir.stat().st_uid
+    except OSError:
+        return default
+    if os.geteuid() == 0:
+        if uid == 0 or (default is not None and default.uid == uid):
+            return default
+        try:
+            entry = pwd.getpwuid(uid)
+        except KeyError:
+            return default
+        return _RunAs(entry.pw_uid, entry.pw_gid, entry.pw_name)
+    if uid != os.geteuid():
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = str(uid)
+        raise DevPostgresError(
+            f"the development cluster in {data_dir} belongs to user {name}: run river dev as "
+            "that user (or as root), or set DATABASE_URL to another server"
+        )
+    return default
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    """Whether the process a ``postmaster.pid`` names still exists (or cannot be checked)."""
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return True
+
+
 def _is_running(server: DevServer, user: _RunAs | None) -> bool:
     if not (server.data_dir / "postmaster.pid").exists():
         return False
@@ -282,7 +369,7 @@ def status(directory: str | os.PathLike[str] | None = None) -> DevServer | None:
     if state is None:
         return None
     server = _server_from_state(state)
-    return server if _is_running(server, _run_as()) else None
+    return server if _is_running(server, _owner(server.data_dir, _run_as())) else None
 
 
 def _data_dir_for(root: Path, user: _RunAs | None) -> Path:
@@ -422,13 +509,22 @@ def start(directory: str | os.PathLike[str] | None = None) -> DevServer:
     user = _run_as()
     with _locked(root):
         state = _read_state(root)
+        previous_port = 0
         if state is not None:
             server = _server_from_state(state)
+            user = _owner(server.data_dir, user)
             if _is_running(server, user):
                 _ensure_database(server)  # someone may have dropped it since
                 return server
-            if not _has_postgres(server.bindir):
-                server = DevServer(server.url, server.data_dir, find_bindir(), server.port)
+            previous_port = server.port
+            major = _data_major(server.data_dir)
+            if not _has_postgres(server.bindir) or (
+                major is not None and _bindir_major(server.bindir) != major
+            ):
+                # The binaries it used are gone (a moved venv, a cleaned /var/tmp): others of
+                # the cluster's version.
+                bindir = find_bindir(major=major)
+                server = DevServer(server.url, server.data_dir, bindir, server.port)
         else:
             data_dir = _data_dir_for(root, user)
             server = DevServer("", data_dir, find_bindir(), 0)
@@ -438,8 +534,9 @@ def start(directory: str | os.PathLike[str] | None = None) -> DevServer:
         if not (server.data_dir / "PG_VERSION").exists():
             _initdb(server.bindir, server.data_dir, user)
         last_error = ""
-        for _ in range(3):
-            port = _free_port()
+        for attempt in range(3):
+            # The previous port first, so that an exported DATABASE_URL stays valid.
+            port = previous_port if attempt == 0 and _port_free(previous_port) else _free_port()
             server = DevServer(
                 f"postgresql://{_SUPERUSER}@127.0.0.1:{port}/{DEV_DATABASE}",
                 server.data_dir,
@@ -450,6 +547,12 @@ def start(directory: str | os.PathLike[str] | None = None) -> DevServer:
             # A stale pid file from a crash would make pg_ctl refuse to start.
             pid_file = server.data_dir / "postmaster.pid"
             if pid_file.exists() and not _is_running(server, user):
+                if _pid_alive(pid_file):
+                    raise DevPostgresError(
+                        f"a server still runs from {server.data_dir} (see its postmaster.pid) "
+                        "but does not answer on its port: stop it (river dev stop, or as its "
+                        "owner pg_ctl stop -D <that directory>) and try again"
+                    )
                 with contextlib.suppress(OSError):
                     pid_file.unlink()
             result = _pg_ctl_start(server, user)
@@ -481,6 +584,7 @@ def stop(directory: str | os.PathLike[str] | None = None) -> bool:
         if state is None:
             return False
         server = _server_from_state(state)
+        user = _owner(server.data_dir, user)
         if not _is_running(server, user):
             return False
         result = _run(

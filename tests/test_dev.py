@@ -57,10 +57,47 @@ def test_start_reuse_status_stop(dev_dir: Path) -> None:
     assert dev.stop(dev_dir) is True
     assert dev.status(dev_dir) is None
     assert dev.stop(dev_dir) is False
-    # Started again from the same data directory (on a new port).
+    # Started again from the same data directory, on the same port while it is free: an
+    # exported DATABASE_URL stays valid.
     restarted = dev.start(dev_dir)
     assert restarted.data_dir == server.data_dir
+    assert restarted.url == server.url
     assert _select_one(restarted.url) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to pick the server's user")
+def test_a_cluster_started_as_another_user_is_still_seen_and_stopped(
+    dev_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Started with RIVER_DEV_USER=nobody, then used without it: status said "stopped", and the
+    # next start deleted the live server's postmaster.pid. pg_ctl now runs as the data
+    # directory's owner.
+    monkeypatch.setenv("RIVER_DEV_USER", "nobody")
+    server = dev.start(dev_dir)
+    monkeypatch.delenv("RIVER_DEV_USER")
+    status = dev.status(dev_dir)
+    assert status is not None
+    assert status.port == server.port
+    again = dev.start(dev_dir)
+    assert again.port == server.port
+    assert (server.data_dir / "postmaster.pid").exists()
+    assert dev.stop(dev_dir) is True
+    assert dev.status(dev_dir) is None
+
+
+def test_a_live_process_in_a_stale_pid_file_is_not_deleted(dev_dir: Path) -> None:
+    # A postmaster.pid whose process exists (a server that does not answer, or a pid reused)
+    # was deleted before starting: now a clear error, the file left alone.
+    server = dev.start(dev_dir)
+    dev.stop(dev_dir)
+    pid_file = server.data_dir / "postmaster.pid"
+    pid_file.write_text(f"{os.getpid()}\n{server.data_dir}\n")
+    try:
+        with pytest.raises(dev.DevPostgresError, match="still runs"):
+            dev.start(dev_dir)
+        assert pid_file.exists()
+    finally:
+        pid_file.unlink()
 
 
 def test_database_url_prefers_the_environment(
