@@ -102,12 +102,6 @@ def seed(conn: psycopg.Connection) -> None:
 
 
 @pytest.fixture
-def conn(db_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(db_url, autocommit=True) as c:
-        yield c
-
-
-@pytest.fixture
 async def dashboard(db_url: str) -> AsyncIterator[Dashboard]:
     app = create_app(db_url)
     try:

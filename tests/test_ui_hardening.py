@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, timedelta
 from typing import Any
 
@@ -21,12 +21,6 @@ from tests.netproxy import CuttableProxy, server_address
 from tests.test_ui_api import add_queue, client_for, csrf_of, insert_job
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def conn(db_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(db_url, autocommit=True) as c:
-        yield c
 
 
 @pytest.fixture
