@@ -189,16 +189,15 @@ def _metadata(value: Any, job_id: int = 0) -> dict[str, Any]:
 
 
 def _job_metadata_leniently(text: str, job_id: int) -> Any:
-    try:
-        return json.loads(text, parse_int=_lenient_int)
-    except (ValueError, RecursionError) as exc:
+    value, error = _lenient_loads(text)
+    if error is not None:
         logger.warning(
             "job %d: its metadata cannot be decoded (%s): read as empty",
             job_id,
-            type(exc).__name__,
+            error,
             extra={"job_id": job_id},
         )
-        return {}
+    return value
 
 
 def job_from_row(row: Sequence[Any]) -> JobRow:
@@ -256,6 +255,16 @@ def _lenient_int(text: str) -> int | float:
         return float(text)
 
 
+def _lenient_loads(text: str | bytes) -> tuple[Any, str | None]:
+    """``text`` decoded with integers of any length (:func:`_lenient_int`): (value, None), or
+    (None, the error's name) when Python cannot decode it at all (nesting deeper than its
+    recursion limit)."""
+    try:
+        return json.loads(text, parse_int=_lenient_int), None
+    except (ValueError, RecursionError, MemoryError) as exc:
+        return None, type(exc).__name__
+
+
 def decode_queue_json(value: Any, queue: str, what: str = "metadata") -> Any:
     """A JSON value of a ``river_queue`` row, selected as text (river/_sql/queue.sql), decoded
     leniently: whoever can write the row (the application, River (Go), River Pro, a person)
@@ -264,9 +273,8 @@ def decode_queue_json(value: Any, queue: str, what: str = "metadata") -> Any:
     its recursion limit) is logged at WARNING and reads as None. NULL is None."""
     if value is None or not isinstance(value, str | bytes):
         return value  # NULL, or already decoded (a caller's own jsonb loader)
-    try:
-        return json.loads(value, parse_int=_lenient_int)
-    except (ValueError, RecursionError, MemoryError) as exc:
+    decoded, error = _lenient_loads(value)
+    if error is not None:
         # Once per value (the keep-alive reads every queue's row again and again).
         seen = (queue, what, hash(value))
         if seen not in _UNDECODABLE:
@@ -277,10 +285,10 @@ def decode_queue_json(value: Any, queue: str, what: str = "metadata") -> Any:
                 "queue %s: ignoring its %s, which cannot be decoded (%s)",
                 queue,
                 what,
-                type(exc).__name__,
+                error,
                 extra={"queue": queue},
             )
-        return None
+    return decoded
 
 
 #: The undecodable values already logged (bounded).
