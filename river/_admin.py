@@ -179,15 +179,20 @@ _FILTER_RULES: dict[str, tuple[Callable[[object], bool], str]] = {
 }
 
 
-def _filter_values(name: str, values: object) -> list[Any]:
-    """``values`` as a list, after checking it is a collection (a lone string would be taken
-    as its characters: ``queues="default"`` matched queues "d", "e", ...) of values the
-    filter's rule accepts (:data:`_FILTER_RULES`)."""
+def _collection(name: str, values: object, what: str = "values") -> list[Any]:
+    """``values`` as a list, once it is a collection: a lone string would be taken as its
+    characters (``queues="default"`` matched queues "d", "e", ...)."""
     if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         raise ValidationError(
-            name, f"must be a list of values, not a single {type(values).__name__}"
+            name, f"must be a list of {what}, not a single {type(values).__name__}"
         )
-    out = list(values)
+    return list(values)
+
+
+def _filter_values(name: str, values: object) -> list[Any]:
+    """``values`` as a list (:func:`_collection`) of values the filter's rule accepts
+    (:data:`_FILTER_RULES`)."""
+    out = _collection(name, values)
     accepts, rule = _FILTER_RULES[name]
     for value in out:
         if not accepts(value):
@@ -227,12 +232,8 @@ def _job_states(states: object) -> list[JobState]:
     """The ``states`` filter checked (a collection of job states or their names)."""
     if states is None:
         return []
-    if isinstance(states, str | bytes | Mapping) or not isinstance(states, Iterable):
-        raise ValidationError(
-            "states", f"must be a list of job states, not a single {type(states).__name__}"
-        )
     out: list[JobState] = []
-    for s in states:
+    for s in _collection("states", states, "job states"):
         try:
             out.append(JobState(s))
         except ValueError:
