@@ -34,6 +34,7 @@ from psycopg import sql
 
 import river
 from river._elector import request_resign_payload
+from river._insert import NotifyLimiter
 from river._notifier import (
     MAX_DEPTH,
     MAX_PAYLOAD_CHARS,
@@ -73,6 +74,14 @@ async def listen_backends(db: DB) -> list[int]:
         " AND query ~* '^(UN)?LISTEN ' AND pid <> pg_backend_pid()"
     )
     return [r["pid"] for r in rows]
+
+
+def notify_every_insert(client: river.AsyncClient) -> None:
+    """Let every insert of ``client`` send its notification. The client's limiter (PROTOCOL 7.3)
+    suppresses one that follows the last within the fetch cooldown; the producer's trailing
+    fetch finds such a job only if its insert committed in time, and a loaded machine can
+    commit it later: then only the poll, 60 s away in these tests, would start it."""
+    client._limiter = NotifyLimiter(0.0)
 
 
 async def test_notifier_reconnects_after_its_backend_is_terminated(db_url: str) -> None:
@@ -254,6 +263,7 @@ async def test_deeply_nested_payload_on_every_channel_is_dropped(
         assert notifier is not None
         await notifier.wait_connected()
         await wait_for(lambda: client.is_leader, timeout=10, message="the client leads")
+        notify_every_insert(client)
         await client.insert(Ping(n=1))
         with anyio.fail_after(5):
             await worker.event(1).wait()
@@ -550,6 +560,7 @@ async def corpus(db_url: str, caplog: pytest.LogCaptureFixture) -> AsyncIterator
         notifier = client._runtime.notifier
         assert notifier is not None
         await notifier.wait_connected()
+        notify_every_insert(client)
         state = Corpus(client, db, worker, notifier)
         dispatch = notifier._dispatch
 
