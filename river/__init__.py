@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     )
     from river._events import Event, EventKind, JobStatistics, Subscription
     from river._executor import cancel_requested, current_job, record_output, set_metadata
+    from river._gotypes import GoDuration
     from river._joblog import JobLogConfig
     from river._maintenance import PeriodicJob
     from river._middleware import Middleware
@@ -81,6 +82,7 @@ __all__ = [
     "DuplicateUniqueKeyInBatchError",
     "Event",
     "EventKind",
+    "GoDuration",
     "InsertManyItem",
     "InsertOpts",
     "InsertResult",
@@ -173,6 +175,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "ValidationError",
     ),
     "river._events": ("Event", "EventKind", "JobStatistics", "Subscription"),
+    "river._gotypes": ("GoDuration",),
     "river._executor": ("cancel_requested", "current_job", "record_output", "set_metadata"),
     "river._joblog": ("JobLogConfig",),
     "river._maintenance": ("PeriodicJob",),

@@ -45,12 +45,17 @@ class JobArgs(pydantic.BaseModel):
     of this kind default insert options (a per-insert ``InsertOpts`` still wins field by field).
 
     Extra fields in stored args (e.g. written by a newer version of a Go service) are ignored
-    when decoding.
+    when decoding. ``bytes`` fields are standard base64 in JSON, as Go writes a ``[]byte``
+    (pydantic's default, UTF-8 text, could not hold arbitrary bytes); a subclass may choose
+    otherwise in its own ``model_config``. For a Go ``time.Duration``, see
+    :data:`river.GoDuration`.
 
     A subclass without ``kind`` is refused when it is defined (ValidationError), unless it is
     declared a base of other args classes: ``class TenantArgs(river.JobArgs, abstract=True)``.
     A kind set on a base is inherited.
     """
+
+    model_config = pydantic.ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 
     kind: ClassVar[str]
     #: Declared with ``abstract=True``: a base of other args classes, without a kind.

@@ -9,11 +9,14 @@ only if they encode the same logical args to the same bytes. Go's encoder differ
 - floats: shortest round-trip digits, plain decimal for 1e-6 <= |x| < 1e21 (``1`` not ``1.0``,
   ``100000000000000000000`` not ``1e+20``), exponent outside it (``1e-7``, ``1e+21``), ``-0``;
 - times: RFC 3339 with the fraction trimmed of trailing zeros and ``Z`` for a zero offset;
+- bytes: standard base64 with padding (Go's ``[]byte``), where pydantic's base64 mode uses the
+  URL-safe alphabet;
 - objects: struct (model) fields in declaration order, map (dict) keys sorted by UTF-8 bytes.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import math
@@ -348,6 +351,8 @@ def _encode_dumped(value: Any, hint: Any) -> str:
     if cls is str:
         if isinstance(hint, datetime):
             return '"' + format_time(hint) + '"'
+        if isinstance(hint, bytes | bytearray):
+            return _encode_dumped_bytes(value, hint)
         return quote(value)
     if cls is int:
         return int.__repr__(value)
@@ -414,6 +419,15 @@ def _encode_dumped(value: Any, hint: Any) -> str:
             elements.sort()
         return "[" + ",".join(elements) + "]"
     return _encode_plain(value)
+
+
+def _encode_dumped_bytes(value: str, hint: bytes | bytearray) -> str:
+    """A bytes field as pydantic dumped it: written in Go's alphabet (standard base64) when the
+    model dumps bytes as base64 (JobArgs does; pydantic's alphabet is the URL-safe one), as
+    dumped otherwise (a model configured for UTF-8 or hex keeps its choice)."""
+    if value == base64.urlsafe_b64encode(hint).decode("ascii"):
+        return '"' + base64.b64encode(hint).decode("ascii") + '"'
+    return quote(value)
 
 
 def _encode_model_dict(value: dict[str, Any], model: pydantic.BaseModel, info: _ModelInfo) -> str:

@@ -220,6 +220,7 @@ PUBLIC_NAMES = [
     "DuplicateUniqueKeyInBatchError",
     "Event",
     "EventKind",
+    "GoDuration",
     "InsertManyItem",
     "InsertOpts",
     "InsertResult",

@@ -8,7 +8,7 @@ import json
 import math
 import re
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 import pydantic_core
@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from river import GoDuration, JobArgs
 from river._errors import ValidationError
 from river._gojson import (
     _EXACT,
@@ -590,3 +591,96 @@ def test_exact_path_matches_encode_value(
         f'"anything":{encode_value(anything)}}}'
     )
     assert encode_args(model) == expected
+
+
+# --- bytes and durations as Go writes them ----------------------------------------------------
+
+
+class _Blob(JobArgs):
+    kind: ClassVar[str] = "gojson_blob"
+    data: bytes
+    parts: list[bytes] = pydantic.Field(default_factory=list)
+    wait: GoDuration = timedelta(0)
+
+
+def test_bytes_are_standard_base64_as_go_writes_a_byte_slice() -> None:
+    # Go: json.Marshal(struct{Data []byte; Parts [][]byte; Wait time.Duration}{...}) with the
+    # fields tagged data/parts/wait; 0xfb 0xff 0xfe is "+//+" (pydantic's own alphabet: "-__-").
+    blob = _Blob(data=b"\xfb\xff\xfe", parts=[b"\xff", b""], wait=timedelta(seconds=1.5))
+    assert encode_args(blob) == ('{"data":"+//+","parts":["/w==",""],"wait":1500000000}')
+    assert _Blob.model_validate_json(encode_args(blob)) == blob
+
+
+def test_bytes_that_are_not_utf8_are_encoded() -> None:
+    # pydantic's default (UTF-8 text) could not encode them at all.
+    blob = _Blob(data=bytes(range(256)))
+    assert _Blob.model_validate_json(encode_args(blob)).data == bytes(range(256))
+
+
+def test_a_model_that_chooses_its_bytes_encoding_keeps_it() -> None:
+    class Text(JobArgs):
+        model_config = pydantic.ConfigDict(ser_json_bytes="utf8", val_json_bytes="utf8")
+        kind: ClassVar[str] = "gojson_text_bytes"
+        data: bytes
+
+    class Inner(pydantic.BaseModel):  # plain pydantic: UTF-8, its default
+        data: bytes
+
+    class Outer(JobArgs):
+        kind: ClassVar[str] = "gojson_outer_bytes"
+        inner: Inner
+        data: bytes
+
+    assert encode_args(Text(data=b"hi<")) == '{"data":"hi\\u003c"}'
+    outer = Outer(inner=Inner(data=b"hi"), data=b"hi")
+    assert encode_args(outer) == '{"inner":{"data":"hi"},"data":"aGk="}'
+    assert Outer.model_validate_json(encode_args(outer)) == outer
+
+
+@pytest.mark.parametrize(
+    ("go_json", "expected"),
+    [
+        ("0", timedelta(0)),
+        ("1000", timedelta(microseconds=1)),
+        ("1999", timedelta(microseconds=1)),  # below a microsecond: dropped
+        ("-1999", timedelta(microseconds=-1)),  # toward zero
+        ("3600000000000", timedelta(hours=1)),
+        (str(2**63 - 1), timedelta(microseconds=(2**63 - 1) // 1000)),
+        (str(-(2**63)), -timedelta(microseconds=2**63 // 1000)),
+    ],
+)
+def test_go_durations_are_read_as_nanoseconds(go_json: str, expected: timedelta) -> None:
+    blob = _Blob.model_validate_json('{"data":"","wait":' + go_json + "}")
+    assert blob.wait == expected
+
+
+@pytest.mark.parametrize(
+    ("wait", "expected"),
+    [
+        (timedelta(0), "0"),
+        (timedelta(microseconds=1), "1000"),
+        (timedelta(minutes=-90), "-5400000000000"),
+        (timedelta(days=106_751), "9223286400000000000"),
+    ],
+)
+def test_go_durations_are_written_as_nanoseconds(wait: timedelta, expected: str) -> None:
+    assert (
+        encode_args(_Blob(data=b"", wait=wait)) == '{"data":"","parts":[],"wait":' + expected + "}"
+    )
+    assert _Blob(data=b"", wait=wait).model_dump()["wait"] == wait  # Python mode keeps it
+
+
+@pytest.mark.parametrize(
+    ("wait", "message"),
+    [
+        (1.5, "not float"),
+        ("PT1S", "not str"),
+        (True, "not bool"),
+        (2**63, "out of the range of Go's time.Duration"),
+        (timedelta(days=106_752), "out of the range of Go's time.Duration"),
+    ],
+)
+def test_go_durations_refuse_what_go_cannot_hold(wait: object, message: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=message) as info:
+        _Blob(data=b"", wait=wait)
+    assert info.value.errors()[0]["loc"] == ("wait",)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
@@ -917,3 +918,40 @@ def test_args_class_without_kind_is_refused_when_defined() -> None:
 
         class BadKind(TenantArgs):
             kind: ClassVar[str] = "no spaces allowed"
+
+
+class Blob(river.JobArgs):
+    kind: ClassVar[str] = "blob_go_types"
+    data: bytes
+    wait: river.GoDuration
+
+
+async def test_bytes_and_go_durations_round_trip_as_go_writes_them(db_url: str) -> None:
+    seen: list[Blob] = []
+
+    class BlobWorker(river.Worker[Blob]):
+        async def work(self, job: river.Job[Blob]) -> None:
+            seen.append(job.args)
+
+    ours = Blob(data=bytes(range(256)), wait=timedelta(milliseconds=1500))
+    config = fast_config(make_workers(BlobWorker()))
+    async with open_db(db_url) as db, started_client(db_url, config) as client:
+        single = await client.insert(ours)
+        [many] = await client.insert_many([ours])
+        await client.insert_many_fast([ours])
+        # Inserted by a Go service: encoding/json writes []byte as standard base64 and a
+        # time.Duration as integer nanoseconds.
+        go_id = await db.scalar(
+            "INSERT INTO river_job (args, kind, max_attempts, queue, state)"
+            ' VALUES (\'{"data": "+//+", "wait": 2000000001}\', \'blob_go_types\', 25,'
+            " 'default', 'available') RETURNING id"
+        )
+        for job_id in (single.job.id, many.job.id, go_id):
+            await db.wait_state(job_id, "completed")
+        await wait_for(lambda: len(seen) == 4, message="the four jobs worked")
+        stored = await db.all("SELECT args FROM river_job WHERE id <> %(id)s", {"id": go_id})
+    assert [row["args"] for row in stored] == [
+        {"data": base64.b64encode(bytes(range(256))).decode(), "wait": 1_500_000_000}
+    ] * 3
+    assert seen.count(ours) == 3
+    assert Blob(data=b"\xfb\xff\xfe", wait=timedelta(seconds=2)) in seen
