@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from river._errors import RiverError
 from river._logfmt import job_fields, queue_fields
 from river._types import JobRow
 
@@ -129,9 +130,18 @@ class Subscription:
             raise StopAsyncIteration from None
 
     async def get(self, timeout: float = 10.0) -> Event:
-        """The next event, or TimeoutError after ``timeout`` seconds (handy in tests)."""
+        """The next event, or TimeoutError after ``timeout`` seconds (handy in tests).
+
+        Events already buffered are returned first; then, once the subscription has ended
+        (:meth:`close`, or its client closed), RiverError says so instead of waiting.
+        """
         with anyio.fail_after(timeout):
-            return await self._receive.receive()
+            try:
+                return await self._receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                raise RiverError(
+                    "this event subscription has ended (it was closed, or its client was)"
+                ) from None
 
     def close(self) -> None:
         """Stop receiving: events still buffered are discarded and iteration ends."""

@@ -455,3 +455,26 @@ async def test_iterating_a_subscription_ends_when_the_client_closes(db_url: str)
             await client.close()
     assert ended.is_set()
     sub.close()
+
+
+async def test_get_on_an_ended_subscription_says_it_ended(db_url: str) -> None:
+    # It raised anyio's EndOfStream (or ClosedResourceError) instead of a river error.
+    config = fast_config(make_workers(QuickWorker()), leader_election=False)
+    async with started_client(db_url, config) as client:
+        ended_by_client = client.subscribe(river.EventKind.QUEUE_PAUSED)
+        watch = client.subscribe(river.EventKind.QUEUE_PAUSED)
+        closed = client.subscribe()
+        # An event buffered before the end is still returned.
+        await client.queue_pause("default")
+        assert (await watch.get(timeout=5)).kind == "queue_paused"  # so it is buffered
+        watch.close()
+        await client.stop()
+        await client.close()
+        paused = await ended_by_client.get(timeout=5)
+        assert (paused.kind, paused.queue) == ("queue_paused", "default")
+        with anyio.fail_after(5), pytest.raises(river.RiverError, match="subscription has ended"):
+            await ended_by_client.get(timeout=60)
+        ended_by_client.close()
+        closed.close()
+        with anyio.fail_after(5), pytest.raises(river.RiverError, match="subscription has ended"):
+            await closed.get(timeout=60)
