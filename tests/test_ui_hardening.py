@@ -404,3 +404,33 @@ async def test_a_silent_network_on_a_pool_of_the_caller(
             with anyio.fail_after(10):
                 await app.close()
                 await pool.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers Python reads as infinite
+# --------------------------------------------------------------------------------------------
+
+
+async def test_a_number_beyond_python_ints_in_metadata_is_shown_not_a_500(
+    conn: psycopg.Connection, http: httpx.AsyncClient
+) -> None:
+    # jsonb keeps any number; an integer of more than 4,300 digits reads as an infinite float,
+    # which JSON cannot hold: the queue pages and the overview raised ValueError (a 500).
+    huge = "9" * 5000
+    add_queue(conn, "huge")
+    conn.execute(
+        "UPDATE river_queue SET metadata = %s::jsonb WHERE name = 'huge'",
+        (f'{{"n": {huge}, "m": -{huge}, "ok": 1}}',),
+    )
+    job_id = insert_job(conn, queue="huge")
+    conn.execute(
+        "UPDATE river_job SET metadata = %s::jsonb WHERE id = %s", (f'{{"n": [{huge}]}}', job_id)
+    )
+    for path in ("/api/queues", "/api/queue?name=huge", "/api/queues/huge", "/api/overview"):
+        response = await http.get(path)
+        assert response.status_code == 200, (path, response.text)
+    queue = (await http.get("/api/queues/huge")).json()["queue"]
+    assert queue["metadata"] == {"n": "Infinity", "m": "-Infinity", "ok": 1}
+    response = await http.get(f"/api/jobs/{job_id}")
+    assert response.status_code == 200, response.text
+    assert response.json()["job"]["metadata"] == {"n": ["Infinity"]}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,8 @@ from typing import Any
 import anyio
 import psycopg
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse as _StarletteJSONResponse
+from starlette.responses import Response
 
 from river._client import AsyncClient
 from river._driver import QueueRow
@@ -58,6 +60,32 @@ from river.ui._store import DatabaseBusyError, QueryTimeoutError, SharedReads, S
 __all__ = ["Api", "job_json", "summary_json"]
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its name as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """Starlette's JSON response, for values written by anyone: an integer of more digits than
+    Python reads (4,300) in a queue's or a job's metadata is decoded as an infinite float (see
+    river/_driver.py ``_lenient_int``), which JSON cannot hold; it is sent as the string
+    ``"Infinity"`` (or ``"-Infinity"``) rather than failing the whole answer with a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except ValueError:  # "Out of range float values are not JSON compliant"
+            return super().render(_finite(content))
+
+
 #: Ids per statement of a bulk action.
 BULK_BATCH = 1000
 #: Most jobs one call of a bulk action over a filter acts on (five statements): the page goes
