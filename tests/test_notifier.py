@@ -391,6 +391,8 @@ def check_notice(notice: Notice) -> None:
     elif isinstance(notice, QueueStateNotice):
         assert type(notice.queue) is str
         assert type(notice.paused) is bool
+    elif isinstance(notice, QueueMetadataNotice):
+        assert type(notice.queue) is str
     elif isinstance(notice, CancelNotice):
         assert type(notice.job_id) is int
         assert 1 <= notice.job_id < 2**63
