@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from river._migrate_types import MigrationVersionResult
@@ -17,6 +17,7 @@ __all__ = [
     "JobNotFoundError",
     "JobNotRunningError",
     "JobRunningError",
+    "ListenUnavailableError",
     "MigrationError",
     "MigrationFailedError",
     "MigrationStateError",
@@ -68,7 +69,29 @@ def redact_secrets(text: str) -> str:
     return _KV_PASSWORD.sub(r"\1***", text)
 
 
-class RiverError(Exception):
+def _rebuild(cls: type[BaseException], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return cls(*args, **kwargs)
+
+
+class _Rebuildable(BaseException):
+    """Pickles by the arguments it was constructed with. The default pickling of exceptions
+    calls the class with ``self.args``, the message alone, which the constructors below do not
+    take: unpickling failed (a ProcessPoolExecutor, Django's parallel test runner)."""
+
+    _init_args: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        self = super().__new__(cls, *args)
+        self._init_args = (args, kwargs)
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args, kwargs = self._init_args
+        state = {k: v for k, v in self.__dict__.items() if k != "_init_args"}
+        return (_rebuild, (type(self), args, kwargs), state)
+
+
+class RiverError(_Rebuildable, Exception):
     """Base class of this library's exceptions."""
 
 
@@ -289,7 +312,7 @@ class QueueAlreadyAddedError(RiverError):
         super().__init__(f"queue {name!r} already added")
 
 
-class JobCancel(Exception):
+class JobCancel(_Rebuildable, Exception):
     """Raise from ``work`` to cancel the job now: no retry, state ``cancelled``.
 
     ``reason`` is recorded as the attempt's error text.
@@ -300,7 +323,7 @@ class JobCancel(Exception):
         super().__init__(str(reason))
 
 
-class JobSnooze(Exception):
+class JobSnooze(_Rebuildable, Exception):
     """Raise from ``work`` to run the job again after ``seconds`` without using an attempt.
 
     The job's ``attempt`` is restored, no error is recorded, and metadata ``snoozes`` counts the
@@ -318,3 +341,10 @@ class JobSnooze(Exception):
             raise ValidationError("JobSnooze.seconds", "must be a finite number of seconds >= 0")
         self.seconds = float(seconds)
         super().__init__(f"snoozed for {self.seconds:g}s")
+
+
+# Shown as river.X (tracebacks, reprs, help()), the name users import them by: river exports
+# each of them (river/__init__.py), so pickle finds them there too.
+for _public in (*__all__, "JobCancel", "JobSnooze"):
+    globals()[_public].__module__ = "river"
+del _public
