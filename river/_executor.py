@@ -37,7 +37,7 @@ from anyio import CapacityLimiter
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
 from river._args import Workers
-from river._errors import JobSnooze, ValidationError
+from river._errors import JobNotRunningError, JobSnooze, ValidationError
 from river._joblog import Cause, JobLogConfig, JobLogger
 from river._logfmt import job_fields
 from river._middleware import Middleware
@@ -618,6 +618,13 @@ class Executor:
             log.cancelled(row, error, message(error), remote=False)
         elif rule is Rule.INTERRUPT:
             log.interrupted(row)
+        elif (
+            isinstance(error, JobNotRunningError)
+            and error.job_id == row.id
+            and error.attempt == row.attempt
+        ):
+            # This very attempt was fenced out by job_complete_tx: the outcome will be stale.
+            log.superseded(row, error)
         else:
             assert outcome.error is not None
             retry_at = outcome.scheduled_at if rule is Rule.RETRY else None

@@ -244,6 +244,28 @@ class JobLogger:
             template = "job %d cancelled remotely while it ran (kind %s, queue %s, attempt %d/%d)"
             logger.log(level, template, *fields, extra=extra)
 
+    def superseded(self, row: JobRow, error: BaseException) -> None:
+        """The worker's ``job_complete_tx`` found that this attempt no longer owns the job
+        (:class:`river.JobNotRunningError`): its transaction rolled back, and the completer
+        will not apply this attempt's outcome either. Not a failure of the job: logged at
+        ``failure_level``, without a traceback, and never as a retry or a discard."""
+        level = self.failure_level
+        if level is None or not logger.isEnabledFor(level):
+            return
+        if not self._allow(row, "superseded"):
+            return
+        logger.log(
+            level,
+            "job %d: attempt %d no longer owns the job (rescued and run again, cancelled, "
+            "deleted or already completed): its job_complete_tx refused and rolled back its "
+            "transaction, and nothing of this attempt is recorded (kind %s, queue %s)",
+            row.id,
+            row.attempt,
+            row.kind,
+            row.queue,
+            extra=_extra(row, "superseded", error, str(error)),
+        )
+
     def snoozed(self, row: JobRow, seconds: float) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(

@@ -10,6 +10,7 @@ real client with leader election, rescuer and scheduler on a real Postgres.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 from datetime import datetime, timedelta
@@ -97,10 +98,13 @@ class OverrunWorker(river.Worker[Overrun]):
             _complete_with_side_effect(self.db_url, job)
 
 
-async def test_a_stale_attempts_failure_never_overwrites_the_newer_attempt(db_url: str) -> None:
+async def test_a_stale_attempts_failure_never_overwrites_the_newer_attempt(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """The livelock of issue 17: attempt 1 is rescued while it runs, attempt 2 starts, attempt
     1's job_complete_tx is fenced out and it fails; that failure must not send the job back to
     the queue under attempt 2. The job completes on attempt 2 with exactly one side effect."""
+    caplog.set_level(logging.DEBUG, logger="river.job")
     await _side_table(db_url)
     worker = OverrunWorker(db_url)
     async with (
@@ -126,6 +130,13 @@ async def test_a_stale_attempts_failure_never_overwrites_the_newer_attempt(db_ur
     assert row["attempt"] == 2
     assert len(row["errors"]) == 1
     assert sorted(worker.attempts) == [1, 2]
+    # Attempt 1's line says what happened: not "failed, retrying" (nothing of it is retried).
+    lines = [r for r in caplog.records if r.name == "river.job"]
+    assert [(r.levelno, getattr(r, "outcome", None)) for r in lines] == [
+        (logging.WARNING, "superseded")
+    ]
+    assert "attempt 1 no longer owns the job" in lines[0].getMessage()
+    assert lines[0].exc_info is None
 
 
 class Chaos(river.JobArgs):
