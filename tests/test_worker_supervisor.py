@@ -274,6 +274,35 @@ def test_a_child_that_exits_3_makes_the_supervisor_exit_3(db_url: str, env: dict
     assert sup.matches(r"exited with status 3"), sup.output()
 
 
+def test_sighup_during_the_stop_never_kills_a_process(db_url: str, env: dict[str, str]) -> None:
+    # A reload request that follows a stop: the supervisor used to forward it to children that
+    # had closed their signal receiver, which put SIGHUP back to its default action (a kill):
+    # a child then ended by SIGHUP (status -1) instead of exiting 0.
+    import os
+
+    with running_worker([APP, "--processes", "2"], env) as sup:
+        sup.wait_for(r"worker started pid=\d+", count=2)
+        started = [int(m.group(1)) for m in sup.matches(r"worker started pid=(\d+)")]
+        assert len(started) == 2
+        sup.send(signal.SIGTERM)
+        sup.wait_for(r"SIGTERM: stopping the worker processes")
+        sup.send(signal.SIGHUP)
+        sup.wait_for(r"river\.worker: SIGHUP: stopping, reload ignored")
+        # Reload requests straight to the children, all through their shutdown to their exit.
+        alive = set(started)
+        deadline = time.monotonic() + 20
+        while alive and time.monotonic() < deadline and sup.proc.poll() is None:
+            for pid in list(alive):
+                try:
+                    os.kill(pid, signal.SIGHUP)
+                except ProcessLookupError:
+                    alive.discard(pid)
+            time.sleep(0.001)
+        assert sup.wait_exit() == 0, sup.output()
+    exits = sup.matches(r"worker process \d \(pid \d+\) exited with status (-?\d+)")
+    assert [m.group(1) for m in exits] == ["0", "0"], sup.output()
+
+
 class _SpawnDuringStop(Supervisor):
     """A stop signal that lands while a child is being spawned."""
 
@@ -295,3 +324,37 @@ async def test_a_child_spawned_during_a_stop_is_stopped() -> None:
     with anyio.fail_after(20):  # unsignalled, the child would sleep its 60 s
         assert await supervisor.run() == 0
     assert supervisor.children[0].last_status == 0
+
+
+def test_the_signal_receiver_gives_every_handler_back() -> None:
+    # anyio's receiver (asyncio's remove_signal_handler) left SIG_DFL behind, which for
+    # SIGHUP is a kill; this one receives the signals and then restores what it found.
+    import os
+
+    from river.worker._signals import signal_receiver
+
+    def own_hup(signum: int, frame: object) -> None:
+        raise AssertionError("the receiver should have taken SIGHUP")
+
+    received: list[signal.Signals] = []
+
+    async def main() -> None:
+        with signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+            os.kill(os.getpid(), signal.SIGHUP)
+            os.kill(os.getpid(), signal.SIGTERM)
+            with anyio.fail_after(5):
+                async for signum in signals:
+                    received.append(signum)
+                    if len(received) == 2:
+                        break
+
+    previous_hup = signal.signal(signal.SIGHUP, own_hup)
+    previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        anyio.run(main)
+        assert sorted(received) == [signal.SIGHUP, signal.SIGTERM]
+        assert signal.getsignal(signal.SIGHUP) is own_hup
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous_hup)
+        signal.signal(signal.SIGTERM, previous_term)

@@ -385,7 +385,10 @@ def _cmd_worker(args: argparse.Namespace, host: WorkerHost | None = None) -> int
     try:
         return _run(_with_child_env(args), logs, host, status)
     finally:
-        signal.signal(signal.SIGHUP, previous)
+        if _supervisor_pid() is None:
+            # Run in-process (a framework's command, a test): give the caller its handler
+            # back. A child of a supervisor exits next and keeps ignoring SIGHUP until then.
+            signal.signal(signal.SIGHUP, previous)
         logs.undo()
 
 

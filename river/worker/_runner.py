@@ -51,6 +51,7 @@ from river.worker._reconcile import (
     prepare_pauses,
     restart_required,
 )
+from river.worker._signals import signal_receiver
 from river.worker._watch import Signature, watch_file
 
 __all__ = ["RunnerOptions", "WorkerRunner"]
@@ -186,9 +187,7 @@ class WorkerRunner:
             self._subscription = subscription
         try:
             async with anyio.create_task_group() as tg:
-                with anyio.open_signal_receiver(
-                    signal.SIGTERM, signal.SIGINT, signal.SIGHUP
-                ) as signals:
+                with signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                     tg.start_soon(self._signal_loop, signals)
                     if subscription is not None:
                         tg.start_soon(self._count_events, subscription)

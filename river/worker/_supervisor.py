@@ -43,6 +43,7 @@ import anyio
 from anyio.abc import Process, TaskGroup
 
 from river.worker._health import fetch, listen, metric_line, relabel_metrics, serve_on
+from river.worker._signals import signal_receiver
 from river.worker._watch import watch_sources
 
 __all__ = ["ChildStatus", "Supervisor", "SupervisorOptions"]
@@ -175,9 +176,7 @@ class Supervisor:
             listener = await listen(host, port, self.options.health_setting)
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            with anyio.open_signal_receiver(
-                signal.SIGTERM, signal.SIGINT, signal.SIGHUP
-            ) as signals:
+            with signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 tg.start_soon(self._signal_loop, signals)
                 if listener is not None:
                     tg.start_soon(serve_on, listener, self._routes)
@@ -438,6 +437,10 @@ class Supervisor:
         async for signum in signals:
             name = signal.Signals(signum).name
             if signum == signal.SIGHUP:
+                if self._stopping.is_set():
+                    # The children are stopping too: a reload would only race their exit.
+                    logger.info("%s: stopping, reload ignored", name)
+                    continue
                 logger.info("%s: reloading the config of every worker process", name)
                 self._send(signum)
                 continue
