@@ -144,6 +144,7 @@ _SIMILAR = {
     "retried": "failures (retried)",
     "discarded": "failures (discarded)",
     "cancelled": "cancellations",
+    "superseded": "attempts that no longer owned their job (superseded)",
 }
 
 
@@ -338,6 +339,7 @@ class JobLogger:
             "retried": self.failure_level,
             "discarded": self.discard_level,
             "cancelled": self.cancel_level,
+            "superseded": self.failure_level,
         }[outcome]
         if level is None:
             return

@@ -407,3 +407,24 @@ def test_river_worker_output_shows_leadership_and_job_failures(db_url: str) -> N
         worker.send(signal.SIGINT)
         assert worker.wait_exit() == 0, worker.output()
     assert worker.matches(r"INFO river\.elector: client \S+ resigned leadership \(stopping\)")
+
+
+def test_superseded_attempts_are_rate_limited_and_summed_up_like_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The summary of a window of superseded attempts (job_complete_tx fenced out) raised
+    # KeyError: its outcome had no level nor wording.
+    caplog.set_level(logging.DEBUG, logger="river.job")
+    clock = [0.0]
+    log = JobLogger(river.JobLogConfig(max_lines=1, interval=10), clock=lambda: clock[0])
+    for job_id in (1, 2, 3):
+        log.superseded(fake_row(job_id, "charge"), river.JobNotRunningError(job_id, 1))
+    log.flush()
+    records = job_records(caplog)
+    assert [r.levelno for r in records] == [logging.WARNING, logging.WARNING]
+    assert records[0].getMessage().startswith("job 1: attempt 1 no longer owns the job")
+    assert records[0].outcome == "superseded"  # type: ignore[attr-defined]
+    assert records[1].getMessage() == (
+        "suppressed 2 similar attempts that no longer owned their job (superseded) of kind "
+        "charge in queue q in the last 0s"
+    )
