@@ -11,7 +11,8 @@ import psycopg
 from river._admin import job_complete_fenced_op
 from river._driver import queries_for
 from river._errors import ValidationError
-from river._sansio import run_async, run_sync
+from river._executor import note_completed_in_tx
+from river._sansio import Op, run_async, run_sync
 from river._schema import validate_schema
 from river._types import Job, JobRow
 
@@ -65,5 +66,13 @@ def job_complete_tx(
         queries_for(validate_schema(schema)), row, datetime.now(UTC), metadata
     )
     if isinstance(conn, psycopg.AsyncConnection):
-        return run_async(conn, op)
-    return run_sync(conn, op)
+        return _complete_async(conn, op)
+    completed = run_sync(conn, op)
+    note_completed_in_tx(completed)
+    return completed
+
+
+async def _complete_async(conn: psycopg.AsyncConnection[Any], op: Op[JobRow]) -> JobRow:
+    completed = await run_async(conn, op)
+    note_completed_in_tx(completed)
+    return completed

@@ -107,6 +107,10 @@ class RunningJob:
     #: The attempt's own task, when its producer has it (None: not yet known, e.g. while an
     #: eager task runs its first step, or when the caller awaits :meth:`Executor.execute`).
     task: asyncio.Task[Any] | None = None
+    #: Set when this attempt's ``job_complete_tx`` completed the row in the worker's own
+    #: transaction: an error the worker raises afterwards may follow a commit (the job stays
+    #: completed) or have rolled it back, which only the outcome's write tells.
+    completed_in_tx: bool = False
 
     def cancel(self, reason: str) -> None:
         """Cancel the attempt (async workers: at their next await; sync: the flag is set)."""
@@ -239,6 +243,14 @@ def cancel_requested() -> bool:
     return requested
 
 
+def note_completed_in_tx(row: JobRow) -> None:
+    """``job_complete_tx`` completed ``row`` in its caller's transaction: when that is the
+    attempt being worked here, remember it (see :attr:`RunningJob.completed_in_tx`)."""
+    running = _current.get()
+    if running is not None and running.row.id == row.id and running.row.attempt == row.attempt:
+        running.completed_in_tx = True
+
+
 def _running_or_raise(what: str) -> RunningJob:
     running = _current.get()
     if running is None:
@@ -308,6 +320,11 @@ class Executor:
         self._otel_work_span: WorkSpanMode = otel_work_span
         #: Log lines of attempts that did not complete (None: none, e.g. the testing kit).
         self.job_log = JobLogger(job_log) if job_log is not None else None
+        #: Log lines held back until the outcome's write tells what happened (an error raised
+        #: after the attempt's job_complete_tx), by attempt; called with the state the row was
+        #: left in, or None when the write did not apply. None: never held back (no completer
+        #: reports the writes, e.g. the testing kit); the runtime sets it.
+        self.deferred_logs: dict[tuple[int, int], Callable[[str | None], None]] | None = None
         self._workers = workers
         self._job_timeout = job_timeout
         self._retry_policy = retry_policy
@@ -574,8 +591,38 @@ class Executor:
                 cause = "invalid_args"
             else:
                 cause = "timeout" if timed_out else "worker"
-            self._log(self.job_log, attempt, rule, outcome, cause, now)
+            deferred = self.deferred_logs
+            if (
+                running.completed_in_tx
+                and deferred is not None
+                and rule in (Rule.RETRY, Rule.DISCARD)
+            ):
+                deferred[running.row.id, running.row.attempt] = functools.partial(
+                    self._log_after_tx, self.job_log, attempt, rule, outcome, cause, now
+                )
+            else:
+                self._log(self.job_log, attempt, rule, outcome, cause, now)
         return outcome
+
+    @classmethod
+    def _log_after_tx(
+        cls,
+        log: JobLogger,
+        a: Attempt,
+        rule: Rule,
+        outcome: Outcome,
+        cause: Cause,
+        now: datetime,
+        state: str | None,
+    ) -> None:
+        """The line of a failure raised after this attempt's job_complete_tx, once its write
+        ran: the row was completed (the worker's transaction had committed), or the failure
+        applied (it had rolled back) or did not apply at all (a newer attempt owns the row)."""
+        if state == "completed":
+            assert a.error is not None
+            log.raised_after_completion(a.row, a.error, message(a.error))
+        else:
+            cls._log(log, a, rule, outcome, cause, now)
 
     def _next_retry(
         self, row: JobRow, registered: _Registered | None, job: Job[Any] | None, now: datetime

@@ -145,6 +145,7 @@ _SIMILAR = {
     "discarded": "failures (discarded)",
     "cancelled": "cancellations",
     "superseded": "attempts that no longer owned their job (superseded)",
+    "completed_then_raised": "errors raised after job_complete_tx committed",
 }
 
 
@@ -267,6 +268,29 @@ class JobLogger:
             extra=_extra(row, "superseded", error, str(error)),
         )
 
+    def raised_after_completion(self, row: JobRow, error: BaseException, message: str) -> None:
+        """The worker raised after its ``job_complete_tx`` had completed the job, and that
+        transaction committed: the job stays completed and the error is not recorded (not a
+        failure of the job: ``failure_level``, no traceback, never a retry)."""
+        level = self.failure_level
+        if level is None or not logger.isEnabledFor(level):
+            return
+        if not self._allow(row, "completed_then_raised"):
+            return
+        logger.log(
+            level,
+            "job %d raised after job_complete_tx had completed it in the worker's transaction, "
+            "which committed: the job stays completed and the error is not recorded (kind %s, "
+            "queue %s, attempt %d/%d): %s",
+            row.id,
+            row.kind,
+            row.queue,
+            row.attempt,
+            row.max_attempts,
+            message,
+            extra=_extra(row, "completed_then_raised", error, message),
+        )
+
     def snoozed(self, row: JobRow, seconds: float) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -340,6 +364,7 @@ class JobLogger:
             "discarded": self.discard_level,
             "cancelled": self.cancel_level,
             "superseded": self.failure_level,
+            "completed_then_raised": self.failure_level,
         }[outcome]
         if level is None:
             return

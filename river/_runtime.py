@@ -207,6 +207,8 @@ class Runtime:
             scheduler_interval=config.scheduler_interval,
             otel_work_span=config.otel_work_span,
         )
+        # Written by the completer, which reports each write (see _publish_outcomes).
+        self.executor.deferred_logs = {}
         depth_interval = config.queue_depth_interval_seconds  # the leader samples queue depth
         self.queue_depth = QueueDepthSampler(pool, queries, interval=depth_interval or 10.0)
         self.budget = JobBudget(self.completer.max_backlog, lambda: self.completer.backlog)
@@ -550,6 +552,16 @@ class Runtime:
         self, outcomes: list[Outcome], persisted: dict[AttemptKey, JobRow | str]
     ) -> None:
         self.signals.flushed.emit((len(persisted), len(outcomes) - len(persisted)))
+        deferred = self.executor.deferred_logs
+        if deferred:
+            # Lines held back until the write told whether the worker's job_complete_tx had
+            # committed before it raised (see Executor._log_after_tx).
+            for o in outcomes:
+                key = (o.job.id, o.job.attempt)
+                line = deferred.pop(key, None)
+                if line is not None:
+                    value = persisted.get(key)
+                    line(value.state.value if isinstance(value, JobRow) else value)
         events = self._events
         if not events.wants_job_rows:
             return

@@ -428,3 +428,73 @@ def test_superseded_attempts_are_rate_limited_and_summed_up_like_failures(
         "suppressed 2 similar attempts that no longer owned their job (superseded) of kind "
         "charge in queue q in the last 0s"
     )
+
+
+class AfterTx(river.JobArgs):
+    kind: ClassVar[str] = "log_after_tx"
+    commit: bool
+
+
+class AfterTxWorker(river.Worker[AfterTx]):
+    """Completes the job in its own transaction, then raises: after the commit (a post-commit
+    step failed), or inside the transaction, which then rolls back."""
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+
+    async def work(self, job: river.Job[AfterTx]) -> None:
+        async with await psycopg.AsyncConnection.connect(self.db_url) as conn:
+            if job.args.commit:
+                async with conn.transaction():
+                    await river.job_complete_tx(conn, job)
+                raise ValueError("the e-mail after the commit failed")
+            async with conn.transaction():
+                await river.job_complete_tx(conn, job)
+                raise ValueError("failed inside the transaction")
+
+
+class SyncAfterTxWorker(river.Worker[AfterTx]):
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+
+    def work(self, job: river.Job[AfterTx]) -> None:
+        with psycopg.connect(self.db_url) as conn, conn.transaction():
+            river.job_complete_tx(conn, job)
+        raise ValueError("the e-mail after the commit failed")
+
+
+@pytest.mark.parametrize("flavour", ["async", "sync"])
+async def test_an_error_after_job_complete_tx_says_whether_the_job_stayed_completed(
+    db_url: str, caplog: pytest.LogCaptureFixture, flavour: str
+) -> None:
+    # It was logged "failed, retrying in ..." whether or not the worker's transaction had
+    # committed; a committed one leaves the job completed, and nothing is retried.
+    caplog.set_level(logging.DEBUG, logger="river.job")
+    worker = AfterTxWorker(db_url) if flavour == "async" else SyncAfterTxWorker(db_url)
+    settings = {"retry_policy": retry_in(60)}
+    async with (
+        open_db(db_url) as db,
+        started_client(db_url, fast_config(make_workers(worker), **settings)) as client,
+    ):
+        committed = (await client.insert(AfterTx(commit=True))).job.id
+        row = await db.wait_state(committed, "completed")
+        await wait_for(lambda: len(job_records(caplog)) == 1, message="the committed one's line")
+        rolled_back = None
+        if flavour == "async":
+            rolled_back = (await client.insert(AfterTx(commit=False))).job.id
+            await db.wait_state(rolled_back, "retryable")
+            await wait_for(lambda: len(job_records(caplog)) == 2, message="the other's line")
+    assert not row["errors"]  # the error was not recorded
+    first = job_records(caplog)[0]
+    assert first.levelno == logging.WARNING
+    assert first.getMessage().startswith(
+        f"job {committed} raised after job_complete_tx had completed it in the worker's "
+        "transaction, which committed: the job stays completed and the error is not recorded"
+    )
+    assert first.getMessage().endswith("ValueError: the e-mail after the commit failed")
+    assert first.outcome == "completed_then_raised"
+    assert_fields(first, committed, 1, 25, "log_after_tx")
+    if rolled_back is not None:
+        second = job_records(caplog)[1]
+        assert second.getMessage().startswith(f"job {rolled_back} failed, retrying in")
+        assert second.outcome == "retried"
