@@ -137,14 +137,25 @@ def test_arguments_must_be_json(django_db: str) -> None:
 
 
 def test_backend_options_are_checked(django_db: str) -> None:
-    from river._errors import RiverError
+    # They were raised by the backend's constructor, which Django's own check of the task
+    # backends calls: `manage.py check` failed on a traceback instead of listing them.
+    from django.core.exceptions import ImproperlyConfigured
+    from notes import tasks
+
     from river.contrib.django.tasks import RiverBackend
 
-    with pytest.raises(RiverError, match=r"unknown key\(s\) RETRIES"):
-        RiverBackend("x", {"OPTIONS": {"RETRIES": 1}})
-    with pytest.raises(RiverError, match="MAX_ATTEMPTS'] must be a positive integer"):
-        RiverBackend("x", {"OPTIONS": {"MAX_ATTEMPTS": 0}})
+    unknown = RiverBackend("x", {"OPTIONS": {"RETRIES": 1, "MAX_ATTEMPTS": 0}})
+    assert [(e.id, e.msg) for e in unknown.check()] == [
+        ("river.E005", "TASKS['x']['OPTIONS']: unknown key(s) RETRIES; known: MAX_ATTEMPTS"),
+        ("river.E005", "TASKS['x']['OPTIONS']['MAX_ATTEMPTS'] must be a positive integer, not 0"),
+    ]
+    with pytest.raises(ImproperlyConfigured, match=r"unknown key\(s\) RETRIES"):
+        unknown.enqueue(tasks.add, [1, 2], {})
+    with pytest.raises(ImproperlyConfigured, match="MAX_ATTEMPTS'] must be a positive integer"):
+        unknown.get_result("1")
+    assert _jobs(django_db) == []
     assert RiverBackend("x", {}).check() == []
+    assert RiverBackend("x", {"OPTIONS": {"MAX_ATTEMPTS": 3}}).max_attempts == 3
 
 
 def test_tasks_run_in_river_worker_and_results_come_back(db_url: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -278,8 +279,6 @@ def test_sighup_during_the_stop_never_kills_a_process(db_url: str, env: dict[str
     # A reload request that follows a stop: the supervisor used to forward it to children that
     # had closed their signal receiver, which put SIGHUP back to its default action (a kill):
     # a child then ended by SIGHUP (status -1) instead of exiting 0.
-    import os
-
     with running_worker([APP, "--processes", "2"], env) as sup:
         sup.wait_for(r"worker started pid=\d+", count=2)
         started = [int(m.group(1)) for m in sup.matches(r"worker started pid=(\d+)")]
@@ -329,8 +328,6 @@ async def test_a_child_spawned_during_a_stop_is_stopped() -> None:
 def test_the_signal_receiver_gives_every_handler_back() -> None:
     # anyio's receiver (asyncio's remove_signal_handler) left SIG_DFL behind, which for
     # SIGHUP is a kill; this one receives the signals and then restores what it found.
-    import os
-
     from river.worker._signals import signal_receiver
 
     def own_hup(signum: int, frame: object) -> None:

@@ -240,9 +240,13 @@ class RiverBackend(BaseTaskBackend):
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
-        unknown = sorted(set(self.options) - {"MAX_ATTEMPTS"})
+        #: What is wrong with ``OPTIONS``: reported by :meth:`check` (``river.E005``, so that
+        #: ``manage.py check`` lists it with the rest instead of failing on a traceback) and
+        #: raised by ``enqueue`` and ``get_result`` (ImproperlyConfigured).
+        self.options_problems: list[str] = []
+        unknown = sorted(str(key) for key in set(self.options) - {"MAX_ATTEMPTS"})
         if unknown:
-            raise RiverError(
+            self.options_problems.append(
                 f"TASKS[{alias!r}]['OPTIONS']: unknown key(s) {', '.join(unknown)}; known: "
                 "MAX_ATTEMPTS"
             )
@@ -250,14 +254,21 @@ class RiverBackend(BaseTaskBackend):
         if max_attempts is not None and (
             isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
         ):
-            raise RiverError(
+            self.options_problems.append(
                 f"TASKS[{alias!r}]['OPTIONS']['MAX_ATTEMPTS'] must be a positive integer, "
                 f"not {max_attempts!r}"
             )
+            max_attempts = None
         self.max_attempts: int | None = max_attempts
         #: ``QUEUES: []``: django.tasks would accept any queue name, but river's worker works
         #: the queues listed (``manage.py river_worker``): refused (:meth:`check`, enqueue).
         self.queues_empty = "QUEUES" in params and not params["QUEUES"]
+
+    def _refuse_if_misconfigured(self) -> None:
+        if self.options_problems:
+            raise ImproperlyConfigured("; ".join(self.options_problems))
+        if self.queues_empty:
+            raise ImproperlyConfigured(self._queues_empty_message())
 
     def _queues_empty_message(self) -> str:
         return (
@@ -272,8 +283,7 @@ class RiverBackend(BaseTaskBackend):
         """Insert the task's job on Django's connection (in its transaction, if any)."""
         from river.contrib.django._client import get_client
 
-        if self.queues_empty:
-            raise ImproperlyConfigured(self._queues_empty_message())
+        self._refuse_if_misconfigured()
         self.validate_task(task)
         # Django's own JSON normalization (TypeError for what JSON cannot hold), before SQL.
         args = cast(list[Any], normalize_json(list(args)))
@@ -305,6 +315,8 @@ class RiverBackend(BaseTaskBackend):
         task this process cannot load (:class:`TaskUnavailableError` as its cause)."""
         from river.contrib.django._client import get_client
 
+        if self.options_problems:
+            raise ImproperlyConfigured("; ".join(self.options_problems))
         try:
             job_id = int(result_id)
         except (TypeError, ValueError):
@@ -332,15 +344,23 @@ class RiverBackend(BaseTaskBackend):
         river/contrib/django/checks.py)."""
         from django.core import checks
 
+        problems: list[Any] = [
+            checks.Error(
+                problem,
+                hint="OPTIONS takes MAX_ATTEMPTS (a positive integer) only",
+                id="river.E005",
+            )
+            for problem in self.options_problems
+        ]
         if self.queues_empty:
-            return [
+            problems.append(
                 checks.Error(
                     self._queues_empty_message(),
                     hint="list the queues the tasks use, or leave QUEUES out for ['default']",
                     id="river.E003",
                 )
-            ]
-        return []
+            )
+        return problems
 
 
 class DjangoTaskWorker(Worker[DjangoTaskArgs]):
