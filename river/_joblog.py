@@ -251,10 +251,8 @@ class JobLogger:
         (:class:`river.JobNotRunningError`): its transaction rolled back, and the completer
         will not apply this attempt's outcome either. Not a failure of the job: logged at
         ``failure_level``, without a traceback, and never as a retry or a discard."""
-        level = self.failure_level
-        if level is None or not logger.isEnabledFor(level):
-            return
-        if not self._allow(row, "superseded"):
+        level = self._level_for(row, "superseded", self.failure_level)
+        if level is None:
             return
         logger.log(
             level,
@@ -272,10 +270,8 @@ class JobLogger:
         """The worker raised after its ``job_complete_tx`` had completed the job, and that
         transaction committed: the job stays completed and the error is not recorded (not a
         failure of the job: ``failure_level``, no traceback, never a retry)."""
-        level = self.failure_level
-        if level is None or not logger.isEnabledFor(level):
-            return
-        if not self._allow(row, "completed_then_raised"):
+        level = self._level_for(row, "completed_then_raised", self.failure_level)
+        if level is None:
             return
         logger.log(
             level,
@@ -290,6 +286,13 @@ class JobLogger:
             message,
             extra=_extra(row, "completed_then_raised", error, message),
         )
+
+    def _level_for(self, row: JobRow, outcome: str, level: int | None) -> int | None:
+        """``level`` when a line of ``outcome`` is to be written for ``row`` now (the level is
+        on, and the rate limit lets it through), else None."""
+        if level is None or not logger.isEnabledFor(level) or not self._allow(row, outcome):
+            return None
+        return level
 
     def snoozed(self, row: JobRow, seconds: float) -> None:
         if logger.isEnabledFor(logging.DEBUG):
