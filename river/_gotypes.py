@@ -15,7 +15,10 @@ import pydantic
 __all__ = ["GoDuration"]
 
 _MAX_NS = 2**63 - 1  # Go's time.Duration is an int64 of nanoseconds
-_DAY_NS = 86_400 * 10**9
+_OUT_OF_RANGE = (
+    "is out of the range of Go's time.Duration (an int64 of nanoseconds, about 292 years "
+    "either way)"
+)
 
 
 def _to_timedelta(value: Any) -> Any:
@@ -23,10 +26,7 @@ def _to_timedelta(value: Any) -> Any:
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         if not -_MAX_NS - 1 <= value <= _MAX_NS:
-            raise ValueError(
-                f"{value} ns is out of the range of Go's time.Duration (an int64 of nanoseconds, "
-                "about 292 years either way)"
-            )
+            raise ValueError(f"{value} ns {_OUT_OF_RANGE}")
         # Truncated toward zero to whole microseconds, timedelta's resolution.
         micros = abs(value) // 1000
         return timedelta(microseconds=micros if value >= 0 else -micros)
@@ -43,10 +43,7 @@ def _nanoseconds(value: timedelta) -> int:
 def _in_range(value: timedelta) -> timedelta:
     ns = _nanoseconds(value)
     if not -_MAX_NS - 1 <= ns <= _MAX_NS:
-        raise ValueError(
-            f"{value} is out of the range of Go's time.Duration (an int64 of nanoseconds, "
-            f"about {_MAX_NS // _DAY_NS // 365} years either way)"
-        )
+        raise ValueError(f"{value} {_OUT_OF_RANGE}")
     return value
 
 

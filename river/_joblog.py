@@ -251,7 +251,7 @@ class JobLogger:
         (:class:`river.JobNotRunningError`): its transaction rolled back, and the completer
         will not apply this attempt's outcome either. Not a failure of the job: logged at
         ``failure_level``, without a traceback, and never as a retry or a discard."""
-        level = self._level_for(row, "superseded", self.failure_level)
+        level = self._level_for(row, "superseded")
         if level is None:
             return
         logger.log(
@@ -270,7 +270,7 @@ class JobLogger:
         """The worker raised after its ``job_complete_tx`` had completed the job, and that
         transaction committed: the job stays completed and the error is not recorded (not a
         failure of the job: ``failure_level``, no traceback, never a retry)."""
-        level = self._level_for(row, "completed_then_raised", self.failure_level)
+        level = self._level_for(row, "completed_then_raised")
         if level is None:
             return
         logger.log(
@@ -287,9 +287,19 @@ class JobLogger:
             extra=_extra(row, "completed_then_raised", error, message),
         )
 
-    def _level_for(self, row: JobRow, outcome: str, level: int | None) -> int | None:
-        """``level`` when a line of ``outcome`` is to be written for ``row`` now (the level is
-        on, and the rate limit lets it through), else None."""
+    def _level_of(self, outcome: str) -> int | None:
+        """The level of the lines of ``outcome`` (None: off); the lines that are not
+        failures of the job (superseded, completed_then_raised) share ``failure_level``."""
+        if outcome == "discarded":
+            return self.discard_level
+        if outcome == "cancelled":
+            return self.cancel_level
+        return self.failure_level
+
+    def _level_for(self, row: JobRow, outcome: str) -> int | None:
+        """The level of a line of ``outcome`` for ``row`` when it is to be written now (the
+        level is on, and the rate limit lets it through), else None."""
+        level = self._level_of(outcome)
         if level is None or not logger.isEnabledFor(level) or not self._allow(row, outcome):
             return None
         return level
@@ -362,13 +372,7 @@ class JobLogger:
         if not window.suppressed:
             return
         kind, queue, outcome = key
-        level = {
-            "retried": self.failure_level,
-            "discarded": self.discard_level,
-            "cancelled": self.cancel_level,
-            "superseded": self.failure_level,
-            "completed_then_raised": self.failure_level,
-        }[outcome]
+        level = self._level_of(outcome)
         if level is None:
             return
         elapsed = max(self._clock() - window.start, 0.0)

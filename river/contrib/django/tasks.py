@@ -264,10 +264,12 @@ class RiverBackend(BaseTaskBackend):
         #: the queues listed (``manage.py river_worker``): refused (:meth:`check`, enqueue).
         self.queues_empty = "QUEUES" in params and not params["QUEUES"]
 
-    def _refuse_if_misconfigured(self) -> None:
+    def _refuse_if_misconfigured(self, *, queues: bool = True) -> None:
+        """ImproperlyConfigured for invalid ``OPTIONS``, and (``queues``) an empty ``QUEUES``:
+        what :meth:`check` reports."""
         if self.options_problems:
             raise ImproperlyConfigured("; ".join(self.options_problems))
-        if self.queues_empty:
+        if queues and self.queues_empty:
             raise ImproperlyConfigured(self._queues_empty_message())
 
     def _queues_empty_message(self) -> str:
@@ -315,8 +317,7 @@ class RiverBackend(BaseTaskBackend):
         task this process cannot load (:class:`TaskUnavailableError` as its cause)."""
         from river.contrib.django._client import get_client
 
-        if self.options_problems:
-            raise ImproperlyConfigured("; ".join(self.options_problems))
+        self._refuse_if_misconfigured(queues=False)  # results of any queue can be read
         try:
             job_id = int(result_id)
         except (TypeError, ValueError):
