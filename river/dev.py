@@ -266,9 +266,13 @@ def _locked(root: Path) -> Iterator[None]:
 
 
 def _port_free(port: int) -> bool:
+    """Whether Postgres could listen on ``port``. It binds with SO_REUSEADDR, so connections
+    of a server just stopped that linger in TIME_WAIT on the port do not count as in use (a
+    probe without it saw the port as taken, and a restart moved to another port)."""
     if port <= 0:
         return False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

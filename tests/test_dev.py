@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,6 +67,24 @@ def test_start_reuse_status_stop(dev_dir: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to pick the server's user")
+def test_a_port_whose_connections_linger_in_time_wait_is_free_to_reuse() -> None:
+    # A stopped server closes its connections first: they stay in TIME_WAIT on its port for
+    # a minute. Postgres binds with SO_REUSEADDR and can listen there again, but the probe
+    # saw the port as taken, so a restart moved to another port (a CI flake of the test above).
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        assert not dev._port_free(port)  # listening: taken
+        accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+        assert client.recv(1) == b""
+        client.close()
+    assert dev._port_free(port)
+
+
 def test_a_cluster_started_as_another_user_is_still_seen_and_stopped(
     dev_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
