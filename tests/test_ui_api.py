@@ -470,6 +470,19 @@ async def test_bulk_actions_on_ids(conn: psycopg.Connection, http: httpx.AsyncCl
     notes = [json.loads(n.payload) for n in conn.notifies(timeout=1, stop_after=1)]
     assert notes == [{"action": "cancel", "job_id": running, "queue": "default"}]
 
+    # Retrying cancelled jobs clears their cancel mark, as the single-job retry does: a mark
+    # left behind would cancel the job at its next failure instead of retrying it.
+    response = await http.post(
+        "/api/jobs/bulk", json={"action": "retry", "ids": ids[:3]}, headers=headers
+    )
+    assert response.json()["changed"] == 3
+    marks = conn.execute(
+        "SELECT id, state::text, metadata ? 'cancel_attempted_at' FROM river_job"
+        " WHERE id = ANY(%s) ORDER BY id",
+        (ids[:3],),
+    ).fetchall()
+    assert marks == [(i, "available", False) for i in ids[:3]]
+
     response = await http.post(
         "/api/jobs/bulk", json={"action": "delete", "ids": [*ids, running]}, headers=headers
     )

@@ -381,7 +381,9 @@ updated AS (
         finalized_at = NULL,
         scheduled_at = now(),
         max_attempts = CASE WHEN j.attempt = j.max_attempts THEN j.max_attempts + 1
-                            ELSE j.max_attempts END
+                            ELSE j.max_attempts END,
+        -- As job_retry: a retried job starts over, not as one being cancelled.
+        metadata = j.metadata - 'cancel_attempted_at'
     FROM wanted AS w
     WHERE j.id = ANY(%(batch)s::bigint[])
       AND j.id = w.id
