@@ -770,6 +770,15 @@ async def test_queue_endpoints(conn: psycopg.Connection, http: httpx.AsyncClient
     missing = await http.post("/api/queues/reports/pause", headers=headers)
     assert missing.status_code == 404
     assert missing.json()["field"] == "queue"
+    # "*" is every queue to the admin calls, not a queue: refused before anything is paused.
+    paused_query = "SELECT name FROM river_queue WHERE paused_at IS NOT NULL ORDER BY name"
+    paused_before = conn.execute(paused_query).fetchall()
+    for path in ("/api/queues/*/pause", "/api/queue/pause?name=*", "/api/queues/*/resume"):
+        refused = await http.post(path, headers=headers)
+        assert refused.status_code == 400, (path, refused.text)
+        assert refused.json()["field"] == "name"
+        assert "'*'" in refused.json()["error"]
+    assert conn.execute(paused_query).fetchall() == paused_before
 
 
 # --------------------------------------------------------------------------------------------

@@ -213,9 +213,13 @@ def parse_queue(params: Params) -> str | None:
 
 def parse_queue_name(text: str, field: str = "name") -> str:
     """A queue's name from the path or ``?name=``: given, and text Postgres can hold (River's
-    own rules for a name are the admin calls', which answer "no such queue" for the rest)."""
+    own rules for a name are the admin calls', which answer "no such queue" for the rest), and
+    not ``"*"``, which the admin calls read as every queue."""
     if not text:
         raise BadRequest(field, "give the queue's name")
+    if text == "*":
+        # The admin calls read "*" as every queue; the dashboard acts on one queue at a time.
+        raise BadRequest(field, "'*' is not a queue's name: give one queue")
     return check_text(field, text)
 
 
