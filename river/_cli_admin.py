@@ -253,7 +253,11 @@ def _handler(
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else format_time(value.astimezone(UTC))
+    """RFC 3339 in UTC; None for None and for a naive time (an error whose ``at`` another
+    writer left unreadable: :meth:`AttemptError.from_json` keeps it as ``datetime.min``)."""
+    if value is None or value.tzinfo is None:
+        return None
+    return format_time(value.astimezone(UTC))
 
 
 def _utc(value: datetime | None) -> str:
@@ -418,7 +422,7 @@ def _job_detail(job: JobRow, now: datetime) -> str:
     else:
         lines.append(f"errors ({len(job.errors)}):")
         for error in job.errors:
-            lines.append(f"  attempt {error.attempt} at {_iso(error.at)}:")
+            lines.append(f"  attempt {error.attempt} at {_iso(error.at) or 'an unknown time'}:")
             lines.append(_indented(error.error.rstrip() or "(no message)", "    "))
             if error.trace.strip():
                 lines.append(_indented(error.trace.rstrip(), "    "))

@@ -97,7 +97,8 @@ def parse_time(text: str) -> datetime:
 class AttemptError:
     """One failed attempt, as stored in ``river_job.errors`` (PROTOCOL.md 3.7)."""
 
-    #: When the failed attempt started.
+    #: When the failed attempt started. ``datetime.min`` (naive) when the stored ``at`` was
+    #: missing or unreadable (a row another writer left so); every other value is aware.
     at: datetime
     #: The job's attempt number when it failed.
     attempt: int

@@ -292,6 +292,30 @@ def test_job_get(conn: psycopg.Connection[Any], db_url: str) -> None:
     assert proc.stdout == ""
 
 
+def test_errors_whose_time_does_not_parse(conn: psycopg.Connection[Any], db_url: str) -> None:
+    """Another writer's error entries with an unreadable ``at`` show as an unknown time, in
+    ``get``, ``--json`` and the report of an action, which goes on to the next id."""
+    bad = [
+        {"at": "2024-02-30T00:00:00Z", "attempt": 1, "error": "bad date", "trace": ""},
+        {"at": None, "attempt": 2, "error": "no date", "trace": ""},
+    ]
+    first, second = (
+        insert_job(conn, state="discarded", attempt=2, max_attempts=2, errors=bad)
+        for _ in range(2)
+    )
+    out = ok("job", "get", str(first), url=db_url)
+    assert "attempt 1 at an unknown time:\n    bad date" in out
+    assert "attempt 2 at an unknown time:\n    no date" in out
+    job = json.loads(ok("job", "get", str(first), "--json", url=db_url))
+    assert [e["at"] for e in job["errors"]] == [None, None]
+    out = ok("job", "retry", str(first), str(second), url=db_url)
+    assert f"{first} retried" in out and f"{second} retried" in out
+    states = conn.execute(
+        "SELECT state::text FROM river_job WHERE id = ANY(%s)", ([first, second],)
+    ).fetchall()
+    assert states == [("available",), ("available",)]
+
+
 # --------------------------------------------------------------------------------------------
 # job retry / cancel / delete
 # --------------------------------------------------------------------------------------------
