@@ -104,10 +104,17 @@ def _run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise CommandError(f"--port: {args.port} is not a port number")
     params = cli.connection_params(args)
-    params["application_name"] = (
-        "river ui" if params.get("application_name") == cli.APPLICATION_NAME
-        else params["application_name"]
-    )  # fmt: skip
+    if params.get("application_name") == cli.APPLICATION_NAME:  # absent: PGAPPNAME is set
+        params["application_name"] = "river ui"
+    # The dashboard sets its own timeout in every transaction (SET LOCAL), over the
+    # connection's: the flag goes there.
+    timeout_ms: int | None = getattr(args, "statement_timeout", None)
+    statement_timeout = 10.0 if timeout_ms is None else timeout_ms / 1000
+    if not 0.1 <= statement_timeout <= 3600:
+        raise CommandError(
+            "--statement-timeout: river ui takes 100ms to 1h (each dashboard request's "
+            f"statements), got {timeout_ms}ms"
+        )
     from psycopg import conninfo
 
     try:
@@ -141,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
         auth=auth,
         allowed_hosts=allowed,
         title=args.title,
+        statement_timeout=statement_timeout,
     )
     app: Any = dashboard
     if base:

@@ -1975,6 +1975,39 @@ def test_river_ui_refuses_a_network_address_without_auth(db_url: str) -> None:
     assert "RIVER_UI_TOKEN" in result.stderr
 
 
+async def test_river_ui_takes_pgappname_and_the_statement_timeout_flag(
+    conn: psycopg.Connection, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With PGAPPNAME set, ``river ui`` keeps that name (it failed on a KeyError), and
+    ``--statement-timeout`` bounds the dashboard's statements (its own 10 s won over it)."""
+    import uvicorn
+
+    from river import cli
+
+    served: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **_: served.append(app))
+    monkeypatch.setenv("PGAPPNAME", "ops ui")
+    argv = ["ui", "--database-url", db_url, "--port", "8999", "--statement-timeout", "1m"]
+    assert cli.main(argv) == 0
+    (app,) = served
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=HOST) as h:
+            response = await h.get("/api/queues")
+            assert response.status_code == 200, response.text
+        assert _connections(conn, "ops ui") >= 1
+        assert app.api.store.statement_timeout == 60
+    finally:
+        await app.close()
+    refused = subprocess.run(
+        [sys.executable, "-m", "river.cli", "ui", "--database-url", db_url,
+         "--statement-timeout", "2h"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "--statement-timeout" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_river_ui_answers_on_any_loopback_address(db_url: str) -> None:
     """127.0.0.0/8 is loopback: ``--host 127.0.0.2`` answers its own address (it answered
     400 to every request)."""

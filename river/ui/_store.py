@@ -34,6 +34,7 @@ recovers within a refresh or two of the database coming back.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
@@ -64,7 +65,7 @@ __all__ = [
 R = TypeVar("R")
 Conn = psycopg.AsyncConnection[Any]
 
-#: ``application_name`` of the dashboard's connections unless the URL sets one.
+#: ``application_name`` of the dashboard's connections unless the URL or ``PGAPPNAME`` sets one.
 APPLICATION_NAME = "river ui"
 #: Seconds a transaction of the dashboard may take beyond the wait timeout and the statement
 #: timeout before the client gives up on it (:attr:`Store.request_deadline`): the server's own
@@ -143,7 +144,7 @@ class Store:
         except psycopg.ProgrammingError as exc:
             raise DatabaseUnavailableError(exc) from None
         kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
-        if "application_name" not in params:
+        if "application_name" not in params and not os.environ.get("PGAPPNAME"):
             kwargs["application_name"] = APPLICATION_NAME
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = 5
