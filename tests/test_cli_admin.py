@@ -300,8 +300,7 @@ def test_errors_whose_time_does_not_parse(conn: psycopg.Connection[Any], db_url:
         {"at": None, "attempt": 2, "error": "no date", "trace": ""},
     ]
     first, second = (
-        insert_job(conn, state="discarded", attempt=2, max_attempts=2, errors=bad)
-        for _ in range(2)
+        insert_job(conn, state="discarded", attempt=2, max_attempts=2, errors=bad) for _ in range(2)
     )
     out = ok("job", "get", str(first), url=db_url)
     assert "attempt 1 at an unknown time:\n    bad date" in out
@@ -309,7 +308,8 @@ def test_errors_whose_time_does_not_parse(conn: psycopg.Connection[Any], db_url:
     job = json.loads(ok("job", "get", str(first), "--json", url=db_url))
     assert [e["at"] for e in job["errors"]] == [None, None]
     out = ok("job", "retry", str(first), str(second), url=db_url)
-    assert f"{first} retried" in out and f"{second} retried" in out
+    assert f"{first} retried" in out
+    assert f"{second} retried" in out
     states = conn.execute(
         "SELECT state::text FROM river_job WHERE id = ANY(%s)", ([first, second],)
     ).fetchall()

@@ -171,11 +171,15 @@ class JobFilter:
         or a queue or priority without a state, kind, id or JSON object beside them. A list
         then reads at most :data:`SCAN_WINDOW` ids per page (and a bulk action per batch), in
         id order, instead of walking the whole table when nothing matches."""
-        text = self.text.strip()
-        if self.tags or (text and search_document(text) is None):
+        if self.searches_text():
             return True
-        indexed = self.ids or self.kinds or self.states or text
+        indexed = self.ids or self.kinds or self.states or self.text.strip()
         return bool(self.queues or self.priorities) and not indexed
+
+    def searches_text(self) -> bool:
+        """Whether the filter has tags or free text (not a JSON object), which no index finds."""
+        text = self.text.strip()
+        return bool(self.tags) or bool(text and search_document(text) is None)
 
     def where(self, q: UIQueries) -> tuple[sql.Composable, dict[str, Any]]:
         """The conditions joined with AND (``ui_filter_none`` for an empty filter)."""
@@ -314,7 +318,9 @@ def list_order(flt: JobFilter, sort: Sort) -> tuple[str, str | None]:
     if sort == "id":
         return "id", None
     if flt.scan_limited():
-        return "id", "a text or tag search reads the jobs by id, newest first"
+        if flt.searches_text():
+            return "id", "a text or tag search reads the jobs by id"
+        return "id", "a queue or priority filter without a state or kind reads the jobs by id"
     if flt.ids:
         return time_column(flt.states), None
     if len(flt.states) != 1:
