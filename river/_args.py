@@ -178,6 +178,14 @@ class Workers:
         return len(self._by_kind)
 
 
+def works_async(worker: Worker[Any]) -> bool:
+    """Whether ``worker.work`` is a coroutine function, also behind decorators
+    (``functools.wraps`` sets ``__wrapped__``): a sync wrapper around an async ``work()``
+    returns its coroutine, which must be awaited, not run in a thread."""
+    work = worker.work
+    return inspect.iscoroutinefunction(work) or inspect.iscoroutinefunction(inspect.unwrap(work))
+
+
 class _Registered:
     """A worker with facts computed once at registration (not per job)."""
 
@@ -186,8 +194,4 @@ class _Registered:
     def __init__(self, worker: Worker[Any], args_type: type[JobArgs]) -> None:
         self.worker = worker
         self.args_type = args_type
-        # Through decorators (functools.wraps sets __wrapped__): a sync wrapper around an
-        # async work() returns its coroutine, which must be awaited, not run in a thread.
-        self.is_async = inspect.iscoroutinefunction(worker.work) or inspect.iscoroutinefunction(
-            inspect.unwrap(worker.work)
-        )
+        self.is_async = works_async(worker)

@@ -44,7 +44,10 @@ def test_river_worker_works_orm_jobs_and_stops_on_sigterm(db_url: str, env: dict
 
     with running_manage(["river_worker", "--shutdown-timeout", "10s"], env) as worker:
         worker.wait_for(r"worker started pid=\d+ generation=1 queues=\[default,tasks\]")
-        assert "kinds=[create_note,create_note_async,django_task]" in worker.output()
+        assert (
+            "kinds=[create_note,create_note_async,create_note_hidden,create_note_wrapped,"
+            "django_task,paired_note_async]"
+        ) in worker.output()
         ids = _insert(db_url, CreateNote(text="sync"), CreateNoteAsync(text="async"))
         wait_until(
             lambda: _states(db_url, ids) == ["completed", "completed"],
@@ -85,6 +88,57 @@ def test_connection_hygiene_around_each_job(
     assert _count_notes(db_url) == 4
     # A kept connection is closed as its thread ends, not collected open (-W error turns
     # psycopg's ResourceWarning into an "Exception ignored" report).
+    assert "Exception ignored" not in worker.output(), worker.output()
+
+
+def test_async_work_behind_a_sync_decorator_runs(db_url: str, env: dict[str, str]) -> None:
+    """An async work() under a sync decorator, with or without functools.wraps, is awaited:
+    the Django wrapper called it in a thread and dropped its coroutine (the job was marked
+    completed, and nothing ran)."""
+    from notes.args import CreateNoteHidden, CreateNoteWrapped
+
+    with running_manage(["river_worker"], env) as worker:
+        worker.wait_for("worker started")
+        ids = _insert(db_url, CreateNoteWrapped(text="wrapped"), CreateNoteHidden(text="hidden"))
+        wait_until(
+            lambda: _states(db_url, ids) == ["completed", "completed"],
+            message=lambda: f"{_states(db_url, ids)}\n{worker.output()}",
+        )
+        worker.send(signal.SIGTERM)
+        assert worker.wait_exit() == 0, worker.output()
+    notes = query(db_url, "SELECT text FROM notes_note ORDER BY text")
+    assert [n[0] for n in notes] == ["hidden", "wrapped"]
+    assert "never awaited" not in worker.output()
+
+
+@pytest.mark.parametrize("conn_max_age", ["0", "600"])
+def test_async_jobs_each_have_their_own_connection(
+    db_url: str, env: dict[str, str], conn_max_age: str
+) -> None:
+    """Two async jobs side by side: each one's ORM calls use a connection of its own, which
+    the other's cleanup leaves alone, as each request has under Django's ASGI handler (all
+    went through asgiref's one thread: with a CONN_MAX_AGE the two jobs used one connection
+    at once)."""
+    from notes.args import PairedNoteAsync
+
+    env = {**env, "DJANGO_CONN_MAX_AGE": conn_max_age}
+    with running_manage(["river_worker"], env) as worker:
+        worker.wait_for("worker started")
+        ids = _insert(
+            db_url,
+            PairedNoteAsync(text="lingers", pair=1, linger=True),
+            PairedNoteAsync(text="ends", pair=1),
+        )
+        wait_until(
+            lambda: _states(db_url, ids) == ["completed", "completed"],
+            message=lambda: f"{_states(db_url, ids)}\n{worker.output()}",
+        )
+        worker.send(signal.SIGTERM)
+        assert worker.wait_exit() == 0, worker.output()
+    pids = dict(query(db_url, "SELECT text, backend_pid FROM notes_note"))
+    assert set(pids) == {"lingers", "ends"}
+    assert -1 not in pids.values(), pids  # -1: its connection changed while it ran
+    assert pids["lingers"] != pids["ends"]
     assert "Exception ignored" not in worker.output(), worker.output()
 
 

@@ -10,9 +10,10 @@ jobs, as a thread serving requests does. So, as Django does around each request,
 ``close_old_connections()`` runs in the worker's thread before and after each job: it closes
 a connection older than ``CONN_MAX_AGE`` (0 by default: after every job) or left unusable by an
 error. A sync worker (``def work``) runs in one of the client's threads, where the hooks run
-too; an async worker's ORM calls run through ``sync_to_async`` in asgiref's thread, where the
-hooks are sent the same way. River's middleware runs on the event loop, not in the worker's
-thread, hence wrappers around the workers rather than a middleware.
+too; an async worker's job runs in a thread-sensitive context of its own (as Django's ASGI
+handler runs a request), whose thread takes the job's ``sync_to_async`` calls and the hooks.
+River's middleware runs on the event loop, not in the worker's thread, hence wrappers around
+the workers rather than a middleware.
 
 A connection a positive ``CONN_MAX_AGE`` keeps open after a job lives in its thread's locals.
 When the thread ends (an idle worker thread retiring, every one of them when the client's
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import sys
 import threading
 from collections.abc import Awaitable, Mapping
@@ -31,12 +33,12 @@ from datetime import datetime
 from typing import Any, cast
 
 import anyio
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connections
 from django.utils.module_loading import import_string
 
-from river._args import Worker, Workers
+from river._args import Worker, Workers, works_async
 from river._config import Config, QueueConfig
 from river._types import Job
 from river.contrib.django._settings import project_root, river_settings
@@ -91,18 +93,42 @@ def _after_job() -> None:
             closer.wrappers[wrapper.alias] = wrapper
 
 
+async def _with_async_hygiene(work: Awaitable[None] | None) -> None:
+    """Await an async job's ``work`` with the hygiene sent to its own thread.
+
+    The job runs in a thread-sensitive context of its own, as Django's ASGI handler runs each
+    request: its ``sync_to_async`` calls (the ORM's ``a*`` methods too) go to a thread, and so
+    a connection, of that job alone. Without it they all went to asgiref's one thread for the
+    process: concurrent jobs shared one connection, and one job's cleanup closed it under
+    another (a server-side cursor of ``aiterator()`` gone mid-iteration)."""
+    async with ThreadSensitiveContext():
+        await sync_to_async(close_old_connections)()
+        try:
+            await cast(Awaitable[None], work)
+        finally:
+            with anyio.CancelScope(shield=True):  # also after the attempt was cancelled
+                await sync_to_async(_after_job)()
+
+
 class _SyncHygiene(Worker[Any]):
     """A sync worker with Django's connection hygiene around each job (module doc)."""
 
     def __init__(self, inner: Worker[Any]) -> None:
         self.inner = inner
 
-    def work(self, job: Job[Any]) -> None:
+    def work(self, job: Job[Any]) -> Awaitable[None] | None:
         close_old_connections()
+        result: Awaitable[None] | None = None
         try:
-            self.inner.work(job)
+            result = self.inner.work(job)
         finally:
-            _after_job()
+            if not inspect.isawaitable(result):
+                _after_job()
+        if inspect.isawaitable(result):
+            # An async work() behind a wrapper that hides it (no functools.wraps): the core
+            # awaits what the thread returns, so its hygiene goes with it.
+            return _with_async_hygiene(result)
+        return None
 
     def timeout(self, job: Job[Any]) -> float | None:
         return self.inner.timeout(job)
@@ -112,21 +138,16 @@ class _SyncHygiene(Worker[Any]):
 
 
 class _AsyncHygiene(_SyncHygiene):
-    """An async worker with the hygiene sent to asgiref's thread (module doc)."""
+    """An async worker with the hygiene sent to the job's own thread (module doc)."""
 
-    async def work(self, job: Job[Any]) -> None:  # type: ignore[override]
-        await sync_to_async(close_old_connections)()
-        try:
-            await cast(Awaitable[None], self.inner.work(job))
-        finally:
-            with anyio.CancelScope(shield=True):  # also after the attempt was cancelled
-                await sync_to_async(_after_job)()
+    async def work(self, job: Job[Any]) -> None:
+        await _with_async_hygiene(self.inner.work(job))
 
 
 def _hygienic(worker: Worker[Any]) -> Worker[Any]:
-    import inspect
-
-    base = _AsyncHygiene if inspect.iscoroutinefunction(worker.work) else _SyncHygiene
+    # As the core decides (behind functools.wraps too): an async work() wrapped as sync
+    # would have been called in a thread and its coroutine dropped, the job completed.
+    base = _AsyncHygiene if works_async(worker) else _SyncHygiene
     # Workers.add reads the args type from the class; the qualname keeps log lines naming the
     # app's worker.
     cls = type(
