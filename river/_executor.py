@@ -71,9 +71,11 @@ __all__ = [
     "CancelReason",
     "Executor",
     "RunningJob",
+    "attempt_timeout",
     "cancel_requested",
     "current_job",
     "record_output",
+    "retry_time",
     "set_metadata",
 ]
 
@@ -295,6 +297,47 @@ def set_metadata(key: str, value: Any) -> None:
     running.staged = {**(running.staged or {}), key: value}
 
 
+def attempt_timeout(custom: float | None, job_timeout: float) -> float:
+    """Seconds an attempt may run: the worker's ``timeout()`` (``custom``), or the client's
+    ``job_timeout`` when it is None or 0; 0.0 for none (a negative value, -1 say, or NaN)."""
+    timeout = job_timeout if custom is None or custom == 0 else custom
+    return timeout if timeout > 0 else 0.0
+
+
+def retry_time(
+    row: JobRow,
+    registered: _Registered | None,
+    job: Job[Any] | None,
+    now: datetime,
+    policy: RetryPolicy,
+) -> datetime:
+    """When a failed attempt of ``row`` is retried: the worker's ``next_retry()`` (``job``
+    decoded), else ``policy``, else the default policy when either fails (logged: the job is
+    retried all the same)."""
+    if registered is not None and job is not None:
+        try:
+            custom = registered.worker.next_retry(job)
+            if custom is not None and custom > now:  # naive datetimes raise here
+                return custom
+        except Exception:
+            logger.exception(
+                "job %d: %s.next_retry failed; using the retry policy",
+                row.id,
+                type(registered.worker).__qualname__,
+                extra=job_fields(row),
+            )
+    try:
+        retry_at = policy(len(row.errors) + 1, now)
+        if not isinstance(retry_at, datetime) or retry_at.tzinfo is None:
+            raise TypeError(f"must return a timezone-aware datetime, got {retry_at!r}")
+        return retry_at
+    except Exception:
+        logger.exception(
+            "job %d: the retry policy failed; using the default", row.id, extra=job_fields(row)
+        )
+        return next_retry_at(len(row.errors) + 1, now)
+
+
 class Executor:
     """Runs attempts for one client (shared by all its producers).
 
@@ -421,11 +464,12 @@ class Executor:
         except Exception as exc:  # pydantic's errors, or anything a validator raised
             return registered, None, 0.0, exc
         try:
-            timeout = registered.worker.timeout(job)
-            if timeout is None or timeout == 0:
-                timeout = self._job_timeout
-            # A NaN or a negative value means no timeout, like -1.
-            return registered, job, timeout if timeout > 0 else 0.0, None
+            return (
+                registered,
+                job,
+                attempt_timeout(registered.worker.timeout(job), self._job_timeout),
+                None,
+            )
         except (Exception, asyncio.CancelledError) as exc:
             # A timeout() that raises fails the attempt like any worker error (its job is
             # decoded: the work_end hooks see it). A sync method cannot be cancelled by the
@@ -627,28 +671,7 @@ class Executor:
     def _next_retry(
         self, row: JobRow, registered: _Registered | None, job: Job[Any] | None, now: datetime
     ) -> datetime:
-        if registered is not None and job is not None:
-            try:
-                custom = registered.worker.next_retry(job)
-                if custom is not None and custom > now:  # naive datetimes raise here
-                    return custom
-            except Exception:
-                logger.exception(
-                    "job %d: %s.next_retry failed; using the retry policy",
-                    row.id,
-                    type(registered.worker).__qualname__,
-                    extra=job_fields(row),
-                )
-        try:
-            retry_at = self._retry_policy(len(row.errors) + 1, now)
-            if not isinstance(retry_at, datetime) or retry_at.tzinfo is None:
-                raise TypeError(f"must return a timezone-aware datetime, got {retry_at!r}")
-            return retry_at
-        except Exception:
-            logger.exception(
-                "job %d: the retry policy failed; using the default", row.id, extra=job_fields(row)
-            )
-            return next_retry_at(len(row.errors) + 1, now)
+        return retry_time(row, registered, job, now, self._retry_policy)
 
     @staticmethod
     def _log(

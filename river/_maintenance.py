@@ -31,7 +31,9 @@ from psycopg_pool import AsyncConnectionPool
 from river._args import JobArgs, Workers, validate_kind
 from river._driver import Queries, job_from_row, notify_op
 from river._errors import RiverError, ValidationError, describe
+from river._executor import attempt_timeout, retry_time
 from river._insert import NotifyLimiter, insert_payload
+from river._logfmt import job_fields
 from river._pool import owned, pooled
 from river._retry import RetryPolicy
 from river._sansio import Op, Query, run_async, single
@@ -258,9 +260,11 @@ class Rescuer:
     time while attempts remain, else ``discarded``; ``cancelled`` when a cancel was requested.
     Each gets an error ``Stuck job rescued by JobRescuer`` and metadata
     ``river:rescue_count`` + 1. Jobs whose worker timeout is disabled (-1) or has not elapsed
-    are left alone. Kinds without a worker here are retried by the default policy (River (Go)
-    discards them). The write is guarded: only rows still running with the attempt seen at
-    selection, and still past the horizon, change."""
+    are left alone (a ``timeout()`` that raises counts as the client's ``job_timeout``, logged
+    once per attempt). The retry time is the worker's ``next_retry()``, else the retry
+    policy, as after any failed attempt. Kinds without a worker here are retried by the
+    retry policy (River (Go) discards them). The write is guarded: only rows still running
+    with the attempt seen at selection, and still past the horizon, change."""
 
     def __init__(
         self,
@@ -282,29 +286,51 @@ class Rescuer:
         self._retry_policy = retry_policy
         self.interval = interval
         self.limit = limit
+        self._warned: set[tuple[int, int]] = set()
 
     def _decide(self, row: JobRow, db_now: datetime) -> tuple[str, datetime | None] | None:
         if "cancel_attempted_at" in row.metadata:
             return "cancelled", None
-        timeout = self.job_timeout
         registered = self._workers.get(row.kind)
+        job: Job[Any] | None = None
+        custom: float | None = None
         if registered is not None:
+            # The worker's code runs here as in the executor, and fails the same way: one job
+            # whose timeout() raised ended every pass (and, over restarts, the leader), so no
+            # stuck job was rescued any more. It falls back to the client's job timeout.
             try:
-                args = registered.args_type.model_validate_json(row.encoded_args)
+                job = Job(row, registered.args_type.model_validate_json(row.encoded_args))
+                custom = registered.worker.timeout(job)
             except pydantic.ValidationError:
-                pass
-            else:
-                custom = registered.worker.timeout(Job(row, args))
-                if custom is not None and custom != 0:
-                    timeout = custom
-        if timeout < 0:
-            return None
+                pass  # args the worker cannot read: its executor discards them anyway
+            except Exception as exc:
+                self._warn_once(row, f"{type(registered.worker).__qualname__}.timeout", exc)
+        timeout = attempt_timeout(custom, self.job_timeout)
+        if timeout == 0:
+            return None  # no timeout (-1, NaN): it may still be running
         attempted_at = row.attempted_at or db_now
         if (db_now - attempted_at).total_seconds() < timeout:
             return None
         if row.attempt < row.max_attempts:
-            return "retryable", self._retry_policy(len(row.errors) + 1, db_now)
+            return "retryable", retry_time(row, registered, job, db_now, self._retry_policy)
         return "discarded", None
+
+    def _warn_once(self, row: JobRow, what: str, exc: Exception) -> None:
+        """Log a failing call of a worker's once per attempt of a stuck job (passes come every
+        ``interval`` until its timeout has elapsed)."""
+        key = (row.id, row.attempt)
+        if key in self._warned:
+            return
+        if len(self._warned) >= 10_000:
+            self._warned.clear()
+        self._warned.add(key)
+        logger.warning(
+            "rescuer: job %d: %s failed (%s); using the client's job timeout",
+            row.id,
+            what,
+            describe(exc),
+            extra=job_fields(row),
+        )
 
     async def run_once(self) -> RescuerResult:
         """One pass over every stuck job (in pages of ``limit``)."""

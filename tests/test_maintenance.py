@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -74,9 +76,34 @@ class LongWorker(river.Worker[Long]):
         return 3 * 3600.0
 
 
+class Quirky(river.JobArgs):
+    kind: ClassVar[str] = "maint_quirky"
+    mode: str = "raise"
+
+
+#: When QuirkyWorker.next_retry asks its jobs to be retried (fixed, to be recognised).
+QUIRKY_RETRY = datetime(2099, 1, 1, tzinfo=UTC)
+
+
+class QuirkyWorker(river.Worker[Quirky]):
+    """User code that misbehaves in the rescuer's hands: a ``timeout()`` that raises (or says
+    NaN: no timeout), and a ``next_retry()`` of its own."""
+
+    async def work(self, job: river.Job[Quirky]) -> None:
+        pass
+
+    def timeout(self, job: river.Job[Quirky]) -> float | None:
+        if job.args.mode == "raise":
+            raise KeyError("tenant")
+        return math.nan
+
+    def next_retry(self, job: river.Job[Quirky]) -> datetime | None:
+        return QUIRKY_RETRY
+
+
 def workers() -> river.Workers:
     registry = river.Workers()
-    for w in (MaintWorker(), ForeverWorker(), LongWorker()):
+    for w in (MaintWorker(), ForeverWorker(), LongWorker(), QuirkyWorker()):
         registry.add(w)
     return registry
 
@@ -365,6 +392,43 @@ async def test_rescuer_retries_discards_cancels_and_skips(db_url: str) -> None:
         again = await rescuer.run_once()
         assert again.rescued == {}
         assert again.skipped == 2
+
+
+async def test_rescuer_survives_worker_code_that_raises(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker whose timeout() raises for a stuck job's args ended every pass (and, over
+    restarts, the leader): no stuck job was rescued any more. It now counts as the client's
+    job timeout, said once per attempt; a NaN timeout is none (the executor lets such a job
+    run), and the worker's next_retry() sets the retry time, as after any failed attempt."""
+    async with opened(db_url) as (client, db):
+        _, rescuer, *_ = services(client)
+        raising = await insert_job(
+            db, kind="maint_quirky", args="{}", state="running", attempt=1, attempted_ago=STUCK
+        )
+        endless = await insert_job(
+            db,
+            kind="maint_quirky",
+            args='{"mode": "nan"}',
+            state="running",
+            attempt=1,
+            attempted_ago=STUCK,
+        )
+        plain = await insert_job(db, state="running", attempt=1, attempted_ago=STUCK)
+        with caplog.at_level(logging.WARNING, logger="river"):
+            result = await rescuer.run_once()
+        assert result.rescued == {"retryable": 2}
+        assert await db.state(plain) == "retryable"
+        row = await db.job(raising)
+        assert row["state"] == "retryable"
+        assert row["scheduled_at"] == QUIRKY_RETRY
+        assert await db.state(endless) == "running"
+        warned = [r for r in caplog.records if "timeout failed" in r.getMessage()]
+        assert [r.getMessage() for r in warned] == [
+            f"rescuer: job {raising}: QuirkyWorker.timeout failed ('tenant'); "
+            "using the client's job timeout"
+        ]
+        assert warned[0].job_id == raising  # type: ignore[attr-defined]
 
 
 async def test_rescuer_horizon_follows_the_config(db_url: str) -> None:
