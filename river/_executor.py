@@ -245,6 +245,18 @@ def cancel_requested() -> bool:
     return requested
 
 
+def _work_unless_cancelled(work: Callable[[Job[Any]], Any], job: Job[Any]) -> Any:
+    """A sync worker's start, in its thread: not when its attempt was cancelled while it
+    waited for the thread (a hard stop, a remote cancel). Such jobs used to start anyway once
+    a thread came free, each running to its end after the stop; now the attempt ends at once,
+    as one that saw :func:`cancel_requested` and returned."""
+    running = _current.get()
+    if running is not None and running.cancel_flag:
+        running.cancel_observed = True
+        return None
+    return work(job)
+
+
 def note_completed_in_tx(row: JobRow) -> None:
     """``job_complete_tx`` completed ``row`` in its caller's transaction: when that is the
     attempt being worked here, remember it (see :attr:`RunningJob.completed_in_tx`)."""
@@ -567,7 +579,9 @@ class Executor:
         return self._in_thread(registered, job)
 
     async def _in_thread(self, registered: _Registered, job: Job[Any]) -> None:
-        result = await anyio.to_thread.run_sync(registered.worker.work, job, limiter=self._limiter)
+        result = await anyio.to_thread.run_sync(
+            _work_unless_cancelled, registered.worker.work, job, limiter=self._limiter
+        )
         if inspect.isawaitable(result):
             # An async work() behind a wrapper that hides it (no functools.wraps): the job
             # would have been marked completed without running. Awaited here, and said once.

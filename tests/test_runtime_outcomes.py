@@ -588,6 +588,32 @@ async def test_sync_worker_polling_cancel_requested_on_hard_stop_is_interrupted(
         assert row["errors"] is None
 
 
+async def test_sync_jobs_waiting_for_a_thread_never_start_after_a_hard_stop(
+    db_url: str,
+) -> None:
+    """Fetched sync jobs wait for a thread of the client's limiter; a hard stop cancels them
+    there. They used to start anyway as threads came free, each running to its end after the
+    stop; now they end interrupted without running (back to available, attempt restored)."""
+    worker = SyncWorker()
+    async with open_db(db_url) as db:
+        holder = await insert(db, SyncArgs(mode="poll_cancel"))
+        client = river.AsyncClient(db_url, client_config(worker, sync_worker_threads=1))
+        try:
+            await client.start()
+            await db.wait_state(holder, "running")
+            waiting = [await insert(db, SyncArgs(mode="ok")) for _ in range(2)]
+            for job_id in waiting:
+                await db.wait_state(job_id, "running")  # fetched: in line for the thread
+            await client.stop_and_cancel()
+        finally:
+            await client.close()
+        assert worker.saw_cancel.is_set()
+        assert len(worker.threads) == 1  # only the holder ever ran
+        for job_id in (holder, *waiting):
+            row = await db.job(job_id)
+            assert (row["state"], row["attempt"], row["errors"]) == ("available", 0, None)
+
+
 async def test_sync_worker_polling_cancel_requested_on_remote_cancel_is_cancelled(
     db_url: str,
 ) -> None:
