@@ -389,6 +389,7 @@ def job_complete_fenced_op(
         {
             "id": job.id,
             "attempt": job.attempt,
+            "attempted_at": job.attempted_at,
             "finalized_at": finalized_at,
             "metadata": (
                 encode_json_value(dict(metadata), DEFAULT_MAX_ENCODED_SIZE, "metadata")

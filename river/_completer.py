@@ -381,6 +381,7 @@ def _to_batch(outcomes: list[Outcome]) -> CompletionBatch:
     for o in outcomes:
         batch.id.append(o.job.id)
         batch.seen_attempt.append(o.job.attempt)
+        batch.seen_attempted_at.append(o.job.attempted_at)
         batch.state.append(o.state.value)
         batch.finalized_at.append(o.finalized_at)
         batch.scheduled_at.append(o.scheduled_at)

@@ -514,6 +514,9 @@ class CompletionBatch:
     id: list[int] = field(default_factory=list)
     #: The attempt each outcome belongs to (the row's attempt when it was fetched): the fence.
     seen_attempt: list[int] = field(default_factory=list)
+    #: The row's attempted_at when it was fetched: with the attempt, the fence (the number
+    #: alone can come back after a snooze or an interruption).
+    seen_attempted_at: list[datetime | None] = field(default_factory=list)
     state: list[str] = field(default_factory=list)
     finalized_at: list[datetime | None] = field(default_factory=list)
     scheduled_at: list[datetime | None] = field(default_factory=list)
@@ -542,6 +545,7 @@ def set_state_many_op(
         {
             "id": int_array(batch.id),
             "seen_attempt": int_array(batch.seen_attempt),
+            "seen_attempted_at": batch.seen_attempted_at,
             "state": text_array(batch.state),
             "finalized_at": None if all_null(batch.finalized_at) else batch.finalized_at,
             "scheduled_at": None if all_null(batch.scheduled_at) else batch.scheduled_at,

@@ -213,3 +213,52 @@ async def test_overlapping_attempts_end_in_their_latest_attempts_outcome(
         # Every earlier attempt ended once, by its failure or its rescue: one error each, in
         # order. A stale attempt's failure written over a newer one would add a second.
         assert [e["attempt"] for e in row["errors"] or []] == list(range(1, row["attempt"])), row
+
+
+class Fenced(river.JobArgs):
+    kind: ClassVar[str] = "fenced_resend"
+
+
+def test_a_resent_write_never_lands_on_the_next_fetch_of_the_same_attempt_number(
+    db_url: str,
+) -> None:
+    """A snooze or an interruption gives the attempt number back, so the next fetch runs the
+    job at the same number. A completer write whose reply was lost after its commit is sent
+    again (river/_completer.py): fenced by the number alone, the resent write matched the new
+    attempt and sent the job back to available while it ran. attempted_at, which every fetch
+    sets, is part of the fence."""
+    from river._driver import CompletionBatch, fetch_op, queries_for, set_state_many_op
+    from river._sansio import run_sync
+
+    q = queries_for(None)
+    with river.Client(db_url) as client:
+        job_id = client.insert(Fenced()).job.id
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        (first,) = run_sync(conn, fetch_op(q, "default", 1, "fence-test"))
+        assert (first.id, first.attempt) == (job_id, 1)
+        (now,) = conn.execute("SELECT now()").fetchone()  # type: ignore[misc]
+        interrupted = CompletionBatch(
+            id=[job_id],
+            seen_attempt=[1],
+            seen_attempted_at=[first.attempted_at],
+            state=["available"],
+            finalized_at=[None],
+            scheduled_at=[now],
+            attempt=[0],  # an interruption gives the attempt back
+            error=[None],
+            metadata=[None],
+        )
+        assert run_sync(conn, set_state_many_op(q, interrupted)) == {(job_id, 1): "available"}
+        (second,) = run_sync(conn, fetch_op(q, "default", 1, "fence-test"))
+        assert (second.id, second.attempt) == (job_id, 1)  # the same number again
+        assert second.attempted_at != first.attempted_at
+        # The first write sent again (its reply was lost): it must not apply.
+        assert run_sync(conn, set_state_many_op(q, interrupted)) == {}
+        row = conn.execute(
+            "SELECT state::text, attempt, attempted_at FROM river_job WHERE id = %s", (job_id,)
+        ).fetchone()
+        assert row == ("running", 1, second.attempted_at)
+        # job_complete_tx of the first attempt is fenced the same way.
+        with pytest.raises(river.JobNotRunningError):
+            river.job_complete_tx(conn, first)
+        assert river.job_complete_tx(conn, second).state is river.JobState.COMPLETED

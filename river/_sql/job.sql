@@ -281,8 +281,11 @@ LEFT JOIN fetched AS f ON true
 -- name: job_set_state_many  returning: job_set_state_returning_state
 -- name: job_set_state_many_rows  returning: job_set_state_returning_row
 -- The completer's batch write (PROTOCOL.md 3.6). Every outcome is fenced by the attempt that
--- produced it (seen_attempt, the row's attempt when it was fetched): it applies only to the row
--- at that attempt. An attempt that outlived the rescuer (its row re-fetched, attempt + 1) must
+-- produced it (seen_attempt and seen_attempted_at, the row's attempt and attempted_at when it
+-- was fetched): it applies only to the row at that attempt. The attempt number alone can come
+-- back: a snooze or an interruption gives it back, and a write of one whose reply was lost
+-- (committed, then retried by the completer) would otherwise match the next fetch's attempt;
+-- attempted_at, which every fetch sets, tells the two apart. An attempt that outlived the rescuer (its row re-fetched, attempt + 1) must
 -- never write its outcome over the newer attempt's, or a job whose attempts all overrun would
 -- livelock (each stale failure sending the row back to available while the newer attempt runs).
 -- Rows at another attempt are locked but neither written nor returned: the completer counts
@@ -310,6 +313,7 @@ WITH params AS (
     FROM unnest(
         %(id)s::bigint[],
         %(seen_attempt)s::smallint[],
+        %(seen_attempted_at)b::timestamptz[],
         %(state)s::text[],
         %(finalized_at)b::timestamptz[],
         %(scheduled_at)b::timestamptz[],
@@ -317,13 +321,15 @@ WITH params AS (
         %(error)s::jsonb[],
         %(metadata)s::jsonb[]
     ) WITH ORDINALITY AS t(
-        id, seen_attempt, state, finalized_at, scheduled_at, attempt, error, metadata, ord
+        id, seen_attempt, seen_attempted_at, state, finalized_at, scheduled_at, attempt, error,
+        metadata, ord
     )
 ),
 locked AS (
     SELECT p.ord,
            j.id,
-           j.attempt = p.seen_attempt AS same_attempt,
+           j.attempt = p.seen_attempt
+             AND j.attempted_at IS NOT DISTINCT FROM p.seen_attempted_at AS same_attempt,
            j.state = 'running' AS is_running,
            j.state = 'running'
              AND p.state IN ('retryable', 'scheduled')
@@ -376,7 +382,7 @@ j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_state
 
 -- name: job_complete_fenced
 -- job_complete_tx: complete one job inside the caller's transaction, only if it is still
--- running at the attempt the caller saw.
+-- running at the attempt the caller saw (its number and attempted_at, as job_set_state_many).
 UPDATE /* schema */river_job
 SET state = 'completed',
     finalized_at = coalesce(%(finalized_at)s, now()),
@@ -387,6 +393,7 @@ SET state = 'completed',
 WHERE id = %(id)s
   AND state = 'running'
   AND attempt = %(attempt)s
+  AND attempted_at IS NOT DISTINCT FROM %(attempted_at)s::timestamptz
 RETURNING
     id, kind, queue, state::text, args::text, attempt, max_attempts,
     priority, created_at, scheduled_at, attempted_at, finalized_at,
