@@ -563,6 +563,10 @@ class QueueDepthSampler:
                 self.sample = None
 
 
+#: Seconds the reindexer waits beyond its timeout for the server to end a REINDEX itself.
+_REINDEX_MARGIN = 5.0
+
+
 class Reindexer:
     """Rebuilds River's indexes with ``REINDEX INDEX CONCURRENTLY`` on a schedule (opt-in:
     ``Config(reindexer_schedule=river.Cron("0 0 * * *"))``), each bounded by ``timeout``
@@ -603,39 +607,101 @@ class Reindexer:
         """Run ``fragment`` (reindex_index or reindex_drop_leftover) on ``index``."""
         yield Query(self._q.compose(fragment, index=self._qualified(index)), fetch="none")
 
-    async def run_once(self) -> dict[str, str]:
-        """Reindex every configured index; return index -> "reindexed" | "skipped" | error."""
-        results: dict[str, str] = {}
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
         # REINDEX CONCURRENTLY cannot run in a transaction block: a dedicated autocommit
         # connection, whatever the pool's settings.
         conn = await psycopg.AsyncConnection.connect(
             self._conninfo, autocommit=True, **self._connect_kwargs
         )
-        async with owned(conn):
+        timeout_ms = str(max(1, round(self.timeout * 1000)))
+        try:
+            await run_async(
+                conn,
+                single(Query(self._q.reindex_session, {"timeout_ms": timeout_ms}, fetch="none")),
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+            raise
+        return conn
+
+    async def run_once(self) -> dict[str, str]:
+        """Reindex every configured index; return index -> "reindexed" | "skipped" |
+        "failed: <reason>". A failure is logged (WARNING) and its leftovers dropped; the pass
+        goes on with the next index. Cancelled (a stop, leadership lost) mid-rebuild, it drops
+        that rebuild's leftovers before the cancellation goes on."""
+        results: dict[str, str] = {}
+        conn: psycopg.AsyncConnection[Any] | None = None
+        try:
             for index in self.indexes:
                 check_leadership()
+                if conn is None or conn.closed:
+                    # A rebuild given up on can leave its connection closed (psycopg closes it
+                    # when its own cancel request is cut short): the next index gets another.
+                    conn = await self._connect()
                 if await run_async(conn, self._artifacts_op(index)):
                     logger.warning("reindexer: skipping %s: leftovers of a rebuild exist", index)
                     results[index] = "skipped"
                     continue
+                pid = conn.info.backend_pid
                 try:
-                    with anyio.fail_after(self.timeout):
+                    # The server's statement_timeout ends it (see _connect); this bound is for
+                    # a server that stopped answering.
+                    with anyio.fail_after(self.timeout + _REINDEX_MARGIN):
                         await run_async(conn, self._ddl_op("reindex_index", index))
                     results[index] = "reindexed"
                 except (TimeoutError, psycopg.Error) as exc:
-                    results[index] = f"failed: {exc}"
-                    await self._drop_leftovers(conn, index)
+                    reason = (
+                        f"timed out after {self.timeout:g} s"
+                        if isinstance(exc, TimeoutError | psycopg.errors.QueryCanceled)
+                        else describe(exc)
+                    )
+                    results[index] = f"failed: {reason}"
+                    logger.warning("reindexer: rebuilding %s failed: %s", index, reason)
+                    await self._drop_leftovers(conn, pid, index)
+                except BaseException:
+                    await self._drop_leftovers(conn, pid, index)
+                    raise
+        finally:
+            if conn is not None:
+                with anyio.CancelScope(shield=True):
+                    await conn.close()
         return results
 
-    async def _drop_leftovers(self, conn: psycopg.AsyncConnection[Any], index: str) -> None:
-        with anyio.CancelScope(shield=True):
+    async def _drop_leftovers(
+        self, conn: psycopg.AsyncConnection[Any], pid: int, index: str
+    ) -> None:
+        """After a rebuild of ``index`` given up on (on ``conn``, server process ``pid``):
+        stop it if the server still runs it, then drop what it left (PROTOCOL.md 9.7), on a
+        connection of its own, shielded from the cancellation that may have brought us here
+        and bounded by the reindexer's timeout."""
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + self.timeout
             try:
-                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    await conn.cancel_safe()
-                for name in await run_async(conn, self._artifacts_op(index)):
-                    await run_async(conn, self._ddl_op("reindex_drop_leftover", name))
-            except psycopg.Error as exc:
-                logger.warning("reindexer: could not drop leftovers of %s: %s", index, exc)
+                if not conn.closed:
+                    await conn.close()  # its session ends; the statement may still run
+                fresh = await self._connect()
+                async with owned(fresh):
+                    await run_async(
+                        fresh,
+                        single(Query(self._q.reindex_cancel_backend, {"pid": pid}, fetch="none")),
+                    )
+                    for name in await run_async(fresh, self._artifacts_op(index)):
+                        await run_async(fresh, self._ddl_op("reindex_drop_leftover", name))
+            except (psycopg.Error, OSError) as exc:
+                logger.warning(
+                    "reindexer: could not drop the leftovers of rebuilding %s (the next run "
+                    "skips it until they are dropped): %s",
+                    index,
+                    describe(exc),
+                )
+        if scope.cancelled_caught:
+            logger.warning(
+                "reindexer: dropping the leftovers of rebuilding %s took over %g s; the next run "
+                "skips it until they are dropped",
+                index,
+                self.timeout,
+            )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Sleep until each scheduled time, then reindex; until cancelled."""

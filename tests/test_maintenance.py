@@ -718,6 +718,94 @@ async def test_reindexer_reports_a_failure_and_goes_on(db_url: str) -> None:
         assert leftovers == []
 
 
+async def _activity(db: DB, like: str) -> list[dict[str, Any]]:
+    return await db.all(
+        "SELECT pid, wait_event_type FROM pg_stat_activity"
+        " WHERE query ILIKE %(like)s AND pid <> pg_backend_pid()",
+        {"like": like},
+    )
+
+
+async def test_reindexer_gives_up_on_a_rebuild_and_drops_what_it_left(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rebuild past the timeout (here: waiting for an open writer) ends on the server (a
+    client-side timeout left it running there), is logged, its leftovers are dropped, and the
+    pass goes on with the next index (after a timeout the next ones were skipped: the
+    connection had been closed)."""
+    async with opened(db_url) as (client, db):
+        reindexer = Reindexer(
+            db_url,
+            client._queries,
+            river.Cron("0 0 * * *"),
+            indexes=("river_job_kind", "river_job_metadata_index"),
+            timeout=1.0,
+        )
+        result: dict[str, str] = {}
+        async with await psycopg.AsyncConnection.connect(db_url) as writer:
+            # An open transaction that wrote to the table: REINDEX CONCURRENTLY creates its
+            # new index, then waits for it.
+            await writer.execute("INSERT INTO river_job (kind, args) VALUES ('x', '{}')")
+            with caplog.at_level(logging.WARNING, logger="river"):
+                async with anyio.create_task_group() as tg:
+
+                    async def run() -> None:
+                        result.update(await reindexer.run_once())
+
+                    tg.start_soon(run)
+                    # The cleanup's DROP INDEX CONCURRENTLY waits for the writer as well.
+                    await wait_for(
+                        lambda: _activity(db, "DROP INDEX CONCURRENTLY%"), message="no drop"
+                    )
+                    assert await _activity(db, "REINDEX INDEX CONCURRENTLY%") == []
+                    await writer.rollback()
+        assert result == {
+            "river_job_kind": "failed: timed out after 1 s",
+            "river_job_metadata_index": "reindexed",
+        }
+        leftovers = [n for n in await index_oids(db, "public") if "_cc" in n]
+        assert leftovers == []
+        assert [r.getMessage() for r in caplog.records] == [
+            "reindexer: rebuilding river_job_kind failed: timed out after 1 s"
+        ]  # nothing from psycopg either: the server ended the statement, the connection lived
+
+
+async def test_a_reindexer_stopped_mid_rebuild_stops_it_and_drops_what_it_left(
+    db_url: str,
+) -> None:
+    """Cancelled during a rebuild (the client stopping, leadership lost), the reindexer ends
+    the REINDEX the server would have gone on with, and drops its leftovers (PROTOCOL.md 9.7)
+    before the cancellation goes on; the index was skipped by every later run."""
+    async with opened(db_url) as (client, db):
+        reindexer = Reindexer(
+            db_url, client._queries, river.Cron("0 0 * * *"), indexes=("river_job_kind",)
+        )
+        async with await psycopg.AsyncConnection.connect(db_url) as writer:
+            await writer.execute("INSERT INTO river_job (kind, args) VALUES ('x', '{}')")
+            scope = anyio.CancelScope()
+            finished = anyio.Event()
+            async with anyio.create_task_group() as tg:
+
+                async def run() -> None:
+                    with scope:
+                        await reindexer.run_once()
+                    finished.set()
+
+                tg.start_soon(run)
+                await wait_for(
+                    lambda: _activity(db, "REINDEX INDEX CONCURRENTLY%"), message="no reindex"
+                )
+                scope.cancel()
+                await wait_for(lambda: _activity(db, "DROP INDEX CONCURRENTLY%"), message="no drop")
+                assert await _activity(db, "REINDEX INDEX CONCURRENTLY%") == []
+                await writer.rollback()
+                with anyio.fail_after(10):
+                    await finished.wait()
+        assert scope.cancelled_caught
+        leftovers = [n for n in await index_oids(db, "public") if "_cc" in n]
+        assert leftovers == []
+
+
 async def test_reindexer_runs_at_its_scheduled_time_on_an_injected_clock(db_url: str) -> None:
     """The reindexer reads its schedule against an injectable wall clock: a clock set 50 ms
     before midnight makes the daily run start now, without waiting for midnight."""

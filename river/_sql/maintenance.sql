@@ -158,6 +158,22 @@ WHERE n.nspname = coalesce(%(schema)s::text, current_schema())
 -- in a transaction block: the reindexer runs it on a dedicated autocommit connection.
 REINDEX INDEX CONCURRENTLY {index}
 
+-- name: reindex_session
+-- The reindexer's connection: each REINDEX is bounded by the server (statement_timeout), which
+-- ends it cleanly (the connection stays usable) where a client-side timeout would leave it
+-- running on the server.
+SELECT set_config('statement_timeout', %(timeout_ms)s, false)
+
+-- name: reindex_cancel_backend
+-- Cancels the reindexer's own REINDEX that its client gave up on (a timeout, a stop): the
+-- server does not notice a client that went away while the statement waits for locks, and
+-- would go on with it. Only that backend, and only while it still runs a REINDEX.
+SELECT pg_cancel_backend(a.pid)
+FROM pg_stat_activity AS a
+WHERE a.pid = %(pid)s
+  AND a.state <> 'idle'
+  AND a.query ILIKE 'REINDEX INDEX CONCURRENTLY%%'
+
 -- fragment: reindex_drop_leftover
 -- Drops one leftover found by reindex_artifacts (autocommit, as reindex_index).
 DROP INDEX CONCURRENTLY IF EXISTS {index}
