@@ -131,6 +131,15 @@ def test_plan_errors_name_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             "number",
         ),
         "[[periodic_jobs]]\nkind = 'sleep'\ncron = '61 * * * *'\n": ("periodic_jobs[0].cron", ""),
+        # Checked as the leader's insert checks them: at load, not at every run.
+        "[[periodic_jobs]]\nkind = 'sleep'\ninterval = 1\ntags = ['a,b']\n": (
+            "periodic_jobs[0].tags",
+            "no commas",
+        ),
+        "[[periodic_jobs]]\nkind = 'sleep'\ninterval = 1\nargs = {seconds = nan}\n": (
+            "periodic_jobs[0].args.seconds",
+            "NaN",
+        ),
         "[queues.q]\nfetch_cooldown = 2\nfetch_poll_interval = 1\n": (
             "queues.q.fetch_poll_interval",
             "at least fetch_cooldown",

@@ -34,7 +34,7 @@ from river._args import Workers
 from river._config import MAX_WORKERS_LIMIT, Config, QueueConfig
 from river._duration import DurationError, parse_duration
 from river._errors import InvalidConfigError, ValidationError
-from river._insert import validate_queue_name
+from river._insert import InsertDefaults, build_batch, validate_queue_name
 from river._joblog import JobLogConfig, check_level
 from river._logfmt import parse_log_level
 from river._maintenance import PeriodicJob
@@ -591,7 +591,9 @@ def _schedule(section: PeriodicJobSection, key: str) -> Schedule:
         raise WorkerConfigError(f"{key}.{field}", exc.rule) from None
 
 
-def _periodic(section: PeriodicJobSection, index: int, workers: Workers) -> PeriodicSpec:
+def _periodic(
+    section: PeriodicJobSection, index: int, workers: Workers, max_encoded_size: int
+) -> PeriodicSpec:
     key = f"periodic_jobs[{index}]"
     registered = workers.get(section.kind)
     if registered is None:
@@ -613,6 +615,12 @@ def _periodic(section: PeriodicJobSection, index: int, workers: Workers) -> Peri
             max_attempts=section.max_attempts,
             tags=section.tags,
         )
+    try:
+        # Validated as the leader's insert will be (tags, args Go can read, their size), so
+        # that a bad value is this file's error, not a failed insert at every run.
+        build_batch([(args, opts)], InsertDefaults(max_encoded_size=max_encoded_size), None)
+    except ValidationError as exc:
+        raise WorkerConfigError(f"{key}.{exc.field}", exc.rule) from None
     schedule = _schedule(section, key)
 
     def construct() -> tuple[Any, InsertOpts | None]:
@@ -674,9 +682,14 @@ def _build_plan(file: WorkerFile, base: Config) -> Plan:
     queue_configs = {
         name: _effective_queue(name, qc, client, base) for name, qc in sorted(given.items())
     }
+    max_encoded_size = (
+        client.max_encoded_size if client.max_encoded_size is not None else base.max_encoded_size
+    )
     periodic = {
         spec.id: spec
-        for spec in (_periodic(p, i, workers) for i, p in enumerate(file.periodic_jobs))
+        for spec in (
+            _periodic(p, i, workers, max_encoded_size) for i, p in enumerate(file.periodic_jobs)
+        )
     }
     taken = {job.id for job in base.periodic_jobs if job.id is not None} & set(periodic)
     if taken:
