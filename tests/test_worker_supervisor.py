@@ -15,6 +15,7 @@ import anyio
 import psycopg
 import pytest
 from anyio.abc import Process
+from helpers import wait_for
 from worker_apps.basic import EXEC_TABLE, Crash, Sleep
 from worker_apps.exit_at_stop import Hold
 from worker_apps.harness import (
@@ -144,13 +145,16 @@ def _started(db_url: str, job_id: int) -> bool:
 def test_a_reload_that_raises_the_shutdown_timeout_reaches_the_supervisor(
     db_url: str, env: dict[str, str], tmp_path: Path
 ) -> None:
-    # The supervisor kills children still running shutdown timeout + 10 s after a stop: with
-    # the timeout each child runs with, which a reload changes, not the one it started with.
+    # The supervisor kills children still running shutdown timeout + outcome timeout + 10 s
+    # after a stop: with the timeout each child runs with, which a reload changes, not the one
+    # it started with.
     config = tmp_path / "river.toml"
-    config.write_text('[worker]\nprocesses = 2\nshutdown_timeout = "0s"\n')
+    # (Outcomes are written within 1 s: the kill would come 11 s after the stop.)
+    head = '[client]\ncompleter_stop_timeout = "1s"\n[worker]\nprocesses = 2\n'
+    config.write_text(head + 'shutdown_timeout = "0s"\n')
     with running_worker([APP, "--config", str(config)], env) as sup:
         sup.wait_for(r"worker started pid=\d+", count=2)
-        _write(config, '[worker]\nprocesses = 2\nshutdown_timeout = "40s"\n')
+        _write(config, head + 'shutdown_timeout = "40s"\n')
         sup.send(signal.SIGHUP)
         sup.wait_for(r"reload generation=2", count=2)
         (job,) = insert(db_url, (Sleep(seconds=12.0), "default"))
@@ -323,6 +327,50 @@ async def test_a_child_spawned_during_a_stop_is_stopped() -> None:
     with anyio.fail_after(20):  # unsignalled, the child would sleep its 60 s
         assert await supervisor.run() == 0
     assert supervisor.children[0].last_status == 0
+
+
+_SLOW_WRITER = """
+import os, signal, sys, time
+fd = int(os.environ["RIVER_WORKER_STATUS_FD"])
+os.write(fd, b"started\\nshutdown_timeout 0.0\\noutcome_timeout %s\\nready\\n")
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+while not stop:
+    time.sleep(0.01)
+time.sleep(1.5)  # its jobs have ended: it goes on writing their outcomes
+sys.exit(0)
+"""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("reported", "killed"), [("2.0", False), ("None", False), ("0.0", True)])
+async def test_a_stopping_child_has_its_outcome_timeout_before_the_kill(
+    monkeypatch: pytest.MonkeyPatch, reported: str, killed: bool
+) -> None:
+    """A stopping child may go on writing outcomes (the database away) for its
+    completer_stop_timeout once its jobs have ended; the supervisor killed it at its
+    shutdown timeout + 10 s (completed jobs then ran again after a rescue)."""
+    from river.worker import _supervisor
+
+    monkeypatch.setattr(_supervisor, "_KILL_GRACE", 0.5)
+    options = SupervisorOptions(
+        processes=1,
+        child_argv=lambda index, port: ["-c", _SLOW_WRITER % reported],
+        child_command=[sys.executable],
+        shutdown_timeout=0,
+    )
+    supervisor = Supervisor(options)
+
+    async def stop_when_ready() -> None:
+        await wait_for(lambda: supervisor.children[0].ready, message="child ready")
+        supervisor._begin_stop(signal.SIGTERM)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_when_ready)
+            status = await supervisor.run()
+    assert supervisor.children[0].last_status == (-signal.SIGKILL if killed else 0)
+    assert status == (1 if killed else 0)
 
 
 def test_the_signal_receiver_gives_every_handler_back() -> None:

@@ -181,6 +181,11 @@ class WorkerRunner:
         error: BaseException | None = None
         subscription = None
         self.options.report(f"shutdown_timeout {self.shutdown_timeout!r}")
+        # How long the stop goes on writing outcomes once the jobs have ended (the database
+        # away): the supervisor of --processes waits for that too before it kills.
+        self.options.report(
+            f"outcome_timeout {self.client.config.completer_stop_timeout_seconds!r}"
+        )
         if self.plan.health_addr is not None:
             # Only for /metrics: a job-event subscription makes the completer return rows.
             subscription = self.client.subscribe(*sorted(EventKind.JOB_KINDS), buffer=10_000)
@@ -261,7 +266,8 @@ class WorkerRunner:
     async def _shutdown(self) -> None:
         self.state = "stopping"
         timeout = self.shutdown_timeout
-        # The supervisor of --processes kills this process timeout + 10 s after the stop.
+        # The supervisor of --processes kills this process timeout + the outcome timeout
+        # (reported at start) + 10 s after the stop.
         self.options.report(f"shutdown_timeout {timeout!r}")
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._hard_stop_watchdog, timeout)

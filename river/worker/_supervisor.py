@@ -21,7 +21,9 @@ and is forwarded once. The supervisor:
 
 Each child reports to the supervisor through a pipe (its write end's number in
 ``RIVER_WORKER_STATUS_FD``), one line per event: ``started`` once a SIGHUP can no longer kill it,
-``shutdown_timeout SECONDS`` whenever that changes, ``ready`` once its client has started.
+``shutdown_timeout SECONDS`` whenever that changes, ``outcome_timeout SECONDS`` (its
+``completer_stop_timeout``; ``None``: no bound) at start, ``ready`` once its client has started.
+A stopping child is killed after its shutdown timeout, its outcome timeout and 10 s more.
 
 Leadership needs nothing here: each child is an ordinary client and takes part in the election.
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -72,8 +75,10 @@ _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 30.0
 #: A child that ran this long before exiting starts the backoff afresh.
 _HEALTHY_RUN = 30.0
-#: After the shutdown timeout, children still alive get this long before SIGKILL.
+#: After the shutdown and outcome timeouts, children still alive get this long before SIGKILL.
 _KILL_GRACE = 10.0
+#: A child's outcome timeout until it reports its own: Config.completer_stop_timeout's default.
+_DEFAULT_OUTCOME_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +149,9 @@ class _Child:
     ready: bool = False
     #: The shutdown timeout this run reported (None: not yet).
     shutdown_timeout: float | None = None
+    #: How long this run's stop may go on writing outcomes, as reported (math.inf: no bound;
+    #: the client's default until reported).
+    outcome_timeout: float = _DEFAULT_OUTCOME_TIMEOUT
     #: Consecutive runs that failed without becoming ready.
     start_failures: int = 0
 
@@ -247,6 +255,7 @@ class Supervisor:
         """Start the child, wait for its exit; return its exit status."""
         child.hup_safe = child.hup_pending = child.ready = False
         child.shutdown_timeout = None
+        child.outcome_timeout = _DEFAULT_OUTCOME_TIMEOUT
         read_fd, write_fd = os.pipe()
         try:
             os.set_blocking(read_fd, False)
@@ -388,6 +397,9 @@ class Supervisor:
         elif word == "shutdown_timeout":
             with contextlib.suppress(ValueError):
                 child.shutdown_timeout = float(value)
+        elif word == "outcome_timeout":
+            with contextlib.suppress(ValueError):
+                child.outcome_timeout = math.inf if value == "None" else float(value)
 
     async def _wait_or_stop(self, event: anyio.Event) -> None:
         async with anyio.create_task_group() as tg:
@@ -465,7 +477,10 @@ class Supervisor:
         timeout = child.shutdown_timeout
         if timeout is None:
             timeout = self.options.shutdown_timeout
-        return stopped_at + timeout + _KILL_GRACE
+        # Once its jobs have ended, a child may still retry writing their outcomes (the
+        # database away) for its outcome timeout: killed sooner, completed jobs would run again
+        # after a rescue, and cancelled ones would stay running until then.
+        return stopped_at + timeout + child.outcome_timeout + _KILL_GRACE
 
     async def _kill_after_grace(self, stopped_at: float) -> None:
         killed: set[int] = set()
