@@ -373,6 +373,56 @@ async def test_a_stopping_child_has_its_outcome_timeout_before_the_kill(
     assert status == (1 if killed else 0)
 
 
+_HEALTHY_OR_BROKEN = """
+import os, signal, sys, time
+if sys.argv[1] == "1":
+    sys.exit(1)  # cannot start (a config file broken since the others started)
+fd = int(os.environ["RIVER_WORKER_STATUS_FD"])
+os.write(fd, b"started\\nready\\n")
+stop = []
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+while not stop:
+    time.sleep(0.01)
+"""
+
+
+@pytest.mark.anyio
+async def test_one_process_that_cannot_start_does_not_stop_the_others(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Five failed starts of one child stopped every healthy sibling (an outage for one
+    process that cannot start); it is now tried again while the others go on. With no other
+    process working, the supervisor still gives up."""
+    from river.worker import _supervisor
+
+    monkeypatch.setattr(_supervisor, "_BACKOFF_FIRST", 0.01)
+    monkeypatch.setattr(_supervisor, "_BACKOFF_MAX", 0.05)
+    options = SupervisorOptions(
+        processes=2,
+        child_argv=lambda index, port: ["-c", _HEALTHY_OR_BROKEN, str(index)],
+        child_command=[sys.executable],
+        shutdown_timeout=5,
+    )
+    supervisor = Supervisor(options)
+    healthy, broken = supervisor.children
+
+    async def stop_later() -> None:
+        await wait_for(lambda: broken.start_failures >= 8, message="failed starts")
+        assert healthy.ready
+        assert not supervisor._stopping.is_set()
+        supervisor._begin_stop(signal.SIGTERM)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_later)
+            status = await supervisor.run()
+    assert healthy.last_status == 0
+    assert status == 1  # one process never worked
+    said = [r.getMessage() for r in caplog.records if "in a row" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "the other worker processes go on" in said[0]
+
+
 def test_the_signal_receiver_gives_every_handler_back() -> None:
     # anyio's receiver (asyncio's remove_signal_handler) left SIG_DFL behind, which for
     # SIGHUP is a kill; this one receives the signals and then restores what it found.

@@ -319,17 +319,31 @@ class Supervisor:
                     await self._wait_or_stop(self._changed)
                 continue
             if child.start_failures >= START_FAILURES_MAX:
-                logger.error(
-                    "worker process %d failed to start %d times in a row (last exit status "
-                    "%d): giving up, stopping the other worker processes",
-                    child.index,
-                    child.start_failures,
-                    status,
-                )
-                self._gave_up = True
-                self._signals_seen += 1  # a signal from now on stops at once
-                self._begin_stop(signal.SIGTERM)
-                return
+                if not any(c.ready for c in self.children if c is not child):
+                    logger.error(
+                        "worker process %d failed to start %d times in a row (last exit "
+                        "status %d): giving up, stopping the other worker processes",
+                        child.index,
+                        child.start_failures,
+                        status,
+                    )
+                    self._gave_up = True
+                    self._signals_seen += 1  # a signal from now on stops at once
+                    self._begin_stop(signal.SIGTERM)
+                    return
+                # Others work: stopping them would turn one process that cannot start (a
+                # config file broken since they started, a database blip at its start) into
+                # an outage. It keeps being tried, and /readyz says it is not ready.
+                if child.start_failures == START_FAILURES_MAX:
+                    logger.error(
+                        "worker process %d failed to start %d times in a row (last exit "
+                        "status %d): the other worker processes go on; it is tried again, "
+                        "at most %gs apart",
+                        child.index,
+                        child.start_failures,
+                        status,
+                        _BACKOFF_MAX,
+                    )
             if time.monotonic() - started >= _HEALTHY_RUN:
                 child.failures = 0
             delay = min(_BACKOFF_FIRST * 2**child.failures, _BACKOFF_MAX)
