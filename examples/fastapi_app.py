@@ -52,7 +52,7 @@ def create_app(database_url: str) -> FastAPI:
     workers = river.Workers()
     workers.add(ConfirmOrderWorker())
     config = river.Config(queues={"orders": river.QueueConfig(max_workers=10)}, workers=workers)
-    db = AppPool(database_url, config, max_size=10)  # the pool, and a client on it
+    db = AppPool(database_url, config, max_size=20)  # above max_workers: requests keep connections
     client = db.client
 
     @asynccontextmanager
