@@ -311,12 +311,19 @@ def job_cancel_op(q: Queries, job_id: int, now: datetime) -> Op[JobRow]:
 def job_retry_op(q: Queries, job_id: int) -> Op[JobRow]:
     """Make a non-running job available now (PROTOCOL.md 13.2); UniqueConflictError, with
     nothing changed, when another job holds the unique key it would take back."""
+    row, _ = yield from job_retry_changed_op(q, job_id)
+    return row
+
+
+def job_retry_changed_op(q: Queries, job_id: int) -> Op[tuple[JobRow, bool]]:
+    """:func:`job_retry_op`, and whether the row changed (False: it was running, or available
+    and already due: left as it was)."""
     row = yield Query(q.job_retry, {"id": job_id}, fetch="one")
     if row is None:
         raise JobNotFoundError(job_id)
     if row[18] is not None:
         raise UniqueConflictError(job_id, int(row[18]), str(row[19]))
-    return job_from_row(row)
+    return job_from_row(row), bool(row[20])
 
 
 def job_delete_op(q: Queries, job_id: int) -> Op[JobRow]:

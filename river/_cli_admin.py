@@ -538,9 +538,17 @@ _Action = Callable[[_Session, int], tuple[str, JobRow]]
 
 
 def _retry(session: _Session, job_id: int) -> tuple[str, JobRow]:
-    row = session.client.job_retry_tx(session.conn, job_id)
-    # The statement leaves a running job alone (and an available, due one as it is).
-    return ("retried" if row.state is JobState.AVAILABLE else "not retried"), row
+    import psycopg
+
+    from river._admin import job_retry_changed_op
+    from river._driver import queries_for
+
+    # The statement leaves a running job alone, and an available, due one as it is.
+    try:
+        row, changed = session.run(job_retry_changed_op(queries_for(session.schema), job_id))
+    except psycopg.errors.UniqueViolation as exc:  # a holder inserted concurrently
+        raise UniqueConflictError(job_id) from exc
+    return ("retried" if changed else "not retried"), row
 
 
 def _cancel(session: _Session, job_id: int) -> tuple[str, JobRow]:

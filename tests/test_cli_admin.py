@@ -325,16 +325,17 @@ def test_job_retry(conn: psycopg.Connection[Any], db_url: str) -> None:
     discarded = insert_job(conn, state="discarded", attempt=25, max_attempts=25)
     retryable = insert_job(conn, state="retryable", attempt=1)
     running = insert_job(conn, state="running", attempt=1)
-    missing = running + 1000
-    proc = river_cmd(
-        "job", "retry", str(discarded), str(missing), str(retryable), str(running), url=db_url
-    )
+    due = insert_job(conn, state="available")  # already due: left as it is
+    missing = due + 1000
+    ids = [discarded, missing, retryable, running, due]
+    proc = river_cmd("job", "retry", *map(str, ids), url=db_url)
     # The missing job is reported; the others are still acted on.
     assert one_error_line(proc, 3) == f"Error: job {missing} not found"
     assert proc.stdout.splitlines() == [
         f"{discarded} retried (available)",
         f"{retryable} retried (available)",
         f"{running} not retried (running)",
+        f"{due} not retried (available)",
     ]
     assert job_state(conn, discarded) == job_state(conn, retryable) == "available"
     assert job_state(conn, running) == "running"
@@ -801,10 +802,11 @@ def test_progress_on_a_terminal_only(conn: psycopg.Connection[Any], db_url: str)
     assert "\r  60/60 jobs" in terminal
     assert terminal.endswith("\r")  # the counter erased itself
 
-    # The same work without a terminal: no counter, nothing on stderr.
+    # The same ids without a terminal: no counter, nothing on stderr (and nothing to do: the
+    # jobs are available and due now).
     proc = river_cmd("job", "retry", *ids, url=db_url)
     assert (proc.returncode, proc.stderr) == (0, "")
-    assert proc.stdout == out
+    assert proc.stdout == out.replace(" retried", " not retried")
 
     # A few ids: no counter even on a terminal.
     code, out, terminal = with_pty(argv[:6] + argv[-2:])

@@ -561,8 +561,9 @@ WHERE NOT EXISTS (SELECT 1 FROM updated)
 -- mark would turn its next failure into a cancellation (job_set_state_many). Not when another
 -- job holds the unique key the job would take back (both rows under river_job_unique_idx's
 -- predicate: the other in its state, this one as available): the row is returned unchanged,
--- with that job's id and state in the last two columns (NULL otherwise), instead of the update
--- failing on the index and aborting the caller's transaction.
+-- with that job's id and state in the next two columns (NULL otherwise), instead of the update
+-- failing on the index and aborting the caller's transaction. The last column says whether
+-- the row changed (false: running, already due, or held).
 -- Decisions and the unchanged row come from `locked`, the row as it is after any lock wait
 -- (see job_cancel).
 WITH locked AS (
@@ -603,13 +604,13 @@ updated AS (
         j.priority, j.created_at, j.scheduled_at, j.attempted_at, j.finalized_at,
         j.attempted_by, j.errors, j.metadata::text, j.tags, j.unique_key, j.unique_states::integer
 )
-SELECT *, NULL::bigint, NULL::text FROM updated
+SELECT *, NULL::bigint, NULL::text, true FROM updated
 UNION ALL
 SELECT
     l.id, l.kind, l.queue, l.state::text, l.args::text, l.attempt, l.max_attempts,
     l.priority, l.created_at, l.scheduled_at, l.attempted_at, l.finalized_at,
     l.attempted_by, l.errors, l.metadata::text, l.tags, l.unique_key, l.unique_states::integer,
-    h.id, h.state::text
+    h.id, h.state::text, false
 FROM locked AS l
 LEFT JOIN holder AS h ON l.retriable
 WHERE NOT EXISTS (SELECT 1 FROM updated)
