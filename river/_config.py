@@ -89,6 +89,20 @@ def _duration(value: float | timedelta | None, field_name: str) -> float | None:
     return seconds
 
 
+#: Longest fetch cooldown or poll interval (a day, as for a cluster-wide override): a queue
+#: with a longer one would hardly ever fetch (a typo in the unit, say).
+MAX_FETCH_INTERVAL = 86_400.0
+
+
+def _fetch_interval(value: float | timedelta | None, field_name: str) -> float | None:
+    seconds = _duration(value, field_name)
+    if seconds is not None and seconds > MAX_FETCH_INTERVAL:
+        raise InvalidConfigError(
+            field_name, f"must be at most a day ({MAX_FETCH_INTERVAL:.0f}s), got {value!r}"
+        )
+    return seconds
+
+
 def _max_workers(value: int | None, field_name: str) -> int | None:
     if value is None:
         return None
@@ -145,8 +159,8 @@ class QueueConfig:
 
     def __post_init__(self) -> None:
         _max_workers(self.max_workers, "max_workers")
-        _duration(self.fetch_cooldown, "fetch_cooldown")
-        _duration(self.fetch_poll_interval, "fetch_poll_interval")
+        _fetch_interval(self.fetch_cooldown, "fetch_cooldown")
+        _fetch_interval(self.fetch_poll_interval, "fetch_poll_interval")
         _max_workers(self.min_workers, "min_workers")
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
             raise InvalidConfigError("rate_limit", "must be a river.RateLimit")
@@ -318,8 +332,8 @@ class Config:
             raise InvalidConfigError("job_timeout", "must be positive seconds, or -1 for none")
         _horizon(seconds, "job_timeout")
         _max_workers(self.max_workers, "max_workers")
-        _duration(self.fetch_cooldown, "fetch_cooldown")
-        _duration(self.fetch_poll_interval, "fetch_poll_interval")
+        _fetch_interval(self.fetch_cooldown, "fetch_cooldown")
+        _fetch_interval(self.fetch_poll_interval, "fetch_poll_interval")
         _duration(self.connect_timeout, "connect_timeout")
         if self.pooler not in (None, "transaction"):
             raise InvalidConfigError(
@@ -336,10 +350,12 @@ class Config:
             raise InvalidConfigError("workers", "is required when queues are configured")
         if self.job_log is not None and not isinstance(self.job_log, JobLogConfig):
             raise InvalidConfigError("job_log", "must be a river.JobLogConfig, or None for none")
-        if self.sync_worker_threads < 1:
-            raise InvalidConfigError("sync_worker_threads", "must be at least 1")
-        if self.completer_batch_size < 1 or self.completer_max_backlog < 1:
-            raise InvalidConfigError("completer_batch_size", "batch and backlog must be >= 1")
+        for name in ("sync_worker_threads", "completer_batch_size", "completer_max_backlog"):
+            # An integer: a float passed the old check and failed at start (the thread
+            # limiter) or at every flush (a slice of the outcomes), writing none.
+            count = getattr(self, name)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise InvalidConfigError(name, f"must be an integer of at least 1, got {count!r}")
         flush = self.completer_flush_interval
         if (
             isinstance(flush, bool)

@@ -273,6 +273,9 @@ class Producer:
         # straight to available with a future scheduled_at) become due: a local timer wakes the
         # loop then, instead of waiting for the next poll.
         self._timed_wakes: list[float] = []
+        # The fetch cooldown's wait in progress (its future and timer), which a stop or a
+        # settings change cuts short.
+        self._cooldown: tuple[asyncio.Future[None], asyncio.TimerHandle] | None = None
         #: Times the client's poller checked this queue (statistics; tests wait on it).
         self.polled = 0
         #: Jobs fetched and finished over this producer's life (statistics).
@@ -346,6 +349,7 @@ class Producer:
             else:
                 self.target = settings.max_workers
             self._rt.autoscale(self, settings.autoscaled)
+        self._end_cooldown()  # the old cooldown no longer holds the loop
         self._trigger.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -393,7 +397,29 @@ class Producer:
     def stop_fetching(self) -> None:
         """Soft stop: fetch nothing more; running jobs finish."""
         self._stopping = True
+        self._end_cooldown()
         self._trigger.set()
+
+    async def _sleep_cooldown(self, seconds: float) -> None:
+        """Sleep out the fetch cooldown, unless :meth:`_end_cooldown` ends it first. What
+        ``asyncio.sleep`` does (a future and a timer, once per fetch), with both kept where a
+        stop can reach them: a plain sleep held a stop, or a queue's removal, for the rest of
+        the cooldown, which a cluster-wide setting may make hours long."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._cooldown = (future, loop.call_later(seconds, _expire, future))
+        try:
+            await future
+        finally:
+            self._cooldown = None
+
+    def _end_cooldown(self) -> None:
+        cooldown = self._cooldown
+        if cooldown is not None:
+            future, timer = cooldown
+            timer.cancel()
+            if not future.done():
+                future.set_result(None)
 
     def cancel_jobs(self) -> None:
         """Hard stop: cancel every running job (they are recorded as interrupted), and the
@@ -419,8 +445,11 @@ class Producer:
         """Wait for a trigger, a timed wake or ``max_wait`` s; True when woken for a fetch."""
         while True:
             now = time.monotonic()
-            while self._timed_wakes and self._timed_wakes[0] <= now:
-                heapq.heappop(self._timed_wakes)
+            if self._timed_wakes and self._timed_wakes[0] <= now:
+                # Every wake due by now: one fetch takes all their jobs (popping one per
+                # fetch made a fetch per re-queued job).
+                while self._timed_wakes and self._timed_wakes[0] <= now:
+                    heapq.heappop(self._timed_wakes)
                 return True
             until = self._timed_wakes[0] - now if self._timed_wakes else math.inf
             if await self._trigger.wait(min(max_wait, until)):
@@ -450,7 +479,7 @@ class Producer:
                 continue
             wait = self._last_fetch + self.settings.fetch_cooldown - time.monotonic()
             if wait > 0 and not trailing:
-                await asyncio.sleep(wait)  # cheaper than anyio.sleep, once per fetch
+                await self._sleep_cooldown(wait)
                 if self._stopping:
                     break
                 if self.paused or self.free_slots <= 0:

@@ -219,6 +219,13 @@ def test_config_durations() -> None:
         ({"queue_idle_retention": 1e12}, "queue_idle_retention", "must be at most 100 years"),
         ({"job_timeout": 1e300}, "job_timeout", "must be at most 100 years"),
         ({"rescue_stuck_jobs_after": 1e300}, "rescue_stuck_jobs_after", "must be at most 100"),
+        # A cooldown of hours (infinity: for ever) held every stop of the queue that long.
+        ({"fetch_cooldown": math.inf}, "fetch_cooldown", "must be at most a day"),
+        ({"fetch_poll_interval": 86_401}, "fetch_poll_interval", "must be at most a day"),
+        # Counts, not durations: floats passed and failed at start or at every flush.
+        ({"sync_worker_threads": 40.0}, "sync_worker_threads", "must be an integer of at least"),
+        ({"completer_batch_size": 5e3}, "completer_batch_size", "must be an integer of at least"),
+        ({"completer_max_backlog": 0}, "completer_max_backlog", "must be an integer of at least"),
     ],
 )
 def test_config_duration_errors(kwargs: dict[str, object], field: str, rule: str) -> None:
@@ -226,6 +233,10 @@ def test_config_duration_errors(kwargs: dict[str, object], field: str, rule: str
         river.Config(**kwargs)  # type: ignore[arg-type]
     assert info.value.field == field
     assert info.value.rule.startswith(rule)
+    if field.startswith("fetch_"):  # a queue's own settings have the same bounds
+        with pytest.raises(river.InvalidConfigError) as info:
+            river.QueueConfig(**kwargs)  # type: ignore[arg-type]
+        assert info.value.rule.startswith(rule)
 
 
 def test_job_log_interval() -> None:

@@ -170,6 +170,89 @@ def assert_consistent(client: river.AsyncClient) -> None:
         assert not any(info.active for info in client.queues.list().values())
 
 
+# --- the fetch cooldown ---------------------------------------------------------------------
+
+
+def _in_cooldown(client: river.AsyncClient, queue: str) -> bool:
+    return client.queues.producers[queue]._cooldown is not None
+
+
+async def test_a_stop_cuts_the_fetch_cooldown_short(db_url: str) -> None:
+    """A queue whose loop sleeps out a long cooldown (here 30 s: a cluster-wide setting may
+    make it a day) stops at once: the sleep held every stop, hard ones too, that long."""
+    tracker = Tracker()
+    slow = QueueConfig(fetch_cooldown=30, fetch_poll_interval=30)
+    config = config_for(tracker, {"slow": slow})
+    async with running_client(db_url, config, tracker) as client:
+        (first,) = await insert(client, "slow", Work(n=1))
+        await wait_for(lambda: tracker.completions[first] == 1)
+        await insert(client, "slow", Work(n=2))  # its notification: a fetch after the cooldown
+        await wait_for(lambda: _in_cooldown(client, "slow"), message="in the cooldown")
+        began = time.monotonic()
+        await client.stop_and_cancel()  # shielded: a deadline scope would not end it
+        assert time.monotonic() - began < 10  # not the cooldown's 30 s
+
+
+async def test_an_update_cuts_the_old_fetch_cooldown_short(db_url: str) -> None:
+    tracker = Tracker()
+    slow = QueueConfig(fetch_cooldown=30, fetch_poll_interval=30)
+    config = config_for(tracker, {"slow": slow})
+    async with running_client(db_url, config, tracker) as client:
+        (first,) = await insert(client, "slow", Work(n=1))
+        await wait_for(lambda: tracker.completions[first] == 1)
+        (second,) = await insert(client, "slow", Work(n=2))
+        await wait_for(lambda: _in_cooldown(client, "slow"), message="in the cooldown")
+        await client.queues.update("slow", fetch_cooldown=0.002, fetch_poll_interval=1)
+        # Fetched under the new settings, not 30 s after the first fetch.
+        await wait_for(lambda: tracker.completions[second] == 1, timeout=5)
+
+
+class Nap(river.JobArgs):
+    kind: ClassVar[str] = "nap_once"
+
+
+class NapOnce(river.Worker[Nap]):
+    """Snoozes each job once for a moment (back to available with a future scheduled_at: the
+    producer's own timer fetches it when due), then completes it."""
+
+    def __init__(self) -> None:
+        self.napped: set[int] = set()
+        self.done: set[int] = set()
+
+    async def work(self, job: river.Job[Nap]) -> None:
+        if job.id not in self.napped:
+            self.napped.add(job.id)
+            raise river.JobSnooze(0.3)
+        self.done.add(job.id)
+
+
+async def test_jobs_due_together_are_fetched_together(db_url: str) -> None:
+    """The producer's timer for re-queued jobs: wakes due at the same moment make one fetch
+    (each wake made a fetch of its own, one per snoozed job)."""
+    worker = NapOnce()
+    slow_poll = QueueConfig(fetch_poll_interval=30)  # no poll in between
+    config = fast_config(make_workers(worker), {"naps": slow_poll}, leader_election=False)
+    client = river.AsyncClient(db_url, config)
+    fetched = signals(client).fetched
+    try:
+        await client.start()
+        await client.insert_many([(Nap(), river.InsertOpts(queue="naps")) for _ in range(30)])
+        await wait_for(lambda: len(worker.napped) == 30, message="all snoozed")
+        fetched.drain()
+        await wait_for(lambda: len(worker.done) == 30, message="all done")
+        fetches = 0
+        while True:
+            try:
+                await fetched.wait(0.01)
+            except TimeoutError:
+                break
+            fetches += 1
+        assert 1 <= fetches <= 5, fetches
+    finally:
+        await client.stop()
+        await client.close()
+
+
 # --- add ------------------------------------------------------------------------------------
 
 
