@@ -31,6 +31,7 @@ from river._driver import AttemptKey, CompletionBatch, Queries, set_state_many_o
 from river._errors import describe
 from river._logfmt import job_fields
 from river._outcome import Outcome
+from river._retry import backoff
 from river._sansio import run_pooled
 from river._telemetry import TELEMETRY
 from river._types import JobRow
@@ -306,7 +307,7 @@ class Completer:
                         extra=job_fields(job),
                     )
                     return
-                delay = min(self.retry_backoff_max, 0.05 * math.pow(2, attempt))
+                delay = backoff(attempt, 0.05, self.retry_backoff_max, jitter=0)
                 if self._give_up_at - anyio.current_time() <= delay:
                     # The stop bound comes before the next try: no point waiting for it.
                     self._give_up(outcomes, persisted, reason)

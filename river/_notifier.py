@@ -10,9 +10,10 @@ never raises because of a payload. :func:`parse_notice` is the one place payload
 consumers trust the notice's types.
 A liveness probe (a round trip with its own deadline) runs whenever the connection has been
 quiet for ``probe_interval``; a dead connection is replaced with capped exponential backoff,
-and after every reconnect ``on_reconnect`` runs (the client then wakes every producer, since
-notifications may have been missed meanwhile); it runs too when psycopg cannot decode a
-payload, since the notifications that came with it are lost.
+and after every reconnect ``on_reconnect`` runs (the client then re-reads every queue's row and
+due jobs at once, since notifications may have been missed meanwhile: pauses, settings,
+inserts); it runs too when psycopg cannot decode a payload, since the notifications that came
+with it are lost.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
 import re
 import secrets
 import time
@@ -36,6 +36,7 @@ from psycopg import sql
 from river._driver import Queries, queries_for
 from river._errors import ListenUnavailableError, describe
 from river._pool import owned
+from river._retry import backoff
 from river._sansio import Op, Query, run_async, single
 
 __all__ = [
@@ -260,7 +261,7 @@ class Notifier:
                 )
             except (psycopg.Error, OSError) as exc:
                 failures += 1
-                delay = min(self.backoff_max, 0.25 * 2**failures) * random.uniform(0.9, 1.0)
+                delay = backoff(failures, 0.25, self.backoff_max)
                 logger.warning("notifier: connect failed (try %d): %s", failures, exc)
                 if not started:
                     task_status.started()
@@ -278,7 +279,10 @@ class Notifier:
                     self._conn = conn
                     self.connections += 1
                     self._connected.set()
-                    if self.connections > 1 and self._on_reconnect is not None:
+                    if started and self._on_reconnect is not None:
+                        # Every connection after the client's start (a reconnect, or a first
+                        # one after the database was down): notifications sent meanwhile were
+                        # missed.
                         self._on_reconnect()
                     if not started:
                         task_status.started()
@@ -287,7 +291,7 @@ class Notifier:
                     await self._loop(conn)
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 failures += 1
-                delay = min(self.backoff_max, 0.25 * 2**failures) * random.uniform(0.9, 1.0)
+                delay = backoff(failures, 0.25, self.backoff_max)
                 reason = (
                     "no answer to the liveness probe"
                     if isinstance(exc, TimeoutError)

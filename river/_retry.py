@@ -10,6 +10,7 @@ __all__ = [
     "MAX_DELAY_NANOS",
     "MAX_DELAY_SECONDS",
     "RetryPolicy",
+    "backoff",
     "default_retry_delay",
     "default_retry_delay_nanos",
     "next_retry_at",
@@ -21,6 +22,15 @@ MAX_DELAY_SECONDS = MAX_DELAY_NANOS / 1e9
 
 #: A retry policy maps (number of errors including this one, now) to the next run time.
 RetryPolicy = Callable[[int, datetime], datetime]
+
+
+def backoff(tries: int, first: float, cap: float, *, jitter: float = 0.1) -> float:
+    """Seconds to wait before try ``tries + 1`` of something that keeps failing (a reconnect, a
+    write, a restart): ``first`` doubled per try, at most ``cap``, less up to ``jitter`` of it
+    at random. The exponent is bounded: ``2 ** tries`` as a float overflowed after ~1,000
+    tries (an outage of an hour or so at a 5 s cap), raising where the retry was to happen."""
+    delay = min(cap, first * 2.0 ** min(max(tries, 0), 64))
+    return delay * random.uniform(1.0 - jitter, 1.0) if jitter else delay
 
 
 def default_retry_delay_nanos(error_count: int, rng: random.Random | None = None) -> int:

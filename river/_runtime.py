@@ -372,7 +372,7 @@ class Runtime:
                 self._conninfo,
                 config.schema,
                 self._dispatch,
-                on_reconnect=self._wake_all,
+                on_reconnect=self._resync,
                 connect_kwargs={"connect_timeout": 10, **config.connection_kwargs},
                 send_probe=self._send_probe,
             )
@@ -503,9 +503,12 @@ class Runtime:
         # every insert notification is.
         await self._run_op(notify_op(self.queries, topic, [""]))
 
-    def _wake_all(self) -> None:
-        for p in self._producers.values():
-            p.wake()
+    def _resync(self) -> None:
+        # Notifications were missed (the LISTEN connection was away): re-read every queue's
+        # row (pause, cluster-wide settings) and due jobs in one poll, which wakes the
+        # producers with due jobs. Waking them all at once instead let a queue paused meanwhile
+        # fetch (its pause not known until its next poll).
+        self.poller.hint("*")
 
     def _dispatch(self, notice: Notice) -> None:
         # The notifier checked the payload's shape (parse_notice): the fields are typed.

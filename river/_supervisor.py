@@ -25,6 +25,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from river._errors import describe
+from river._retry import backoff
 
 __all__ = ["ClientHealth", "ServiceHealth", "Supervisor", "started_at_once"]
 
@@ -202,7 +203,9 @@ class Supervisor:
         text = describe(exc)
         name = type(exc).__name__
         health.last_error = text if text == name else f"{name}: {text}"
-        delay = min(self.backoff_max, self.backoff_initial * 2 ** (health.failures_in_row - 1))
+        delay = backoff(
+            health.failures_in_row - 1, self.backoff_initial, self.backoff_max, jitter=0
+        )
         failed = health.failures_in_row >= self.max_failures
         logger.error(
             "service %s crashed (%d in a row, %d restarts in all), restarting in %.1fs%s",

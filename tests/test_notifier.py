@@ -26,7 +26,15 @@ import anyio
 import psycopg
 import pytest
 from conftest import _drop_database, _uri_with_db
-from helpers import DB, fast_config, make_workers, open_db, started_client, wait_for
+from helpers import (
+    DB,
+    assert_stays,
+    fast_config,
+    make_workers,
+    open_db,
+    started_client,
+    wait_for,
+)
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from netproxy import CuttableProxy, server_address
@@ -123,6 +131,40 @@ async def test_notifier_reconnects_after_its_backend_is_terminated(db_url: str) 
         await db.wait_state(after.job.id, "completed", timeout=5)
         assert time.monotonic() - started < 2
         assert await listen_backends(db) == [notifier.backend_pid]
+
+
+async def _state_is(db: DB, job_id: int, state: str) -> bool:
+    return bool(await db.state(job_id) == state)
+
+
+async def test_a_pause_missed_while_the_listener_was_away_is_obeyed_after_the_reconnect(
+    db_url: str,
+) -> None:
+    """After a reconnect the client re-reads every queue's row before any fetch: it woke every
+    producer instead, and a queue paused while the listener was away fetched (its pause known
+    only at its next poll, a minute away here)."""
+    config = fast_config(
+        make_workers(PingWorker()), fetch_poll_interval=60.0, leader_election=False
+    )
+    async with open_db(db_url) as db, started_client(db_url, config) as client:
+        notifier = client._runtime.notifier
+        assert notifier is not None
+        await notifier.wait_connected()
+        producer = client.queues.producers["default"]
+        await wait_for(lambda: producer.polled >= 1, message="the first poll")
+        assert not client.queues.get("default").paused
+        # Paused, and a job inserted, with no notification of either (as if sent while the
+        # listener was away).
+        await db.execute("UPDATE river_queue SET paused_at = now() WHERE name = 'default'")
+        job_id = await db.scalar(
+            "INSERT INTO river_job (kind, args, queue) VALUES ('ping', '{\"n\": 1}', 'default')"
+            " RETURNING id"
+        )
+        await db.scalar("SELECT pg_terminate_backend(%(pid)s) AS ok", {"pid": notifier.backend_pid})
+        await wait_for(lambda: notifier.connections >= 2, message="the notifier reconnected")
+        print("PAUSED-AT-RECONNECT", client.queues.get("default").paused, await db.state(job_id))
+        await wait_for(lambda: client.queues.get("default").paused, timeout=5, message="paused")
+        await assert_stays(lambda: _state_is(db, job_id, "available"), 0.5, message="never fetched")
 
 
 async def test_stop_closes_the_listen_connection_even_when_psycopg_yields(

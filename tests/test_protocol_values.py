@@ -112,3 +112,17 @@ def test_next_retry_at_uses_the_cap() -> None:
     # Near datetime's own limit the result saturates instead of overflowing.
     late = datetime(9990, 1, 1, tzinfo=UTC)
     assert next_retry_at(310, late) == datetime.max.replace(tzinfo=UTC)
+
+
+def test_backoff_is_capped_for_any_number_of_tries() -> None:
+    """Reconnects, outcome writes and service restarts back off with ``backoff``: after ~1,000
+    failed tries (an hour or so of outage at a 5 s cap), ``2 ** tries`` as a float overflowed
+    and raised where the retry was to happen (the notifier and the completer died)."""
+    from river._retry import backoff
+
+    assert backoff(0, 0.25, 5.0, jitter=0) == 0.25
+    assert backoff(3, 0.25, 5.0, jitter=0) == 2.0
+    for tries in (10, 1024, 1100, 10**9):
+        assert backoff(tries, 0.25, 5.0, jitter=0) == 5.0
+        assert 4.5 <= backoff(tries, 0.25, 5.0) <= 5.0
+    assert backoff(-1, 0.25, 5.0, jitter=0) == 0.25
