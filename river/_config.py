@@ -89,6 +89,9 @@ def _duration(value: float | timedelta | None, field_name: str) -> float | None:
     return seconds
 
 
+#: Seconds between two refreshes of a running queue's ``river_queue`` row by its client (its
+#: ``updated_at``), which the queue cleaner reads as the queue being alive.
+QUEUE_KEEPALIVE_INTERVAL = 600.0
 #: Longest fetch cooldown or poll interval (a day, as for a cluster-wide override): a queue
 #: with a longer one would hardly ever fetch (a typo in the unit, say).
 MAX_FETCH_INTERVAL = 86_400.0
@@ -377,9 +380,17 @@ class Config:
             "queue_idle_retention",
         ):
             _duration(getattr(self, name), name)
-        _horizon(
-            _seconds(self.queue_idle_retention, "queue_idle_retention"), "queue_idle_retention"
-        )
+        idle = _seconds(self.queue_idle_retention, "queue_idle_retention")
+        _horizon(idle, "queue_idle_retention")
+        if idle < 2 * QUEUE_KEEPALIVE_INTERVAL:
+            # Shorter, the leader's queue cleaner deleted the rows of queues being worked,
+            # which unpaused them and dropped their cluster-wide settings.
+            raise InvalidConfigError(
+                "queue_idle_retention",
+                f"must be at least {2 * QUEUE_KEEPALIVE_INTERVAL:.0f}s (twice the "
+                f"{QUEUE_KEEPALIVE_INTERVAL:.0f}s at which running clients refresh their "
+                f"queues' rows), got {self.queue_idle_retention!r}",
+            )
         _duration(self.queue_depth_interval, "queue_depth_interval")
         if self.otel_work_span not in ("child", "link", "none"):
             raise InvalidConfigError(

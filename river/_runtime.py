@@ -34,7 +34,7 @@ from river import _admin
 from river._args import Workers
 from river._autoscale import Autoscaler
 from river._completer import Completer, Outcome
-from river._config import Config, QueueSettings, RateLimit
+from river._config import QUEUE_KEEPALIVE_INTERVAL, Config, QueueSettings, RateLimit
 from river._driver import (
     AttemptKey,
     Queries,
@@ -85,7 +85,7 @@ logger = logging.getLogger("river.client")
 
 #: How often a running client touches its queues' river_queue rows (the queue cleaner deletes
 #: queues idle for ``queue_idle_retention``, 24 h by default).
-KEEPALIVE_INTERVAL = 600.0
+KEEPALIVE_INTERVAL = QUEUE_KEEPALIVE_INTERVAL
 
 #: Seconds a fetch, a poll or one try of an outcome batch write may take, connection checkout
 #: included. A connection whose link died silently (half-open TCP, a frozen network path) would

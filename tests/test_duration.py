@@ -217,6 +217,8 @@ def test_config_durations() -> None:
         ({"completed_job_retention": 1e300}, "completed_job_retention", "must be at most 100"),
         ({"discarded_job_retention": math.inf}, "discarded_job_retention", "must be at most"),
         ({"queue_idle_retention": 1e12}, "queue_idle_retention", "must be at most 100 years"),
+        # Under the clients' refresh of their rows: live queues deleted, and so unpaused.
+        ({"queue_idle_retention": 300}, "queue_idle_retention", "must be at least 1200s"),
         ({"job_timeout": 1e300}, "job_timeout", "must be at most 100 years"),
         ({"rescue_stuck_jobs_after": 1e300}, "rescue_stuck_jobs_after", "must be at most 100"),
         # A cooldown of hours (infinity: for ever) held every stop of the queue that long.
