@@ -400,6 +400,16 @@ class Config:
             raise InvalidConfigError(
                 "leader_ttl", "must be longer than leader_elect_interval (River uses +10 s)"
             )
+        from river._elector import check_leader_timing
+
+        problem = check_leader_timing(
+            _seconds(self.leader_elect_interval, "leader_elect_interval"),
+            _seconds(self.leader_ttl, "leader_ttl"),
+        )
+        if problem is not None:
+            # Shorter, the leader held its term but never trusted it (its maintenance never
+            # ran, and nobody else could lead), or lost it at one slow renewal.
+            raise InvalidConfigError("leader_ttl", problem)
         for name in (
             "completed_job_retention",
             "cancelled_job_retention",

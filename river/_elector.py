@@ -35,9 +35,34 @@ from river._notifier import LeadershipNotice
 from river._pool import pooled
 from river._sansio import Op, Query, run_async
 
-__all__ = ["Elector"]
+__all__ = ["Elector", "check_leader_timing", "election_jitter", "trust_margin"]
 
 logger = logging.getLogger("river.elector")
+
+
+def election_jitter(elect_interval: float) -> float:
+    """The random extra wait of every election interval: a fifth of it, at most 1 s."""
+    return min(1.0, elect_interval / 5)
+
+
+def trust_margin(ttl: float) -> float:
+    """How long before a term's end its leader stops acting (clocks and a slow statement): 1 s,
+    or a fifth of a shorter TTL (a fixed second left a TTL under it never trusted)."""
+    return min(1.0, ttl / 5)
+
+
+def check_leader_timing(elect_interval: float, ttl: float) -> str | None:
+    """Why ``ttl`` cannot work with ``elect_interval`` (None: it can): a term must still be
+    trusted when the next renewal comes, one interval plus its jitter later."""
+    trusted = ttl - trust_margin(ttl)
+    renewal = elect_interval + election_jitter(elect_interval)
+    if trusted <= renewal:
+        return (
+            f"must leave the leader a trusted term longer than leader_elect_interval plus its "
+            f"jitter ({renewal:g}s): {ttl:g}s less its {trust_margin(ttl):g}s safety margin is "
+            f"{trusted:g}s (River uses leader_elect_interval + 10 s)"
+        )
+    return None
 
 
 class Elector:
@@ -62,7 +87,9 @@ class Elector:
         self.ttl = ttl
         self.db_timeout = db_timeout
         #: Random extra wait added to every interval (River (Go): 1 s with its 5 s interval).
-        self.jitter = min(1.0, elect_interval / 5)
+        self.jitter = election_jitter(elect_interval)
+        #: How long before its term's end a leader stops trusting it (see :meth:`trusted`).
+        self.margin = trust_margin(ttl)
         self.is_leader = False
         self._term: datetime | None = None
         self._trusted_until = 0.0
@@ -73,10 +100,11 @@ class Elector:
 
     def trusted(self) -> bool:
         """Whether this client may still act as leader now: it holds a term and is within the
-        time it may trust it (the term's TTL less a second, from the last renewal). A process
-        or event loop that stalled past it (SIGSTOP, a worker blocking the loop) may have been
-        replaced by another leader before its elector wakes up to notice: its maintenance must
-        not act meanwhile (river/_maintenance.py checks this before every statement)."""
+        time it may trust it (the term's TTL less :func:`trust_margin`, from the last
+        renewal). A process or event loop that stalled past it (SIGSTOP, a worker blocking
+        the loop) may have been replaced by another leader before its elector wakes up to
+        notice: its maintenance must not act meanwhile (river/_maintenance.py checks this
+        before every statement)."""
         return self.is_leader and time.monotonic() < self._trusted_until
 
     def leadership_notification(self, notice: LeadershipNotice) -> None:
@@ -147,7 +175,7 @@ class Elector:
         if row is None:
             return False
         self._term = row[0]
-        self._trusted_until = started + self.ttl - 1.0
+        self._trusted_until = started + self.ttl - self.margin
         return True
 
     async def _lead_once(self) -> None:
@@ -162,7 +190,7 @@ class Elector:
             started = time.monotonic()
             try:
                 if await self._attempt_reelect():
-                    self._trusted_until = started + self.ttl - 1.0
+                    self._trusted_until = started + self.ttl - self.margin
                     return
                 # The term is gone (expired, or deleted by someone): follower again.
                 self._set_leader(False, "its term expired or was taken over")

@@ -171,11 +171,43 @@ async def test_a_short_ttl_close_to_the_interval_keeps_one_stable_term(db_url: s
         await wait_leader(db, [client])
         first = await leader_row(db)
         assert first is not None
-        await assert_stays(lambda: client.is_leader, 3.0, interval=0.05, message="still leader")
+        # The term is not only held but trusted: the leader's maintenance acts (the trust
+        # margin was a fixed second, so a TTL under a second was never trusted: the scheduler
+        # skipped every pass while nobody else could lead).
+        trusted = await assert_trusted_throughout(client, 3.0)
+        assert trusted > 0.5, trusted
         row = await leader_row(db)
         assert row is not None
         assert row["elected_at"] == first["elected_at"]
         assert signals(client).leadership.drain() == [True]
+        job_id = await db.scalar(
+            "INSERT INTO river_job (kind, args, state, scheduled_at) VALUES ('leader_noop', '{}',"
+            " 'scheduled', now() + interval '0.3 seconds') RETURNING id"
+        )
+        await db.wait_state(job_id, "completed", timeout=5)
+
+
+async def assert_trusted_throughout(client: river.AsyncClient, seconds: float) -> float:
+    """Sample the leader for ``seconds``: it must lead throughout; returns the share of the
+    samples in which it also trusted its term."""
+    elector = client._runtime.elector
+    assert elector is not None
+    samples = trusted = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert client.is_leader
+        samples += 1
+        trusted += elector.trusted()
+        await anyio.sleep(0.05)
+    return trusted / samples
+
+
+def test_a_ttl_the_leader_could_never_trust_is_refused() -> None:
+    for interval, ttl in ((10.0, 11.0), (1.0, 1.5), (0.5, 0.7)):
+        with pytest.raises(river.InvalidConfigError) as info:
+            river.Config(leader_elect_interval=interval, leader_ttl=ttl)
+        assert info.value.field == "leader_ttl"
+        assert "trusted term" in info.value.rule
 
 
 async def test_leader_resigns_on_stop_and_the_follower_takes_over_at_once(db_url: str) -> None:
