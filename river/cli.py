@@ -249,7 +249,8 @@ def connection_params(args: argparse.Namespace) -> dict[str, str]:
         params["application_name"] = APPLICATION_NAME
     if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
         params["connect_timeout"] = str(CONNECT_TIMEOUT_S)
-    existing = " ".join([params.get("options", ""), os.environ.get("PGOPTIONS", "")])
+    # The options libpq would use: the URL's, else (and only then) PGOPTIONS.
+    existing = params.get("options") or os.environ.get("PGOPTIONS", "")
     timeout_flag: int | None = getattr(args, "statement_timeout", None)
     if timeout_flag is not None:
         settings["statement_timeout"] = str(timeout_flag)
@@ -258,9 +259,12 @@ def connection_params(args: argparse.Namespace) -> dict[str, str]:
     idle = "idle_in_transaction_session_timeout"
     if idle not in settings and idle not in existing:
         settings[idle] = str(IDLE_IN_TRANSACTION_TIMEOUT_MS)
-    # Later -c options win over earlier ones, so the flag beats an options= of the URL.
+    # Later -c options win over earlier ones, so the flag beats an options= of the URL. An
+    # options parameter makes libpq ignore PGOPTIONS, so without one in the URL the
+    # environment's come first (a search_path there was dropped, and a statement_timeout
+    # there counted as set while it was dropped too).
     extra = [f"-c {name}={_escape_option(value)}" for name, value in settings.items()]
-    params["options"] = " ".join(p for p in [params.get("options", ""), *extra] if p)
+    params["options"] = " ".join(p for p in [existing, *extra] if p)
     return params
 
 

@@ -417,6 +417,19 @@ def test_connection_settings(db_url: str) -> None:
     assert _settings(url) == ("river CLI", "10s", "3s")
 
 
+def test_pgoptions_are_kept(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq reads PGOPTIONS only when no options parameter is given, and the CLI always gives
+    one: the environment's settings were dropped (a search_path, a statement_timeout)."""
+    monkeypatch.setenv(
+        "PGOPTIONS", "-c statement_timeout=4s -c idle_in_transaction_session_timeout=5s"
+    )
+    assert _settings(db_url) == ("river CLI", "4s", "5s")
+    assert _settings(db_url, "--statement-timeout", "2m") == ("river CLI", "2min", "5s")
+    # Options in the URL win over the environment's, as in libpq.
+    url = db_url + "?options=-c%20idle_in_transaction_session_timeout%3D3s"
+    assert _settings(url) == ("river CLI", "10s", "3s")
+
+
 # --------------------------------------------------------------------------------------------
 # Durations, version, dev, help
 # --------------------------------------------------------------------------------------------
