@@ -291,7 +291,11 @@ class QueueManager:
                     name,
                     extra={"queue": name},
                 )
-            settings = await self._apply(name, settings) or settings
+            # Shielded once the config is changed: a caller cancelled while the producer waits
+            # for a fetch in flight left the new config recorded and the producer on the old
+            # settings, with nothing to reconcile them.
+            with anyio.CancelScope(shield=True):
+                settings = await self._apply(name, settings) or settings
         self._announce_update(name, settings, cluster=False)
         return self._info(name)
 

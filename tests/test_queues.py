@@ -672,6 +672,28 @@ async def test_update_invalid_changes_nothing(db_url: str) -> None:
         assert info.settings.max_workers == 10_000
 
 
+async def test_an_update_whose_caller_gives_up_still_reaches_the_producer(db_url: str) -> None:
+    """The caller cancelled while the producer waits for a fetch in flight (here: its fetch
+    lock held): the new config was recorded and the producer stayed on the old settings."""
+    tracker = Tracker()
+    config = config_for(tracker, {"q": QueueConfig(max_workers=3)})
+    async with running_client(db_url, config, tracker) as client:
+        producer = client.queues.producers["q"]
+        await producer._fetch_lock.acquire()  # a fetch in flight, for 0.5 s
+
+        async def fetch_ends() -> None:
+            await anyio.sleep(0.5)
+            producer._fetch_lock.release()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(fetch_ends)
+            with anyio.move_on_after(0.2):
+                await client.queues.update("q", max_workers=5)
+        await wait_for(lambda: producer.settings.max_workers == 5, message="applied")
+        info = client.queues.get("q")
+        assert info.config.max_workers == info.settings.max_workers == 5
+
+
 async def test_other_queues_keep_working_during_update_and_remove(db_url: str) -> None:
     tracker = Tracker()
     config = config_for(tracker, {"a": QueueConfig(max_workers=3), "b": QueueConfig(max_workers=2)})
