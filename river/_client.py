@@ -489,9 +489,7 @@ class PeriodicJobs:
         """Add a periodic job; returns it (a handle for :meth:`remove`)."""
         if not isinstance(job, PeriodicJob):
             raise RiverError("add() takes a river.PeriodicJob")
-        if job.id is not None and any(j.id == job.id for j in self._enqueuer.jobs):
-            raise RiverError(f"a periodic job with id {job.id!r} already exists")
-        self._enqueuer.add(job)
+        self._enqueuer.add(job)  # RiverError: added already, or its id is taken
         return job
 
     def remove(self, job_or_id: PeriodicJob | str) -> bool:

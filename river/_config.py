@@ -342,6 +342,19 @@ class Config:
             raise InvalidConfigError(
                 "pooler", f'must be None or "transaction" (got {self.pooler!r})'
             )
+        seen_ids: set[str] = set()
+        for index, job in enumerate(self.periodic_jobs):
+            if any(other is job for other in self.periodic_jobs[:index]):
+                raise InvalidConfigError(
+                    f"periodic_jobs[{index}]", "is listed twice (the same PeriodicJob object)"
+                )
+            job_id = getattr(job, "id", None)
+            if job_id is not None:
+                if job_id in seen_ids:
+                    raise InvalidConfigError(
+                        f"periodic_jobs[{index}].id", f"{job_id!r} is used by another job"
+                    )
+                seen_ids.add(job_id)
         if not isinstance(self.queues, Mapping):
             raise InvalidConfigError("queues", "must be a mapping of name -> QueueConfig")
         for name, qc in self.queues.items():

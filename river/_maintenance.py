@@ -749,7 +749,6 @@ class PeriodicJob:
     _: KW_ONLY
     run_on_start: bool = False
     id: str | None = None
-    _next: datetime = field(default=NEVER, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.schedule, Schedule):
@@ -777,7 +776,14 @@ class PeriodicJobEnqueuer:
         ]
         | None = None,
     ) -> None:
-        self.jobs: list[PeriodicJob] = list(jobs)
+        self.jobs: list[PeriodicJob] = []
+        #: Each job's next run, by the job's identity: kept here, not on the job, which the
+        #: application may share between clients (one Config for several), each scheduling
+        #: it on its own.
+        self._next: dict[int, datetime] = {}
+        for job in jobs:
+            self._check_new(job)
+            self.jobs.append(job)
         self._insert = insert
         #: Run once over each constructed job before it is inserted (the client's insert
         #: middleware): a job it refuses (raises) is logged and skipped, the others go on.
@@ -789,11 +795,24 @@ class PeriodicJobEnqueuer:
         #: run_on_start jobs added while running: inserted at the next pass (as River (Go)).
         self._start_pending: list[PeriodicJob] = []
 
+    def _check_new(self, job: PeriodicJob) -> None:
+        """Refuse a job already here (the same object twice was scheduled twice over: every
+        other run skipped, the rest inserted twice), or a second job with the same id."""
+        if any(j is job for j in self.jobs):
+            raise RiverError("this river.PeriodicJob was already added")
+        if job.id is not None and any(j.id == job.id for j in self.jobs):
+            raise RiverError(f"a periodic job with id {job.id!r} already exists")
+
+    def _next_run(self, job: PeriodicJob) -> datetime:
+        return self._next.get(id(job), NEVER)
+
     def add(self, job: PeriodicJob) -> None:
         """Add a periodic job (scheduled from now when the enqueuer runs; a run-on-start job
-        added while it runs is inserted at once)."""
+        added while it runs is inserted at once). RiverError for a job already added, or an
+        id already used."""
+        self._check_new(job)
         if self._running:
-            job._next = job.schedule.next(self._clock())
+            self._next[id(job)] = job.schedule.next(self._clock())
             if job.run_on_start:
                 self._start_pending.append(job)
         self.jobs.append(job)
@@ -801,12 +820,13 @@ class PeriodicJobEnqueuer:
 
     def remove(self, job_or_id: PeriodicJob | str) -> bool:
         """Remove a periodic job by object or id; return whether one was removed."""
-        before = len(self.jobs)
-        self.jobs = [
-            j for j in self.jobs if j is not job_or_id and (j.id is None or j.id != job_or_id)
-        ]
+        kept = [j for j in self.jobs if j is not job_or_id and (j.id is None or j.id != job_or_id)]
+        removed = [j for j in self.jobs if not any(j is k for k in kept)]
+        for job in removed:
+            self._next.pop(id(job), None)
+        self.jobs = kept
         self._changed.set()
-        return len(self.jobs) != before
+        return bool(removed)
 
     def _items(
         self, due: list[PeriodicJob]
@@ -821,7 +841,13 @@ class PeriodicJobEnqueuer:
             if made is None:
                 continue
             args, opts = made if isinstance(made, tuple) else (made, None)
-            metadata: dict[str, Any] = dict((opts.metadata if opts else None) or {})
+            # The job's own metadata as an insert resolves it (the options', else those of
+            # its args class), under the enqueuer's keys: the args class's was dropped.
+            own = opts.metadata if opts is not None else None
+            if own is None and isinstance(args, JobArgs):
+                defaults = args.insert_opts()
+                own = defaults.metadata if defaults is not None else None
+            metadata: dict[str, Any] = dict(own or {})
             metadata["periodic"] = True
             if job.id is not None:
                 metadata["river:periodic_job_id"] = job.id
@@ -889,16 +915,16 @@ class PeriodicJobEnqueuer:
             self._start_pending.clear()
             due = [j for j in self.jobs if j.run_on_start]
             for job in self.jobs:
-                job._next = job.schedule.next(now)
+                self._next[id(job)] = job.schedule.next(now)
         else:
             horizon = now + timedelta(milliseconds=100)
-            due = [j for j in self.jobs if j._next <= horizon]
+            due = [j for j in self.jobs if self._next_run(j) <= horizon]
             for job in due:
                 # The next run follows the previous target, skipping runs missed meanwhile.
-                upcoming = job.schedule.next(job._next)
+                upcoming = job.schedule.next(self._next_run(job))
                 while upcoming <= now:
                     upcoming = job.schedule.next(upcoming)
-                job._next = upcoming
+                self._next[id(job)] = upcoming
             pending, self._start_pending = self._start_pending, []
             due += [j for j in pending if any(j is k for k in self.jobs) and j not in due]
         items = self._items(due)
@@ -948,10 +974,19 @@ class PeriodicJobEnqueuer:
             if on_start:
                 await self._safe_once(on_start=True)
             while True:
-                upcoming = min((j._next for j in self.jobs), default=NEVER)
-                delay = (upcoming - self._clock()).total_seconds() - 0.1
-                with anyio.move_on_after(max(delay, 0.0) if upcoming < NEVER else 3600.0):
-                    await self._changed.wait()
+                # Until the earliest next run itself (PROTOCOL.md 9.6), and again if woken a
+                # little early: woken 100 ms before it (as here once), its job was inserted
+                # before its time, worked early, and with a by_period unique key counted in
+                # the period before, where it took the key of that period's run.
+                upcoming = min((self._next_run(j) for j in self.jobs), default=NEVER)
+                delay = (upcoming - self._clock()).total_seconds()
+                while delay > 0:
+                    with anyio.move_on_after(delay if upcoming < NEVER else 3600.0):
+                        await self._changed.wait()
+                    if self._changed.is_set():
+                        break
+                    upcoming = min((self._next_run(j) for j in self.jobs), default=NEVER)
+                    delay = (upcoming - self._clock()).total_seconds()
                 self._changed = anyio.Event()
                 await self._safe_once()
         finally:

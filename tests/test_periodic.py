@@ -91,7 +91,7 @@ async def test_interval_and_cron_schedules_with_run_on_start(
     async with open_db(db_url) as db:
         # On gaining leadership: only run-on-start jobs, and every schedule computed from now.
         assert await enqueuer.run_once(on_start=True) == 1
-        assert [j._next for j in jobs] == [
+        assert [enqueuer._next_run(j) for j in jobs] == [
             t0 + timedelta(minutes=1),
             datetime(2024, 1, 1, 12, 5, tzinfo=UTC),
             t0 + timedelta(minutes=1),
@@ -104,8 +104,8 @@ async def test_interval_and_cron_schedules_with_run_on_start(
         # 12:05: the cron job and (overdue, once) the interval jobs; missed runs are skipped.
         clock.now = datetime(2024, 1, 1, 12, 5, tzinfo=UTC)
         assert await enqueuer.run_once() == 3
-        assert jobs[0]._next == datetime(2024, 1, 1, 12, 5, 30, tzinfo=UTC)
-        assert jobs[1]._next == datetime(2024, 1, 1, 12, 10, tzinfo=UTC)
+        assert enqueuer._next_run(jobs[0]) == datetime(2024, 1, 1, 12, 5, 30, tzinfo=UTC)
+        assert enqueuer._next_run(jobs[1]) == datetime(2024, 1, 1, 12, 10, tzinfo=UTC)
         assert await enqueuer.run_once() == 0
 
         rows = await rows_by_name(db)
@@ -308,3 +308,94 @@ async def test_periodic_jobs_go_through_the_insert_middleware(db_url: str) -> No
     assert sorted(seen) == ["kept", "vetoed"]  # once each: a refusal does not run it again
     assert rows["kept"][0]["tags"] == ["from_mw"]
     assert rows["kept"][0]["metadata"]["river:periodic_job_id"] == "kk"
+
+
+class _Once:
+    """A schedule with one run, at ``at``."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def next(self, after: datetime) -> datetime:
+        return self.at if after < self.at else datetime.max.replace(tzinfo=UTC)
+
+
+async def test_a_run_is_inserted_at_its_time_not_before(client: river.AsyncClient) -> None:
+    """The enqueuer sleeps until a run's time itself: it woke 100 ms early and inserted then,
+    so the job ran early and, with a by_period unique key, counted in the period before (where
+    it took the key of that period's run, which was then skipped as a duplicate)."""
+    import anyio
+
+    target = datetime.now(UTC) + timedelta(seconds=0.6)
+    constructed: list[datetime] = []
+
+    def construct() -> Tick:
+        constructed.append(datetime.now(UTC))
+        return Tick(name="on_time")
+
+    job = river.PeriodicJob(_Once(target), construct)
+    enqueuer = PeriodicJobEnqueuer([job], client._insert_periodic)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(enqueuer.run)
+        await wait_for(lambda: constructed, timeout=5, message="the run")
+        tg.cancel_scope.cancel()
+    assert constructed[0] >= target, (constructed[0], target)
+
+
+class Tagged(river.JobArgs):
+    kind: ClassVar[str] = "periodic_tick"
+    name: str = "tagged"
+
+    def insert_opts(self) -> river.InsertOpts:
+        return river.InsertOpts(metadata={"team": "billing"})
+
+
+async def test_the_args_class_metadata_is_kept(client: river.AsyncClient, db_url: str) -> None:
+    """Metadata from the args class's insert_opts() goes in with the enqueuer's own keys (it
+    was dropped: the enqueuer passed its keys as the insert's metadata, which wins)."""
+    enqueuer = PeriodicJobEnqueuer(
+        [river.PeriodicJob(river.PeriodicInterval(60), Tagged, run_on_start=True, id="tagged")],
+        client._insert_periodic,
+    )
+    assert await enqueuer.run_once(on_start=True) == 1
+    async with open_db(db_url) as db:
+        (row,) = await db.jobs()
+    assert row["metadata"] == {
+        "team": "billing", "periodic": True, "river:periodic_job_id": "tagged",
+    }  # fmt: skip
+
+
+async def test_one_job_shared_by_two_enqueuers_runs_on_each(
+    client: river.AsyncClient, db_url: str
+) -> None:
+    """Two clients built from one Config (one per schema, say) share its PeriodicJob objects:
+    the next run lived on the shared object, so the first enqueuer to pass moved it on and the
+    other never inserted."""
+    t0 = datetime(2024, 1, 1, 12, 0, 30, tzinfo=UTC)
+    clock = Clock(t0)
+    job = river.PeriodicJob(river.PeriodicInterval(60), tick("shared"))
+    first = PeriodicJobEnqueuer([job], client._insert_periodic, clock=clock)
+    second = PeriodicJobEnqueuer([job], client._insert_periodic, clock=clock)
+    for enqueuer in (first, second):
+        await enqueuer.run_once(on_start=True)
+    clock.now = t0 + timedelta(minutes=1)
+    assert await first.run_once() == 1
+    assert await second.run_once() == 1
+
+
+async def test_a_periodic_job_cannot_be_added_twice(client: river.AsyncClient) -> None:
+    job = river.PeriodicJob(river.PeriodicInterval(60), tick("twice"), id="twice")
+    client.periodic_jobs.add(job)
+    with pytest.raises(river.RiverError, match="already added"):
+        client.periodic_jobs.add(job)
+    with pytest.raises(river.RiverError, match="'twice' already exists"):
+        client.periodic_jobs.add(
+            river.PeriodicJob(river.PeriodicInterval(5), tick("x"), id="twice")
+        )
+    with pytest.raises(river.InvalidConfigError) as info:
+        river.Config(periodic_jobs=[job, job])
+    assert info.value.field == "periodic_jobs[1]"
+    other = river.PeriodicJob(river.PeriodicInterval(5), tick("y"), id="twice")
+    with pytest.raises(river.InvalidConfigError) as info:
+        river.Config(periodic_jobs=[job, other])
+    assert info.value.field == "periodic_jobs[1].id"

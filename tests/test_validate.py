@@ -387,7 +387,7 @@ async def test_periodic_job_with_bad_values_is_skipped_alone(
             client._insert_periodic,
             clock=lambda: datetime(2024, 1, 1, tzinfo=UTC),
         )
-        alone.jobs[0]._next = datetime(2024, 1, 1, tzinfo=UTC)
+        alone._next[id(alone.jobs[0])] = datetime(2024, 1, 1, tzinfo=UTC)
         assert await alone.run_once() == 0
     async with open_db(db_url) as db:
         rows = await db.jobs()
