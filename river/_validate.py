@@ -13,8 +13,9 @@ job args, ``record_output``, ``set_metadata``, ``job_update``, ``job_complete_tx
   U+FFFD, which would store different args than the ones given;
 - NaN, +Infinity or -Infinity, anywhere (also in ``Any``-typed fields, where pydantic would
   write ``null``): JSON has no such numbers and River (Go) refuses to encode them;
-- an integer outside the signed 64-bit range [-2**63, 2**63 - 1]: River (Go) decodes integers
-  into ``int64`` (and jsonb would store it, so the Go worker would fail on every attempt);
+- an integer outside [-2**63, 2**64 - 1]: River (Go) decodes integers into ``int64`` or
+  ``uint64`` fields, so no Go worker could read it (and jsonb would store it, so the worker
+  would fail on every attempt);
 - an encoded size over the cap (``Config.max_encoded_size``, default 16 MiB per value).
 
 The hot path (a normal small job) checks the encoded text, not the value: a substring search
@@ -45,6 +46,7 @@ from river._gojson import _MODEL_INFO, _model_info, encode_args, encode_value
 __all__ = [
     "DEFAULT_MAX_ENCODED_SIZE",
     "INT64_MAX",
+    "UINT64_MAX",
     "INT64_MIN",
     "MAX_ENCODED_SIZE_LIMIT",
     "MAX_OUTPUT_BYTES",
@@ -58,6 +60,9 @@ __all__ = [
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+#: The largest integer args may hold: Go decodes a JSON integer into an int64 or a uint64 field
+#: (PROTOCOL.md 5.3: integers are exact over both ranges).
+UINT64_MAX = 2**64 - 1
 
 #: Default cap on one encoded value (a job's args, its metadata), in UTF-8 bytes. Postgres
 #: refuses a jsonb value past ~255 MiB and a field past 1 GiB, far beyond what a job should
@@ -106,8 +111,8 @@ def _float_rule(value: float) -> str:
 def _int_rule(value: int) -> str:
     shown = str(value) if value.bit_length() <= 128 else f"of {value.bit_length()} bits"
     return (
-        f"integer {shown} is outside the signed 64-bit range [-2**63, 2**63 - 1] that River "
-        "(Go) decodes integers into"
+        f"integer {shown} is outside [-2**63, 2**64 - 1], the integers River (Go) can decode "
+        "(into int64 or uint64)"
     )
 
 
@@ -180,7 +185,7 @@ def find_violation(value: object, path: str) -> tuple[str, str] | None:
     if value is None or cls is bool:
         return None
     if cls is int:
-        if INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
+        if INT64_MIN <= value <= UINT64_MAX:  # type: ignore[operator]
             return None
         return path, _int_rule(value)  # type: ignore[arg-type]
     if cls is float:
@@ -229,7 +234,7 @@ def _int_out_of_range(text: str) -> bool:
         nonlocal found
         # At most 20 characters ("-9223372036854775808") can be in range; longer tokens are
         # out of it (and int() would refuse past 4,300 digits).
-        if len(token) >= 19 and (len(token) > 20 or not INT64_MIN <= int(token) <= INT64_MAX):
+        if len(token) >= 19 and (len(token) > 20 or not INT64_MIN <= int(token) <= UINT64_MAX):
             found = True
         return 0
 
@@ -293,7 +298,7 @@ def _may_hold_int(tp: Any, seen: set[type]) -> bool:
             return any(
                 isinstance(m.value, int)
                 and not isinstance(m.value, bool)
-                and not INT64_MIN <= m.value <= INT64_MAX
+                and not INT64_MIN <= m.value <= UINT64_MAX
                 for m in tp
             )
         if issubclass(tp, pydantic.BaseModel):
@@ -308,7 +313,7 @@ def _may_hold_int(tp: Any, seen: set[type]) -> bool:
     args = typing.get_args(tp)
     if origin is typing.Literal:
         return any(
-            isinstance(a, int) and not isinstance(a, bool) and not INT64_MIN <= a <= INT64_MAX
+            isinstance(a, int) and not isinstance(a, bool) and not INT64_MIN <= a <= UINT64_MAX
             for a in args
         )
     if origin is typing.Annotated:
@@ -341,7 +346,7 @@ def _plan(cls: type[pydantic.BaseModel]) -> tuple[bool, tuple[str, ...]]:
 def _ints_ok(value: object) -> bool:
     cls = type(value)
     if cls is int:
-        return INT64_MIN <= value <= INT64_MAX  # type: ignore[operator]
+        return INT64_MIN <= value <= UINT64_MAX  # type: ignore[operator]
     if value is None or cls is str or cls is float or cls is bool:
         return True
     if isinstance(value, list | tuple | set | frozenset):
@@ -354,7 +359,7 @@ def _ints_ok(value: object) -> bool:
     if isinstance(value, Enum):
         return _ints_ok(value.value)
     if isinstance(value, int) and not isinstance(value, bool):
-        return INT64_MIN <= value <= INT64_MAX
+        return INT64_MIN <= value <= UINT64_MAX
     if isinstance(value, Mapping):
         return all(map(_ints_ok, value.values()))
     return True
@@ -364,7 +369,7 @@ def _model_ints_ok(model: pydantic.BaseModel, attrs: tuple[str, ...]) -> bool:
     for name in attrs:
         value = getattr(model, name, None)
         if type(value) is int:
-            if value > INT64_MAX or value < INT64_MIN:
+            if value > UINT64_MAX or value < INT64_MIN:
                 return False
         elif value is not None and not _ints_ok(value):
             return False
@@ -395,7 +400,7 @@ def encode_job_args(args: pydantic.BaseModel, max_size: int, where: str = "") ->
     for name in attrs:
         value = getattr(args, name, None)
         if type(value) is int:
-            if INT64_MIN <= value <= INT64_MAX:
+            if INT64_MIN <= value <= UINT64_MAX:
                 continue
         elif value is None or _ints_ok(value):
             continue

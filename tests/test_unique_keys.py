@@ -16,13 +16,14 @@ import math
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import river
 from river._errors import ValidationError
 from river._gojson import compact, encode_args, encode_value
 from river._types import JobState, UniqueOpts
@@ -558,3 +559,28 @@ def test_all_args_of_encoded_dict_is_the_encoding(value: dict[str, Any]) -> None
     # For plain keys, the all-args part of a dict's Go encoding is that encoding itself.
     encoded = encode_value(value)
     assert _key(encoded, UniqueOpts(by_args=True)) == "&kind=k&args=" + encoded
+
+
+def test_the_unsigned_maximum_case_goes_through_the_insert_path() -> None:
+    """A River (Go) job's args may hold a uint64's largest value (the numeric_boundaries
+    case). The insert path refused it as outside int64, so such a job could not be inserted
+    from Python at all; it now builds, with the key River (Go) computes."""
+    from river._insert import InsertDefaults, build_batch
+
+    _, case, _ = next(c for c in CASES if c[1]["name"] == "numeric_boundaries")
+
+    class Boundaries(river.JobArgs):
+        kind: ClassVar[str] = "conformance_numeric_boundaries"
+        exponent: float
+        fraction: float
+        maximum: int
+        minimum: int
+        unsigned_maximum: int
+
+    args = Boundaries.model_validate(case["args"])
+    assert args.unsigned_maximum == 2**64 - 1
+    now = _time(case["now"])
+    opts = river.InsertOpts(unique_opts=UniqueOpts(by_args=True))
+    batch = build_batch([(args, opts)], InsertDefaults(), None, now=now)
+    assert batch.unique_key[0] is not None
+    assert bytes(batch.unique_key[0]).hex() == case["expected_sha256"]

@@ -32,6 +32,8 @@ pytestmark = pytest.mark.anyio
 
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
+#: The largest integer accepted: Go reads it into a uint64 field (PROTOCOL.md 5.3).
+UINT64_MAX = 2**64 - 1
 SMALL_CAP = 1024
 
 
@@ -59,7 +61,7 @@ class Blob(river.JobArgs):
 
 NUL = "NUL character (U+0000)"
 SURROGATE = "lone surrogate"
-RANGE = "outside the signed 64-bit range"
+RANGE = "outside [-2**63, 2**64 - 1]"
 SIZE = "encoded size"
 
 THREE_ITEMS = [Item(name="a"), Item(name="b"), Item(name="c")]
@@ -85,7 +87,7 @@ BAD_JOBS: list[tuple[str, river.JobArgs, river.InsertOpts | None, str, str]] = [
     ("-Infinity in Any", Blob(value=-math.inf), None, "args.value", "is -Infinity"),
     ("-Infinity in metadata", Order(), river.InsertOpts(metadata={"m": -math.inf}),
      'metadata["m"]', "is -Infinity"),
-    ("2**63, typed", Order(count=INT64_MAX + 1), None, "args.count", RANGE),
+    ("2**64, typed", Order(count=UINT64_MAX + 1), None, "args.count", RANGE),
     ("-2**63-1, nested", Order(items=[Item(name="a", qty=INT64_MIN - 1)]), None,
      "args.items[0].qty", RANGE),
     ("10**30 in Any", Blob(value={"n": 10**30}), None, 'args.value["n"]', RANGE),
@@ -229,6 +231,7 @@ async def test_values_at_the_limits_are_stored_exactly(db_url: str) -> None:
     cap."""
     value = {
         "max": INT64_MAX,
+        "unsigned_max": UINT64_MAX,  # a Go uint64 field's largest value
         "min": INT64_MIN,
         "replacement": "\ufffd",
         "looks_escaped": "\\u0000 and \\ufffd and \\\\u0000",
@@ -269,7 +272,7 @@ BAD_VALUES: list[tuple[Any, str, str]] = [
     (["\ud83d"], "[0]", SURROGATE),
     ({"x": math.nan}, '["x"]', "is NaN"),
     ([1, math.inf], "[1]", "is +Infinity"),
-    ({"n": INT64_MAX + 1}, '["n"]', RANGE),
+    ({"n": UINT64_MAX + 1}, '["n"]', RANGE),
 ]
 
 
@@ -422,7 +425,7 @@ def _breaks_a_rule(value: Any) -> bool:
     if isinstance(value, bool) or value is None:
         return False
     if isinstance(value, int):
-        return not INT64_MIN <= value <= INT64_MAX
+        return not INT64_MIN <= value <= UINT64_MAX
     if isinstance(value, float):
         return not math.isfinite(value)
     if isinstance(value, list):
