@@ -426,6 +426,16 @@ class _Core:
                         f"of version {_LINED_SINCE}, which is not recorded: recorded versions "
                         f"are {_go_list(recorded)}"
                     )
+                unknown = [v for v in recorded if v > self.latest]
+                if crosses and unknown:
+                    # Version 5's down copies every row into the layout without a line
+                    # column, where a version this library does not know blocks every later
+                    # step (up or down) until the row is deleted by hand.
+                    raise MigrationStateError(
+                        f"cannot revert version {_LINED_SINCE} of line 'main': river_migration "
+                        f"records version(s) {_go_list(unknown)}, which this library does not "
+                        f"know; revert them first with the River version that applied them"
+                    )
                 if crosses and state.other_lines:
                     raise MigrationStateError(
                         f"cannot revert version {_LINED_SINCE} of line 'main': river_migration "

@@ -429,6 +429,22 @@ def test_recorded_version_8_is_accepted(conn: Any, db_url: str) -> None:
     assert tool_catalog(db_url) == expected
 
 
+def test_down_past_5_refused_while_an_unknown_version_is_recorded(conn: Any) -> None:
+    """River (Go) recorded 8. Reverting 5 copied that row into the layout without a line
+    column, and every later step (up or down) failed on it until it was deleted by hand; the
+    plan is now refused before anything runs, and stopping at 5 still works."""
+    conn.execute("INSERT INTO river_migration (line, version) VALUES ('main', 8)")
+    migrator = Migrator(conn)
+    before = snapshot(conn)
+    for kwargs in [{"target_version": -1}, {"target_version": 4}, {"max_steps": 3}]:
+        with pytest.raises(MigrationStateError, match=r"records version\(s\) \[8\]"):
+            migrator.migrate_down(**kwargs)
+        assert snapshot(conn) == before
+    assert [v.version for v in migrator.migrate_down(target_version=5).versions] == [7, 6]
+    assert [v.version for v in migrator.migrate_up().versions] == [6, 7]
+    assert migrator.applied_versions() == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
 def test_other_lines_are_left_alone(conn: Any) -> None:
     conn.execute("INSERT INTO river_migration (line, version) VALUES ('pro', 1), ('pro', 2)")
     migrator = Migrator(conn)
