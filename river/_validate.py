@@ -46,10 +46,10 @@ from river._gojson import _MODEL_INFO, _model_info, encode_args, encode_value
 __all__ = [
     "DEFAULT_MAX_ENCODED_SIZE",
     "INT64_MAX",
-    "UINT64_MAX",
     "INT64_MIN",
     "MAX_ENCODED_SIZE_LIMIT",
     "MAX_OUTPUT_BYTES",
+    "UINT64_MAX",
     "check_json_value",
     "encode_job_args",
     "encode_json_value",

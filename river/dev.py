@@ -376,6 +376,26 @@ def status(directory: str | os.PathLike[str] | None = None) -> DevServer | None:
     return server if _is_running(server, _owner(server.data_dir, _run_as())) else None
 
 
+def _trusted_shared_dir(path: Path, owners: set[int]) -> None:
+    """Refuse ``path`` (a directory of ours under /var/tmp, at a name anyone can compute) when
+    another user could have made or changed it: it must be a real directory (not a symlink)
+    owned by one of ``owners`` (root, the server's user) and writable by its owner alone.
+    Otherwise a local user who created it first would have root run their ``initdb`` and
+    ``pg_ctl`` as the server's user, or the cluster start in their data directory."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    import stat
+
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid not in owners or info.st_mode & 0o022:
+        raise DevPostgresError(
+            f"refusing {path}: it is not a directory that only root or the server's user can "
+            f"write (owner uid {info.st_uid}, mode {stat.filemode(info.st_mode)}); remove it "
+            "if you did not make it, then run river dev start again"
+        )
+
+
 def _data_dir_for(root: Path, user: _RunAs | None) -> Path:
     preferred = root / "pg"
     if user is None or _traversable(root, user):
@@ -385,7 +405,11 @@ def _data_dir_for(root: Path, user: _RunAs | None) -> Path:
     import hashlib
 
     digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
-    return Path("/var/tmp") / f"river-dev-{digest}" / "pg"
+    shared = Path("/var/tmp") / f"river-dev-{digest}"
+    owners = {os.geteuid(), user.uid}
+    _trusted_shared_dir(shared, owners)
+    _trusted_shared_dir(shared / "pg", owners)
+    return shared / "pg"
 
 
 def _reachable_bindir(bindir: Path, user: _RunAs | None) -> Path:
@@ -406,6 +430,12 @@ def _reachable_bindir(bindir: Path, user: _RunAs | None) -> Path:
     copy = Path("/var/tmp") / f"river-pg-{digest}"
     target = copy / package.name / install.name
     done = copy / ".river-copied"
+    # Only a copy this process's user made (root): the server's user runs its binaries.
+    with contextlib.suppress(FileExistsError):
+        copy.mkdir(mode=0o755)
+    _trusted_shared_dir(copy, {os.geteuid()})
+    if done.is_symlink() or (done.exists() and done.lstat().st_uid != os.geteuid()):
+        raise DevPostgresError(f"refusing {copy}: its marker {done.name} is not root's")
     if not done.exists():
         shutil.copytree(install, target, symlinks=True, dirs_exist_ok=True)
         libs = package.parent / f"{package.name}.libs"

@@ -160,6 +160,44 @@ def test_binaries_the_server_user_cannot_reach_are_copied(tmp_path: Path) -> Non
     shutil.rmtree(reachable.parents[2])  # /var/tmp/river-pg-<digest>
 
 
+def test_a_copy_made_by_another_user_is_refused(tmp_path: Path) -> None:
+    """The copy's path under /var/tmp is computed from the installation's path: a local user
+    who made that directory first (with binaries of their own) had root run them as the
+    server's user."""
+    user = dev._run_as()
+    if user is None:
+        pytest.skip("only root runs Postgres as another user")
+    private = tmp_path / "private"
+    bindir = private / "venv" / "pginstall" / "bin"
+    bindir.mkdir(parents=True)
+    (bindir / "initdb").write_text("#!/bin/sh\n")
+    private.chmod(0o700)
+    import hashlib
+
+    digest = hashlib.sha256(str(bindir.parent).encode()).hexdigest()[:12]
+    planted = Path("/var/tmp") / f"river-pg-{digest}"
+    planted.mkdir()
+    try:
+        (planted / ".river-copied").touch()
+        os.chown(planted, user.uid, user.gid)  # another user's
+        with pytest.raises(dev.DevPostgresError, match="refusing"):
+            dev._reachable_bindir(bindir, user)
+        os.chown(planted, 0, 0)
+        planted.chmod(0o777)  # anyone's to change
+        with pytest.raises(dev.DevPostgresError, match="refusing"):
+            dev._reachable_bindir(bindir, user)
+    finally:
+        shutil.rmtree(planted)
+    link = tmp_path / "elsewhere"
+    link.mkdir()
+    planted.symlink_to(link)
+    try:
+        with pytest.raises(dev.DevPostgresError, match="refusing"):
+            dev._reachable_bindir(bindir, user)
+    finally:
+        planted.unlink()
+
+
 def test_no_binaries_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("RIVER_PG_BINDIR", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no pg_ctl, no pg_config
