@@ -32,7 +32,7 @@ Scenarios (full scale; ``--smoke`` shrinks every one to seconds):
 - ``crashing-service``: a worker whose poller always crashes (``worker_apps.faults_crashing``,
   the supervisor's default backoff; smoke: ``worker_apps.broken_poller``'s short one): time to
   exit with status 3, crash lines logged.
-- ``bad-input``: args with a NUL, NaN, a lone surrogate, 2**63 and a 16 MiB string through
+- ``bad-input``: args with a NUL, NaN, a lone surrogate, 2**64 and a 16 MiB string through
   insert / insert_many / insert_many_fast of AsyncClient and Client: each must raise
   river.ValidationError before any SQL (rows written: 0; a client pointed at a closed port
   raises the same error, so no connection was needed).
@@ -1273,7 +1273,7 @@ def bad_values() -> dict[str, Any]:
         "NUL": "a\x00b",
         "NaN": float("nan"),
         "lone surrogate": "a\ud800b",
-        "2**63": 2**63,
+        "2**64": 2**64,
         "16 MiB string": "x" * DEFAULT_MAX_ENCODED_SIZE,
     }
 
@@ -1370,7 +1370,7 @@ async def scenario_bad_input(ctx: Ctx) -> Outcome:
     )
     return Outcome(
         "bad-input",
-        "args holding a NUL, NaN, a lone surrogate, 2**63 or a 16 MiB string, through insert, "
+        "args holding a NUL, NaN, a lone surrogate, 2**64 or a 16 MiB string, through insert, "
         "insert_many and insert_many_fast of AsyncClient and Client.",
         figures,
         ok=not problems,

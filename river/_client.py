@@ -250,12 +250,18 @@ class AsyncClient(AsyncSurface):
 
     async def close(self) -> None:
         """Stop the client if running, then close the pool it owns. Subscriptions end: their
-        buffered events are still delivered, then iteration stops."""
+        buffered events are still delivered, then iteration stops.
+
+        A closed client may be used again: its next call (or ``async with``) opens a new pool
+        of its own, which a later ``close()`` closes, as an app's lifespan run once per test
+        does. (A pool the application passed in is never closed or replaced.)"""
         await self.stop()
         self._events.end_all()
         if self._owns_pool and self._pool_opened and self._pool is not None:
-            await self._pool.close()
-            self._pool_opened = False
+            async with self._pool_lock:
+                pool, self._pool = self._pool, self._new_pool()  # a closed one cannot reopen
+                self._pool_opened = False
+            await pool.close()
 
     async def __aenter__(self) -> AsyncClient:
         if self._pool is not None:

@@ -49,12 +49,12 @@ def job_complete_tx(
     """Mark a running job completed inside the caller's transaction, so the job's completion
     commits or rolls back with the caller's own writes.
 
-    The update is fenced on (id, attempt): if the job is no longer running at the attempt this
-    worker holds (rescued and re-fetched, cancelled, deleted, already completed), it raises
-    :class:`river.JobNotRunningError`, so the caller's transaction can roll back. (River (Go)
-    returns silently there; this is deliberately stronger.) With a sync connection it returns
-    the updated row; with an ``AsyncConnection`` it returns an awaitable. ``schema`` must match
-    the client's; ``metadata`` is merged into the job's metadata.
+    The update is fenced on (id, attempt, attempted_at): if the job is no longer running at the
+    attempt this worker holds (rescued and re-fetched, cancelled, deleted, already completed),
+    it raises :class:`river.JobNotRunningError`, so the caller's transaction can roll back.
+    (River (Go) returns silently there; this is deliberately stronger.) With a sync connection
+    it returns the updated row; with an ``AsyncConnection`` it returns an awaitable. ``schema``
+    must match the client's; ``metadata`` is merged into the job's metadata.
 
     The worker should then return normally: its own completion write finds the row already
     completed and changes nothing.

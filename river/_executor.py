@@ -278,8 +278,8 @@ def record_output(value: Any) -> None:
     outcome). Calling it again replaces the value.
 
     Values Postgres or River (Go) cannot store (NUL characters, lone surrogates, NaN or
-    infinities, integers outside int64) raise :class:`river.ValidationError` here, naming
-    their path (e.g. ``output.rows[2]``)."""
+    infinities, integers outside [-2**63, 2**64 - 1]) raise :class:`river.ValidationError`
+    here, naming their path (e.g. ``output["rows"][2]``)."""
     running = _running_or_raise("record_output")
     check_json_value(value, "output")
     try:

@@ -53,9 +53,9 @@ GoDuration = Annotated[
     pydantic.AfterValidator(_in_range),
     pydantic.PlainSerializer(_nanoseconds, return_type=int, when_used="json"),
 ]
-"""A ``timedelta`` field written to JSON as Go writes a ``time.Duration``: an integer of
-nanoseconds (``timedelta(seconds=1)`` -> ``1000000000``). For args shared with River (Go)
-workers or inserters (a Go struct field of type ``time.Duration``), where pydantic's own
+GoDuration.__doc__ = """A ``timedelta`` field written to JSON as Go writes a ``time.Duration``:
+an integer of nanoseconds (``timedelta(seconds=1)`` -> ``1000000000``). For args shared with
+River (Go) workers or inserters (a Go struct field of type ``time.Duration``), where pydantic's own
 ``timedelta`` JSON (ISO 8601, ``"PT1S"``) cannot be read by Go and a Go-written integer would
 be read as seconds.
 

@@ -190,58 +190,72 @@ class Job(Generic[T]):
 
     @property
     def id(self) -> int:
+        """The job's id (``river_job.id``)."""
         return self.row.id
 
     @property
     def kind(self) -> str:
+        """The job's kind (the args class's ``kind``)."""
         return self.row.kind
 
     @property
     def queue(self) -> str:
+        """The queue it was fetched from."""
         return self.row.queue
 
     @property
     def state(self) -> JobState:
+        """Its state as fetched: ``running`` while a worker has it."""
         return self.row.state
 
     @property
     def attempt(self) -> int:
+        """This attempt's number, from 1 (a snooze or an interruption gives it back)."""
         return self.row.attempt
 
     @property
     def max_attempts(self) -> int:
+        """Attempts allowed before the job is discarded."""
         return self.row.max_attempts
 
     @property
     def priority(self) -> int:
+        """Its priority, 1 (first) to 4."""
         return self.row.priority
 
     @property
     def created_at(self) -> datetime:
+        """When it was inserted (database clock)."""
         return self.row.created_at
 
     @property
     def scheduled_at(self) -> datetime:
+        """When it was due (database clock)."""
         return self.row.scheduled_at
 
     @property
     def attempted_at(self) -> datetime | None:
+        """When this attempt began (database clock; None only for rows never fetched)."""
         return self.row.attempted_at
 
     @property
     def attempted_by(self) -> list[str]:
+        """Ids of the clients that ran its attempts, oldest first (the last 100)."""
         return self.row.attempted_by
 
     @property
     def errors(self) -> list[AttemptError]:
+        """The errors of its failed attempts so far, oldest first."""
         return self.row.errors
 
     @property
     def metadata(self) -> dict[str, Any]:
+        """Its metadata as fetched (a copy is not made: treat it as read-only)."""
         return self.row.metadata
 
     @property
     def tags(self) -> list[str]:
+        """Its tags."""
         return self.row.tags
 
 
@@ -363,7 +377,8 @@ class InsertOpts:
     - ``priority``: 1 (highest) to 4 (default 1).
     - ``scheduled_at``: run no earlier than this (timezone-aware). Setting it, even in the past,
       inserts the job as ``scheduled``; the scheduler makes it available when due.
-    - ``max_attempts``: attempts before the job is discarded (default 25).
+    - ``max_attempts``: attempts before the job is discarded (default ``Config.max_attempts``,
+      25).
     - ``tags``: list of tags (each 3-255 chars of letters, digits, ``_`` and ``-``; no commas).
       Not merged: the first list given wins, even an empty one.
     - ``metadata``: a JSON object stored with the job. Keys starting with ``river:`` are reserved.

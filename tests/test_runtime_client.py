@@ -745,3 +745,22 @@ async def test_jobs_tasks_come_from_the_loops_task_factory(db_url: str) -> None:
     finally:
         loop.set_task_factory(None)
     assert made.count("Producer._work") == 5
+
+
+async def test_a_closed_client_can_be_used_again(db_url: str) -> None:
+    """An app's lifespan (``async with client``) runs once per test with a module-level
+    client: the second ``async with`` failed with psycopg_pool's PoolClosed, and the call
+    after that opened a pool of its own that nothing closed. A closed client opens a new pool
+    on its next use, which its next close() closes."""
+    client = river.AsyncClient(db_url)
+    for _ in range(2):
+        async with client:
+            await client.insert(Token(token=1))
+    await client.insert(Token(token=2))  # after close(): a new pool
+    pool = client._pool
+    assert pool is not None
+    assert not pool.closed
+    await client.close()
+    assert pool.closed
+    async with open_db(db_url) as db:
+        assert await db.count() == 3

@@ -254,18 +254,36 @@ def test_a_child_that_cannot_start_fails_the_supervisor(db_url: str, env: dict[s
     assert sup.matches(r"supervisor stopped \(exit statuses \[0, 1\]\)"), sup.output()
 
 
-def test_the_supervisor_gives_up_on_a_child_that_never_starts(
+def test_a_child_that_never_starts_leaves_the_working_one_alone(
     db_url: str, env: dict[str, str]
 ) -> None:
+    # Child 1's health port is taken: it fails every start. Child 0 works, so the supervisor
+    # keeps it and goes on trying child 1 (it stopped child 0 and exited: an outage for one
+    # process that could not start).
     port = free_port(span=3)
     args = [APP, "--processes", "2", "--health-addr", f"127.0.0.1:{port}"]
     with _taken_port(port + 2), running_worker(args, env) as sup:
         line = sup.wait_for(r"worker process 1 failed to start (\d+) times in a row", timeout=60)
         assert line.group(1) == "5"
-        assert sup.wait_exit() == 1, sup.output()
-    assert len(sup.matches(r"worker process 1 started")) == 5
+        assert "the other worker processes go on" in line.group(0) or sup.matches(
+            "the other worker processes go on"
+        ), sup.output()
+        assert sup.proc.poll() is None
+        assert not sup.matches(r"worker stopped pid="), sup.output()  # child 0 still works
+        sup.send(signal.SIGTERM)
+        assert sup.wait_exit() == 1, sup.output()  # one process never worked
     assert sup.matches(r"worker stopped pid="), sup.output()  # child 0 stopped gracefully
     assert len(sup.matches(r"worker process 0 started")) == 1
+
+
+def test_the_supervisor_gives_up_when_no_child_can_start(db_url: str, env: dict[str, str]) -> None:
+    port = free_port(span=3)
+    args = [APP, "--processes", "2", "--health-addr", f"127.0.0.1:{port}"]
+    with _taken_port(port + 1), _taken_port(port + 2), running_worker(args, env) as sup:
+        sup.wait_for(
+            r"failed to start 5 times in a row \(last exit status \d+\): giving up", timeout=60
+        )
+        assert sup.wait_exit() == 1, sup.output()
 
 
 def test_a_child_that_exits_3_makes_the_supervisor_exit_3(db_url: str, env: dict[str, str]) -> None:

@@ -209,6 +209,10 @@ class Supervisor:
             return EXIT_UNHEALTHY
         if self._gave_up or any(s not in (0, None) for s in statuses):
             return 1
+        if any(c.start_failures >= START_FAILURES_MAX for c in self.children):
+            # Kept being retried beside working siblings, it never started: the stop that
+            # ended its last try (status 0) does not make the run a success.
+            return 1
         return 0
 
     async def _watch_sources(self) -> None:
