@@ -382,7 +382,8 @@ class InsertOpts:
     - ``tags``: list of tags (each 3-255 chars of letters, digits, ``_`` and ``-``; no commas).
       Not merged: the first list given wins, even an empty one.
     - ``metadata``: a JSON object stored with the job. Keys starting with ``river:`` are reserved.
-    - ``pending``: insert as ``pending`` (nothing moves it on until you do).
+    - ``pending``: insert as ``pending`` (nothing moves it on until you do). A plain flag, so it
+      can only be turned on: the job is pending when this or its args' defaults say so.
     - ``unique_opts``: see :class:`UniqueOpts`.
     """
 
