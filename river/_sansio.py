@@ -99,7 +99,9 @@ def single(query: Query) -> Op[Any]:
 
 
 def run_sync(conn: psycopg.Connection[Any], op: Op[R], *, own: bool = False) -> R:
-    """Drive ``op`` on a sync connection and return its result. ``own``: the connection is
+    """Drive ``op`` on a sync connection and return its result. Statements run on a plain
+    server-side-binding cursor whatever the connection's ``cursor_factory`` (a ``ClientCursor``
+    connection, as some PgBouncer setups use, cannot fetch binary results). ``own``: the connection is
     the library's (checked out of its pool for this call), so statements marked
     ``reuse_cursor`` may run on a cursor kept with it; never for a caller's connection, which
     other code may use concurrently."""
@@ -113,7 +115,7 @@ def run_sync(conn: psycopg.Connection[Any], op: Op[R], *, own: bool = False) -> 
                 if _holds_many(cur):
                     cur.close()  # frees the result; the next use opens another cursor
             else:
-                with conn.cursor(row_factory=tuple_row) as cur:
+                with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
                     result = _execute_sync(cur, query)
             query = op.send(result)
     except StopIteration as stop:
@@ -144,7 +146,7 @@ async def run_async(conn: psycopg.AsyncConnection[Any], op: Op[R], *, own: bool 
                 if _holds_many(kept):
                     await kept.close()  # frees the result; the next use opens another cursor
             else:
-                async with conn.cursor(row_factory=tuple_row) as cur:
+                async with psycopg.AsyncCursor(conn, row_factory=tuple_row) as cur:
                     result = await _execute_async(cur, query)
             query = op.send(result)
     except StopIteration as stop:
@@ -222,7 +224,11 @@ def _kept_cursor(
     would keep the connection alive forever; the attribute makes a cycle the collector frees."""
     cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any] | None = getattr(conn, _KEPT_CURSOR, None)
     if cur is None or cur.closed:
-        cur = conn.cursor(row_factory=tuple_row)
+        cur = (
+            psycopg.AsyncCursor(conn, row_factory=tuple_row)
+            if isinstance(conn, psycopg.AsyncConnection)
+            else psycopg.Cursor(conn, row_factory=tuple_row)
+        )
         setattr(conn, _KEPT_CURSOR, cur)
     return cur
 

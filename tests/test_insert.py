@@ -955,3 +955,28 @@ async def test_bytes_and_go_durations_round_trip_as_go_writes_them(db_url: str) 
     ] * 3
     assert seen.count(ours) == 3
     assert Blob(data=b"\xfb\xff\xfe", wait=timedelta(seconds=2)) in seen
+
+
+class Noted(river.Worker[Email]):
+    def __init__(self) -> None:
+        self.done: list[int] = []
+
+    async def work(self, job: river.Job[Email]) -> None:
+        self.done.append(job.id)
+
+
+async def test_a_pool_with_a_client_side_cursor_factory(db_url: str) -> None:
+    """An application's pool made with ``cursor_factory=AsyncClientCursor`` (as some
+    PgBouncer setups use): statements ran on that factory's cursors, which cannot fetch the
+    binary results the fetch and insert_many ask for, so no job was ever fetched."""
+    from psycopg_pool import AsyncConnectionPool
+
+    worker = Noted()
+    pool = AsyncConnectionPool(
+        db_url, kwargs={"autocommit": True, "cursor_factory": psycopg.AsyncClientCursor},
+        open=False,
+    )  # fmt: skip
+    async with pool, started_client(pool, fast_config(make_workers(worker))) as client:
+        results = await client.insert_many([Email(to="a@example.com"), Email(to="b@example.com")])
+        ids = [r.job.id for r in results]
+        await wait_for(lambda: sorted(worker.done) == sorted(ids), message="both worked")
