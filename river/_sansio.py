@@ -101,8 +101,8 @@ def single(query: Query) -> Op[Any]:
 def run_sync(conn: psycopg.Connection[Any], op: Op[R], *, own: bool = False) -> R:
     """Drive ``op`` on a sync connection and return its result. Statements run on a plain
     server-side-binding cursor whatever the connection's ``cursor_factory`` (a ``ClientCursor``
-    connection, as some PgBouncer setups use, cannot fetch binary results). ``own``: the connection is
-    the library's (checked out of its pool for this call), so statements marked
+    connection, as some PgBouncer setups use, cannot fetch binary results). ``own``: the
+    connection is the library's (checked out of its pool for this call), so statements marked
     ``reuse_cursor`` may run on a cursor kept with it; never for a caller's connection, which
     other code may use concurrently."""
     try:

@@ -34,6 +34,7 @@ import psycopg
 from river._args import JobArgs, Worker, Workers
 from river._completer import Outcome, _to_batch
 from river._config import DEFAULT_JOB_TIMEOUT
+from river._conn_adapt import sync_connection
 from river._driver import (
     InsertBatch,
     insert_many_op,
@@ -98,16 +99,38 @@ class RequireInsertedOpts:
     tags: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
+        # Checked, so that a typo cannot make require_not_inserted pass by matching nothing.
         if self.scheduled_at is not None and (
             not isinstance(self.scheduled_at, datetime) or self.scheduled_at.tzinfo is None
         ):
             raise ValidationError("scheduled_at", "must be a timezone-aware datetime")
+        if self.state is not None:
+            try:
+                object.__setattr__(self, "state", JobState(self.state))
+            except ValueError:
+                states = ", ".join(s.value for s in JobState)
+                raise ValidationError(
+                    "state", f"{self.state!r} is not a job state ({states})"
+                ) from None
+        if self.tags is not None and (
+            isinstance(self.tags, str) or not all(isinstance(t, str) for t in self.tags)
+        ):
+            raise ValidationError("tags", "must be a list of strings (not one string)")
+        for name, low, high in (("priority", 1, 4), ("max_attempts", 1, 32_767)):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high
+            ):
+                raise ValidationError(name, f"must be an integer from {low} to {high}")
+        if self.queue is not None and not isinstance(self.queue, str):
+            raise ValidationError("queue", "must be a string")
 
 
 def _drive(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], op: Op[R]) -> Any:
     if isinstance(conn, psycopg.AsyncConnection):
         return run_async(conn, op)
-    return run_sync(conn, op)
+    # A Django connection too (in a TestCase's transaction), as Client.*_tx accepts it.
+    return run_sync(sync_connection(conn), op)
 
 
 def _kind_of(args_type: type[JobArgs]) -> str:
@@ -325,6 +348,7 @@ def work_job(
     schema = validate_schema(schema)
     if isinstance(conn, psycopg.AsyncConnection):
         return _work_async(conn, worker, args, opts, schema, job_timeout)
+    conn = sync_connection(conn)  # a Django connection too, as Client.*_tx accepts it
     row = run_sync(conn, _insert_and_fetch(schema, _batch(args, opts), "river_testing"))
 
     async def attempt() -> Outcome:

@@ -444,6 +444,33 @@ def test_a_connection_kept_by_a_job_is_closed_when_its_thread_ends(
     assert unraisable == []
 
 
+def test_the_testing_kit_takes_djangos_connection(django_db: str) -> None:
+    """require_inserted and work_job on Django's own connection, inside a test's transaction
+    (as a TestCase runs): they called ``cursor(row_factory=...)`` on it, which Django's
+    cursor() does not take (TypeError), though Client.*_tx accepts that connection."""
+    from django.db import connection, transaction
+    from notes.args import CreateNoteAsync
+    from notes.jobs import CreateNote
+
+    from river.testing import RequireInsertedOpts, require_inserted, work_job
+
+    class Done(river.Worker[CreateNote]):
+        def work(self, job: river.Job[CreateNote]) -> None:
+            pass
+
+    client = river.Client()
+    with transaction.atomic():
+        client.insert_tx(connection, CreateNote(text="kit"))
+        job = require_inserted(connection, CreateNote, RequireInsertedOpts(queue="default"))
+        assert job.args.text == "kit"
+        result = work_job(connection, Done(), CreateNote(text="worked"))
+        assert result.state == river.JobState.COMPLETED
+        with pytest.raises(AssertionError):
+            require_inserted(connection, CreateNoteAsync)
+        transaction.set_rollback(True)
+    assert _note_and_job(django_db) == (0, 0)
+
+
 def test_get_client_uses_the_apps_workers(django_db: str) -> None:
     # RIVER["APP"] registers create_note and create_note_async (and TASKS adds django_task):
     # like the worker, the client refuses a kind nobody works.

@@ -211,6 +211,27 @@ def test_require_inserted_opts_need_an_aware_scheduled_at() -> None:
     assert info.value.field == "scheduled_at"
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"state": "complete"}, "state"),  # a typo: no job could ever match
+        ({"tags": "urgent"}, "tags"),  # one string: read as a list of letters
+        ({"priority": 0}, "priority"),
+        ({"priority": "1"}, "priority"),
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"queue": 5}, "queue"),
+    ],
+)
+def test_require_inserted_opts_refuse_what_no_job_can_match(
+    kwargs: dict[str, Any], field: str
+) -> None:
+    """Values no job can have made require_not_inserted pass whatever was inserted."""
+    with pytest.raises(river.ValidationError) as info:
+        RequireInsertedOpts(**kwargs)
+    assert info.value.field == field
+    assert RequireInsertedOpts(state="completed").state is JobState.COMPLETED
+
+
 async def test_require_inserted_empty_opts_match_anything(kit_conn: Conn) -> None:
     await kit_conn.insert(EmailArgs())
     await kit_conn.call(require_inserted(kit_conn.conn, EmailArgs, RequireInsertedOpts()))
