@@ -277,7 +277,7 @@ class AsyncClient(AsyncSurface):
 
     def _batch(self, items: Sequence[InsertManyItem], *, many: bool) -> InsertBatch:
         return build_batch(
-            apply_insert_middleware(self._middleware, _normalise_items(items)),
+            apply_insert_middleware(self._middleware, _normalise_items(items), one=not many),
             self._insert_defaults,
             self._limiter,
             field_prefix="jobs" if many else "",

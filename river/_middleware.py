@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from river._errors import RiverError
+
 if TYPE_CHECKING:
     from river._args import JobArgs
     from river._types import InsertOpts, Job
@@ -53,11 +55,18 @@ class Middleware:
 
 
 def apply_insert_middleware(
-    middleware: tuple[Middleware, ...], items: list[InsertItem]
+    middleware: tuple[Middleware, ...], items: list[InsertItem], *, one: bool = False
 ) -> list[InsertItem]:
-    """Run the insert middleware and hooks over ``items`` (see module doc)."""
+    """Run the insert middleware and hooks over ``items`` (see module doc). ``one``: for
+    ``insert()``, which returns one result, so the middleware must leave exactly one job
+    (RiverError otherwise, before any SQL: it failed on an IndexError after the statement)."""
     for mw in middleware:
         items = mw.insert_many(items)
+    if one and len(items) != 1:
+        raise RiverError(
+            f"an insert middleware returned {len(items)} jobs for insert(), which inserts "
+            "exactly one: use insert_many() to insert several, or raise to refuse the job"
+        )
     for args, opts in items:
         for mw in middleware:
             mw.insert_begin(args, opts)

@@ -244,7 +244,9 @@ class Client(SyncSurface):
     def _batch(self, items: Sequence[InsertManyItem], *, many: bool) -> InsertBatch:
         # The application's middleware runs outside the lock: it may be slow, or insert
         # through this client itself (which would deadlock on the lock).
-        normalised = apply_insert_middleware(self._middleware, _normalise_items(items))
+        normalised = apply_insert_middleware(
+            self._middleware, _normalise_items(items), one=not many
+        )
         with self._limiter_lock:
             return build_batch(
                 normalised,

@@ -154,6 +154,30 @@ def test_insert_hook_can_veto_before_any_sql(conn: psycopg.Connection) -> None:
     assert conn.execute("SELECT count(*) FROM river_job").fetchone() == (0,)
 
 
+class DropAll(river.Middleware):
+    def insert_many(self, items: list[Any]) -> list[Any]:
+        return []
+
+
+class Doubles(river.Middleware):
+    def insert_many(self, items: list[Any]) -> list[Any]:
+        return items + items
+
+
+@pytest.mark.parametrize("middleware", [DropAll(), Doubles()])
+def test_insert_middleware_must_leave_one_job_for_insert(
+    conn: psycopg.Connection, middleware: river.Middleware
+) -> None:
+    """insert() returns one result: a middleware that filtered the job out made it fail with
+    an IndexError after the statement ran, and one that added a job inserted it silently."""
+    with river.Client(conn.info.dsn, river.Config(middleware=[middleware])) as client:
+        with pytest.raises(river.RiverError, match=r"returned (0|2) jobs for insert"):
+            client.insert(Greet(name="x"))
+        assert client.insert_many([Greet(name="y")]) is not None  # many: any number
+    count = conn.execute("SELECT count(*) FROM river_job WHERE args->>'name' = 'x'").fetchone()
+    assert count == (0,)
+
+
 def test_record_output_outside_a_job_raises() -> None:
     with pytest.raises(RuntimeError, match="while working a job"):
         river.record_output(1)
