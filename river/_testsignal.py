@@ -34,12 +34,13 @@ class TestSignal(Generic[T]):
     oldest recorded value, waiting for one up to a deadline."""
 
     __test__ = False  # not a pytest test class, despite the name
-    __slots__ = ("_event", "_values", "name")
+    __slots__ = ("_event", "_values", "_waiters", "name")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._values: deque[T] | None = None
         self._event: anyio.Event | None = None
+        self._waiters = 0
 
     @property
     def enabled(self) -> bool:
@@ -67,6 +68,7 @@ class TestSignal(Generic[T]):
         values = self._values
         if values is None:
             raise RuntimeError(f"test signal {self.name!r} is not enabled")
+        self._waiters += 1
         try:
             with anyio.move_on_after(math.inf if timeout is None else timeout):
                 while not values:
@@ -75,7 +77,12 @@ class TestSignal(Generic[T]):
                     await self._event.wait()
                 return values.popleft()
         finally:
-            self._event = None  # never left bound to this event loop
+            # Never left bound to this event loop once nobody waits; but not while another
+            # waiter still waits on it (one timing out left the other unwoken by the next
+            # emit).
+            self._waiters -= 1
+            if not self._waiters:
+                self._event = None
         raise TimeoutError(f"test signal {self.name!r}: nothing emitted within {timeout}s")
 
     async def wait_for(self, expected: T | Callable[[T], bool], timeout: float = 10.0) -> T:

@@ -55,6 +55,25 @@ async def test_an_enabled_signal_buffers_in_order_and_times_out_by_name() -> Non
     assert signal.drain() == []
 
 
+async def test_a_waiter_that_times_out_leaves_another_waiting() -> None:
+    """Two waiters on one signal: the first to time out cleared the shared wake-up, so the
+    next emit woke nobody and the other waiter timed out with the value buffered."""
+    signal: TestSignal[int] = TestSignal("s")
+    signal.enable()
+    got: list[int] = []
+
+    async def patient() -> None:
+        got.append(await signal.wait(5))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(patient)
+        await anyio.sleep(0.01)  # the patient waiter waits first
+        with pytest.raises(TimeoutError):
+            await signal.wait(0.05)
+        signal.emit(42)
+    assert got == [42]
+
+
 async def _emit_later(signal: TestSignal[int], value: int) -> None:
     await anyio.sleep(0.01)
     signal.emit(value)
