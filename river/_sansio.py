@@ -99,9 +99,8 @@ def single(query: Query) -> Op[Any]:
 
 
 def run_sync(conn: psycopg.Connection[Any], op: Op[R], *, own: bool = False) -> R:
-    """Drive ``op`` on a sync connection and return its result. Statements run on a plain
-    server-side-binding cursor whatever the connection's ``cursor_factory`` (a ``ClientCursor``
-    connection, as some PgBouncer setups use, cannot fetch binary results). ``own``: the
+    """Drive ``op`` on a sync connection and return its result (on cursors of
+    :func:`_cursor`). ``own``: the
     connection is the library's (checked out of its pool for this call), so statements marked
     ``reuse_cursor`` may run on a cursor kept with it; never for a caller's connection, which
     other code may use concurrently."""
@@ -115,7 +114,7 @@ def run_sync(conn: psycopg.Connection[Any], op: Op[R], *, own: bool = False) -> 
                 if _holds_many(cur):
                     cur.close()  # frees the result; the next use opens another cursor
             else:
-                with psycopg.Cursor(conn, row_factory=tuple_row) as cur:
+                with _cursor(conn) as cur:
                     result = _execute_sync(cur, query)
             query = op.send(result)
     except StopIteration as stop:
@@ -146,7 +145,7 @@ async def run_async(conn: psycopg.AsyncConnection[Any], op: Op[R], *, own: bool 
                 if _holds_many(kept):
                     await kept.close()  # frees the result; the next use opens another cursor
             else:
-                async with psycopg.AsyncCursor(conn, row_factory=tuple_row) as cur:
+                async with _async_cursor(conn) as cur:
                     result = await _execute_async(cur, query)
             query = op.send(result)
     except StopIteration as stop:
@@ -209,6 +208,24 @@ async def _execute_async(cur: psycopg.AsyncCursor[Any], query: Query) -> Any:
     return None
 
 
+def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
+    """A tuple-row cursor of ``conn``: its own factory's (a Django view's tracks errors), but
+    a plain one for a client-side factory (``ClientCursor``, as some PgBouncer setups use),
+    which cannot fetch the binary results some statements ask for."""
+    if isinstance(conn, psycopg.Connection) and issubclass(
+        conn.cursor_factory, psycopg.ClientCursor
+    ):
+        return psycopg.Cursor(conn, row_factory=tuple_row)
+    return conn.cursor(row_factory=tuple_row)
+
+
+def _async_cursor(conn: psycopg.AsyncConnection[Any]) -> psycopg.AsyncCursor[Any]:
+    """:func:`_cursor` of an async connection."""
+    if issubclass(conn.cursor_factory, psycopg.AsyncClientCursor):
+        return psycopg.AsyncCursor(conn, row_factory=tuple_row)
+    return conn.cursor(row_factory=tuple_row)
+
+
 _KEPT_CURSOR = "_river_kept_cursor"
 
 
@@ -224,11 +241,7 @@ def _kept_cursor(
     would keep the connection alive forever; the attribute makes a cycle the collector frees."""
     cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any] | None = getattr(conn, _KEPT_CURSOR, None)
     if cur is None or cur.closed:
-        cur = (
-            psycopg.AsyncCursor(conn, row_factory=tuple_row)
-            if isinstance(conn, psycopg.AsyncConnection)
-            else psycopg.Cursor(conn, row_factory=tuple_row)
-        )
+        cur = _async_cursor(conn) if isinstance(conn, psycopg.AsyncConnection) else _cursor(conn)
         setattr(conn, _KEPT_CURSOR, cur)
     return cur
 

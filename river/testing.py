@@ -43,6 +43,7 @@ from river._driver import (
     set_state_many_op,
 )
 from river._errors import ValidationError
+from river._events import job_event_kind
 from river._executor import Executor, RunningJob
 from river._insert import InsertDefaults, build_batch
 from river._retry import next_retry_at
@@ -267,7 +268,10 @@ def require_many_inserted(
 
 @dataclass(frozen=True, slots=True)
 class WorkResult:
-    """What :func:`work_job` did: the outcome's state and event, and the row as persisted."""
+    """What :func:`work_job` did: the state and event a client reports for it (from the
+    outcome as written: an attempt that raised after its ``job_complete_tx`` committed is
+    ``completed``/``job_completed``, as in the client's events), the row as persisted, and the
+    executor's outcome as requested."""
 
     state: JobState
     event: str
@@ -293,11 +297,18 @@ def _insert_and_fetch(schema: str | None, batch: InsertBatch, client_id: str) ->
     return job_from_row(row)
 
 
-def _persist(schema: str | None, outcome: Outcome) -> Op[JobRow]:
+def _persist(schema: str | None, outcome: Outcome) -> Op[WorkResult]:
     q = queries_for(schema)
-    yield from set_state_many_op(q, _to_batch([outcome]))
-    row = yield Query(q.job_get, {"id": outcome.job.id}, fetch="one")
-    return job_from_row(row)
+    written = yield from set_state_many_op(q, _to_batch([outcome]))
+    row = job_from_row((yield Query(q.job_get, {"id": outcome.job.id}, fetch="one")))
+    state = written.get((outcome.job.id, outcome.job.attempt))
+    persisted = state if isinstance(state, str) else None
+    return WorkResult(
+        row.state if persisted is not None else outcome.state,
+        job_event_kind(outcome.event, persisted),
+        row,
+        outcome,
+    )
 
 
 async def _work_async(
@@ -310,8 +321,8 @@ async def _work_async(
 ) -> WorkResult:
     row = await run_async(conn, _insert_and_fetch(schema, _batch(args, opts), "river_testing"))
     outcome = await _executor(worker, job_timeout).execute(RunningJob(row, 0.0))
-    persisted = await run_async(conn, _persist(schema, outcome))
-    return WorkResult(outcome.state, outcome.event, persisted, outcome)
+    result: WorkResult = await run_async(conn, _persist(schema, outcome))
+    return result
 
 
 def _executor(worker: Worker[Any], job_timeout: float) -> Executor:
@@ -363,5 +374,4 @@ def work_job(
         # loop is busy, so the attempt runs in a loop of its own in a helper thread.
         with ThreadPoolExecutor(1, thread_name_prefix="river-testing") as pool:
             outcome = pool.submit(anyio.run, attempt).result()
-    persisted = run_sync(conn, _persist(schema, outcome))
-    return WorkResult(outcome.state, outcome.event, persisted, outcome)
+    return run_sync(conn, _persist(schema, outcome))

@@ -684,3 +684,25 @@ async def test_work_job_async_connection_returns_an_awaitable(db_url: str) -> No
         result = await pending
         assert result.state is JobState.COMPLETED
         await c.rollback()
+
+
+class CompletesThenRaises(river.Worker[EmailArgs]):
+    """Completes its job in the test's transaction, then fails (a step after the commit)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def work(self, job: river.Job[EmailArgs]) -> None:
+        river.job_complete_tx(self.conn, job)
+        raise RuntimeError("the step after the commit failed")
+
+
+def test_work_job_reports_what_was_persisted(db_url: str) -> None:
+    """The state and event are the client's (from the outcome as written): this job stays
+    completed and a client reports job_completed, where work_job said job_failed/available."""
+    with psycopg.connect(db_url) as conn:
+        result = work_job(conn, CompletesThenRaises(conn), EmailArgs())
+        assert (result.state, result.event) == (JobState.COMPLETED, "job_completed")
+        assert result.job.state is JobState.COMPLETED
+        assert result.outcome.event == "job_failed"  # what the executor asked for
+        conn.rollback()
