@@ -384,6 +384,9 @@ class Executor:
         self._job_timeout = job_timeout
         self._retry_policy = retry_policy
         self._limiter = thread_limiter
+        # The threads of run_sync once a token of _limiter is held (taken on the loop, where
+        # waiting for it can be cancelled): no second limit.
+        self._no_limit = anyio.CapacityLimiter(math.inf)
         self._clock = clock
         self._scheduler_interval = scheduler_interval
         self._deadlines = _Deadlines()
@@ -579,9 +582,26 @@ class Executor:
         return self._in_thread(registered, job)
 
     async def _in_thread(self, registered: _Registered, job: Job[Any]) -> None:
-        result = await anyio.to_thread.run_sync(
-            _work_unless_cancelled, registered.worker.work, job, limiter=self._limiter
-        )
+        # Waiting for a thread (every one busy) can be interrupted, as an async attempt can: a
+        # hard stop or a remote cancel ends the attempt at once, not when a thread comes free.
+        # Once the thread runs, it cannot be (see _work_unless_cancelled for a cancel that
+        # lands in between).
+        limiter = self._limiter
+        running = _current.get()
+        if running is not None and running.interruptible is None:
+            running.interruptible = running.task or asyncio.current_task()
+            try:
+                await limiter.acquire()
+            finally:
+                running.interruptible = None
+        else:
+            await limiter.acquire()
+        try:
+            result = await anyio.to_thread.run_sync(
+                _work_unless_cancelled, registered.worker.work, job, limiter=self._no_limit
+            )
+        finally:
+            limiter.release()
         if inspect.isawaitable(result):
             # An async work() behind a wrapper that hides it (no functools.wraps): the job
             # would have been marked completed without running. Awaited here, and said once.

@@ -298,13 +298,18 @@ class Rescuer:
             # The worker's code runs here as in the executor, and fails the same way: one job
             # whose timeout() raised ended every pass (and, over restarts, the leader), so no
             # stuck job was rescued any more. It falls back to the client's job timeout.
+            name = type(registered.worker).__qualname__
+            step = f"decoding its args ({registered.args_type.__qualname__})"
             try:
                 job = Job(row, registered.args_type.model_validate_json(row.encoded_args))
+                step = f"{name}.timeout()"
                 custom = registered.worker.timeout(job)
+                attempt_timeout(custom, self.job_timeout)  # a timedelta, a str...: TypeError
             except pydantic.ValidationError:
                 pass  # args the worker cannot read: its executor discards them anyway
             except Exception as exc:
-                self._warn_once(row, f"{type(registered.worker).__qualname__}.timeout", exc)
+                self._warn_once(row, step, exc)
+                custom = None
         timeout = attempt_timeout(custom, self.job_timeout)
         if timeout == 0:
             return None  # no timeout (-1, NaN): it may still be running
@@ -675,8 +680,17 @@ class Reindexer:
         stop it if the server still runs it, then drop what it left (PROTOCOL.md 9.7), on a
         connection of its own, shielded from the cancellation that may have brought us here
         and bounded by the reindexer's timeout."""
+        owner = guard_owner.get()
+        group = _guard_group(owner) if owner is not None else None
         with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = anyio.current_time() + self.timeout
+            # Bounded like a maintenance statement: a stopping client cuts it short
+            # (cut_guards), leaving what a drop could not reach to the next run's warning.
+            now = anyio.current_time()
+            scope.deadline = now + self.timeout
+            if group is not None:
+                # At least a second, to stop the statement on the server.
+                scope.deadline = max(min(scope.deadline, group.cut_at), now + 1.0)
+                group.active.add(scope)
             try:
                 if not conn.closed:
                     await conn.close()  # its session ends; the statement may still run
@@ -695,12 +709,15 @@ class Reindexer:
                     index,
                     describe(exc),
                 )
+            finally:
+                if group is not None:
+                    group.active.discard(scope)
         if scope.cancelled_caught:
             logger.warning(
-                "reindexer: dropping the leftovers of rebuilding %s took over %g s; the next run "
-                "skips it until they are dropped",
+                "reindexer: the leftovers of rebuilding %s could not be dropped in time (the "
+                "client stopping, or a drop waiting on older transactions); the next run skips "
+                "it until they are dropped",
                 index,
-                self.timeout,
             )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

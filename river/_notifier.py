@@ -279,10 +279,10 @@ class Notifier:
                     self._conn = conn
                     self.connections += 1
                     self._connected.set()
-                    if started and self._on_reconnect is not None:
-                        # Every connection after the client's start (a reconnect, or a first
-                        # one after the database was down): notifications sent meanwhile were
-                        # missed.
+                    if (started or self.connections > 1) and self._on_reconnect is not None:
+                        # Every connection after the client's start (a reconnect, a first one
+                        # after the database was down, or this service's restart after a
+                        # crash): notifications sent meanwhile were missed.
                         self._on_reconnect()
                     if not started:
                         task_status.started()

@@ -186,6 +186,9 @@ class Runtime:
         #: Named test signals (river/_testsignal.py): no-ops unless a test enabled them.
         self.signals = signals if signals is not None else TestSignals()
         self.supervisor = Supervisor()
+        #: Called once a stop's jobs have all ended, as the completer starts writing their
+        #: last outcomes (``river worker`` tells its supervisor, which then waits for them).
+        self.on_draining: Callable[[], None] | None = None
         self.completer = Completer(
             pool,
             queries,
@@ -351,6 +354,11 @@ class Runtime:
                     started.set()
                     if not failure:
                         await anyio.sleep_forever()
+                if self.on_draining is not None:
+                    try:
+                        self.on_draining()
+                    except Exception:  # a bug of the hook's: the outcomes still go out
+                        logger.exception("the on_draining hook failed")
                 self.completer.stop(self.config.completer_stop_timeout_seconds)
         finally:
             if self.executor.job_log is not None:

@@ -95,6 +95,8 @@ class QuirkyWorker(river.Worker[Quirky]):
     def timeout(self, job: river.Job[Quirky]) -> float | None:
         if job.args.mode == "raise":
             raise KeyError("tenant")
+        if job.args.mode == "delta":
+            return timedelta(minutes=5)  # type: ignore[return-value]  # seconds were meant
         return math.nan
 
     def next_retry(self, job: river.Job[Quirky]) -> datetime | None:
@@ -414,20 +416,30 @@ async def test_rescuer_survives_worker_code_that_raises(
             attempt=1,
             attempted_ago=STUCK,
         )
+        delta = await insert_job(
+            db,
+            kind="maint_quirky",
+            args='{"mode": "delta"}',
+            state="running",
+            attempt=1,
+            attempted_ago=STUCK,
+        )
         plain = await insert_job(db, state="running", attempt=1, attempted_ago=STUCK)
         with caplog.at_level(logging.WARNING, logger="river"):
             result = await rescuer.run_once()
-        assert result.rescued == {"retryable": 2}
+        assert result.rescued == {"retryable": 3}
+        assert await db.state(delta) == "retryable"
         assert await db.state(plain) == "retryable"
         row = await db.job(raising)
         assert row["state"] == "retryable"
         assert row["scheduled_at"] == QUIRKY_RETRY
         assert await db.state(endless) == "running"
-        warned = [r for r in caplog.records if "timeout failed" in r.getMessage()]
-        assert [r.getMessage() for r in warned] == [
-            f"rescuer: job {raising}: QuirkyWorker.timeout failed ('tenant'); "
+        warned = [r for r in caplog.records if "timeout() failed" in r.getMessage()]
+        assert warned[0].getMessage() == (
+            f"rescuer: job {raising}: QuirkyWorker.timeout() failed ('tenant'); "
             "using the client's job timeout"
-        ]
+        )
+        assert len(warned) == 2  # and the timedelta one's TypeError
         assert warned[0].job_id == raising  # type: ignore[attr-defined]
 
 

@@ -764,3 +764,18 @@ async def test_a_closed_client_can_be_used_again(db_url: str) -> None:
     assert pool.closed
     async with open_db(db_url) as db:
         assert await db.count() == 3
+
+
+async def test_a_stop_says_when_its_jobs_have_ended(db_url: str) -> None:
+    """The runtime's on_draining hook runs once a stop's jobs have all ended, before the last
+    outcomes are written: river worker tells its supervisor then, which waits for them."""
+    worker = TokenWorker()
+    calls: list[list[int]] = []
+    async with started_client(db_url, fast_config(make_workers(worker))) as client:
+        runtime = client._runtime
+        assert runtime is not None
+        runtime.on_draining = lambda: calls.append(list(worker.executed))
+        await client.insert(Token(token=7))
+        await wait_for(lambda: worker.executed == [7])
+        await client.stop()
+    assert calls == [[7]]

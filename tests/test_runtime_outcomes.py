@@ -614,6 +614,26 @@ async def test_sync_jobs_waiting_for_a_thread_never_start_after_a_hard_stop(
             assert (row["state"], row["attempt"], row["errors"]) == ("available", 0, None)
 
 
+async def test_a_sync_job_waiting_for_a_thread_is_cancelled_at_once(db_url: str) -> None:
+    """A remote cancel of a sync job that waits for a thread (the only one busy) ends it at
+    once, as for an async job: it waited for the thread to come free first."""
+    worker = SyncWorker()
+    async with open_db(db_url) as db:
+        holder = await insert(db, SyncArgs(mode="poll_cancel"))
+        config = client_config(worker, sync_worker_threads=1)
+        async with started_client(db_url, config) as client:
+            await db.wait_state(holder, "running")
+            waiting = await insert(db, SyncArgs(mode="ok"))
+            await db.wait_state(waiting, "running")  # fetched: in line for the thread
+            await client.job_cancel(waiting)
+            row = await db.wait_attempted(waiting)
+            assert row["state"] == "cancelled", row
+            assert await db.state(holder) == "running"  # the thread is still taken
+            await client.job_cancel(holder)
+            await db.wait_attempted(holder)
+        assert len(worker.threads) == 1  # the cancelled one never ran
+
+
 async def test_sync_worker_polling_cancel_requested_on_remote_cancel_is_cancelled(
     db_url: str,
 ) -> None:

@@ -355,25 +355,36 @@ stop = []
 signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 while not stop:
     time.sleep(0.01)
-time.sleep(1.5)  # its jobs have ended: it goes on writing their outcomes
+if %s:
+    os.write(fd, b"draining\\n")  # its jobs have ended: it goes on writing their outcomes
+time.sleep(1.5)
 sys.exit(0)
 """
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("reported", "killed"), [("2.0", False), ("None", False), ("0.0", True)])
+@pytest.mark.parametrize(
+    ("reported", "draining", "killed"),
+    [
+        ("2.0", True, False),
+        ("None", True, False),
+        ("0.0", True, True),
+        ("2.0", False, True),  # still in a job (a sync thread): no extension
+    ],
+)
 async def test_a_stopping_child_has_its_outcome_timeout_before_the_kill(
-    monkeypatch: pytest.MonkeyPatch, reported: str, killed: bool
+    monkeypatch: pytest.MonkeyPatch, reported: str, draining: bool, killed: bool
 ) -> None:
     """A stopping child may go on writing outcomes (the database away) for its
     completer_stop_timeout once its jobs have ended; the supervisor killed it at its
-    shutdown timeout + 10 s (completed jobs then ran again after a rescue)."""
+    shutdown timeout + 10 s (completed jobs then ran again after a rescue). One whose jobs
+    have not ended is killed at that deadline still."""
     from river.worker import _supervisor
 
     monkeypatch.setattr(_supervisor, "_KILL_GRACE", 0.5)
     options = SupervisorOptions(
         processes=1,
-        child_argv=lambda index, port: ["-c", _SLOW_WRITER % reported],
+        child_argv=lambda index, port: ["-c", _SLOW_WRITER % (reported, draining)],
         child_command=[sys.executable],
         shutdown_timeout=0,
     )

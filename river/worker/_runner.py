@@ -266,9 +266,13 @@ class WorkerRunner:
     async def _shutdown(self) -> None:
         self.state = "stopping"
         timeout = self.shutdown_timeout
-        # The supervisor of --processes kills this process timeout + the outcome timeout
-        # (reported at start) + 10 s after the stop.
+        # The supervisor of --processes kills this process timeout + 10 s after the stop, or,
+        # once it says its jobs have ended, the outcome timeout (reported at start) + 10 s
+        # after that.
         self.options.report(f"shutdown_timeout {timeout!r}")
+        runtime = self.client._runtime
+        if runtime is not None:
+            runtime.on_draining = lambda: self.options.report("draining")
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._hard_stop_watchdog, timeout)
             await self.client.stop(timeout=timeout)

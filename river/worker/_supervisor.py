@@ -22,8 +22,10 @@ and is forwarded once. The supervisor:
 Each child reports to the supervisor through a pipe (its write end's number in
 ``RIVER_WORKER_STATUS_FD``), one line per event: ``started`` once a SIGHUP can no longer kill it,
 ``shutdown_timeout SECONDS`` whenever that changes, ``outcome_timeout SECONDS`` (its
-``completer_stop_timeout``; ``None``: no bound) at start, ``ready`` once its client has started.
-A stopping child is killed after its shutdown timeout, its outcome timeout and 10 s more.
+``completer_stop_timeout``; ``None``: no bound) at start, ``ready`` once its client has started,
+``draining`` once a stop's jobs have all ended and their last outcomes are being written. A
+stopping child is killed 10 s after its shutdown timeout, or, once draining, 10 s after its
+outcome timeout from then, whichever is later.
 
 Leadership needs nothing here: each child is an ordinary client and takes part in the election.
 """
@@ -45,6 +47,7 @@ from dataclasses import dataclass
 import anyio
 from anyio.abc import Process, TaskGroup
 
+from river._retry import backoff
 from river.worker._health import fetch, listen, metric_line, relabel_metrics, serve_on
 from river.worker._signals import signal_receiver
 from river.worker._watch import watch_sources
@@ -152,6 +155,8 @@ class _Child:
     #: How long this run's stop may go on writing outcomes, as reported (math.inf: no bound;
     #: the client's default until reported).
     outcome_timeout: float = _DEFAULT_OUTCOME_TIMEOUT
+    #: When this run reported that its stop's jobs had all ended (None: not yet).
+    draining_at: float | None = None
     #: Consecutive runs that failed without becoming ready.
     start_failures: int = 0
 
@@ -260,6 +265,7 @@ class Supervisor:
         child.hup_safe = child.hup_pending = child.ready = False
         child.shutdown_timeout = None
         child.outcome_timeout = _DEFAULT_OUTCOME_TIMEOUT
+        child.draining_at = None
         read_fd, write_fd = os.pipe()
         try:
             os.set_blocking(read_fd, False)
@@ -350,7 +356,8 @@ class Supervisor:
                     )
             if time.monotonic() - started >= _HEALTHY_RUN:
                 child.failures = 0
-            delay = min(_BACKOFF_FIRST * 2**child.failures, _BACKOFF_MAX)
+            # Bounded exponent: a child retried for hours beside working siblings overflowed.
+            delay = backoff(child.failures, _BACKOFF_FIRST, _BACKOFF_MAX, jitter=0)
             child.failures += 1
             logger.warning(
                 "worker process %d (pid %d) exited with status %d%s; restarting in %gs",
@@ -415,6 +422,8 @@ class Supervisor:
         elif word == "shutdown_timeout":
             with contextlib.suppress(ValueError):
                 child.shutdown_timeout = float(value)
+        elif word == "draining":
+            child.draining_at = time.monotonic()
         elif word == "outcome_timeout":
             with contextlib.suppress(ValueError):
                 child.outcome_timeout = math.inf if value == "None" else float(value)
@@ -495,10 +504,14 @@ class Supervisor:
         timeout = child.shutdown_timeout
         if timeout is None:
             timeout = self.options.shutdown_timeout
-        # Once its jobs have ended, a child may still retry writing their outcomes (the
-        # database away) for its outcome timeout: killed sooner, completed jobs would run again
-        # after a rescue, and cancelled ones would stay running until then.
-        return stopped_at + timeout + child.outcome_timeout + _KILL_GRACE
+        deadline = stopped_at + timeout + _KILL_GRACE
+        if child.draining_at is not None:
+            # Its jobs have ended: it may still retry writing their outcomes (the database
+            # away) for its outcome timeout. Killed sooner, completed jobs would run again after
+            # a rescue, and cancelled ones would stay running until then. A child still stuck
+            # in a job (a sync worker's thread) gets no such extension.
+            deadline = max(deadline, child.draining_at + child.outcome_timeout + _KILL_GRACE)
+        return deadline
 
     async def _kill_after_grace(self, stopped_at: float) -> None:
         killed: set[int] = set()
@@ -591,4 +604,4 @@ class Supervisor:
 
 def backoff_delays(count: int) -> list[float]:
     """The first ``count`` restart delays (documentation and tests)."""
-    return [min(_BACKOFF_FIRST * 2**i, _BACKOFF_MAX) for i in range(count)]
+    return [backoff(i, _BACKOFF_FIRST, _BACKOFF_MAX, jitter=0) for i in range(count)]
