@@ -177,17 +177,26 @@ def _in_cooldown(client: river.AsyncClient, queue: str) -> bool:
     return client.queues.producers[queue]._cooldown is not None
 
 
+#: A queue whose loop sleeps out a long cooldown (30 s: a cluster-wide setting may make it a
+#: day) once a job waits behind the one it just fetched.
+SLOW = {"slow": QueueConfig(fetch_cooldown=30, fetch_poll_interval=30)}
+
+
+async def _sleeping_out_the_cooldown(client: river.AsyncClient, tracker: Tracker) -> int:
+    """Work one job of "slow", insert a second (its notification: a fetch after the cooldown)
+    and return its id once the loop sleeps out the cooldown."""
+    (first,) = await insert(client, "slow", Work(n=1))
+    await wait_for(lambda: tracker.completions[first] == 1)
+    (second,) = await insert(client, "slow", Work(n=2))
+    await wait_for(lambda: _in_cooldown(client, "slow"), message="in the cooldown")
+    return second
+
+
 async def test_a_stop_cuts_the_fetch_cooldown_short(db_url: str) -> None:
-    """A queue whose loop sleeps out a long cooldown (here 30 s: a cluster-wide setting may
-    make it a day) stops at once: the sleep held every stop, hard ones too, that long."""
+    """A stop (hard ones too) came only after the cooldown's sleep."""
     tracker = Tracker()
-    slow = QueueConfig(fetch_cooldown=30, fetch_poll_interval=30)
-    config = config_for(tracker, {"slow": slow})
-    async with running_client(db_url, config, tracker) as client:
-        (first,) = await insert(client, "slow", Work(n=1))
-        await wait_for(lambda: tracker.completions[first] == 1)
-        await insert(client, "slow", Work(n=2))  # its notification: a fetch after the cooldown
-        await wait_for(lambda: _in_cooldown(client, "slow"), message="in the cooldown")
+    async with running_client(db_url, config_for(tracker, SLOW), tracker) as client:
+        await _sleeping_out_the_cooldown(client, tracker)
         began = time.monotonic()
         await client.stop_and_cancel()  # shielded: a deadline scope would not end it
         assert time.monotonic() - began < 10  # not the cooldown's 30 s
@@ -195,13 +204,8 @@ async def test_a_stop_cuts_the_fetch_cooldown_short(db_url: str) -> None:
 
 async def test_an_update_cuts_the_old_fetch_cooldown_short(db_url: str) -> None:
     tracker = Tracker()
-    slow = QueueConfig(fetch_cooldown=30, fetch_poll_interval=30)
-    config = config_for(tracker, {"slow": slow})
-    async with running_client(db_url, config, tracker) as client:
-        (first,) = await insert(client, "slow", Work(n=1))
-        await wait_for(lambda: tracker.completions[first] == 1)
-        (second,) = await insert(client, "slow", Work(n=2))
-        await wait_for(lambda: _in_cooldown(client, "slow"), message="in the cooldown")
+    async with running_client(db_url, config_for(tracker, SLOW), tracker) as client:
+        second = await _sleeping_out_the_cooldown(client, tracker)
         await client.queues.update("slow", fetch_cooldown=0.002, fetch_poll_interval=1)
         # Fetched under the new settings, not 30 s after the first fetch.
         await wait_for(lambda: tracker.completions[second] == 1, timeout=5)
