@@ -366,6 +366,36 @@ def test_queue_pause_resume_and_cluster_settings(
     assert settings() is None
 
 
+def test_big_integers_show_and_copy_exactly(
+    server: UiServer, db: psycopg.Connection, page: Page
+) -> None:
+    """Integers beyond 2**53 (64-bit ids) in args and metadata show, and copy, as stored: the
+    browser's JSON.parse turned 1234567890123456789 into 1234567890123456800."""
+    big = 1234567890123456789
+    job = insert_job(db, kind="big_ints", args={"user_id": big}, metadata={"trace": big + 2})
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(server.base + f"/jobs/{job}")
+    expect(page.locator("pre.json").nth(0)).to_contain_text(f'"user_id": {big}')
+    expect(page.locator("pre.json").nth(1)).to_contain_text(f'"trace": {big + 2}')
+    page.locator("section.panel").filter(has_text="Args").get_by_role("button", name="Copy").click()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert str(big) in copied, copied
+
+    # A queue's metadata too; and its panel stays as the reader left it across polls.
+    db.execute(
+        "UPDATE river_queue SET metadata = jsonb_build_object('owner_id', %s::bigint)"
+        " WHERE name = 'batch'",
+        (big,),
+    )
+    page.goto(server.base + "/queues/batch")
+    panel = page.locator("section.panel").filter(has_text="Metadata")
+    expect(panel.locator("pre.json")).to_contain_text(f'"owner_id": {big}')
+    panel.locator("summary").click()  # closed
+    expect(panel.locator("details")).not_to_have_attribute("open", "")
+    page.wait_for_timeout(4000)  # more than one poll of the page (every 3 s by default)
+    expect(panel.locator("details")).not_to_have_attribute("open", "")
+
+
 def test_hostile_data_renders_as_text(server: UiServer, db: psycopg.Connection, page: Page) -> None:
     job_id = insert_job(
         db,

@@ -137,15 +137,27 @@ def _row_fields(row: JobRow) -> dict[str, Any]:
     }
 
 
+def _pretty(value: Any) -> str:
+    """JSON as the page shows and copies it: Python's integers are exact, where the browser's
+    JSON.parse turns any above 2**53 into a nearby double (an id 1234567890123456789 showed,
+    and was copied, as 1234567890123456800)."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
 def job_json(row: JobRow) -> dict[str, Any]:
-    """A job, whole (the job detail page)."""
+    """A job, whole (the job detail page). ``args_text``, ``metadata_text`` and
+    ``output_text``: the same values as indented JSON text, exact (see :func:`_pretty`)."""
     metadata = row.metadata
+    args = _args_value(row.encoded_args)
     return {
         **_row_fields(row),
         "attempted_by": list(row.attempted_by),
-        "args": _args_value(row.encoded_args),
+        "args": args,
+        "args_text": args if isinstance(args, str) else _pretty(args),
         "metadata": metadata,
+        "metadata_text": _pretty(metadata),
         "output": metadata.get("output"),
+        "output_text": _pretty(metadata.get("output")),
         "has_output": "output" in metadata,
         "errors": [_error_json(e) for e in row.errors],
         "unique_key": row.unique_key.hex() if row.unique_key is not None else None,
@@ -184,6 +196,7 @@ def _queue_json(name: str, row: QueueRow | None, all_counts: _data.Counts) -> di
         "created_at": _time(row.created_at) if row is not None else None,
         "updated_at": _time(row.updated_at) if row is not None else None,
         "metadata": row.metadata if row is not None else {},
+        "metadata_text": _pretty(row.metadata if row is not None else {}),
         "override": override,
         "counts": counts,
         "capped": all_counts.capped_by_queue.get(name, []),

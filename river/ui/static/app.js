@@ -938,7 +938,7 @@
       actions.replaceChildren(...(READ_ONLY ? [] : ["retry", "cancel", "delete"].map((a) => jobAction(job, a))));
       facts.replaceChildren(jobFacts(job));
       timeline.replaceChildren(jobTimeline(job));
-      const fingerprint = JSON.stringify([job.args, job.metadata, job.errors, job.attempted_by]);
+      const fingerprint = JSON.stringify([job.args_text, job.metadata_text, job.errors, job.attempted_by]);
       if (fingerprint !== shown) {
         // Keep what the reader opened or closed; the first rendering opens all but old traces.
         const open = shown === "" ? null : new Set([...sections.querySelectorAll("details[open]")].map((d) => d.dataset.key));
@@ -1015,16 +1015,16 @@
     } }, "Copy");
   }
 
-  function jsonSection(title, value, key, open) {
-    const text = pretty(value);
+  // text: the server's exact JSON text (integers beyond 2^53 intact), else the value printed here.
+  function jsonSection(title, value, key, open, text = pretty(value)) {
     return h("section", { class: "panel" },
       h("div", { class: "section-head" }, h("h2", null, title), copyButton(text)),
       h("details", { "data-key": key, open: open === null || open.has(key) }, h("summary", null, plural(text.split("\n").length, "line")), h("pre", { class: "json" }, text)));
   }
 
   function jobSections(job, open) {
-    const out = [jsonSection("Args", job.args, "args", open), jsonSection("Metadata", job.metadata, "metadata", open)];
-    if (job.has_output) out.push(jsonSection("Output", job.output, "output", open));
+    const out = [jsonSection("Args", job.args, "args", open, job.args_text), jsonSection("Metadata", job.metadata, "metadata", open, job.metadata_text)];
+    if (job.has_output) out.push(jsonSection("Output", job.output, "output", open, job.output_text));
     const errors = [...job.errors].reverse();
     out.push(h("section", { class: "panel" }, h("h2", null, `Errors (${job.errors.length})`),
       errors.length
@@ -1063,6 +1063,7 @@
     main.replaceChildren(head, tiles, h("div", { class: "grid" }, panel("Throughput, last hour (per minute)", chart), panel("Cluster-wide settings", current, settings)), metadata);
     let formBuilt = false;
     let known = true;
+    let metadataShown = null; // what the Metadata panel shows: rebuilt (and reopened) only on a change
 
     function buildForm() {
       if (READ_ONLY) {
@@ -1131,8 +1132,14 @@
         formBuilt = true;
         buildForm();
       }
-      const meta = { ...q.metadata };
-      metadata.replaceChildren(q.known ? jsonSection("Metadata", meta, "metadata", new Set(["metadata"])) : "");
+      const shown = q.known ? q.metadata_text : "";
+      if (shown !== metadataShown) {
+        // Kept open or closed as the reader left it: rebuilt every poll, it reopened each time.
+        const details = metadata.querySelector("details");
+        const open = metadataShown === null || (details && details.open) ? new Set(["metadata"]) : new Set();
+        metadata.replaceChildren(q.known ? jsonSection("Metadata", q.metadata, "metadata", open, q.metadata_text) : "");
+        metadataShown = shown;
+      }
       showThroughput(chart, tp);
     });
   }
