@@ -147,15 +147,28 @@ def test_backend_options_are_checked(django_db: str) -> None:
     unknown = RiverBackend("x", {"OPTIONS": {"RETRIES": 1, "MAX_ATTEMPTS": 0}})
     assert [(e.id, e.msg) for e in unknown.check()] == [
         ("river.E005", "TASKS['x']['OPTIONS']: unknown key(s) RETRIES; known: MAX_ATTEMPTS"),
-        ("river.E005", "TASKS['x']['OPTIONS']['MAX_ATTEMPTS'] must be a positive integer, not 0"),
+        (
+            "river.E005",
+            "TASKS['x']['OPTIONS']['MAX_ATTEMPTS'] must be an integer from 1 to 32767 "
+            "(river_job.max_attempts is a smallint), not 0",
+        ),
     ]
     with pytest.raises(ImproperlyConfigured, match=r"unknown key\(s\) RETRIES"):
         unknown.enqueue(tasks.add, [1, 2], {})
-    with pytest.raises(ImproperlyConfigured, match="MAX_ATTEMPTS'] must be a positive integer"):
+    with pytest.raises(ImproperlyConfigured, match="MAX_ATTEMPTS'] must be an integer from 1"):
         unknown.get_result("1")
     assert _jobs(django_db) == []
     assert RiverBackend("x", {}).check() == []
     assert RiverBackend("x", {"OPTIONS": {"MAX_ATTEMPTS": 3}}).max_attempts == 3
+    # Accepted before, then refused at every enqueue (and the worker would not start).
+    for params, field in [
+        ({"QUEUES": ["default", "Emails"]}, "TASKS['x']['QUEUES']"),
+        ({"OPTIONS": {"MAX_ATTEMPTS": 40_000}}, "MAX_ATTEMPTS"),
+        ({"OPTIONS": None}, "must be a dict"),  # crashed the constructor (manage.py check)
+    ]:
+        (error,) = RiverBackend("x", params).check()
+        assert error.id == "river.E005"
+        assert field in error.msg, error.msg
 
 
 def test_tasks_run_in_river_worker_and_results_come_back(db_url: str) -> None:
@@ -266,6 +279,65 @@ def test_a_return_value_river_cannot_store_fails_the_task_once(
     # Django resolves the path back to the class (river exports it under that name).
     assert stored.errors[0].exception_class.__name__ == exception_class.rpartition(".")[2]
     assert query(django_db, "SELECT text FROM notes_note") == [(f"unrecordable {what}",)]
+
+
+def test_a_failing_signal_receiver_never_runs_a_task_again(
+    django_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task_started or task_finished receiver that raises (a metrics hook, say): after the
+    task ran, its error failed the attempt and river ran the task again, up to MAX_ATTEMPTS
+    times. It is logged; the task runs once and succeeds."""
+    import logging
+
+    from river import JobState
+    from river.contrib.django.tasks import task_finished, task_started
+
+    def broken(sender: type, task_result: Any, **kwargs: object) -> None:
+        raise RuntimeError("metrics backend down")
+
+    task_started.connect(broken)
+    task_finished.connect(broken)
+    try:
+        with caplog.at_level(logging.ERROR, logger="river.django"):
+            result = _work(django_db, "notes.tasks.create_note", "once", max_attempts=3)
+    finally:
+        task_started.disconnect(broken)
+        task_finished.disconnect(broken)
+    assert result.state == JobState.COMPLETED
+    assert query(django_db, "SELECT text FROM notes_note") == [("once",)]
+    said = [r.getMessage() for r in caplog.records if r.name == "river.django"]
+    assert len(said) == 2, said
+    assert "task_started" in said[0]
+    assert "task_finished" in said[1]
+
+
+def test_a_result_keeps_the_backend_it_was_enqueued_with(django_db: str) -> None:
+    """A task enqueued with using(backend=...) came back with its decorator's backend: the
+    result refreshed through that other backend."""
+    import importlib
+
+    from django.test import override_settings
+    from notes import tasks
+
+    from river.contrib.django import tasks as river_tasks
+
+    # django.tasks (Django 6) or the django_tasks backport (5.2), as the backend uses.
+    package = river_tasks.BaseTaskBackend.__module__.partition(".backends")[0]
+    task_backends = importlib.import_module(package).task_backends
+    with override_settings(
+        TASKS={
+            "default": {"BACKEND": f"{package}.backends.immediate.ImmediateBackend"},
+            "river": {
+                "BACKEND": "river.contrib.django.tasks.RiverBackend",
+                "QUEUES": ["default", "tasks"],
+            },
+        }
+    ):
+        result = tasks.add.using(backend="river").enqueue(1, 2)
+        again = task_backends["river"].get_result(result.id)
+        assert again.task.backend == "river"
+        again.refresh()  # through the river backend: no error
+        assert again.status == "READY"
 
 
 @pytest.mark.parametrize(

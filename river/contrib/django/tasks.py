@@ -6,7 +6,7 @@
         "default": {
             "BACKEND": "river.contrib.django.tasks.RiverBackend",
             "QUEUES": ["default", "emails"],  # river queues the worker works (not empty)
-            "OPTIONS": {"MAX_ATTEMPTS": 3},  # optional; river's default is 25
+            "OPTIONS": {"MAX_ATTEMPTS": 3},  # optional; else the client's max_attempts
         }
     }
 
@@ -33,11 +33,11 @@ job is then inserted after the commit). The result id is the job id. Mapping:
 - a result's times are aware, or naive in the current time zone with ``USE_TZ = False``.
 
 A failing task is retried with river's backoff up to ``OPTIONS["MAX_ATTEMPTS"]`` attempts
-(river's default, 25, when unset): ``READY`` in between, ``FAILED`` once discarded. So is a
-task the worker cannot load (:class:`TaskUnavailableError`: removed, or not yet deployed to
-the worker). A return value that cannot be stored (Django's JSON normalization, then river's
-``record_output`` rules) fails the task once, without a retry: it ran, and running it again
-would repeat its effects.
+(when unset, the inserting client's ``max_attempts``: 25, or the ``RIVER["APP"]`` Config's):
+``READY`` in between, ``FAILED`` once discarded. So is a task the worker cannot load
+(:class:`TaskUnavailableError`: removed, or not yet deployed to the worker). A return value
+that cannot be stored (Django's JSON normalization, then river's ``record_output`` rules)
+fails the task once, without a retry: it ran, and running it again would repeat its effects.
 
 ``QUEUES: []`` (Django: any queue name) is refused (``river.E003``, ``enqueue``, the worker):
 the worker works the queues listed.
@@ -45,6 +45,7 @@ the worker works the queues listed.
 
 from __future__ import annotations
 
+import logging
 import traceback
 from collections.abc import Mapping
 from datetime import datetime
@@ -60,6 +61,7 @@ from pydantic import Field
 from river._args import JobArgs, Worker
 from river._errors import JobCancel, JobNotFoundError, RiverError
 from river._executor import current_job, record_output, set_metadata
+from river._names import validate_queue_name
 from river._types import InsertOpts, Job, JobRow, JobState
 
 if TYPE_CHECKING:
@@ -104,6 +106,15 @@ __all__ = [
     "TaskUnavailableError",
     "river_priority",
 ]
+
+logger = logging.getLogger("river.django")
+
+#: The signals' names, for log lines.
+_SIGNAL_NAMES = {
+    id(task_enqueued): "task_enqueued",
+    id(task_started): "task_started",
+    id(task_finished): "task_finished",
+}
 
 #: The job kind of every task.
 TASK_KIND = "django_task"
@@ -219,13 +230,16 @@ def _result(
 
 
 def _task_as_enqueued(task: Task[..., Any], args: DjangoTaskArgs, queue: str) -> Task[..., Any]:
-    # The task object of a result, with the priority and queue it was enqueued with (when the
-    # backend still accepts them; else the task as its module defines it now).
-    if task.priority == args.priority and task.queue_name == queue:
+    # The task object of a result, and of its run, with the backend, priority and queue it
+    # was enqueued with (when they are still valid; else the task as its module defines it
+    # now). Without the backend, a task enqueued with using(backend=...) came back with the
+    # decorator's: its result refreshed through that other backend, and its queue was
+    # checked against that backend's queues.
+    if task.priority == args.priority and task.queue_name == queue and task.backend == args.backend:
         return task
     try:
-        return task.using(priority=args.priority, queue_name=queue)
-    except InvalidTaskError:
+        return task.using(priority=args.priority, queue_name=queue, backend=args.backend)
+    except Exception:  # InvalidTaskError, or a backend alias no longer in TASKS
         return task
 
 
@@ -244,21 +258,36 @@ class RiverBackend(BaseTaskBackend):
         #: ``manage.py check`` lists it with the rest instead of failing on a traceback) and
         #: raised by ``enqueue`` and ``get_result`` (ImproperlyConfigured).
         self.options_problems: list[str] = []
-        unknown = sorted(str(key) for key in set(self.options) - {"MAX_ATTEMPTS"})
+        options: Mapping[str, Any] = self.options if isinstance(self.options, Mapping) else {}
+        if not isinstance(self.options, Mapping):
+            # ("OPTIONS": None crashed here, and with it manage.py check.)
+            self.options_problems.append(
+                f"TASKS[{alias!r}]['OPTIONS'] must be a dict, not {self.options!r}"
+            )
+        unknown = sorted(str(key) for key in set(options) - {"MAX_ATTEMPTS"})
         if unknown:
             self.options_problems.append(
                 f"TASKS[{alias!r}]['OPTIONS']: unknown key(s) {', '.join(unknown)}; known: "
                 "MAX_ATTEMPTS"
             )
-        max_attempts = self.options.get("MAX_ATTEMPTS")
+        max_attempts = options.get("MAX_ATTEMPTS")
         if max_attempts is not None and (
-            isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
+            isinstance(max_attempts, bool)
+            or not isinstance(max_attempts, int)
+            or not 1 <= max_attempts <= 32_767
         ):
             self.options_problems.append(
-                f"TASKS[{alias!r}]['OPTIONS']['MAX_ATTEMPTS'] must be a positive integer, "
-                f"not {max_attempts!r}"
+                f"TASKS[{alias!r}]['OPTIONS']['MAX_ATTEMPTS'] must be an integer from 1 to "
+                f"32767 (river_job.max_attempts is a smallint), not {max_attempts!r}"
             )
             max_attempts = None
+        for queue in sorted(str(q) for q in self.queues):
+            # River's rule for a queue name: a bad one was accepted here, then refused at every
+            # enqueue, and by the worker (and every get_client() with RIVER["APP"]) at start.
+            try:
+                validate_queue_name(queue, f"TASKS[{alias!r}]['QUEUES']")
+            except RiverError as exc:
+                self.options_problems.append(str(exc))
         self.max_attempts: int | None = max_attempts
         #: ``QUEUES: []``: django.tasks would accept any queue name, but river's worker works
         #: the queues listed (``manage.py river_worker``): refused (:meth:`check`, enqueue).
@@ -308,7 +337,7 @@ class RiverBackend(BaseTaskBackend):
         )
         row = get_client().insert(job_args, opts).job
         result = _result(row, job_args, task)
-        task_enqueued.send(type(self), task_result=result)
+        _send(task_enqueued, type(self), result)
         return result
 
     def get_result(self, result_id: str) -> TaskResult[Any, Any]:
@@ -348,7 +377,8 @@ class RiverBackend(BaseTaskBackend):
         problems: list[Any] = [
             checks.Error(
                 problem,
-                hint="OPTIONS takes MAX_ATTEMPTS (a positive integer) only",
+                hint="OPTIONS takes MAX_ATTEMPTS (1 to 32767) only; QUEUES are river queue "
+                "names (lowercase letters and digits, with _ - | between them)",
                 id="river.E005",
             )
             for problem in self.options_problems
@@ -378,10 +408,11 @@ class DjangoTaskWorker(Worker[DjangoTaskArgs]):
             # code may arrive (a rolling deploy where web processes run newer code).
             _record_exception(job, exc)
             raise
+        task = _task_as_enqueued(task, args, job.row.queue)
         backend = type(task.get_backend())
         running = _result(job.row, args, task, TaskResultStatus.RUNNING)
         object.__setattr__(running, "finished_at", None)
-        task_started.send(sender=backend, task_result=running)
+        _send(task_started, backend, running)
         try:
             if task.takes_context:
                 value = task.call(TaskContext(task_result=running), *args.args, **args.kwargs)
@@ -436,4 +467,21 @@ def _finished(
         )
     object.__setattr__(running, "status", status)
     object.__setattr__(running, "finished_at", timezone.now())
-    task_finished.send(sender=backend, task_result=running)
+    _send(task_finished, backend, running)
+
+
+def _send(signal: Any, sender: type[Any], result: TaskResult[..., Any]) -> None:
+    """Send a ``django.tasks`` signal; a receiver's exception is logged, never raised. Raised
+    after the task ran, it failed the attempt and river ran the task again (up to
+    ``MAX_ATTEMPTS`` times, for a metrics hook that kept failing); raised after the job was
+    inserted, the caller saw a failed enqueue of a task that was queued."""
+    for receiver, response in signal.send_robust(sender=sender, task_result=result):
+        if isinstance(response, Exception):
+            logger.error(
+                "django.tasks: a receiver of %s (%s) raised for task %s: %s",
+                _SIGNAL_NAMES.get(id(signal), "a signal"),
+                getattr(receiver, "__qualname__", receiver),
+                result.id,
+                response,
+                exc_info=response,
+            )
