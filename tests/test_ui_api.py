@@ -569,6 +569,27 @@ async def _bulk_all(
     return answers
 
 
+async def test_a_bulk_text_search_starts_at_the_lowest_id(
+    conn: psycopg.Connection, http: httpx.AsyncClient
+) -> None:
+    """A text filter is read window by window of ids: from 0, a table whose ids start at 50
+    million (years of cleanup) took ~500 calls of empty windows to check the count, and as
+    many again before the first retry. It starts at the table's lowest id."""
+    conn.execute("SELECT setval(pg_get_serial_sequence('river_job', 'id'), 50000000)")
+    ids = [
+        insert_job(conn, kind="far", state="discarded", args={"note": "timeout here"})
+        for _ in range(5)
+    ]
+    assert min(ids) > 50_000_000
+    answers = await _bulk_all(http, "retry", {"q": "timeout"})
+    assert len(answers) <= 2, [a["next"] for a in answers]
+    assert sum(a["changed"] for a in answers) == 5
+    states = conn.execute(
+        "SELECT DISTINCT state::text FROM river_job WHERE id = ANY(%s)", (ids,)
+    ).fetchall()
+    assert states == [("available",)]
+
+
 async def test_bulk_over_a_filter_acts_only_on_jobs_that_still_match(
     conn: psycopg.Connection, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -644,9 +644,16 @@ class Api:
         )
         windowed = flt.scan_limited()
         windows = 0
+        # A filter no index serves is read window by window of ids, from the table's lowest id
+        # (from 0, a table whose ids start in the hundreds of millions after years of cleanup
+        # took hundreds of calls of empty windows before the first match).
+        floor = 0
+        if windowed and after_id == 0:
+            bounds = await self.store.run(_data.id_bounds_op(ui))
+            floor = bounds[0] - 1 if bounds is not None else max_id
         # Before the first change: are there already more than confirmed? A filter no index
         # serves is checked window by window, over as many calls as it takes (``checked_id``).
-        checked_id, found = (req.checked_id, req.checked) if windowed else (0, 0)
+        checked_id, found = (max(req.checked_id, floor), req.checked) if windowed else (0, 0)
         checking = after_id == 0 and before == 0
         while checking and found <= confirmed and checked_id < max_id:
             if windowed and windows >= BULK_WINDOWS_PER_CALL:
@@ -663,6 +670,8 @@ class Api:
             stopped = more_than_confirmed
         elif checking and checked_id < max_id:
             windows = BULK_WINDOWS_PER_CALL  # no change in this call: the check goes on first
+        elif after_id == 0:
+            after_id = floor  # the check is done: act from the lowest id
         while stopped is None and after_id < max_id:
             if matched >= BULK_PER_CALL or windows >= BULK_WINDOWS_PER_CALL:
                 break
