@@ -396,6 +396,30 @@ def test_big_integers_show_and_copy_exactly(
     expect(panel.locator("details")).not_to_have_attribute("open", "")
 
 
+def test_a_failed_action_with_refresh_off_still_recovers(
+    server: UiServer, db: psycopg.Connection, page: Page
+) -> None:
+    """An action answered 503 shows the banner, which says the page retries every 2 s: with
+    the refresh off, nothing retried, and the banner stayed after the database was back."""
+    page.goto(server.base + "/queues")
+    page.select_option("#refresh", "0")
+    row = page.locator('tr[data-queue="batch"]')
+    expect(row).to_be_visible()
+
+    def unavailable(route: Any) -> None:
+        route.fulfill(
+            status=503,
+            content_type="application/json",
+            body='{"error": "database unreachable", "reason": "unreachable"}',
+        )
+
+    page.route("**/api/**", unavailable)
+    row.locator("button[data-action]").first.click()
+    expect(page.locator("#banner")).to_be_visible()
+    page.unroute("**/api/**")
+    expect(page.locator("#banner")).to_be_hidden(timeout=6000)
+
+
 def test_hostile_data_renders_as_text(server: UiServer, db: psycopg.Connection, page: Page) -> None:
     job_id = insert_job(
         db,

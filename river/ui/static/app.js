@@ -206,7 +206,12 @@
       await run();
       return true;
     } catch (e) {
-      if (e instanceof ApiError && e.unavailable) connection.fail(e.message, e.reason);
+      if (e instanceof ApiError && e.unavailable) {
+        connection.fail(e.message, e.reason);
+        // The banner says the page retries every 2 s: with refresh off (or a slow one) the
+        // page's loop had no tick coming, and the banner stayed after the database was back.
+        live.kick();
+      }
       toast(e instanceof ApiError ? e.describe() : String(e), true);
       return false;
     }
