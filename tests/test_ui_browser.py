@@ -324,6 +324,26 @@ def test_paging_through_a_long_list(server: UiServer, db: psycopg.Connection, pa
     expect(page.locator('button[data-action="next-page"]')).to_have_count(0)
     page.get_by_role("button", name="← Previous").click()
     expect(first_row).to_have_attribute("data-job", str(ids[50]))
+    previous = page.get_by_role("button", name="← Previous")
+    previous.click()
+    expect(first_row).to_have_attribute("data-job", str(ids[0]))
+    expect(previous).to_have_count(0)
+
+    # The trail belongs to each page of the history: Back to page 2, then Previous, is page
+    # 1 (a trail kept for the page shown last went forward to page 2 again).
+    page.locator('button[data-action="next-page"]').click()
+    page.locator('button[data-action="next-page"]').click()
+    expect(first_row).to_have_attribute("data-job", str(ids[100]))
+    page.go_back()
+    expect(first_row).to_have_attribute("data-job", str(ids[50]))
+    previous.click()
+    expect(first_row).to_have_attribute("data-job", str(ids[0]))
+    # Apply with the same filter: page 1, with no Previous (it showed, and went to page 2).
+    page.locator('button[data-action="next-page"]').click()
+    page.locator('button[data-action="next-page"]').click()
+    page.get_by_role("button", name="Apply").click()
+    expect(first_row).to_have_attribute("data-job", str(ids[0]))
+    expect(previous).to_have_count(0)
 
 
 def test_queue_pause_resume_and_cluster_settings(

@@ -295,10 +295,10 @@
     return path.replace(/\/+$/, "") || "/";
   }
 
-  function navigate(path, replace) {
+  function navigate(path, replace, state = null) {
     const url = BASE + path;
-    if (replace) history.replaceState(null, "", url);
-    else history.pushState(null, "", url);
+    if (replace) history.replaceState(state, "", url);
+    else history.pushState(state, "", url);
     route();
     window.scrollTo(0, 0);
   }
@@ -544,7 +544,6 @@
   // --- job list ------------------------------------------------------------------------------------
 
   const FILTER_KEYS = ["state", "kind", "queue", "priority", "id", "tag", "q"];
-  let cursorTrail = { key: "", stack: [] };
 
   function listParams() {
     const params = new URLSearchParams(location.search);
@@ -589,7 +588,11 @@
     setNav("jobs", "Jobs");
     const params = listParams();
     const key = filterKey(params);
-    if (cursorTrail.key !== key) cursorTrail = { key, stack: [] };
+    // The cursors of the pages before this one, kept with this history entry (Back, Apply,
+    // a tab: each entry has its own; a trail kept for the page shown last made Previous go
+    // forward, or show on the first page).
+    const state = history.state;
+    const trail = state && state.trailKey === key && Array.isArray(state.trail) ? state.trail : [];
     const selected = new Set();
     let allMatching = false;
     let lastPage = [];
@@ -808,13 +811,13 @@
 
     function renderPager(next, short) {
       const buttons = [];
-      if (cursorTrail.stack.length) {
+      if (trail.length) {
         buttons.push(h("button", { class: "button", type: "button", onclick: () => {
-          const previous = cursorTrail.stack.pop();
+          const previous = trail[trail.length - 1];
           const p = new URLSearchParams(params);
           if (previous) p.set("after", previous);
           else p.delete("after");
-          navigate(jobsPath(p));
+          navigate(jobsPath(p), false, { trailKey: key, trail: trail.slice(0, -1) });
         } }, "← Previous"));
       } else if (params.get("after")) {
         const p = new URLSearchParams(params);
@@ -823,10 +826,9 @@
       }
       if (next) {
         buttons.push(h("button", { class: "button", type: "button", "data-action": "next-page", onclick: () => {
-          cursorTrail.stack.push(params.get("after") || "");
           const p = new URLSearchParams(params);
           p.set("after", next);
-          navigate(jobsPath(p));
+          navigate(jobsPath(p), false, { trailKey: key, trail: [...trail, params.get("after") || ""] });
         } }, short ? (params.get("order") === "asc" ? "Search newer →" : "Search older →") : "Next →"));
       }
       pager.replaceChildren(...buttons);
