@@ -53,6 +53,7 @@ from river.ui._input import (
     parse_minutes,
     parse_queue,
     parse_queue_name,
+    parse_queues,
     parse_settings,
 )
 from river.ui._store import DatabaseBusyError, QueryTimeoutError, SharedReads, Store
@@ -429,22 +430,29 @@ class Api:
         return [_queue_json(n, by_name.get(n), counts) for n in names]
 
     async def counts(self, request: Request) -> Response:
-        """``GET /api/counts?queue=``: jobs per state (of one queue, or all), and the names of
-        the queues that have jobs."""
+        """``GET /api/counts?queue=``: jobs per state (of the queues given, added up, or of
+        every queue), and the names of the queues that have jobs. Several queues come as the
+        job list takes them (``queue=a,b`` or ``queue=a&queue=b``): a list of two queues
+        asked for the counts of a queue named "a,b", and showed zeros."""
         counts = await self._counts()
-        queue = parse_queue(self._params(request))
-        if queue is None:
+        queues = parse_queues(self._params(request))
+        if not queues:
             states, capped = counts.by_state, counts.capped
         else:
-            states = counts.by_queue.get(queue) or {s.value: 0 for s in _data.DISPLAY_STATES}
-            capped = counts.capped_by_queue.get(queue, [])
+            states = {s.value: 0 for s in _data.DISPLAY_STATES}
+            capped_states: set[str] = set()
+            for queue in queues:
+                for state, n in (counts.by_queue.get(queue) or {}).items():
+                    states[state] = states.get(state, 0) + n
+                capped_states.update(counts.capped_by_queue.get(queue, []))
+            capped = [s for s in states if s in capped_states]
         return JSONResponse(
             {
                 "states": states,
                 "total": sum(states.values()),
                 "capped": capped,
                 "count_cap": counts.cap,
-                "queue": queue,
+                "queue": queues[0] if len(queues) == 1 else None,
                 "queues": list(counts.by_queue),
             }
         )

@@ -211,6 +211,12 @@ def parse_queue(params: Params) -> str | None:
     return check_text("queue", text) if text is not None else None
 
 
+def parse_queues(params: Params) -> list[str]:
+    """The ``queue`` values of a counts request, as the job list reads them (repeated, or
+    comma-separated): several queues' counts are added up (empty: every queue)."""
+    return list(dict.fromkeys(_values(params, "queue")))
+
+
 def parse_queue_name(text: str, field: str = "name") -> str:
     """A queue's name from the path or ``?name=``: given, and text Postgres can hold (River's
     own rules for a name are the admin calls', which answer "no such queue" for the rest), and

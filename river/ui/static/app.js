@@ -850,7 +850,8 @@
 
     let suggestionsLoaded = false;
     live.start(async () => {
-      const countPath = params.getAll("queue").length === 1 ? `/counts?queue=${encodeURIComponent(params.get("queue"))}` : "/counts";
+      const queues = params.getAll("queue");
+      const countPath = queues.length ? `/counts?${queues.map((q) => `queue=${encodeURIComponent(q)}`).join("&")}` : "/counts";
       const [page, counts] = await Promise.all([api(`/jobs?${params.toString()}`), api(countPath)]);
       setNow(page.now);
       renderTabs(counts);
