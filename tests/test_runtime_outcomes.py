@@ -578,6 +578,8 @@ async def test_sync_worker_polling_cancel_requested_on_hard_stop_is_interrupted(
         try:
             await client.start()
             await db.wait_state(job_id, "running")
+            # In its thread, not only fetched: one still waiting for a thread never starts.
+            await wait_for(lambda: worker.threads, message="the worker started")
             await client.stop_and_cancel()
         finally:
             await client.close()
@@ -601,6 +603,7 @@ async def test_sync_jobs_waiting_for_a_thread_never_start_after_a_hard_stop(
         try:
             await client.start()
             await db.wait_state(holder, "running")
+            await wait_for(lambda: worker.threads, message="the holder started")
             waiting = [await insert(db, SyncArgs(mode="ok")) for _ in range(2)]
             for job_id in waiting:
                 await db.wait_state(job_id, "running")  # fetched: in line for the thread
@@ -623,6 +626,7 @@ async def test_a_sync_job_waiting_for_a_thread_is_cancelled_at_once(db_url: str)
         config = client_config(worker, sync_worker_threads=1)
         async with started_client(db_url, config) as client:
             await db.wait_state(holder, "running")
+            await wait_for(lambda: worker.threads, message="the holder started")
             waiting = await insert(db, SyncArgs(mode="ok"))
             await db.wait_state(waiting, "running")  # fetched: in line for the thread
             await client.job_cancel(waiting)
@@ -642,6 +646,7 @@ async def test_sync_worker_polling_cancel_requested_on_remote_cancel_is_cancelle
         job_id = await insert(db, SyncArgs(mode="poll_cancel"))
         async with started_client(db_url, client_config(worker)) as client:
             await db.wait_state(job_id, "running")
+            await wait_for(lambda: worker.threads, message="the worker started")
             await client.job_cancel(job_id)
             row = await db.wait_attempted(job_id)
         assert worker.saw_cancel.is_set()
