@@ -293,24 +293,24 @@ class Rescuer:
             return "cancelled", None
         registered = self._workers.get(row.kind)
         job: Job[Any] | None = None
-        custom: float | None = None
+        timeout = attempt_timeout(None, self.job_timeout)
         if registered is not None:
             # The worker's code runs here as in the executor, and fails the same way: one job
             # whose timeout() raised ended every pass (and, over restarts, the leader), so no
             # stuck job was rescued any more. It falls back to the client's job timeout.
-            name = type(registered.worker).__qualname__
-            step = f"decoding its args ({registered.args_type.__qualname__})"
             try:
                 job = Job(row, registered.args_type.model_validate_json(row.encoded_args))
-                step = f"{name}.timeout()"
-                custom = registered.worker.timeout(job)
-                attempt_timeout(custom, self.job_timeout)  # a timedelta, a str...: TypeError
+                # A timedelta, a str...: a TypeError here, handled as a failing timeout().
+                timeout = attempt_timeout(registered.worker.timeout(job), self.job_timeout)
             except pydantic.ValidationError:
                 pass  # args the worker cannot read: its executor discards them anyway
             except Exception as exc:
+                step = (
+                    f"{type(registered.worker).__qualname__}.timeout()"
+                    if job is not None
+                    else f"decoding its args ({registered.args_type.__qualname__})"
+                )
                 self._warn_once(row, step, exc)
-                custom = None
-        timeout = attempt_timeout(custom, self.job_timeout)
         if timeout == 0:
             return None  # no timeout (-1, NaN): it may still be running
         attempted_at = row.attempted_at or db_now

@@ -412,6 +412,15 @@ def _data_dir_for(root: Path, user: _RunAs | None) -> Path:
     return shared / "pg"
 
 
+def _binaries_copy(install: Path) -> Path:
+    """Where :func:`_reachable_bindir` copies the Postgres installation ``install``: one
+    directory per installation under the system temp dir."""
+    import hashlib
+
+    digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
+    return Path("/var/tmp") / f"river-pg-{digest}"
+
+
 def _reachable_bindir(bindir: Path, user: _RunAs | None) -> Path:
     """``bindir``, or, when the server's user cannot reach it (the ``pgserver`` wheel inside a
     virtualenv below a private directory such as ``mktemp -d``'s or /root), a copy of its
@@ -421,13 +430,11 @@ def _reachable_bindir(bindir: Path, user: _RunAs | None) -> Path:
     through their relative RPATH."""
     if user is None or _traversable(bindir, user):
         return bindir
-    import hashlib
     import shutil
 
     install = bindir.parent
     package = install.parent
-    digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
-    copy = Path("/var/tmp") / f"river-pg-{digest}"
+    copy = _binaries_copy(install)
     target = copy / package.name / install.name
     done = copy / ".river-copied"
     # Only a copy this process's user made (root): the server's user runs its binaries.

@@ -141,7 +141,9 @@ def test_pgserver_binaries(monkeypatch: pytest.MonkeyPatch, dev_dir: Path) -> No
     assert _select_one(server.url) == 1
 
 
-def test_binaries_the_server_user_cannot_reach_are_copied(tmp_path: Path) -> None:
+def _private_bindir(tmp_path: Path) -> tuple[dev._RunAs, Path]:
+    """The server's user, and a Postgres installation's bin directory below a directory that
+    user cannot enter (what ``mktemp -d`` makes); skips unless root."""
     user = dev._run_as()
     if user is None:
         pytest.skip("only root runs Postgres as another user")
@@ -150,7 +152,12 @@ def test_binaries_the_server_user_cannot_reach_are_copied(tmp_path: Path) -> Non
     bindir.mkdir(parents=True)
     (bindir / "initdb").write_text("#!/bin/sh\n")
     (bindir.parent / "share").mkdir()
-    private.chmod(0o700)  # what mktemp -d makes: nobody else may enter
+    private.chmod(0o700)
+    return user, bindir
+
+
+def test_binaries_the_server_user_cannot_reach_are_copied(tmp_path: Path) -> None:
+    user, bindir = _private_bindir(tmp_path)
     reachable = dev._reachable_bindir(bindir, user)
     assert reachable != bindir
     assert (reachable / "initdb").read_text() == "#!/bin/sh\n"
@@ -164,18 +171,8 @@ def test_a_copy_made_by_another_user_is_refused(tmp_path: Path) -> None:
     """The copy's path under /var/tmp is computed from the installation's path: a local user
     who made that directory first (with binaries of their own) had root run them as the
     server's user."""
-    user = dev._run_as()
-    if user is None:
-        pytest.skip("only root runs Postgres as another user")
-    private = tmp_path / "private"
-    bindir = private / "venv" / "pginstall" / "bin"
-    bindir.mkdir(parents=True)
-    (bindir / "initdb").write_text("#!/bin/sh\n")
-    private.chmod(0o700)
-    import hashlib
-
-    digest = hashlib.sha256(str(bindir.parent).encode()).hexdigest()[:12]
-    planted = Path("/var/tmp") / f"river-pg-{digest}"
+    user, bindir = _private_bindir(tmp_path)
+    planted = dev._binaries_copy(bindir.parent)
     planted.mkdir()
     try:
         (planted / ".river-copied").touch()

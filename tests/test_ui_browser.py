@@ -412,7 +412,9 @@ def test_big_integers_show_and_copy_exactly(
     expect(panel.locator("pre.json")).to_contain_text(f'"owner_id": {big}')
     panel.locator("summary").click()  # closed
     expect(panel.locator("details")).not_to_have_attribute("open", "")
-    page.wait_for_timeout(4000)  # more than one poll of the page (every 3 s by default)
+    for _ in range(2):  # two polls of the page come and go: still closed
+        with page.expect_response(lambda r: "/api/queue?name=batch" in r.url, timeout=10_000):
+            pass
     expect(panel.locator("details")).not_to_have_attribute("open", "")
 
 

@@ -111,9 +111,9 @@ logger = logging.getLogger("river.django")
 
 #: The signals' names, for log lines.
 _SIGNAL_NAMES = {
-    id(task_enqueued): "task_enqueued",
-    id(task_started): "task_started",
-    id(task_finished): "task_finished",
+    task_enqueued: "task_enqueued",
+    task_started: "task_started",
+    task_finished: "task_finished",
 }
 
 #: The job kind of every task.
@@ -479,7 +479,7 @@ def _send(signal: Any, sender: type[Any], result: TaskResult[..., Any]) -> None:
         if isinstance(response, Exception):
             logger.error(
                 "django.tasks: a receiver of %s (%s) raised for task %s: %s",
-                _SIGNAL_NAMES.get(id(signal), "a signal"),
+                _SIGNAL_NAMES.get(signal, "a signal"),
                 getattr(receiver, "__qualname__", receiver),
                 result.id,
                 response,
