@@ -352,6 +352,27 @@ def test_tests_read_nothing_outside_the_repository() -> None:
     assert not offenders, "read tests/data instead:\n" + "\n".join(offenders)
 
 
+#: What scopes a query on the server's activity view to the test's own database or backends.
+_SCOPED = ("current_database()", "pid = %s", "pid IN", "pid = ANY")
+
+
+def test_tests_read_server_activity_of_their_own_database_only() -> None:
+    """pytest-xdist workers share one server: a count over ``pg_stat_activity`` that is not
+    scoped to the test's database (or to known pids) counts other workers' sessions too, and
+    fails, or passes, by chance."""
+    offenders = []
+    for path in sorted(TESTS.rglob("*.py")):
+        if path == Path(__file__).resolve():
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                continue
+            if "FROM pg_stat_activity" in node.value and not any(k in node.value for k in _SCOPED):
+                offenders.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+    assert not offenders, "filter on datname = current_database():\n" + "\n".join(offenders)
+
+
 def test_data_readme_names_every_file() -> None:
     readme = (DATA / "README.md").read_text(encoding="utf-8")
     files = [

@@ -733,7 +733,7 @@ async def test_reindexer_reports_a_failure_and_goes_on(db_url: str) -> None:
 async def _activity(db: DB, like: str) -> list[dict[str, Any]]:
     return await db.all(
         "SELECT pid, wait_event_type FROM pg_stat_activity"
-        " WHERE query ILIKE %(like)s AND pid <> pg_backend_pid()",
+        " WHERE query ILIKE %(like)s AND pid <> pg_backend_pid() AND datname = current_database()",
         {"like": like},
     )
 

@@ -1825,11 +1825,15 @@ def test_import_river_does_not_load_starlette_and_the_extra_is_named() -> None:
     assert "pip install 'river-queue[ui]'" in result.stderr
 
 
-def _connections(conn: psycopg.Connection, app_name: str = "river ui") -> int:
+def _connections(
+    conn: psycopg.Connection, app_name: str = "river ui", *, waiting_on_a_lock: bool = False
+) -> int:
+    """The dashboard's sessions on this test's database (pytest-xdist workers share a server)."""
     (n,) = conn.execute(
         "SELECT count(*) FROM pg_stat_activity"
-        " WHERE application_name = %s AND datname = current_database()",
-        (app_name,),
+        " WHERE application_name = %s AND datname = current_database()"
+        " AND (NOT %s OR wait_event_type = 'Lock')",
+        (app_name, waiting_on_a_lock),
     ).fetchone()
     return int(n)
 
@@ -1856,16 +1860,12 @@ async def test_a_busy_pool_answers_busy_and_never_grows_past_its_size(
                 conn.execute("SELECT 1 FROM river_job WHERE id = %s FOR UPDATE", (job,))
                 tg.start_soon(cancel)
                 tg.start_soon(cancel)
-                for _ in range(100):  # both wait on the row lock, holding both connections
-                    (waiting,) = conn.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
-                        " 'river ui' AND wait_event_type = 'Lock'"
-                    ).fetchone()
-                    if waiting == 2:
-                        break
+                # Both wait on the row lock, holding both connections.
+                deadline = time.monotonic() + 20
+                while _connections(conn, waiting_on_a_lock=True) < 2:
+                    if time.monotonic() > deadline:
+                        raise AssertionError("the two slow requests never waited on the row lock")
                     await anyio.sleep(0.02)
-                else:
-                    raise AssertionError("the two slow requests never waited on the row lock")
                 for _ in range(3):
                     started = time.monotonic()
                     busy = await http.get("/api/jobs?limit=1")  # not a shared (cached) read
