@@ -17,6 +17,8 @@ unreachable database cannot make memory grow without bound.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import math
 from collections.abc import Callable
@@ -102,6 +104,9 @@ class Completer:
         self.stale = 0
         #: Called with no argument after each write (the backlog shrank).
         self.on_written: Callable[[], None] | None = None
+        #: :meth:`call_when_written`'s callbacks: (sequence number, tie-break, callback).
+        self._when_written: list[tuple[int, int, Callable[[], None]]] = []
+        self._tie = itertools.count()
 
     @property
     def backlog(self) -> int:
@@ -116,6 +121,24 @@ class Completer:
         if len(self._pending) >= self.batch_size:
             self._wake.set()
         return self._accepted
+
+    def call_when_written(self, seq: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (no argument) once the outcomes up to sequence number ``seq`` (as
+        returned by :meth:`add`) are written, or given up: at once when they already are, else
+        on the flusher's task right after that write. Unlike :meth:`flushed`, it never makes a
+        write come sooner. A callback that raises is logged and does not stop the flusher."""
+        if self._written >= seq:
+            callback()
+            return
+        heapq.heappush(self._when_written, (seq, next(self._tie), callback))
+
+    def _call_written(self) -> None:
+        while self._when_written and self._when_written[0][0] <= self._written:
+            callback = heapq.heappop(self._when_written)[2]
+            try:
+                callback()
+            except Exception:
+                logger.exception("a callback after writing job outcomes failed")
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Flush loop; returns after :meth:`stop` once everything has been written."""
@@ -213,6 +236,7 @@ class Completer:
             self._on_persisted(outcomes, persisted)
         if self.on_written is not None:
             self.on_written()
+        self._call_written()
 
     def _count_stale(
         self, outcomes: list[Outcome], persisted: dict[AttemptKey, JobRow | str]

@@ -617,13 +617,18 @@ class Producer:
                 if self.running.get(key) is running:
                     del self.running[key]
             self.finished += 1
-            self.last_outcome = rt.completer.add(outcome)
+            self.last_outcome = seq = rt.completer.add(outcome)
             if outcome.state is JobState.AVAILABLE and outcome.scheduled_at is not None:
                 delay = (outcome.scheduled_at - rt.executor.now()).total_seconds()
                 if delay > 0:
-                    # Late enough for the completer to have written the outcome: its next tick
-                    # comes within one interval, and a write in progress may come first.
-                    self.wake_at(time.monotonic() + delay + 2 * rt.completer.flush_interval)
+                    # Re-fetch when the job is due, but never before its outcome is written: a
+                    # fetch while the row still says running finds nothing, and the next poll
+                    # may be far off (a slow write once stranded short retries until then).
+                    # The margin covers the server's clock being a little behind ours.
+                    due = time.monotonic() + delay + rt.completer.flush_interval
+                    rt.completer.call_when_written(
+                        seq, lambda: self.wake_at(max(due, time.monotonic()))
+                    )
             if self._last_fetch_full:
                 self._trigger.set()
         finally:

@@ -140,6 +140,36 @@ async def test_flushed_writes_at_once_without_waiting_for_the_tick(
         completer.stop()
 
 
+async def test_callbacks_run_after_their_outcome_is_written_and_never_hurry_it(
+    db_url: str, pool: AsyncConnectionPool[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = await _running_jobs(db_url, pool, 2)
+    writes = Writes()
+    called: list[tuple[str, int]] = []
+    completer = _completer(pool, writes, flush_interval=0.5)
+    async with anyio.create_task_group() as tg:
+        await tg.start(completer.run)
+        first = completer.add(_completed(rows[0]))
+
+        def broken() -> None:
+            raise RuntimeError("callback bug")
+
+        completer.call_when_written(first, broken)
+        completer.call_when_written(first, lambda: called.append(("first", writes.applied)))
+        assert called == []  # not before the write...
+        assert writes.sizes == []  # ...and the write does not come sooner for it
+        await wait_for(lambda: called, timeout=10)
+        assert called == [("first", 1)]  # after the write, despite the callback before it
+        completer.call_when_written(first, lambda: called.append(("again", writes.applied)))
+        assert called[-1] == ("again", 1)  # already written: at once
+        second = completer.add(_completed(rows[1]))
+        completer.call_when_written(second, lambda: called.append(("second", writes.applied)))
+        await wait_for(lambda: len(called) == 3, timeout=10)
+        assert called[-1] == ("second", 2)
+        completer.stop()
+    assert "a callback after writing job outcomes failed" in caplog.text
+
+
 async def test_outcomes_filling_a_batch_mid_write_leave_no_early_write_behind(
     db_url: str, pool: AsyncConnectionPool[Any]
 ) -> None:

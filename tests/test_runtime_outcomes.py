@@ -1254,6 +1254,50 @@ async def test_short_retry_and_snooze_rerun_without_waiting_for_a_poll(
         assert row["metadata"] == {"snoozes": 1}
 
 
+class HeldFlakyWorker(river.Worker[Flaky]):
+    """Fails its first run once the test says so (after it has locked the job's row)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, float]] = []
+        self.started = anyio.Event()
+        self.go = anyio.Event()
+
+    async def work(self, job: river.Job[Flaky]) -> None:
+        self.runs.append((job.attempt, time.monotonic()))
+        if len(self.runs) == 1:
+            self.started.set()
+            await self.go.wait()
+            raise RuntimeError("first run fails")
+
+
+async def test_a_short_retry_written_after_it_was_due_still_reruns_without_a_poll(
+    db_url: str,
+) -> None:
+    """The outcome's write is held past the job's due time (a row lock stands for a slow
+    database): the producer's re-fetch waits for the write, where a fetch at the due time
+    would find the row still running and leave the job to the poll, 30 s away."""
+    worker = HeldFlakyWorker()
+    config = client_config(worker, retry_policy=retry_in(0.3), fetch_poll_interval=30)
+    async with open_db(db_url) as db:
+        job_id = await insert(db, Flaky(how="error"))
+        async with (
+            started_client(db_url, config),
+            await psycopg.AsyncConnection.connect(db_url) as locker,
+        ):
+            with anyio.fail_after(20):
+                await worker.started.wait()
+            async with locker.transaction():
+                await locker.execute("SELECT 1 FROM river_job WHERE id = %s FOR UPDATE", (job_id,))
+                worker.go.set()
+                await anyio.sleep(1.0)  # the retry is due 0.3 s after the failure
+                assert await db.state(job_id) == "running"  # the write waits
+                released = time.monotonic()
+            row = await db.wait_state(job_id, "completed", timeout=15)
+    assert [attempt for attempt, _ in worker.runs] == [1, 2]
+    assert worker.runs[1][1] >= released
+    assert row["attempt"] == 2
+
+
 class CompleteThenRaise(river.JobArgs):
     kind: ClassVar[str] = "complete_then_raise"
 
@@ -1507,10 +1551,13 @@ class BlockingWorker(river.Worker[Blocking]):
 
 
 async def test_a_blocked_event_loop_is_reported(
-    db_url: str, caplog: pytest.LogCaptureFixture
+    db_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import logging
 
+    import river._runtime
+
+    monkeypatch.setattr(river._runtime, "LOOP_BLOCKED", 1.0)  # the product's (see conftest)
     caplog.set_level(logging.WARNING, logger="river.client")
     async with open_db(db_url) as db:
         job_id = await insert(db, Blocking())
