@@ -347,12 +347,42 @@ async def test_a_child_spawned_during_a_stop_is_stopped() -> None:
     assert supervisor.children[0].last_status == 0
 
 
+class _StopOnRetry(Supervisor):
+    """A stop signal that lands as a child that failed to start is tried again."""
+
+    spawns = 0
+
+    async def _spawn(self, child: _Child, status_fd: int) -> Process:
+        self.spawns += 1
+        if self.spawns == 2:
+            self._begin_stop(signal.SIGTERM)
+        return await super()._spawn(child, status_fd)
+
+
+@pytest.mark.anyio
+async def test_a_stop_that_ends_the_retry_of_a_child_failing_to_start_keeps_its_failure() -> None:
+    # Caught in its restart backoff, such a child made the supervisor exit 1; caught in its
+    # next try (killed before it was ready), it exited 0: the same state, two answers.
+    runs = iter([["-c", "import sys; sys.exit(1)"]])
+    options = SupervisorOptions(
+        processes=1,
+        child_argv=lambda index, port: next(runs, ["-c", "import time; time.sleep(60)"]),
+        child_command=[sys.executable],
+        shutdown_timeout=60,
+    )
+    supervisor = _StopOnRetry(options)
+    with anyio.fail_after(20):
+        assert await supervisor.run() == 1
+    assert supervisor.spawns == 2
+    assert supervisor.children[0].last_status == 1
+
+
 _SLOW_WRITER = """
 import os, signal, sys, time
 fd = int(os.environ["RIVER_WORKER_STATUS_FD"])
-os.write(fd, b"started\\nshutdown_timeout 0.0\\noutcome_timeout %s\\nready\\n")
 stop = []
-signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))  # before it says ready, as river's
+os.write(fd, b"started\\nshutdown_timeout 0.0\\noutcome_timeout %s\\nready\\n")
 while not stop:
     time.sleep(0.01)
 if %s:
@@ -407,9 +437,9 @@ import os, signal, sys, time
 if sys.argv[1] == "1":
     sys.exit(1)  # cannot start (a config file broken since the others started)
 fd = int(os.environ["RIVER_WORKER_STATUS_FD"])
-os.write(fd, b"started\\nready\\n")
 stop = []
-signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+signal.signal(signal.SIGTERM, lambda *_: stop.append(1))  # before it says ready, as river's
+os.write(fd, b"started\\nready\\n")
 while not stop:
     time.sleep(0.01)
 """

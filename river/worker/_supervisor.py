@@ -208,7 +208,8 @@ class Supervisor:
         statuses = [c.last_status for c in self.children]
         # A child that was not running when the stop came (in its restart backoff after a
         # crash, or waiting for a source change) has nothing to stop: its status is None. One
-        # whose last run failed to start keeps that run's status.
+        # whose last run failed to start keeps that run's status, also when the stop ended
+        # its next try.
         logger.info("supervisor stopped (exit statuses %s)", statuses)
         if EXIT_UNHEALTHY in statuses:
             return EXIT_UNHEALTHY
@@ -296,8 +297,22 @@ class Supervisor:
             status = await self._run_once(child)
             if self._stopping.is_set() and status in (-signal.SIGTERM, -signal.SIGINT, 130):
                 # Killed by the forwarded signal before it had installed its handlers, i.e.
-                # before it had started any job: nothing was lost.
-                status = 0
+                # before it had started any job: nothing was lost. A retry of a child that
+                # was failing to start keeps that failure as its status, as it would have in
+                # its restart backoff (when the stop caught it there, it exited 1 or 0 by
+                # chance).
+                failing = child.start_failures > 0 and child.last_status not in (0, None)
+                logger.info(
+                    "worker process %d (pid %d) stopped before it was ready%s",
+                    child.index,
+                    child.pid,
+                    f" (its last start had failed with status {child.last_status})"
+                    if failing
+                    else "",
+                )
+                if not failing:
+                    child.last_status = 0
+                return
             child.last_status = status
             if self._stopping.is_set():
                 logger.info(
