@@ -29,6 +29,7 @@ import json
 import os
 import pwd
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -280,7 +281,24 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _ephemeral_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
+    """The lowest port the kernel hands to outgoing connections (Linux; 32768 elsewhere)."""
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def _free_port() -> int:
+    """A free port for the server, below the kernel's ephemeral range when it leaves room:
+    a port of that range (what binding to port 0 gives) can be taken by any outgoing
+    connection in the moment between this choice and the server's own bind."""
+    low = _ephemeral_low()
+    if low > 20_000:
+        for _ in range(100):
+            port = secrets.randbelow(low - 15_000) + 15_000
+            if _port_free(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

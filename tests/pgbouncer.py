@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import conninfo
+from worker_apps.harness import free_port
 
 from river import dev
 
@@ -29,12 +29,6 @@ def binary() -> str | None:
     return shutil.which("pgbouncer") or (
         "/usr/sbin/pgbouncer" if Path("/usr/sbin/pgbouncer").exists() else None
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def version(exe: str) -> tuple[int, ...]:
@@ -51,7 +45,7 @@ def running(server_url: str, *, pool_mode: str = "transaction", **settings: str)
     assert exe is not None
     params = conninfo.conninfo_to_dict(server_url)
     user = str(params.get("user") or "postgres")
-    port = _free_port()
+    port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="river-pgbouncer-"))
     run_as = dev._run_as()
     (workdir / "userlist.txt").write_text(f'"{user}" ""\n', encoding="utf-8")

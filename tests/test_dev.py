@@ -85,6 +85,20 @@ def test_a_port_whose_connections_linger_in_time_wait_is_free_to_reuse() -> None
     assert dev._port_free(port)
 
 
+def test_a_new_server_port_is_chosen_below_the_ephemeral_range(tmp_path: Path) -> None:
+    # Binding to port 0 gives a port of the range outgoing connections take theirs from: one
+    # of them could take it while the server starts (seconds), and the start then failed.
+    low = dev._ephemeral_low()
+    assert low >= 1024
+    if low > 20_000:
+        ports = {dev._free_port() for _ in range(20)}
+        assert all(15_000 <= port < low and dev._port_free(port) for port in ports)
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("40000\t60999\n")
+    assert dev._ephemeral_low(str(ranges)) == 40000
+    assert dev._ephemeral_low(str(tmp_path / "missing")) == 32768  # not Linux: the usual
+
+
 def test_a_cluster_started_as_another_user_is_still_seen_and_stopped(
     dev_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,6 +28,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from worker_apps.harness import free_port
 
 from tests.conftest import REPO_ROOT, _create_database, _drop_database, _uri_with_db
 from tests.netproxy import CuttableProxy, server_address
@@ -62,18 +63,11 @@ expect.set_options(timeout=10_000)
 # --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class UiServer:
     """A ``river ui`` process on 127.0.0.1 and a free port."""
 
     def __init__(self, url: str, *flags: str, env: dict[str, str] | None = None) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [

@@ -4,6 +4,7 @@ of lines that tests wait on (with deadlines), signals, exit status, database rea
 from __future__ import annotations
 
 import os
+import random
 import re
 import socket
 import subprocess
@@ -20,6 +21,7 @@ from typing import Any
 import psycopg
 
 import river
+from river import dev
 
 APPS_DIR = Path(__file__).resolve().parent
 TESTS_DIR = APPS_DIR.parent
@@ -169,15 +171,14 @@ def insert(db_url: str, *jobs: tuple[river.JobArgs, str]) -> list[int]:
 
 
 def free_port(span: int = 1) -> int:
-    """A port P such that P..P+span-1 are free on 127.0.0.1 right now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port + span > 65535:
-            continue
+    """A port P such that P..P+span-1 are free on 127.0.0.1 right now, below the kernel's
+    ephemeral range: a port of that range (what binding to port 0 gives) can be taken by an
+    outgoing connection of either xdist worker before the process under test binds it."""
+    low = dev._ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(15_000, max(low, 20_000) - span)
         try:
-            for offset in range(1, span):
+            for offset in range(span):
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", port + offset))
         except OSError:
