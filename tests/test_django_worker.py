@@ -34,7 +34,8 @@ def _open_note_connections(db_url: str) -> int:
     still open."""
     rows = query(
         db_url,
-        "SELECT count(*) FROM pg_stat_activity WHERE pid IN (SELECT backend_pid FROM notes_note)",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid IN (SELECT backend_pid FROM notes_note)",
     )
     return int(rows[0][0])
 

@@ -191,7 +191,7 @@ async def test_scheduler_promotes_due_jobs_and_leaves_later_ones(db_url: str) ->
         due_retryable = await insert_job(db, state="retryable", scheduled_in=-1, errors=1)
         soon = await insert_job(db, state="scheduled", scheduled_in=3)  # within the 5 s window
         later = await insert_job(db, state="scheduled", scheduled_in=30)
-        later_retry = await insert_job(db, state="retryable", scheduled_in=6, errors=1)
+        later_retry = await insert_job(db, state="retryable", scheduled_in=20, errors=1)
         other = await insert_job(db, state="available")
         before = {r["id"]: r for r in await db.jobs()}
 
@@ -355,16 +355,16 @@ async def test_rescuer_retries_discards_cancels_and_skips(db_url: str) -> None:
         recent = await insert_job(db, state="running", attempt=1, attempted_ago=600)
         before = {r["id"]: r for r in await db.jobs()}
 
+        now = await db.scalar("SELECT now() AS now")  # before the pass: its retry comes later
         result = await rescuer.run_once()
         assert result.rescued == {"retryable": 3, "discarded": 2, "cancelled": 1}
         assert result.skipped == 2  # forever, long_ (recent is not even selected)
         rows = {r["id"]: r for r in await db.jobs()}
 
-        now = await db.scalar("SELECT now() AS now")
         r = rows[retry]
         assert r["state"] == "retryable"
         assert r["finalized_at"] is None
-        assert now < r["scheduled_at"] < now + timedelta(seconds=5)  # 1st error: ~1 s
+        assert now < r["scheduled_at"] < now + timedelta(seconds=30)  # 1st error: ~1 s
         assert r["metadata"] == {"river:rescue_count": 4, "x": 1}
         assert r["attempt"] == 1
         (err,) = r["errors"]
@@ -751,7 +751,9 @@ async def test_reindexer_gives_up_on_a_rebuild_and_drops_what_it_left(
             client._queries,
             river.Cron("0 0 * * *"),
             indexes=("river_job_kind", "river_job_metadata_index"),
-            timeout=1.0,
+            # Not shorter: the cleanup (a new connection, the cancel, the DROP) runs within
+            # it too, and on a busy machine 1 s was not always enough.
+            timeout=5.0,
         )
         result: dict[str, str] = {}
         async with await psycopg.AsyncConnection.connect(db_url) as writer:
@@ -767,18 +769,20 @@ async def test_reindexer_gives_up_on_a_rebuild_and_drops_what_it_left(
                     tg.start_soon(run)
                     # The cleanup's DROP INDEX CONCURRENTLY waits for the writer as well.
                     await wait_for(
-                        lambda: _activity(db, "DROP INDEX CONCURRENTLY%"), message="no drop"
+                        lambda: _activity(db, "DROP INDEX CONCURRENTLY%"),
+                        timeout=30,
+                        message="no drop",
                     )
                     assert await _activity(db, "REINDEX INDEX CONCURRENTLY%") == []
                     await writer.rollback()
         assert result == {
-            "river_job_kind": "failed: timed out after 1 s",
+            "river_job_kind": "failed: timed out after 5 s",
             "river_job_metadata_index": "reindexed",
         }
         leftovers = [n for n in await index_oids(db, "public") if "_cc" in n]
         assert leftovers == []
         assert [r.getMessage() for r in caplog.records] == [
-            "reindexer: rebuilding river_job_kind failed: timed out after 1 s"
+            "reindexer: rebuilding river_job_kind failed: timed out after 5 s"
         ]  # nothing from psycopg either: the server ended the statement, the connection lived
 
 

@@ -18,7 +18,13 @@ import pytest
 
 from river.ui import Dashboard, create_app
 from tests.netproxy import CuttableProxy, server_address
-from tests.test_ui_api import add_queue, client_for, csrf_of, insert_job
+from tests.test_ui_api import (
+    add_queue,
+    clear_of_a_minute_boundary,
+    client_for,
+    csrf_of,
+    insert_job,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -164,6 +170,7 @@ async def test_a_database_data_error_is_400_and_logged_once(
 async def test_throughput_skips_error_times_postgres_cannot_read(
     conn: psycopg.Connection, http: httpx.AsyncClient
 ) -> None:
+    await clear_of_a_minute_boundary(conn)
     (now,) = conn.execute("SELECT now()").fetchone()
     utc = now.astimezone(UTC) - timedelta(minutes=2)
     stamp = utc.strftime("%Y-%m-%dT%H:%M:%S")
