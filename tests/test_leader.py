@@ -343,10 +343,11 @@ async def test_request_resign_makes_the_leader_resign_and_someone_lead_again(
 
 async def test_a_foreign_leader_blocks_election_until_its_term_expires(db_url: str) -> None:
     async with open_db(db_url) as db:
-        # Another process (e.g. a River (Go) client) holds leadership for 2.5 more seconds.
+        # Another process (e.g. a River (Go) client) holds leadership for 5 more seconds
+        # (what the client's start leaves of them is checked below).
         await db.execute(
             "INSERT INTO river_leader (leader_id, elected_at, expires_at)"
-            " VALUES ('go-client', now(), now() + interval '2.5 seconds')"
+            " VALUES ('go-client', now(), now() + interval '5 seconds')"
         )
         # A due scheduled job: only a leader's scheduler makes it available.
         job_id = await db.scalar(
@@ -355,6 +356,7 @@ async def test_a_foreign_leader_blocks_election_until_its_term_expires(db_url: s
         )
         async with started_client(db_url, leader_config("client-a")) as client:
             expires = await db.scalar("SELECT expires_at - now() AS left FROM river_leader")
+            assert expires.total_seconds() > 1, "the client took the whole term to start"
 
             async def follower_without_maintenance() -> bool:
                 return not client.is_leader and await db.in_state(job_id, "scheduled")

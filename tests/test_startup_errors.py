@@ -396,7 +396,7 @@ def test_worker_connect_timeout_from_the_file(
     status, lines, elapsed = _run_worker([APP, "--config", str(config)], worker_env(server_url))
     assert status == 1
     assert lines == ["Error: cannot connect to the database: no answer within 1s (connect_timeout)"]
-    assert elapsed < BOUND
+    assert elapsed < BOUND + 3  # + interpreter start-up, as above
 
 
 @pytest.mark.parametrize("version", [0, 5])

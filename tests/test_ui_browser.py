@@ -392,6 +392,7 @@ def test_big_integers_show_and_copy_exactly(
     expect(page.locator("pre.json").nth(0)).to_contain_text(f'"user_id": {big}')
     expect(page.locator("pre.json").nth(1)).to_contain_text(f'"trace": {big + 2}')
     page.locator("section.panel").filter(has_text="Args").get_by_role("button", name="Copy").click()
+    expect(page.locator("#toast")).to_contain_text("Copied")  # the copy has happened
     copied = page.evaluate("navigator.clipboard.readText()")
     assert str(big) in copied, copied
 

@@ -323,6 +323,18 @@ async def test_a_wrong_method_on_an_endpoint_is_405(http: httpx.AsyncClient) -> 
 # --------------------------------------------------------------------------------------------
 
 
+async def served_soon(http: httpx.AsyncClient, path: str) -> httpx.Response:
+    """GET ``path`` until it is not answered "busy" (within 10 s): the dead connection's
+    replacement must be opened first, which can take longer than the short wait_timeout of
+    these tests on a busy machine."""
+    with anyio.fail_after(10):
+        while True:
+            response = await http.get(path)
+            if response.status_code != 503 or response.json().get("reason") != "busy":
+                return response
+            await anyio.sleep(0.05)
+
+
 async def test_a_silent_network_answers_503_within_the_bound_and_drops_the_connection(
     conn: psycopg.Connection, db_url: str
 ) -> None:
@@ -346,10 +358,9 @@ async def test_a_silent_network_answers_503_within_the_bound_and_drops_the_conne
                 assert response.status_code == 503, response.text
                 assert response.json()["reason"] == "unreachable"
                 assert "did not answer" in response.json()["error"]
-                assert elapsed < app.api.store.request_deadline + 1.5
+                assert elapsed < app.api.store.request_deadline + 5  # not the 15 s above
                 for path in ("/api/jobs?limit=1", "/api/overview", "/api/queues/default"):
-                    with anyio.fail_after(5):
-                        again = await http.get(path)
+                    again = await served_soon(http, path)
                     assert again.status_code == 200, (path, again.text)
         finally:
             with anyio.fail_after(10):
@@ -402,8 +413,7 @@ async def test_a_silent_network_on_a_pool_of_the_caller(
                     response = await http.get("/api/jobs?limit=1")
                 assert response.status_code == 503, response.text
                 assert response.json()["reason"] == "unreachable"
-                with anyio.fail_after(5):
-                    assert (await http.get("/api/jobs?limit=1")).status_code == 200
+                assert (await served_soon(http, "/api/jobs?limit=1")).status_code == 200
                 assert not pool.closed
                 stats = pool.get_stats()
                 assert stats["pool_max"] == 1

@@ -310,7 +310,10 @@ def test_health_endpoints_through_a_stop(db_url: str, env: dict[str, str]) -> No
         wait_until(lambda: http_get(port, "/readyz")[0] == 200, message="ready")
         assert http_get(port, "/nope")[0] == 404
         done, running = insert(
-            db_url, (Sleep(seconds=0.0), "default"), (Sleep(seconds=2.5), "default")
+            # Long enough for the checks below before and after the SIGTERM, on a busy machine.
+            db_url,
+            (Sleep(seconds=0.0), "default"),
+            (Sleep(seconds=6.0), "default"),
         )
         wait_until(lambda: _started(db_url, running), message="long job started")
         _, metrics = wait_until(
