@@ -4,8 +4,9 @@ Blocks are read by tests/docblocks.py, following the annotation convention of
 docs/contributing.md. Each program (a block, or the blocks of one ``group``) runs in a
 subprocess (tests/doc_runner.py, or pytest for a ``prelude=pytest`` program) with
 ``DATABASE_URL`` pointing at a fresh database of its own (migrated, or empty with
-``db=empty``) and a timeout; the programs a session selects run side by side in a thread pool
-the first time one of their tests asks for its result. A program fails when it exits non-zero,
+``db=empty``) and a timeout; the programs a session selects start side by side in a thread
+pool as the session begins, and each test waits for its own program's result only (so a test's
+time limit never covers other programs). A program fails when it exits non-zero,
 times out, prints something else than its ``output`` block, or leaves a job that failed an
 attempt in its database (a worker that raised: the way a broken example hides).
 """
@@ -22,7 +23,8 @@ import tempfile
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -255,13 +257,15 @@ def doc_databases(server_url: str, _template_db: str) -> _Databases:
 
 
 @pytest.fixture(scope="session")
-def doc_outcomes(request: pytest.FixtureRequest, doc_databases: _Databases) -> dict[str, Outcome]:
-    """Outcomes by program id. The programs this session selected run at once, side by side
-    in a thread pool; under pytest-xdist (whose workers each run a share of the tests) each
-    test runs its program when it asks for it."""
+def doc_outcomes(request: pytest.FixtureRequest, doc_databases: _Databases) -> Iterator[_Outcomes]:
+    """Outcomes by program id. The programs this session selected start at once, side by side
+    in a thread pool, and each test waits for its own (all of them in the first test's setup
+    ran past pytest-timeout's 120 s on a busy machine); under pytest-xdist (whose workers each
+    run a share of the tests) each test runs its program when it asks for it."""
     outcomes = _Outcomes(doc_databases)
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        return outcomes
+        yield outcomes
+        return
     selected = {
         item.callspec.params["program"].id
         for item in request.session.items
@@ -269,21 +273,29 @@ def doc_outcomes(request: pytest.FixtureRequest, doc_databases: _Databases) -> d
     }
     todo = [p for p in PROGRAMS if p.id in selected and _missing_tool(p) is None]
     with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="doc-program") as pool:
-        results = pool.map(lambda p: _run(p, doc_databases), todo)
-        outcomes.update(zip([p.id for p in todo], results, strict=True))
-    return outcomes
+        outcomes.started = {p.id: pool.submit(_run, p, doc_databases) for p in todo}
+        try:
+            yield outcomes
+        finally:
+            for future in outcomes.started.values():  # the session ended early (-x)
+                future.cancel()
 
 
 class _Outcomes(dict[str, Outcome]):
-    """A program missing from the prefetched outcomes runs when its test asks for it."""
+    """A program's outcome: waited for when it was started with the session, else run when
+    its test asks for it."""
 
     def __init__(self, databases: _Databases) -> None:
         super().__init__()
         self.databases = databases
         self.by_id = {p.id: p for p in PROGRAMS}
+        self.started: dict[str, Future[Outcome]] = {}
 
     def __missing__(self, key: str) -> Outcome:
-        outcome = self[key] = _run(self.by_id[key], self.databases)
+        future = self.started.pop(key, None)
+        outcome = self[key] = (
+            future.result() if future is not None else _run(self.by_id[key], self.databases)
+        )
         return outcome
 
 
