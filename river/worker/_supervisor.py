@@ -301,18 +301,20 @@ class Supervisor:
                 # was failing to start keeps that failure as its status, as it would have in
                 # its restart backoff (when the stop caught it there, it exited 1 or 0 by
                 # chance).
-                failing = child.start_failures > 0 and child.last_status not in (0, None)
-                logger.info(
-                    "worker process %d (pid %d) stopped before it was ready%s",
-                    child.index,
-                    child.pid,
-                    f" (its last start had failed with status {child.last_status})"
-                    if failing
-                    else "",
-                )
-                if not failing:
-                    child.last_status = 0
-                return
+                if (
+                    not child.ready
+                    and child.start_failures > 0
+                    and child.last_status not in (0, None)
+                ):
+                    logger.info(
+                        "worker process %d (pid %d) stopped before it was ready (its last "
+                        "start had failed with status %d)",
+                        child.index,
+                        child.pid,
+                        child.last_status,
+                    )
+                    return
+                status = 0
             child.last_status = status
             if self._stopping.is_set():
                 logger.info(
