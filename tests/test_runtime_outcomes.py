@@ -672,6 +672,8 @@ async def test_stop_and_cancel_interrupts_running_job(db_url: str) -> None:
             await client.start()
             running = await db.wait_state(job_id, "running")
             assert running["attempt"] == 1
+            # In its work(), not only fetched: a job cancelled before it starts never starts.
+            await wait_for(lambda: worker.seen, message="the worker started")
             before = utcnow()
             await client.stop_and_cancel()
             after = utcnow()
