@@ -1,8 +1,11 @@
 """A TCP proxy in front of the test Postgres that a test can cut or freeze, to simulate a
 client host losing its network (real connections, real server; nothing is mocked).
 
-- ``cut()``: new connections are accepted and closed at once (connection refused, in effect);
-  existing ones are left to the test (e.g. ended with ``pg_terminate_backend``).
+- ``cut()``: new connections are accepted and closed at once (connection refused, in effect),
+  also one still being set up when it is called; existing ones are left to the test.
+- ``sever()``: ``cut()``, and every connection through the proxy ends now (a
+  ``pg_terminate_backend`` of the database's sessions misses one whose backend is still
+  starting: it has no database yet).
 - ``freeze()``: bytes stop flowing on every connection open now, in both directions, without
   closing anything (a silent dead link, only a liveness probe can notice); new connections
   work normally.
@@ -48,6 +51,11 @@ class CuttableProxy:
     def cut(self) -> None:
         self.blocked = True
 
+    def sever(self) -> None:
+        self.blocked = True
+        for w in list(self._writers):
+            w.close()
+
     def mend(self) -> None:
         self.blocked = False
 
@@ -64,6 +72,10 @@ class CuttableProxy:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._target)
         except OSError:
+            writer.close()
+            return
+        if self.blocked:  # cut while this one was being set up
+            up_writer.close()
             writer.close()
             return
         self._writers.update((writer, up_writer))

@@ -44,8 +44,10 @@ def job_state(db_url: str, job_id: int) -> str:
 
 def cut_off(db_url: str, proxy: CuttableProxy) -> None:
     """The database becomes unreachable for the client behind ``proxy``: new connections are
-    refused and its open ones end (every other session of this test's own database)."""
-    proxy.cut()
+    refused and its open ones end, on both sides (a pool connection still being set up once
+    escaped the server-side termination alone, and the completer wrote the outcome through
+    it)."""
+    proxy.sever()
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
