@@ -267,6 +267,7 @@ async def test_failover_when_the_leaders_connections_are_terminated(db_url: str)
         proxies[leader.id].cut()
         killed_at = time.monotonic()
         assert await terminate_app(db, f"rq-{leader.id}") >= 2
+        proxies[leader.id].sever()  # and a connection still being set up (no name yet)
 
         both: list[float] = []
 

@@ -539,6 +539,19 @@ class ProxyThread:
         self._loop.run_until_complete(main())
         self._loop.close()
 
+    def sever(self) -> None:
+        """The proxy's ``sever()``, on its own loop; returns once it is done."""
+        assert self.proxy is not None
+        done = threading.Event()
+
+        def sever() -> None:
+            assert self.proxy is not None
+            self.proxy.sever()
+            done.set()
+
+        self._loop.call_soon_threadsafe(sever)
+        assert done.wait(10)
+
     def close(self) -> None:
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
@@ -558,7 +571,7 @@ def test_database_outage_shows_a_banner_and_recovers(
         expect(page.locator('.tile[data-state="available"] .n')).not_to_have_text("")
         page.evaluate("window.__sameDocument = true")
 
-        proxy.proxy.cut()
+        proxy.sever()  # also a pool connection still being set up (its backend has no name yet)
         db.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE application_name = %s AND datname = current_database()",
