@@ -128,17 +128,20 @@ class Completer:
         on the flusher's task right after that write. Unlike :meth:`flushed`, it never makes a
         write come sooner. A callback that raises is logged and does not stop the flusher."""
         if self._written >= seq:
-            callback()
+            self._call(callback)
             return
         heapq.heappush(self._when_written, (seq, next(self._tie), callback))
 
     def _call_written(self) -> None:
         while self._when_written and self._when_written[0][0] <= self._written:
-            callback = heapq.heappop(self._when_written)[2]
-            try:
-                callback()
-            except Exception:
-                logger.exception("a callback after writing job outcomes failed")
+            self._call(heapq.heappop(self._when_written)[2])
+
+    @staticmethod
+    def _call(callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            logger.exception("a callback after writing job outcomes failed")
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Flush loop; returns after :meth:`stop` once everything has been written."""
@@ -232,11 +235,13 @@ class Completer:
             self._count_stale(outcomes, persisted)
         self._progress.set()
         self._progress = anyio.Event()
-        if self._on_persisted is not None:
-            self._on_persisted(outcomes, persisted)
-        if self.on_written is not None:
-            self.on_written()
-        self._call_written()
+        try:
+            if self._on_persisted is not None:
+                self._on_persisted(outcomes, persisted)
+            if self.on_written is not None:
+                self.on_written()
+        finally:
+            self._call_written()
 
     def _count_stale(
         self, outcomes: list[Outcome], persisted: dict[AttemptKey, JobRow | str]

@@ -24,6 +24,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -98,6 +99,9 @@ else:
 #: The order a fetched batch starts in (the fetch statement's; its UPDATE returns rows in any
 #: order).
 _FETCH_ORDER = operator.attrgetter("priority", "scheduled_at", "id")
+#: How long after a re-queued job is due its producer fetches it (once its outcome is
+#: written): the server's clock, which decides what is due, may be a little behind ours.
+_DUE_MARGIN = 0.02
 
 #: Seconds a rate-limited producer waits before fetching again when its bucket's river_queue
 #: row was locked by another transaction.
@@ -436,6 +440,11 @@ class Producer:
         """Wait until :meth:`run` has returned."""
         await self._done.wait()
 
+    def _wake_when_due(self, due: float) -> None:
+        """:meth:`wake_at` ``due``, or now when that has passed (the completer calls it once
+        a re-queued job's outcome is written)."""
+        self.wake_at(max(due, time.monotonic()))
+
     def wake_at(self, when: float) -> None:
         """Fetch at monotonic time ``when`` (e.g. when a re-queued job becomes due)."""
         heapq.heappush(self._timed_wakes, when)
@@ -624,11 +633,8 @@ class Producer:
                     # Re-fetch when the job is due, but never before its outcome is written: a
                     # fetch while the row still says running finds nothing, and the next poll
                     # may be far off (a slow write once stranded short retries until then).
-                    # The margin covers the server's clock being a little behind ours.
-                    due = time.monotonic() + delay + rt.completer.flush_interval
-                    rt.completer.call_when_written(
-                        seq, lambda: self.wake_at(max(due, time.monotonic()))
-                    )
+                    due = time.monotonic() + delay + _DUE_MARGIN
+                    rt.completer.call_when_written(seq, partial(self._wake_when_due, due))
             if self._last_fetch_full:
                 self._trigger.set()
         finally:

@@ -282,7 +282,8 @@ def _port_free(port: int) -> bool:
 
 
 def _ephemeral_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
-    """The lowest port the kernel hands to outgoing connections (Linux; 32768 elsewhere)."""
+    """The lowest port the kernel hands to outgoing connections, as Linux tells it; 32768
+    (Linux's default) where it does not (the BSDs and macOS have ranges of their own)."""
     try:
         return int(Path(path).read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -290,9 +291,10 @@ def _ephemeral_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
 
 
 def _free_port() -> int:
-    """A free port for the server, below the kernel's ephemeral range when it leaves room:
-    a port of that range (what binding to port 0 gives) can be taken by any outgoing
-    connection in the moment between this choice and the server's own bind."""
+    """A free port for the server, below the kernel's ephemeral range when it leaves room
+    (it starts above 20000), else any free one: a port of that range (what binding to port 0
+    gives) can be taken by any outgoing connection in the moment between this choice and the
+    server's own bind."""
     low = _ephemeral_low()
     if low > 20_000:
         for _ in range(100):

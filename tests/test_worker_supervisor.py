@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -375,6 +376,38 @@ async def test_a_stop_that_ends_the_retry_of_a_child_failing_to_start_keeps_its_
         assert await supervisor.run() == 1
     assert supervisor.spawns == 2
     assert supervisor.children[0].last_status == 1
+
+
+class _ReloadThenStop(Supervisor):
+    """A child fails to start; its next run is restarted by a source change; the stop comes
+    as the run after that starts."""
+
+    spawns = 0
+
+    async def _spawn(self, child: _Child, status_fd: int) -> Process:
+        self.spawns += 1
+        if self.spawns == 2:
+            asyncio.get_running_loop().call_later(0.3, self._sources_changed, {"app.py"})
+        if self.spawns == 3:
+            self._begin_stop(signal.SIGTERM)
+        return await super()._spawn(child, status_fd)
+
+
+@pytest.mark.anyio
+async def test_a_reload_forgets_the_failed_start_before_it() -> None:
+    # The failed start was before the source changed: the run the stop ended owes it nothing.
+    runs = iter([["-c", "import sys; sys.exit(1)"]])
+    options = SupervisorOptions(
+        processes=1,
+        child_argv=lambda index, port: next(runs, ["-c", "import time; time.sleep(60)"]),
+        child_command=[sys.executable],
+        shutdown_timeout=60,
+    )
+    supervisor = _ReloadThenStop(options)
+    with anyio.fail_after(20):
+        assert await supervisor.run() == 0
+    assert supervisor.spawns == 3
+    assert supervisor.children[0].last_status == 0
 
 
 _SLOW_WRITER = """

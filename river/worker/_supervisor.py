@@ -159,6 +159,8 @@ class _Child:
     draining_at: float | None = None
     #: Consecutive runs that failed without becoming ready.
     start_failures: int = 0
+    #: The exit status of the last of those (None: the last run became ready, or none failed).
+    failed_start_status: int | None = None
 
 
 class Supervisor:
@@ -301,17 +303,14 @@ class Supervisor:
                 # was failing to start keeps that failure as its status, as it would have in
                 # its restart backoff (when the stop caught it there, it exited 1 or 0 by
                 # chance).
-                if (
-                    not child.ready
-                    and child.start_failures > 0
-                    and child.last_status not in (0, None)
-                ):
+                if not child.ready and child.failed_start_status is not None:
+                    child.last_status = child.failed_start_status
                     logger.info(
                         "worker process %d (pid %d) stopped before it was ready (its last "
                         "start had failed with status %d)",
                         child.index,
                         child.pid,
-                        child.last_status,
+                        child.failed_start_status,
                     )
                     return
                 status = 0
@@ -325,11 +324,15 @@ class Supervisor:
                 )
                 return
             if child.restart_requested:
+                # Restarted on purpose (a reload): an earlier failed start says nothing of
+                # the code it runs now.
                 child.restart_requested = False
+                child.failed_start_status = None
                 continue
             child.restarts += 1
             failed_start = status != 0 and not child.ready
             child.start_failures = child.start_failures + 1 if failed_start else 0
+            child.failed_start_status = status if failed_start else None
             if not failed_start:
                 # A run that became ready: stopping while it waits for its restart leaves
                 # nothing to report (see run()).
@@ -436,6 +439,7 @@ class Supervisor:
         elif word == "ready":
             child.ready = True
             child.start_failures = 0
+            child.failed_start_status = None
         elif word == "shutdown_timeout":
             with contextlib.suppress(ValueError):
                 child.shutdown_timeout = float(value)
