@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -325,89 +324,66 @@ def test_sighup_during_the_stop_never_kills_a_process(db_url: str, env: dict[str
     assert [m.group(1) for m in exits] == ["0", "0"], sup.output()
 
 
-class _SpawnDuringStop(Supervisor):
-    """A stop signal that lands while a child is being spawned."""
-
-    async def _spawn(self, child: _Child, status_fd: int) -> Process:
-        if not self._stopping.is_set():
-            self._begin_stop(signal.SIGTERM)
-        return await super()._spawn(child, status_fd)
+_SLEEP = ["-c", "import time; time.sleep(60)"]  # a child that never says it is ready
+_FAIL = ["-c", "import sys; sys.exit(1)"]  # a child that cannot start
 
 
-@pytest.mark.anyio
-async def test_a_child_spawned_during_a_stop_is_stopped() -> None:
-    options = SupervisorOptions(
-        processes=1,
-        child_argv=lambda index, port: ["-c", "import time; time.sleep(60)"],
-        child_command=[sys.executable],
-        shutdown_timeout=60,
-    )
-    supervisor = _SpawnDuringStop(options)
-    with anyio.fail_after(20):  # unsignalled, the child would sleep its 60 s
-        assert await supervisor.run() == 0
-    assert supervisor.children[0].last_status == 0
+class _AtSpawn(Supervisor):
+    """Acts as its n-th child is spawned: ``"stop"``, a stop signal lands as it is spawned;
+    ``"reload"``, a source change restarts it as soon as it runs. Its children run ``runs``
+    in turn, then sleep."""
 
-
-class _StopOnRetry(Supervisor):
-    """A stop signal that lands as a child that failed to start is tried again."""
-
-    spawns = 0
+    def __init__(self, events: dict[int, str], runs: list[list[str]]) -> None:
+        following = iter(runs)
+        super().__init__(
+            SupervisorOptions(
+                processes=1,
+                child_argv=lambda index, port: next(following, _SLEEP),
+                child_command=[sys.executable],
+                shutdown_timeout=60,
+            )
+        )
+        self.events = events
+        self.spawns = 0
 
     async def _spawn(self, child: _Child, status_fd: int) -> Process:
         self.spawns += 1
-        if self.spawns == 2:
+        event = self.events.get(self.spawns)
+        if event == "stop":
             self._begin_stop(signal.SIGTERM)
-        return await super()._spawn(child, status_fd)
+        process = await super()._spawn(child, status_fd)
+        if event == "reload":
+            child.process = process  # as the caller records it next
+            self._sources_changed({"app.py"})
+        return process
 
 
 @pytest.mark.anyio
-async def test_a_stop_that_ends_the_retry_of_a_child_failing_to_start_keeps_its_failure() -> None:
-    # Caught in its restart backoff, such a child made the supervisor exit 1; caught in its
-    # next try (killed before it was ready), it exited 0: the same state, two answers.
-    runs = iter([["-c", "import sys; sys.exit(1)"]])
-    options = SupervisorOptions(
-        processes=1,
-        child_argv=lambda index, port: next(runs, ["-c", "import time; time.sleep(60)"]),
-        child_command=[sys.executable],
-        shutdown_timeout=60,
-    )
-    supervisor = _StopOnRetry(options)
+@pytest.mark.parametrize(
+    ("events", "runs", "status"),
+    [
+        # Unsignalled, the child would sleep its 60 s.
+        pytest.param({1: "stop"}, [], 0, id="a child spawned during a stop is stopped"),
+        # Caught in its restart backoff, a child failing to start made the supervisor exit 1;
+        # caught in its next try (killed before it was ready), it exited 0.
+        pytest.param(
+            {2: "stop"}, [_FAIL], 1, id="the retry of a child failing to start keeps its failure"
+        ),
+        # The failed start came before the source changed: the run the stop ended owes it
+        # nothing.
+        pytest.param(
+            {2: "reload", 3: "stop"}, [_FAIL], 0, id="a reload forgets the failed start before it"
+        ),
+    ],
+)
+async def test_a_stop_as_a_child_is_spawned(
+    events: dict[int, str], runs: list[list[str]], status: int
+) -> None:
+    supervisor = _AtSpawn(events, runs)
     with anyio.fail_after(20):
-        assert await supervisor.run() == 1
-    assert supervisor.spawns == 2
-    assert supervisor.children[0].last_status == 1
-
-
-class _ReloadThenStop(Supervisor):
-    """A child fails to start; its next run is restarted by a source change; the stop comes
-    as the run after that starts."""
-
-    spawns = 0
-
-    async def _spawn(self, child: _Child, status_fd: int) -> Process:
-        self.spawns += 1
-        if self.spawns == 2:
-            asyncio.get_running_loop().call_later(0.3, self._sources_changed, {"app.py"})
-        if self.spawns == 3:
-            self._begin_stop(signal.SIGTERM)
-        return await super()._spawn(child, status_fd)
-
-
-@pytest.mark.anyio
-async def test_a_reload_forgets_the_failed_start_before_it() -> None:
-    # The failed start was before the source changed: the run the stop ended owes it nothing.
-    runs = iter([["-c", "import sys; sys.exit(1)"]])
-    options = SupervisorOptions(
-        processes=1,
-        child_argv=lambda index, port: next(runs, ["-c", "import time; time.sleep(60)"]),
-        child_command=[sys.executable],
-        shutdown_timeout=60,
-    )
-    supervisor = _ReloadThenStop(options)
-    with anyio.fail_after(20):
-        assert await supervisor.run() == 0
-    assert supervisor.spawns == 3
-    assert supervisor.children[0].last_status == 0
+        assert await supervisor.run() == status
+    assert supervisor.spawns == max(events)
+    assert supervisor.children[0].last_status == status
 
 
 _SLOW_WRITER = """
