@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import anyio
+import anyio.lowlevel
 import pytest
 from helpers import fast_config, make_workers, open_db, started_client
 
@@ -67,7 +68,9 @@ async def test_a_waiter_that_times_out_leaves_another_waiting() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(patient)
-        await anyio.sleep(0.01)  # the patient waiter waits first
+        with anyio.fail_after(5):
+            while signal._waiters == 0:  # the patient waiter waits first
+                await anyio.lowlevel.checkpoint()
         with pytest.raises(TimeoutError):
             await signal.wait(0.05)
         signal.emit(42)
